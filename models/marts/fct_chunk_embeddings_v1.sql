@@ -1,0 +1,74 @@
+-- The serving set: one row per chunk of every live document version, with its vector for the
+-- configured embedding model and full lineage. Rebuilt as a whole each build, so its HNSW
+-- index is always created on a fresh table (vss defect: an HNSW index on a table that saw
+-- deletes/updates can return fewer than k rows after a reopen).
+{{ config(
+    post_hook=[
+        "create index {{ this.identifier }}_hnsw on {{ this }} using hnsw (embedding) with (metric = 'cosine')",
+        "checkpoint",
+    ]
+) }}
+
+with
+
+live_versions as (
+
+    select * from {{ ref('int_document_versions') }}
+    where is_current
+
+),
+
+chunks as (
+
+    select * from {{ ref('int_chunks') }}
+    where chunker_version = '{{ var("chunker_version") }}'
+
+),
+
+vectors as (
+
+    select * from {{ ref('int_chunk_embeddings') }}
+    where embedding_model = '{{ var("embedding_model") }}'
+
+),
+
+final as (
+
+    select
+        chunks.chunk_id,
+        chunks.document_id,
+        chunks.document_version,
+        chunks.document_checksum,
+        chunks.chunk_index,
+        chunks.chunker_version,
+        chunks.chunk_hash,
+        chunks.section,
+        chunks.section_type,
+        chunks.chunk_text,
+        chunks.word_count,
+        chunks.section_chunk_index,
+        chunks.section_chunk_count,
+        chunks.is_split_paragraph,
+        live_versions.document_type,
+        live_versions.title,
+        live_versions.allowed_groups,
+        live_versions.updated_at as document_updated_at,
+        live_versions.valid_from as document_valid_from,
+        vectors.embedding_model,
+        cast(vectors.embedding as float[{{ var('embedding_dimensions') }}]) as embedding,
+        vectors.created_at,
+        vectors.dbt_invocation_id as embedding_invocation_id,
+        chunks.created_at as chunk_created_at,
+        chunks.dbt_invocation_id as chunk_invocation_id,
+        '{{ invocation_id }}' as dbt_invocation_id
+    from chunks
+    inner join live_versions
+        on
+            chunks.document_id = live_versions.document_id
+            and chunks.document_version = live_versions.document_version
+    inner join vectors
+        on chunks.chunk_hash = vectors.chunk_hash
+
+)
+
+select * from final

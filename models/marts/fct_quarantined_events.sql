@@ -1,0 +1,30 @@
+-- Landed records that could not be trusted, with where they came from and why. Nothing a
+-- producer sends is dropped silently: it is either an event or a row here.
+with
+
+landed as (
+
+    select * from {{ ref('stg_landing__document_events') }}
+
+),
+
+final as (
+
+    select
+        source_file,
+        source_line,
+        source_layout,
+        file_sha256,
+        split_part(quarantine_reason, ':', 1) as quarantine_code,
+        quarantine_reason,
+        document_id,
+        change_seq,
+        raw_record,
+        ingested_at,
+        dbt_invocation_id
+    from landed
+    where quarantine_reason is not null
+
+)
+
+select * from final

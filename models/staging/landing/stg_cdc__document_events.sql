@@ -1,0 +1,48 @@
+-- One row per (document_id, change_seq): the valid CDC events of both layouts, typed and
+-- de-duplicated. A replayed file, a duplicated batch and the same event delivered through DMS
+-- and Debezium all collapse to one event; `delivery_count` says how often it arrived.
+with
+
+landed_events as (
+
+    select * from {{ ref('stg_landing__document_events') }}
+    where quarantine_reason is null
+
+),
+
+ranked as (
+
+    select
+        *,
+        row_number() over (
+            partition by document_id, change_seq
+            order by source_layout asc, source_file asc, source_line asc
+        ) as delivery_rank,
+        count(*) over (partition by document_id, change_seq) as delivery_count
+    from landed_events
+
+),
+
+final as (
+
+    select
+        document_id,
+        change_seq,
+        op,
+        commit_ts,
+        document_type,
+        title,
+        content,
+        updated_at,
+        allowed_groups,
+        metadata,
+        source_layout,
+        source_file,
+        source_line,
+        delivery_count
+    from ranked
+    where delivery_rank = 1
+
+)
+
+select * from final

@@ -1,0 +1,35 @@
+"""Chunks of every live document version, for the configured chunker_version.
+
+Thin wrapper around ragmart.pipeline.chunk_versions. Incremental (append): a version is chunked
+once; chunks of superseded versions stay as history (the marts select the live ones).
+"""
+
+
+def model(dbt, session):
+    dbt.config(materialized="incremental", incremental_strategy="append")
+    from ragmart.pipeline import chunk_versions, get_chunker
+
+    chunker_version = str(dbt.config.get("chunker_version"))
+    get_chunker(chunker_version)  # fail fast, naming the known chunkers
+
+    versions = dbt.ref("int_document_versions")  # noqa: F841 - read by the SQL below
+    pending_sql = """
+        select document_id, document_version, document_checksum, title, content
+        from versions
+        where is_current
+    """
+    if dbt.is_incremental:
+        chunked = session.sql(  # noqa: F841 - read by the SQL below
+            f"select distinct document_id, document_version from {dbt.this} "
+            "where chunker_version = $chunker_version",
+            params={"chunker_version": chunker_version},
+        )
+        pending_sql += """
+            and not exists (
+                select 1 from chunked
+                where chunked.document_id = versions.document_id
+                  and chunked.document_version = versions.document_version
+            )
+        """
+    pending = session.sql(pending_sql + " order by document_id, document_version")
+    return chunk_versions(pending.to_arrow_table(), chunker_version)

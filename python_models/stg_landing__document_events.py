@@ -1,0 +1,34 @@
+"""Every record of every landed CDC file, typed; bad records carry a quarantine_reason.
+
+Thin wrapper: parsing lives in ragmart.cdc, file bookkeeping in ragmart.ingest. Incremental
+(append): each file is read once per distinct content. Valid rows feed stg_cdc__document_events,
+quarantined ones fct_quarantined_events; nothing is dropped.
+"""
+
+import datetime as dt
+
+
+def model(dbt, session):
+    dbt.config(materialized="incremental", incremental_strategy="append")
+    from ragmart.ingest import LandedFile, ingest_files
+
+    max_content_bytes = int(dbt.config.get("max_content_bytes") or 1_000_000)
+    listing = []
+    for relation in (dbt.source("landing", "dms_files"), dbt.source("landing", "debezium_files")):
+        listing += relation.project("filename, size, last_modified").fetchall()
+    files = [LandedFile(path=p, size=int(s), modified_at=m) for p, s, m in listing]
+
+    seen_keys: set[tuple[str, int, dt.datetime]] = set()
+    seen_hashes: set[tuple[str, str]] = set()
+    if dbt.is_incremental:
+        for path, size, modified_at, digest in session.execute(
+            f"select distinct source_file, file_size, file_modified_at, file_sha256 from {dbt.this}"
+        ).fetchall():
+            seen_keys.add((path, size, modified_at))
+            seen_hashes.add((path, digest))
+    return ingest_files(
+        files,
+        seen_keys=seen_keys,
+        seen_hashes=seen_hashes,
+        max_content_bytes=max_content_bytes,
+    )

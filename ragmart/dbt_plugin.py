@@ -1,0 +1,25 @@
+"""dbt-duckdb plugin: the one place where ragmart prepares a DuckDB connection.
+
+Loads the vss extension from the installed ``duckdb-extension-vss`` wheel (never from the
+network) and enables HNSW persistence for file databases. Profiles reference it as::
+
+    plugins:
+      - module: ragmart.dbt_plugin
+        alias: ragmart
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dbt.adapters.duckdb.plugins import BasePlugin
+
+from ragmart.duck import configure_connection
+
+
+class Plugin(BasePlugin):
+    def initialize(self, plugin_config: dict[str, Any]) -> None:
+        self._config = dict(plugin_config)
+
+    def configure_connection(self, conn: Any) -> None:
+        configure_connection(conn)
