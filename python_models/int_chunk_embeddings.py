@@ -13,8 +13,8 @@ def model(dbt, session):
     from ragmart.runs import EmbeddingRun, record_run
 
     provider = get_provider(str(dbt.config.get("embedding_provider")))
-    expected_model = str(dbt.config.get("embedding_model"))
-    if provider.model != expected_model:
+    expected_model = dbt.config.get("embedding_model")
+    if expected_model and provider.model != expected_model:
         raise ValueError(
             f"provider {provider.name!r} embeds with {provider.model!r} but the dbt var "
             f"embedding_model is {expected_model!r}; unset the var or set it to {provider.model!r}"

@@ -1,11 +1,12 @@
 -- The serving set: one row per chunk of every live document version, with its vector for the
 -- configured embedding model and full lineage. Rebuilt as a whole each build, so its HNSW
 -- index is always created on a fresh table (vss defect: an HNSW index on a table that saw
--- deletes/updates can return fewer than k rows after a reopen).
+-- deletes/updates can return fewer than k rows after a reopen). The checkpoint after commit
+-- moves the index out of the WAL (vss defect: a WAL replayed without vss loses index changes).
 {{ config(
     post_hook=[
         "create index {{ this.identifier }}_hnsw on {{ this }} using hnsw (embedding) with (metric = 'cosine')",
-        "checkpoint",
+        {"sql": "checkpoint", "transaction": false},
     ]
 ) }}
 
@@ -28,7 +29,7 @@ chunks as (
 vectors as (
 
     select * from {{ ref('int_chunk_embeddings') }}
-    where embedding_model = '{{ var("embedding_model") }}'
+    where embedding_model = '{{ embedding_model() }}'
 
 ),
 
