@@ -1,0 +1,50 @@
+"""Model contracts on the marts: declared, enforced, and a violation fails the build."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from dbt_harness import ROOT, Project, copy_project
+
+
+def _manifest(project: Project) -> dict:
+    project.dbt("parse")
+    return json.loads((project.workdir / "target" / "manifest.json").read_text())
+
+
+def test_every_mart_has_an_enforced_contract_and_primary_key_test(tmp_path) -> None:
+    manifest = _manifest(Project(tmp_path))
+    marts = [n for n in manifest["nodes"].values()
+             if n["resource_type"] == "model" and "/marts/" in n["original_file_path"]]
+    assert {m["name"] for m in marts} >= {"fct_chunk_embeddings", "dim_documents",
+                                          "fct_quarantined_events"}
+    for mart in marts:
+        assert mart["contract"]["enforced"], mart["name"]
+        assert all(c.get("data_type") for c in mart["columns"].values()), mart["name"]
+    lineage = {"document_id", "document_version", "document_checksum", "chunk_id", "chunk_index",
+               "chunker_version", "embedding_model", "created_at", "dbt_invocation_id"}
+    serving = next(m for m in marts if m["name"] == "fct_chunk_embeddings")
+    assert lineage <= set(serving["columns"])
+    for name in lineage:
+        constraints = {c["type"] for c in serving["columns"][name]["constraints"]}
+        assert "not_null" in constraints, name
+
+
+def test_a_mart_that_breaks_its_contract_fails_the_build(tmp_path) -> None:
+    copy = copy_project(tmp_path / "project")
+    mart = copy / "models" / "marts" / "dim_documents.sql"
+    mart.write_text(mart.read_text().replace(
+        "document_version,", "cast(document_version as varchar) as document_version,", 1))
+    project = Project(tmp_path / "run")
+    project.workdir.mkdir()
+    env = project.env() | {"DBT_PROJECT_DIR": str(copy)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "dbt.cli.main", "build", "--select", "+dim_documents"],
+        cwd=copy, env=env, capture_output=True, text=True,
+    )
+    assert proc.returncode != 0
+    assert "contract" in proc.stdout.lower()
+    assert "document_version" in proc.stdout
+    assert ROOT != copy
