@@ -88,7 +88,8 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     for run in data:
         print(
             f"{run['finished_at']:%Y-%m-%d %H:%M:%S} {run['invocation_id'][:8]} "
-            f"{run['embedding_model']}: {run['texts_sent']} texts in {run['provider_calls']} calls, "
+            f"{run['embedding_model']}: {run['texts_sent']} texts in "
+            f"{run['provider_calls']} calls, "
             f"{run['cache_hits']} cache hits, {run['chunks_in_serving_set']} serving chunks, "
             f"~{run['approx_tokens']} tokens, {run['seconds']:.1f}s"
         )

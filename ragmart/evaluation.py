@@ -31,7 +31,8 @@ def load_judged_queries(path: str | Path = JUDGED_QUERIES) -> list[JudgedQuery]:
         rows = list(csv.DictReader(handle))
     queries = []
     for row in rows:
-        relevant = frozenset(x.strip() for x in row["relevant_document_ids"].split(";") if x.strip())
+        ids = row["relevant_document_ids"].split(";")
+        relevant = frozenset(x.strip() for x in ids if x.strip())
         if not relevant:
             raise ValueError(f"{path}: query {row['query_id']} has no relevant_document_ids")
         queries.append(JudgedQuery(row["query_id"], row["question"], relevant))

@@ -56,7 +56,9 @@ class RetrievedChunk:
         return data
 
 
-_COLUMNS = [name for name in RetrievedChunk.__dataclass_fields__ if name not in ("rank", "distance")]
+_COLUMNS = [
+    name for name in RetrievedChunk.__dataclass_fields__ if name not in ("rank", "distance")
+]
 
 
 def _serving_models(conn: duckdb.DuckDBPyConnection, table: str) -> list[str]:
@@ -69,7 +71,8 @@ def _serving_models(conn: duckdb.DuckDBPyConnection, table: str) -> list[str]:
             f"the serving table {table} does not exist in this database; run `dbt build` "
             "(or `make run`) first"
         )
-    return [row[0] for row in conn.execute(f"select distinct embedding_model from {table}").fetchall()]
+    rows = conn.execute(f"select distinct embedding_model from {table}").fetchall()
+    return [row[0] for row in rows]
 
 
 def search(

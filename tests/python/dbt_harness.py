@@ -118,7 +118,9 @@ class Project:
 def copy_project(destination: Path) -> Path:
     """A copy of the dbt project (for tests that must change a model)."""
     for name in ("models", "macros", "python_models", "tests", "seeds"):
-        shutil.copytree(ROOT / name, destination / name, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(
+            ROOT / name, destination / name, ignore=shutil.ignore_patterns("__pycache__")
+        )
     for name in ("dbt_project.yml", "profiles.yml"):
         shutil.copy(ROOT / name, destination / name)
     return destination

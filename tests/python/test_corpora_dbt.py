@@ -13,7 +13,7 @@ BASECAMP = ROOT.parent / "shared" / "corpora" / "basecamp-policies"
 
 def test_sample_landing_ends_in_expected_state(tmp_path) -> None:
     expected = json.loads((SAMPLE_LANDING / "EXPECTED.json").read_text())
-    documents = expected["documents"] if "documents" in expected else expected
+    documents = expected["documents"]
     project = Project(tmp_path)
     project.land_sample()
     project.build()
