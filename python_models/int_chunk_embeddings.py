@@ -12,7 +12,7 @@ def model(dbt, session):
     from ragmart.providers import get_provider
     from ragmart.runs import EmbeddingRun, record_run
 
-    provider = get_provider(str(dbt.config.get("embedding_provider")))
+    provider = get_provider(dbt.config.get("embedding_provider") or None)
     expected_model = dbt.config.get("embedding_model")
     if expected_model and provider.model != expected_model:
         raise ValueError(
