@@ -58,5 +58,6 @@ def model(dbt, session):
 
     table = embed_texts(missing, provider, log=run.log)
     run.finish(provider.stats)
-    record_run(session, run)
+    # qualified: the session's default catalog is not the attached database file
+    record_run(session, run, table=f'"{dbt.this.database}"."{dbt.this.schema}".embedding_runs')
     return table

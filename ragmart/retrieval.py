@@ -1,9 +1,11 @@
-"""Top-k retrieval over the serving table, deterministic and exact where filters apply.
+"""Top-k retrieval over the serving set, deterministic and exact where filters apply.
 
 Ordering is (distance, chunk_id): the same index and query give the same rows in the same order.
-Without filters the HNSW index proposes candidates, which are then re-ranked exactly; with
-filters the search runs over the eligible rows only (a WHERE after an HNSW top-k could return
-fewer than k rows), so k rows come back whenever k eligible chunks exist.
+Without filters the HNSW index (fct_chunk_vector_index_v1, append-only) proposes candidates,
+which are joined back to the live rows (fct_chunk_embeddings_v1) and re-ranked exactly; the
+candidate pool widens until k live rows are found, so rows the index still holds for chunks no
+longer served never shorten an answer. With filters the search runs over the eligible rows only
+(a WHERE after an HNSW top-k could return fewer than k rows).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from ragmart.duck import connect
 from ragmart.providers import EmbeddingProvider, get_provider
 
 SERVING_TABLE = "fct_chunk_embeddings_v1"
+INDEX_TABLE = "fct_chunk_vector_index_v1"
 # HNSW candidates fetched per requested row before the exact re-rank.
 CANDIDATE_FACTOR = 4
 MIN_CANDIDATES = 40
@@ -75,6 +78,51 @@ def _serving_models(conn: duckdb.DuckDBPyConnection, table: str) -> list[str]:
     return [row[0] for row in rows]
 
 
+def _search_index(
+    conn: duckdb.DuckDBPyConnection,
+    params: dict,
+    *,
+    k: int,
+    dims: int,
+    table: str,
+    index_table: str,
+) -> list[tuple]:
+    """HNSW candidates joined to the live rows; the pool grows until k live rows are found."""
+    select_list = ", ".join(f"served.{c}" for c in _COLUMNS)
+    distance = f"array_cosine_distance(embedding, $q::float[{dims}])"
+    indexed = conn.execute(f"select count(*) from {index_table}").fetchone()[0]
+    live = conn.execute(f"select count(*) from {table}").fetchone()[0]
+    wanted = min(k, live)
+    n_candidates = max(k * CANDIDATE_FACTOR, MIN_CANDIDATES)
+    while True:
+        sql = f"""
+            with candidates as (
+                select chunk_id, {distance} as distance
+                from {index_table}
+                order by {distance}
+                limit {int(n_candidates)}
+            )
+            select {select_list}, candidates.distance
+            from candidates
+            inner join {table} as served on served.chunk_id = candidates.chunk_id
+            order by candidates.distance asc, served.chunk_id asc
+            limit {int(k)}
+        """
+        rows = conn.execute(sql, params).fetchall()
+        if len(rows) >= wanted or n_candidates >= indexed:
+            break
+        n_candidates *= 4
+    if len(rows) < wanted:
+        # The index answered short (vss defect after deletes + reopen, or an index behind the
+        # serving set): answer exactly rather than short.
+        rows = conn.execute(
+            f"select {', '.join(_COLUMNS)}, {distance} as distance from {table} "
+            f"order by distance asc, chunk_id asc limit {int(k)}",
+            params,
+        ).fetchall()
+    return rows
+
+
 def search(
     conn: duckdb.DuckDBPyConnection,
     query_vector: np.ndarray,
@@ -82,6 +130,7 @@ def search(
     k: int = 5,
     doc_types: Sequence[str] | None = None,
     table: str = SERVING_TABLE,
+    index_table: str = INDEX_TABLE,
 ) -> list[RetrievedChunk]:
     """The k nearest chunks to `query_vector` (cosine), eligible under the filters."""
     if k < 1:
@@ -105,29 +154,7 @@ def search(
         """
         rows = conn.execute(sql, params).fetchall()
     else:
-        n_candidates = max(k * CANDIDATE_FACTOR, MIN_CANDIDATES)
-        sql = f"""
-            with candidates as (
-                select chunk_id from {table}
-                order by {distance}
-                limit {n_candidates}
-            )
-            select {select_list}, {distance} as distance
-            from {table}
-            semi join candidates using (chunk_id)
-            order by distance asc, chunk_id asc
-            limit {int(k)}
-        """
-        rows = conn.execute(sql, params).fetchall()
-        total = conn.execute(f"select count(*) from {table}").fetchone()[0]
-        if len(rows) < min(k, total):
-            # The index returned too few candidates (vss defect after deletes + reopen):
-            # answer exactly rather than short.
-            rows = conn.execute(
-                f"select {select_list}, {distance} as distance from {table} "
-                f"order by distance asc, chunk_id asc limit {int(k)}",
-                params,
-            ).fetchall()
+        rows = _search_index(conn, params, k=k, dims=dims, table=table, index_table=index_table)
     names = [*_COLUMNS, "distance"]
     results = []
     for rank, row in enumerate(rows, start=1):

@@ -12,8 +12,8 @@ from ragmart.providers import ProviderStats
 
 RUNS_TABLE = "embedding_runs"
 
-RUNS_DDL = f"""
-create table if not exists {RUNS_TABLE} (
+RUNS_DDL = """
+create table if not exists {table} (
     invocation_id varchar not null,
     provider varchar not null,
     embedding_model varchar not null,
@@ -80,11 +80,14 @@ class EmbeddingRun:
         )
 
 
-def record_run(conn: duckdb.DuckDBPyConnection, run: EmbeddingRun) -> None:
-    conn.execute(RUNS_DDL)
+def record_run(
+    conn: duckdb.DuckDBPyConnection, run: EmbeddingRun, *, table: str = RUNS_TABLE
+) -> None:
+    """Append `run` to the runs table (`table` may be qualified: "db"."schema".embedding_runs)."""
+    conn.execute(RUNS_DDL.format(table=table))
     conn.execute(
         f"""
-        insert into {RUNS_TABLE} values (
+        insert into {table} values (
             $invocation_id, $provider, $embedding_model, $started_at, $finished_at,
             $chunks_in_serving_set, $chunks_needing_vectors, $provider_calls, $texts_sent,
             $cache_hits, $approx_tokens, $seconds

@@ -1,12 +1,14 @@
 -- The serving set: one row per chunk of every live document version, with its vector for the
--- configured embedding model and full lineage. Rebuilt as a whole each build, so its HNSW
--- index is always created on a fresh table (vss defect: an HNSW index on a table that saw
--- deletes/updates can return fewer than k rows after a reopen). The checkpoint after commit
--- moves the index out of the WAL (vss defect: a WAL replayed without vss loses index changes).
+-- configured embedding model and full lineage. Incremental: a build inserts the chunk rows it
+-- has not served yet and deletes rows whose version is no longer live, so its cost follows the
+-- change, not the corpus. Nearest-neighbour search goes through fct_chunk_vector_index_v1.
 {{ config(
+    materialized='incremental',
+    incremental_strategy='append',
+    unique_key='chunk_id',
+    on_schema_change='fail',
     post_hook=[
-        "create index {{ this.identifier }}_hnsw on {{ this }} using hnsw (embedding) with (metric = 'cosine')",
-        {"sql": "checkpoint", "transaction": false},
+        "{{ prune_serving_set(this, ref('int_document_versions')) }}",
     ]
 ) }}
 
@@ -73,3 +75,9 @@ final as (
 )
 
 select * from final
+{% if is_incremental() %}
+    where not exists (
+        select 1 from {{ this }} as served
+        where served.chunk_id = final.chunk_id
+    )
+{% endif %}

@@ -163,11 +163,11 @@ def test_hnsw_returns_k_rows_after_deletes_and_reopen(project: Project) -> None:
         conn = connect(project.db_path, read_only=True)
         try:
             plan = conn.execute(
-                f"explain select chunk_id from {SERVING} "
+                "explain select chunk_id from fct_chunk_vector_index_v1 "
                 "order by array_cosine_distance(embedding, $q::float[384]) limit 10",
                 {"q": [0.0] * 383 + [1.0]},
             ).fetchall()
-            assert "HNSW" in str(plan), "the serving table must be HNSW-indexed"
+            assert "HNSW" in str(plan), "the vector index must be HNSW-indexed"
             rng = np.random.default_rng(7)
             for _ in range(25):
                 q = rng.normal(size=384).astype(np.float32)
