@@ -5,12 +5,13 @@
 -- the post-hook re-creates it. The index never lives through a delete (vss defect: an HNSW index
 -- on a table that saw deletes can return fewer than k rows after a reopen).
 {{ config(
+    alias='fct_chunk_vector_index_' ~ var('index_version'),
     materialized='incremental',
     incremental_strategy='append',
     unique_key='chunk_id',
     on_schema_change='fail',
     pre_hook=[
-        "{{ compact_vector_index(this, ref('fct_chunk_embeddings', v=1)) }}",
+        "{{ compact_vector_index(this, ref('fct_chunk_embeddings')) }}",
     ],
     post_hook=[
         "create index if not exists {{ this.identifier }}_hnsw on {{ this }}
@@ -23,7 +24,7 @@ with
 
 served as (
 
-    select * from {{ ref('fct_chunk_embeddings', v=1) }}
+    select * from {{ ref('fct_chunk_embeddings') }}
 
 ),
 
