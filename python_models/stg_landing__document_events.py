@@ -10,7 +10,9 @@ import datetime as dt
 
 def model(dbt, session):
     dbt.config(materialized="incremental", incremental_strategy="append")
+    from ragmart.config import Settings
     from ragmart.ingest import LandedFile, ingest_files
+    from ragmart.purge import load_registry, registry_path
 
     max_content_bytes = int(dbt.config.get("max_content_bytes") or 1_000_000)
     listing = []
@@ -31,4 +33,5 @@ def model(dbt, session):
         seen_keys=seen_keys,
         seen_hashes=seen_hashes,
         max_content_bytes=max_content_bytes,
+        purged=load_registry(registry_path(Settings.from_env().db_path)),
     )

@@ -119,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--last", type=int, default=10)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_stats)
+    from ragmart.cli_serving import register as register_serving
+
+    register_serving(sub)
     return parser
 
 
@@ -128,8 +131,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except Exception as exc:  # every failure becomes one clear line and an exit code
         from ragmart.retrieval import RetrievalError
+        from ragmart.serving import ServingError
 
-        known = (RetrievalError, ValueError, FileNotFoundError)
+        known = (RetrievalError, ServingError, ValueError, FileNotFoundError)
         if not isinstance(exc, known):
             raise
         print(f"ragmart {args.command}: {exc}", file=sys.stderr)

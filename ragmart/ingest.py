@@ -16,6 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from ragmart.cdc import parse_landing_file, rows_to_arrow
+from ragmart.faults import fault_point
 from ragmart.lineage import current_invocation_id, utc_now
 
 LAYOUTS = ("dms", "debezium")
@@ -50,8 +51,13 @@ def ingest_files(
     seen_keys: set[tuple[str, int, dt.datetime]],
     seen_hashes: set[tuple[str, str]],
     max_content_bytes: int,
+    purged: dict[str, int] | None = None,
 ) -> pa.Table:
-    """Parse the files not ingested yet; returns cdc rows plus file and lineage columns."""
+    """Parse the files not ingested yet; returns cdc rows plus file and lineage columns.
+
+    `purged` (document_id -> highest purged change_seq, see ragmart.purge) drops events a
+    compliance purge removed, so a replayed old file cannot resurrect them."""
+    purged = purged or {}
     tables: list[pa.Table] = []
     invocation_id = current_invocation_id()
     ingested_at = utc_now()
@@ -65,9 +71,14 @@ def ingest_files(
         digest = hashlib.sha256(data).hexdigest()
         if (landed.relative_path, digest) in seen_hashes:
             continue
-        table = rows_to_arrow(
-            parse_landing_file(landed.relative_path, data, max_content_bytes=max_content_bytes)
-        )
+        rows = parse_landing_file(landed.relative_path, data, max_content_bytes=max_content_bytes)
+        if purged:
+            rows = [
+                r for r in rows
+                if r["document_id"] not in purged
+                or (r["change_seq"] is not None and r["change_seq"] > purged[r["document_id"]])
+            ]
+        table = rows_to_arrow(rows)
         n = table.num_rows
         table = (
             table.append_column("file_size", pa.array([landed.size] * n, pa.int64()))
@@ -76,6 +87,8 @@ def ingest_files(
             .append_column("dbt_invocation_id", pa.array([invocation_id] * n, pa.string()))
         )
         tables.append(table)
+        fault_point("ingest_file")
+    fault_point("ingest_done")
     if not tables:
         empty = rows_to_arrow([])
         return (

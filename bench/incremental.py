@@ -1,0 +1,197 @@
+"""Incremental re-embedding benchmark (issue: cost scales with the change, not the corpus).
+
+Generates a corpus of N documents (~10 chunks each) as one DMS parquet file, builds it from
+scratch with the hash provider, then lands a batch editing 1% of the documents by one paragraph
+and builds again. Prints, measured in this run:
+  - provider texts sent vs chunk texts truly changed (target ratio 1.00),
+  - what re-embedding whole changed documents would have sent,
+  - incremental build wall time vs a full rebuild (target <= 10%), and vs a no-change build
+    (dbt's fixed start-up),
+for each corpus size (default 2,000 and 10,000 documents).
+
+    .venv/bin/python bench/incremental.py [--docs 2000 10000] [--edit-share 0.01]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ragmart.chunking import chunk_document  # noqa: E402
+from ragmart.duck import connect  # noqa: E402
+
+WORDS = (
+    "employee manager approval request days policy company budget travel leave security access "
+    "review incident report data customer refund vendor contract training equipment office "
+    "remote schedule payroll benefits exception deadline retention audit invoice purchase "
+    "laptop password device network backup recovery region holiday overtime relocation"
+).split()
+SECTIONS = ["Purpose", "Scope", "Definitions", "Policy", "Procedure", "Exceptions",
+            "Effective date"]
+
+
+def paragraph(rng: random.Random, words: int = 60) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(words)).capitalize() + "."
+
+
+def make_document(rng: random.Random, n_paragraphs: int = 10) -> list[tuple[str, list[str]]]:
+    sections: list[tuple[str, list[str]]] = []
+    for i in range(n_paragraphs):
+        heading = SECTIONS[min(i * len(SECTIONS) // n_paragraphs, len(SECTIONS) - 1)]
+        if not sections or sections[-1][0] != heading:
+            sections.append((heading, []))
+        sections[-1][1].append(paragraph(rng))
+    return sections
+
+
+def render(title: str, sections: list[tuple[str, list[str]]]) -> str:
+    out = [f"# {title}", ""]
+    for heading, paragraphs in sections:
+        out += [f"## {heading}", ""]
+        for p in paragraphs:
+            out += [p, ""]
+    return "\n".join(out)
+
+
+def write_batch(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows), path)
+
+
+def event(op: str, seq: int, doc_id: str, title: str, content: str) -> dict:
+    ts = dt.datetime(2026, 11, 2) + dt.timedelta(seconds=seq)
+    return {"Op": op, "commit_ts": ts, "change_seq": seq, "document_id": doc_id,
+            "document_type": "policy", "title": title, "content": content, "updated_at": ts}
+
+
+def dbt_build(workdir: Path, db: Path, landing: Path) -> float:
+    env = dict(os.environ)
+    env.update({
+        "RAGMART_DB": str(db), "RAGMART_LANDING_DIR": str(landing),
+        "RAGMART_EMBEDDING_PROVIDER": "hash", "DBT_PROFILES_DIR": str(ROOT),
+        "DBT_PROJECT_DIR": str(ROOT), "DBT_TARGET_PATH": str(workdir / "target"),
+        "DBT_LOG_PATH": str(workdir / "logs"), "DO_NOT_TRACK": "1",
+    })
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "dbt.cli.main", "build", "-x"], cwd=ROOT,
+                          env=env, capture_output=True, text=True)
+    elapsed = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"dbt build failed:\n{proc.stdout[-4000:]}")
+    return elapsed
+
+
+def slowest_nodes(workdir: Path, n: int = 5) -> list[tuple[str, float]]:
+    import json
+
+    results = json.loads((workdir / "target" / "run_results.json").read_text())["results"]
+    timed = sorted(((r["unique_id"].split(".")[-1], r["execution_time"]) for r in results),
+                   key=lambda x: -x[1])
+    return timed[:n]
+
+
+def last_run(db: Path) -> dict:
+    conn = connect(db, read_only=True)
+    try:
+        cur = conn.execute("select * from embedding_runs order by finished_at desc limit 1")
+        names = [d[0] for d in cur.description]
+        return dict(zip(names, cur.fetchone(), strict=True))
+    finally:
+        conn.close()
+
+
+def bench(n_docs: int, edit_share: float, seed: int = 42) -> dict:
+    rng = random.Random(seed)
+    work = Path(tempfile.mkdtemp(prefix=f"ragmart-bench-{n_docs}-"))
+    landing, db = work / "landing", work / "incremental.duckdb"
+    docs = {f"doc-{i:05d}": make_document(rng) for i in range(n_docs)}
+    write_batch(landing / "dms" / "0001_load.parquet",
+                [event("I", i + 1, d, d.title(), render(d.title(), s))
+                 for i, (d, s) in enumerate(docs.items())])
+    t_first = dbt_build(work, db, landing)
+    first = last_run(db)
+    t_noop = dbt_build(work, db, landing)
+
+    # Edit one paragraph in edit_share of the documents.
+    edited = rng.sample(sorted(docs), max(1, int(n_docs * edit_share)))
+    rows, truly_changed, whole_docs = [], 0, 0
+    for j, doc_id in enumerate(edited):
+        before = {c.chunk_hash for c in chunk_document(doc_id.title(),
+                                                       render(doc_id.title(), docs[doc_id]))}
+        sections = [(h, list(ps)) for h, ps in docs[doc_id]]
+        h = rng.randrange(len(sections))
+        p = rng.randrange(len(sections[h][1]))
+        sections[h][1][p] = paragraph(rng)
+        docs[doc_id] = sections
+        after = chunk_document(doc_id.title(), render(doc_id.title(), sections))
+        truly_changed += len({c.chunk_hash for c in after} - before)
+        whole_docs += len(after)
+        rows.append(event("U", n_docs + 1 + j, doc_id, doc_id.title(),
+                          render(doc_id.title(), sections)))
+    write_batch(landing / "dms" / "0002_edits.parquet", rows)
+    t_incremental = dbt_build(work, db, landing)
+    incremental = last_run(db)
+    slowest = slowest_nodes(work)
+
+    # Full rebuild of the same landing zone into a fresh database.
+    t_full = dbt_build(work, work / "full.duckdb", landing)
+    chunks = first["chunks_in_serving_set"]
+    shutil.rmtree(work, ignore_errors=True)
+    return {
+        "docs": n_docs, "chunks": chunks, "edited_docs": len(edited),
+        "texts_sent": incremental["texts_sent"], "truly_changed": truly_changed,
+        "whole_doc_cost": whole_docs, "t_first": t_first, "t_noop": t_noop,
+        "t_incremental": t_incremental, "t_full": t_full,
+        "embed_seconds_incremental": incremental["seconds"], "slowest": slowest,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--docs", type=int, nargs="+", default=[2000, 10000])
+    parser.add_argument("--edit-share", type=float, default=0.01)
+    args = parser.parse_args()
+    results = []
+    for n in args.docs:
+        r = bench(n, args.edit_share)
+        results.append(r)
+        print(f"\n== {r['docs']:,} documents, {r['chunks']:,} chunks; "
+              f"{r['edited_docs']} documents edited by one paragraph")
+        print(f"provider texts sent          {r['texts_sent']:>8}")
+        print(f"chunk texts truly changed    {r['truly_changed']:>8}   "
+              f"ratio {r['texts_sent'] / max(r['truly_changed'], 1):.2f} (target 1.00)")
+        print(f"re-embedding whole documents {r['whole_doc_cost']:>8}   "
+              f"({r['whole_doc_cost'] / max(r['texts_sent'], 1):.1f}x what was sent)")
+        print(f"first build (from scratch)   {r['t_first']:8.1f} s")
+        print(f"full rebuild, fresh db       {r['t_full']:8.1f} s")
+        print(f"no-change build (fixed cost) {r['t_noop']:8.1f} s")
+        print(f"incremental build            {r['t_incremental']:8.1f} s   "
+              f"{r['t_incremental'] / r['t_full']:.1%} of a full rebuild (target <= 10%); "
+              f"{r['t_incremental'] - r['t_noop']:+.1f} s over the no-change build")
+        print("slowest nodes of the incremental build: "
+              + ", ".join(f"{name} {secs:.1f}s" for name, secs in r["slowest"]))
+    if len(results) > 1:
+        a, b = results[0], results[-1]
+        print(f"\ncorpus x{b['docs'] / a['docs']:.0f}: incremental over no-change build "
+              f"{a['t_incremental'] - a['t_noop']:+.1f} s -> "
+              f"{b['t_incremental'] - b['t_noop']:+.1f} s; "
+              f"full rebuild {a['t_full']:.0f} s -> {b['t_full']:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""`ragmart versions | publish | rollback | purge`: index versions and what serves."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ragmart.config import Settings
+
+DEFAULT_TOLERANCE = {"recall@5": 0.02, "mrr": 0.03, "ndcg@10": 0.03}
+
+
+def evaluate_version(database: Path, version: str) -> dict:
+    """Judged-query metrics of one version, by exact search over its serving table."""
+    from ragmart import evaluation
+
+    if hasattr(evaluation, "evaluate_version"):
+        return evaluation.evaluate_version(database, version)
+    from ragmart.duck import connect
+    from ragmart.providers import get_provider
+    from ragmart.retrieval import search
+    from ragmart.serving import INDEX_PREFIX, SERVING_PREFIX
+
+    conn = connect(database, read_only=True)
+    try:
+        model = conn.execute(
+            f"select min(embedding_model) from {SERVING_PREFIX}{version}"
+        ).fetchone()[0]
+        provider = get_provider("hash" if str(model).startswith("hash-") else "local")
+        queries = evaluation.load_judged_queries()
+        vectors = dict(zip([q.question for q in queries],
+                           provider.embed([q.question for q in queries]), strict=True))
+
+        def run(question: str) -> list[str]:
+            hits = search(conn, vectors[question], k=50, doc_types=None,
+                          table=f"{SERVING_PREFIX}{version}",
+                          index_table=f"{INDEX_PREFIX}{version}")
+            return [h.document_id for h in hits]
+
+        report = evaluation.evaluate(queries, run, k=5)
+    finally:
+        conn.close()
+    return {"recall@5": report.recall_at_k, "mrr": report.mrr}
+
+
+def gate(candidate: dict, baseline: dict | None, tolerance: dict | None = None) -> list[str]:
+    """Failures of `candidate` against `baseline`: metrics lower by more than the tolerance."""
+    from ragmart import evaluation
+
+    if hasattr(evaluation, "gate_metrics"):
+        return evaluation.gate_metrics(candidate, baseline, tolerance)
+    tolerance = tolerance or DEFAULT_TOLERANCE
+    failures = []
+    for metric, allowed in tolerance.items():
+        if baseline is None or metric not in baseline or metric not in candidate:
+            continue
+        if candidate[metric] < baseline[metric] - allowed:
+            failures.append(
+                f"{metric} {candidate[metric]:.4f} < serving {baseline[metric]:.4f} "
+                f"- tolerance {allowed}"
+            )
+    return failures
+
+
+def _cmd_versions(args: argparse.Namespace) -> int:
+    from ragmart.duck import connect
+    from ragmart.serving import current_publication, history, list_versions
+
+    db = Settings.from_env().db_path
+    conn = connect(db, read_only=True)
+    try:
+        versions = list_versions(conn)
+    finally:
+        conn.close()
+    serving = current_publication(db)
+    metrics = {p.version: p.metrics for p in history(db)}
+    rows = []
+    for v in versions:
+        rows.append({
+            **v.__dict__,
+            "metrics": metrics.get(v.version, {}),
+            "serving": bool(serving and serving.version == v.version),
+            "published_snapshot": serving.snapshot if serving and serving.version == v.version
+            else None,
+        })
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for r in rows:
+        mark = "*" if r["serving"] else " "
+        m = ", ".join(f"{k} {v:.3f}" for k, v in r["metrics"].items())
+        print(f"{mark} {r['version']}: {r['chunks']} chunks / {r['documents']} docs, "
+              f"{r['embedding_model']} · {r['chunker_version']}, built {r['built_at']}, "
+              f"~{r['size_bytes'] / 1e6:.1f} MB{', ' + m if m else ''}")
+    if serving is None:
+        print("nothing published: retrieval reads the build database")
+    return 0
+
+
+def _cmd_publish(args: argparse.Namespace) -> int:
+    from ragmart.serving import publish
+
+    pub = publish(Settings.from_env().db_path, args.version, evaluate=evaluate_version,
+                  gate=gate, force=args.force)
+    print(json.dumps(pub.__dict__, indent=2))
+    return 0
+
+
+def _cmd_rollback(args: argparse.Namespace) -> int:
+    from ragmart.serving import rollback
+
+    pub = rollback(Settings.from_env().db_path)
+    print(f"serving {pub.version} again ({pub.snapshot})")
+    return 0
+
+
+def _cmd_purge(args: argparse.Namespace) -> int:
+    from ragmart.purge import purge_document
+
+    settings = Settings.from_env()
+    ids = list(args.document_id or [])
+    if args.flagged:
+        from ragmart.duck import connect
+
+        conn = connect(settings.db_path, read_only=True)
+        try:
+            ids += [r[0] for r in conn.execute(
+                "select distinct document_id from stg_cdc__document_events where op = 'D' "
+                "and try_cast(json_extract_string(metadata, '$.purge') as boolean)"
+            ).fetchall()]
+        finally:
+            conn.close()
+    if not ids:
+        raise ValueError("nothing to purge: pass --document-id ID or --flagged")
+    for document_id in dict.fromkeys(ids):
+        report = purge_document(settings.db_path, document_id, landing_dir=settings.landing_dir)
+        print(json.dumps(report.__dict__, indent=2))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("versions", help="index versions, their metrics, which one serves")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_versions)
+
+    p = sub.add_parser("publish", help="snapshot a version and serve it if the eval gate passes")
+    p.add_argument("version", help="index version, e.g. v2")
+    p.add_argument("--force", action="store_true", help="publish despite the gate (recorded)")
+    p.set_defaults(func=_cmd_publish)
+
+    p = sub.add_parser("rollback", help="serve the previously published snapshot again")
+    p.set_defaults(func=_cmd_rollback)
+
+    p = sub.add_parser("purge", help="remove a document's text and vectors from every file")
+    p.add_argument("--document-id", action="append", metavar="ID")
+    p.add_argument("--flagged", action="store_true",
+                   help="purge documents whose CDC delete carries purge=true")
+    p.set_defaults(func=_cmd_purge)

@@ -1,0 +1,303 @@
+"""Index versions, published snapshots, atomic switch, rollback and compliance purge.
+
+The build database (RAGMART_DB) is written by `dbt build` and locked while it runs. Serving never
+reads it directly once something is published: `publish` copies the database, under a shared
+lock that keeps writers out for the length of the copy, into an immutable snapshot file under
+`<publish dir>/`, then switches `serving.json` to it with an atomic rename. Readers resolve the
+pointer once per request and open the snapshot read-only, so a build never blocks them and
+every answer comes wholly from one version. `rollback` points back to the previous snapshot.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import duckdb
+
+from ragmart.config import Settings
+from ragmart.duck import connect
+
+SERVING_PREFIX = "fct_chunk_embeddings_"
+INDEX_PREFIX = "fct_chunk_vector_index_"
+VERSION_RE = re.compile(r"^v[0-9]+$")
+KEEP_SNAPSHOTS = 3
+
+
+class ServingError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class ServingTarget:
+    """Where a reader goes: a database file and the version's two relations."""
+
+    database: Path
+    version: str
+    published: bool
+
+    @property
+    def table(self) -> str:
+        return f"{SERVING_PREFIX}{self.version}"
+
+    @property
+    def index_table(self) -> str:
+        return f"{INDEX_PREFIX}{self.version}"
+
+
+@dataclass
+class Publication:
+    version: str
+    snapshot: str  # file name inside the publish dir
+    published_at: str
+    embedding_model: str | None = None
+    chunker_version: str | None = None
+    chunks: int = 0
+    metrics: dict = field(default_factory=dict)
+    forced: bool = False
+    gate_failures: list[str] = field(default_factory=list)
+    action: str = "publish"
+
+
+def check_version(version: str) -> str:
+    if not VERSION_RE.match(version or ""):
+        raise ServingError(f"invalid index version {version!r}: write it as v1, v2, ...")
+    return version
+
+
+def publish_dir(db_path: Path) -> Path:
+    configured = os.environ.get("RAGMART_PUBLISH_DIR")
+    return Path(configured) if configured else Path(db_path).resolve().parent / "published"
+
+
+def _pointer_path(db_path: Path) -> Path:
+    return publish_dir(db_path) / "serving.json"
+
+
+def _history_path(db_path: Path) -> Path:
+    return publish_dir(db_path) / "history.jsonl"
+
+
+def current_publication(db_path: Path) -> Publication | None:
+    path = _pointer_path(db_path)
+    if not path.exists():
+        return None
+    return Publication(**json.loads(path.read_text()))
+
+
+def history(db_path: Path) -> list[Publication]:
+    path = _history_path(db_path)
+    if not path.exists():
+        return []
+    return [Publication(**json.loads(line)) for line in path.read_text().splitlines() if line]
+
+
+def resolve_target(db_path: Path | None = None, version: str | None = None) -> ServingTarget:
+    """The published snapshot when one serves (and no other version is asked for), else the
+    build database with `version` (default: RAGMART_INDEX_VERSION or v1)."""
+    db_path = Path(db_path) if db_path is not None else Settings.from_env().db_path
+    pub = current_publication(db_path)
+    if pub is not None and (version is None or version == pub.version):
+        return ServingTarget(publish_dir(db_path) / pub.snapshot, pub.version, True)
+    version = check_version(version or os.environ.get("RAGMART_INDEX_VERSION", "v1"))
+    return ServingTarget(db_path, version, False)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _record(db_path: Path, publication: Publication) -> None:
+    line = json.dumps(asdict(publication), sort_keys=True)
+    with open(_history_path(db_path), "a") as handle:
+        handle.write(line + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    # the switch: one rename, readers see the old or the new pointer, never half of one
+    _write_atomic(_pointer_path(db_path), json.dumps(asdict(publication), indent=2))
+
+
+def _open_build_db(db_path: Path, *, read_only: bool) -> duckdb.DuckDBPyConnection:
+    if not Path(db_path).exists():
+        raise ServingError(f"database {db_path} does not exist; run `dbt build` first")
+    try:
+        return connect(db_path, read_only=read_only)
+    except duckdb.IOException as exc:
+        raise ServingError(
+            f"{db_path} is locked by another process (a dbt build?); retry when it finishes "
+            f"({exc})"
+        ) from exc
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    version: str
+    chunks: int
+    documents: int
+    embedding_model: str | None
+    chunker_version: str | None
+    built_at: str | None
+    index_rows: int
+    size_bytes: int
+
+
+def list_versions(conn: duckdb.DuckDBPyConnection) -> list[VersionInfo]:
+    names = [r[0] for r in conn.execute(
+        "select table_name from information_schema.tables where table_name like $p "
+        "order by table_name", {"p": f"{SERVING_PREFIX}v%"}).fetchall()]
+    out = []
+    for name in names:
+        version = name.removeprefix(SERVING_PREFIX)
+        if not VERSION_RE.match(version):
+            continue
+        chunks, documents, model, chunker, built, size = conn.execute(
+            f"select count(*), count(distinct document_id), min(embedding_model), "
+            f"min(chunker_version), max(created_at), coalesce(sum(length(chunk_text)), 0) "
+            f"+ count(*) * 4 * 384 from {name}"
+        ).fetchone()
+        index_rows = 0
+        if conn.execute(
+            "select count(*) from information_schema.tables where table_name = $t",
+            {"t": f"{INDEX_PREFIX}{version}"},
+        ).fetchone()[0]:
+            index_rows = conn.execute(f"select count(*) from {INDEX_PREFIX}{version}").fetchone()[0]
+        out.append(VersionInfo(version, chunks, documents, model, chunker,
+                               built.isoformat() if built else None, index_rows, int(size)))
+    return out
+
+
+def snapshot(db_path: Path, version: str) -> Path:
+    """Copy the build database into an immutable snapshot file; returns its path.
+
+    A read-only connection holds a shared lock for the length of the copy, so no build can
+    write meanwhile (a build that starts waits or fails on the lock, per its retries)."""
+    db_path = Path(db_path)
+    target_dir = publish_dir(db_path)
+    target_dir.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    final = target_dir / f"{version}-{stamp}.duckdb"
+    tmp = target_dir / f".{final.name}.tmp"
+    conn = _open_build_db(db_path, read_only=True)
+    try:
+        if not conn.execute(
+            "select count(*) from information_schema.tables where table_name = $t",
+            {"t": f"{SERVING_PREFIX}{version}"},
+        ).fetchone()[0]:
+            raise ServingError(
+                f"version {version} is not built in {db_path}; build it with "
+                f"`dbt build --vars '{{index_version: {version}}}'`"
+            )
+        shutil.copyfile(db_path, tmp)
+        wal = Path(f"{db_path}.wal")
+        if wal.exists():
+            shutil.copyfile(wal, Path(f"{tmp}.wal"))
+    finally:
+        conn.close()
+    # fold any WAL into the copy (with vss loaded), so readers open a clean file
+    copy = connect(tmp)
+    try:
+        copy.execute("checkpoint")
+    finally:
+        copy.close()
+    os.replace(tmp, final)
+    return final
+
+
+Evaluator = Callable[[Path, str], dict]
+Gate = Callable[[dict, dict | None], list[str]]
+
+
+def publish(
+    db_path: Path,
+    version: str,
+    *,
+    evaluate: Evaluator,
+    gate: Gate,
+    force: bool = False,
+) -> Publication:
+    """Snapshot `version`, evaluate it, and switch serving to it if the gate passes (or force).
+
+    `evaluate(database_file, version)` returns metrics; `gate(candidate, baseline)` returns the
+    list of failures (empty = pass). Refuses, naming the failing metrics, unless `force`."""
+    check_version(version)
+    db_path = Path(db_path)
+    path = snapshot(db_path, version)
+    try:
+        metrics = evaluate(path, version)
+        serving = current_publication(db_path)
+        baseline = serving.metrics if serving else None
+        failures = gate(metrics, baseline)
+        if failures and not force:
+            raise ServingError(
+                f"publish {version} refused by the evaluation gate: " + "; ".join(failures)
+                + " (use --force to publish anyway; it is recorded)"
+            )
+        conn = connect(path, read_only=True)
+        try:
+            info = next(v for v in list_versions(conn) if v.version == version)
+        finally:
+            conn.close()
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    publication = Publication(
+        version=version,
+        snapshot=path.name,
+        published_at=dt.datetime.now(dt.UTC).isoformat(),
+        embedding_model=info.embedding_model,
+        chunker_version=info.chunker_version,
+        chunks=info.chunks,
+        metrics=metrics,
+        forced=bool(failures) and force,
+        gate_failures=failures,
+    )
+    _record(db_path, publication)
+    _prune_snapshots(db_path)
+    return publication
+
+
+def rollback(db_path: Path) -> Publication:
+    """Serve the publication before the current one again (its snapshot is kept)."""
+    db_path = Path(db_path)
+    serving = current_publication(db_path)
+    if serving is None:
+        raise ServingError("nothing is published; there is nothing to roll back")
+    seen: list[str] = []
+    for pub in history(db_path):
+        if pub.action == "publish" and pub.snapshot not in seen:
+            seen.append(pub.snapshot)
+    # walk back from the serving snapshot to the one published before it
+    if serving.snapshot not in seen or seen.index(serving.snapshot) == 0:
+        raise ServingError(f"no publication before {serving.version} ({serving.snapshot})")
+    previous_name = seen[seen.index(serving.snapshot) - 1]
+    previous = next(p for p in reversed(history(db_path)) if p.snapshot == previous_name)
+    if not (publish_dir(db_path) / previous.snapshot).exists():
+        raise ServingError(f"the snapshot {previous.snapshot} of {previous.version} is gone")
+    restored = Publication(**{**asdict(previous), "action": "rollback",
+                              "published_at": dt.datetime.now(dt.UTC).isoformat()})
+    _record(db_path, restored)
+    return restored
+
+
+def _prune_snapshots(db_path: Path) -> None:
+    """Keep the serving snapshot and the KEEP_SNAPSHOTS newest publications (rollback targets)."""
+    keep = {p.snapshot for p in history(db_path)[-KEEP_SNAPSHOTS:]}
+    serving = current_publication(db_path)
+    if serving:
+        keep.add(serving.snapshot)
+    for path in publish_dir(db_path).glob("v*.duckdb"):
+        if path.name not in keep:
+            path.unlink(missing_ok=True)
