@@ -1,9 +1,10 @@
--- The HNSW-indexed vectors of the serving set. Append-only: a build appends the vectors of newly
--- served chunks, so index maintenance costs what changed, not the corpus. Rows of chunks that
--- left the serving set stay until compaction (retrieval joins candidates back to the live rows);
--- when they exceed `vector_index_max_dead_ratio` the pre-hook drops the index, deletes them and
--- the post-hook re-creates it. The index never lives through a delete (vss defect: an HNSW index
--- on a table that saw deletes can return fewer than k rows after a reopen).
+-- The HNSW-indexed vectors of the serving set. Ordinary builds insert nothing here: new vectors
+-- wait in fct_chunk_vector_delta (searched exactly), so index maintenance never costs the
+-- corpus. When the delta or the rows no longer served grow past their thresholds, a build
+-- compacts: the pre-hook drops the index and deletes the dead rows, this model inserts every
+-- served vector it lacks, and the post-hook re-creates the index. The index never lives
+-- through a delete (vss defect: an HNSW index on a table that saw deletes can return fewer
+-- than k rows after a reopen), and the checkpoint moves it out of the WAL.
 {{ config(
     alias='fct_chunk_vector_index_' ~ var('index_version'),
     materialized='incremental',
@@ -19,6 +20,8 @@
         {"sql": "checkpoint", "transaction": false},
     ]
 ) }}
+
+{%- set compacting = vector_index_needs_compaction(this, ref('fct_chunk_embeddings')) %}
 
 with
 
@@ -37,10 +40,12 @@ final as (
         '{{ invocation_id }}' as dbt_invocation_id
     from served
     {% if is_incremental() %}
-        where not exists (
-            select 1 from {{ this }} as indexed
-            where indexed.chunk_id = served.chunk_id
-        )
+        where
+            {{ 'true' if compacting else 'false' }}
+            and not exists (
+                select 1 from {{ this }} as indexed
+                where indexed.chunk_id = served.chunk_id
+            )
     {% endif %}
 
 )

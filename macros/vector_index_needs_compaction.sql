@@ -1,0 +1,32 @@
+{% macro vector_index_needs_compaction(index_relation, serving_relation) %}
+    {{- return(adapter.dispatch('vector_index_needs_compaction', 'ragmart')(
+        index_relation, serving_relation
+    )) -}}
+{% endmacro %}
+
+{% macro default__vector_index_needs_compaction(index_relation, serving_relation) %}
+    {#- True when this build must rebuild the HNSW index: it is empty, or the share of its rows
+        no longer served exceeds var vector_index_max_dead_ratio, or the served rows it lacks
+        (the delta) exceed var vector_delta_max_rows or vector_delta_max_ratio of its rows. -#}
+    {%- if not execute or not is_incremental() -%}
+        {{- return(false) -}}
+    {%- endif -%}
+    {%- set counts = run_query(
+        "select (select count(*) from " ~ index_relation ~ ") as indexed_rows, "
+        ~ "(select count(*) from " ~ index_relation ~ " as indexed anti join "
+        ~ serving_relation ~ " as served on indexed.chunk_id = served.chunk_id) as dead_rows, "
+        ~ "(select count(*) from " ~ serving_relation ~ " as served anti join "
+        ~ index_relation ~ " as indexed on indexed.chunk_id = served.chunk_id) as delta_rows"
+    ) -%}
+    {%- set indexed_rows = counts.columns[0].values()[0] -%}
+    {%- set dead_rows = counts.columns[1].values()[0] -%}
+    {%- set delta_rows = counts.columns[2].values()[0] -%}
+    {%- if indexed_rows == 0 -%}
+        {{- return(delta_rows > 0) -}}
+    {%- endif -%}
+    {{- return(
+        dead_rows / indexed_rows > var('vector_index_max_dead_ratio', 0.2)
+        or delta_rows > var('vector_delta_max_rows', 5000)
+        or delta_rows / indexed_rows > var('vector_delta_max_ratio', 0.1)
+    ) -}}
+{% endmacro %}
