@@ -9,7 +9,14 @@
         {{- return(explicit) -}}
     {%- endif -%}
     {%- set provider = var('embedding_provider', env_var('RAGMART_EMBEDDING_PROVIDER', 'local')) -%}
-    {%- set models = {'local': 'all-MiniLM-L6-v2-onnx-int8', 'hash': 'hash-384-v1'} -%}
+    {#- openai: <model>@<dimensions>, from the env vars ragmart.providers.openai reads -#}
+    {%- set openai_model = (env_var('RAGMART_OPENAI_MODEL', '') | trim) or 'text-embedding-3-small' -%}
+    {%- set openai_dimensions = (env_var('RAGMART_OPENAI_DIMENSIONS', '') | trim) or '384' -%}
+    {%- set models = {
+        'local': 'all-MiniLM-L6-v2-onnx-int8',
+        'hash': 'hash-384-v1',
+        'openai': openai_model ~ '@' ~ openai_dimensions,
+    } -%}
     {%- if provider not in models -%}
         {{- exceptions.raise_compiler_error(
             "embedding_model(): unknown embedding provider '" ~ provider ~ "'. Set "

@@ -2,15 +2,23 @@
 
 Only chunk texts of live document versions that have no vector yet for this model are sent to
 the provider, so an unchanged text (another document, an earlier version, a reverted edit) is
-never embedded twice. Each build appends a row to the `embedding_runs` table.
+never embedded twice. Each build appends a row to the `embedding_runs` table. When the provider
+fails for good, the vectors obtained before the failure are committed to this table anyway
+(ragmart.runs.keep_obtained_vectors) and the model fails.
 """
 
 
 def model(dbt, session):
-    dbt.config(materialized="incremental", incremental_strategy="append")
-    from ragmart.pipeline import embed_texts
+    # append_new_columns: a cache built before a column was added gets it (null on old rows)
+    dbt.config(
+        materialized="incremental",
+        incremental_strategy="append",
+        on_schema_change="append_new_columns",
+    )
+    from ragmart.faults import fault_point
+    from ragmart.pipeline import EmbeddingIncompleteError, embed_texts
     from ragmart.providers import get_provider
-    from ragmart.runs import EmbeddingRun, record_run
+    from ragmart.runs import EmbeddingRun, keep_obtained_vectors, record_run
 
     provider = get_provider(dbt.config.get("embedding_provider") or None)
     expected_model = dbt.config.get("embedding_model")
@@ -31,7 +39,7 @@ def model(dbt, session):
         inner join versions
             on chunks.document_id = versions.document_id
             and chunks.document_version = versions.document_version
-        where versions.is_current and chunks.chunker_version = $chunker_version
+        where not versions.is_deleted and chunks.chunker_version = $chunker_version
         """,
         params={"chunker_version": chunker_version},
     )
@@ -56,8 +64,26 @@ def model(dbt, session):
             params={"invocation_id": run.invocation_id},
         ).fetchone()[0]
 
-    table = embed_texts(missing, provider, log=run.log)
-    run.finish(provider.stats)
     # qualified: the session's default catalog is not the attached database file
-    record_run(session, run, table=f'"{dbt.this.database}"."{dbt.this.schema}".embedding_runs')
+    runs_table = f'"{dbt.this.database}"."{dbt.this.schema}".embedding_runs'
+    try:
+        table = embed_texts(missing, provider, log=run.log)
+    except EmbeddingIncompleteError as exc:
+        # Keep what was paid for, committed apart from this model's transaction (which dbt
+        # rolls back); the model fails, so dbt skips the serving models and they keep serving
+        # the previous build. The next build finds these vectors cached.
+        run.finish(provider.stats, error=str(exc))
+        kept = keep_obtained_vectors(session, str(dbt.this), exc.table, run,
+                                     runs_table=runs_table)
+        raise EmbeddingIncompleteError(
+            f"int_chunk_embeddings: {str(exc).rstrip('.')}. The {kept} vectors obtained are "
+            f"kept in the cache and will not be requested again; models downstream are skipped "
+            f"and keep serving the previous build. Fix the cause and run `dbt build` again: "
+            f"only the {exc.total - exc.table.num_rows} missing texts will be sent.",
+            table=exc.table,
+            total=exc.total,
+        ) from exc
+    run.finish(provider.stats)
+    record_run(session, run, table=runs_table)
+    fault_point("embeddings_recorded")
     return table

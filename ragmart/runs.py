@@ -1,16 +1,31 @@
-"""The `embedding_runs` table: what each build asked of the embedding provider."""
+"""What each build did: the `embedding_runs` table, its price table, and the vectors a failed
+build keeps.
+
+A run records what the build asked of the embedding provider: calls, texts, tokens, retries
+and an estimated cost from a price table (``ragmart/providers/prices.json``, USD per million
+input tokens by provider and API model; ``RAGMART_PRICE_TABLE`` points to another file).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import math
+import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import duckdb
+import pyarrow as pa
 
 from ragmart.lineage import current_invocation_id, utc_now
 from ragmart.providers import ProviderStats
 
 RUNS_TABLE = "embedding_runs"
+PRICE_TABLE_ENV = "RAGMART_PRICE_TABLE"
+DEFAULT_PRICE_TABLE = Path(__file__).resolve().parent / "providers" / "prices.json"
 
 RUNS_DDL = """
 create table if not exists {table} (
@@ -25,9 +40,72 @@ create table if not exists {table} (
     texts_sent bigint not null,
     cache_hits bigint not null,
     approx_tokens bigint not null,
-    seconds double not null
+    seconds double not null,
+    retries bigint,
+    estimated_cost_usd double,
+    error varchar
 )
 """
+
+# columns added after the first release: `create table if not exists` leaves older tables as
+# they are, so each build adds what is missing (null for the runs recorded before)
+RUNS_ADDED_COLUMNS = (
+    ("retries", "bigint"),
+    ("estimated_cost_usd", "double"),
+    ("error", "varchar"),
+)
+
+RUNS_COLUMNS = (
+    "invocation_id", "provider", "embedding_model", "started_at", "finished_at",
+    "chunks_in_serving_set", "chunks_needing_vectors", "provider_calls", "texts_sent",
+    "cache_hits", "approx_tokens", "seconds", "retries", "estimated_cost_usd", "error",
+)
+
+
+# --------------------------------------------------------------------------- prices
+
+
+def load_price_table(path: str | Path | None = None) -> dict[str, dict[str, float]]:
+    """{provider: {api model or "*": USD per 1M input tokens}} from ``path``, else
+    $RAGMART_PRICE_TABLE, else the bundled ``prices.json``."""
+    source = Path(path or os.environ.get(PRICE_TABLE_ENV, "").strip() or DEFAULT_PRICE_TABLE)
+    fix = f"fix the file or point {PRICE_TABLE_ENV} to a valid one (default {DEFAULT_PRICE_TABLE})"
+    try:
+        data = json.loads(source.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"price table {source} not found; {fix}") from None
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"price table {source} is not readable JSON ({exc}); {fix}") from None
+    prices = data.get("prices") if isinstance(data, dict) else None
+    if not isinstance(prices, dict):
+        raise ValueError(
+            f'price table {source} needs a top-level "prices" object '
+            f'({{"prices": {{"openai": {{"text-embedding-3-small": 0.02}}}}}}); {fix}'
+        )
+    table: dict[str, dict[str, float]] = {}
+    for provider, models in prices.items():
+        if not isinstance(models, dict):
+            raise ValueError(f"price table {source}: prices.{provider} must be an object; {fix}")
+        for model, price in models.items():
+            ok = isinstance(price, int | float) and not isinstance(price, bool)
+            if not ok or not math.isfinite(price) or price < 0:
+                raise ValueError(
+                    f"price table {source}: prices.{provider}.{model} must be a non-negative "
+                    f"number of USD per 1M tokens, got {price!r}; {fix}"
+                )
+            table.setdefault(provider, {})[model] = float(price)
+    return table
+
+
+def price_per_million(
+    table: dict[str, dict[str, float]], provider: str, embedding_model: str
+) -> float | None:
+    """The price of ``embedding_model`` (its API model: the part before '@'), or None."""
+    models = table.get(provider, {})
+    return models.get(embedding_model.split("@", 1)[0], models.get("*"))
+
+
+# --------------------------------------------------------------------------- runs
 
 
 def _dbt_logger():
@@ -52,59 +130,119 @@ class EmbeddingRun:
     approx_tokens: int = 0
     seconds: float = 0.0
     finished_at: object = None
+    retries: int = 0
+    estimated_cost_usd: float | None = None
+    error: str | None = None
+    price_per_million: float | None = field(default=None, repr=False)
     _clock: float = field(default_factory=time.monotonic, repr=False)
 
     @classmethod
     def start(cls, *, provider: str, embedding_model: str) -> EmbeddingRun:
-        return cls(
+        """A run starting now; reads the price table first (a bad one fails before any call)."""
+        run = cls(
             invocation_id=current_invocation_id(),
             provider=provider,
             embedding_model=embedding_model,
             started_at=utc_now(),
+            price_per_million=price_per_million(load_price_table(), provider, embedding_model),
         )
+        if run.price_per_million is None:
+            run.log(
+                f"no price for {provider}/{embedding_model} in the price table "
+                f"({PRICE_TABLE_ENV} or {DEFAULT_PRICE_TABLE.name}): estimated_cost_usd is null"
+            )
+        return run
 
     def log(self, message: str) -> None:
         logger = _dbt_logger()
         if logger is not None:
             logger.info(f"ragmart: {message}")
 
-    def finish(self, stats: ProviderStats) -> None:
+    def finish(self, stats: ProviderStats, *, error: str | None = None) -> None:
         self.provider_calls = stats.calls
         self.texts_sent = stats.texts
         self.approx_tokens = stats.approx_tokens
+        self.retries = int(getattr(stats, "retries", 0))
+        if self.price_per_million is not None:
+            self.estimated_cost_usd = round(self.approx_tokens * self.price_per_million / 1e6, 8)
+        self.error = error
         self.finished_at = utc_now()
         self.seconds = round(time.monotonic() - self._clock, 3)
+        cost = "unknown" if self.estimated_cost_usd is None else f"${self.estimated_cost_usd:.6f}"
         self.log(
-            f"{self.texts_sent} texts sent in {self.provider_calls} calls, "
-            f"{self.cache_hits} cache hits, {self.seconds:.1f}s"
+            f"{self.texts_sent} texts sent in {self.provider_calls} calls "
+            f"({self.retries} retries), {self.cache_hits} cache hits, ~{self.approx_tokens} "
+            f"tokens, estimated cost {cost}, {self.seconds:.1f}s"
+            + (" - FAILED" if error else "")
         )
+
+
+def ensure_runs_table(conn: duckdb.DuckDBPyConnection, table: str = RUNS_TABLE) -> None:
+    """Create the runs table, or add the columns an older one lacks."""
+    conn.execute(RUNS_DDL.format(table=table))
+    for name, kind in RUNS_ADDED_COLUMNS:
+        conn.execute(f"alter table {table} add column if not exists {name} {kind}")
 
 
 def record_run(
     conn: duckdb.DuckDBPyConnection, run: EmbeddingRun, *, table: str = RUNS_TABLE
 ) -> None:
     """Append `run` to the runs table (`table` may be qualified: "db"."schema".embedding_runs)."""
-    conn.execute(RUNS_DDL.format(table=table))
+    ensure_runs_table(conn, table)
+    columns = ", ".join(RUNS_COLUMNS)
+    values = ", ".join(f"${name}" for name in RUNS_COLUMNS)
     conn.execute(
-        f"""
-        insert into {table} values (
-            $invocation_id, $provider, $embedding_model, $started_at, $finished_at,
-            $chunks_in_serving_set, $chunks_needing_vectors, $provider_calls, $texts_sent,
-            $cache_hits, $approx_tokens, $seconds
-        )
-        """,
-        {
-            "invocation_id": run.invocation_id,
-            "provider": run.provider,
-            "embedding_model": run.embedding_model,
-            "started_at": run.started_at,
-            "finished_at": run.finished_at,
-            "chunks_in_serving_set": run.chunks_in_serving_set,
-            "chunks_needing_vectors": run.chunks_needing_vectors,
-            "provider_calls": run.provider_calls,
-            "texts_sent": run.texts_sent,
-            "cache_hits": run.cache_hits,
-            "approx_tokens": run.approx_tokens,
-            "seconds": run.seconds,
-        },
+        f"insert into {table} ({columns}) values ({values})",
+        {name: getattr(run, name) for name in RUNS_COLUMNS},
     )
+
+
+# --------------------------------------------------------------------------- failed builds
+
+
+def _columns(conn: duckdb.DuckDBPyConnection, relation: str) -> dict[str, str]:
+    return {row[0]: row[1] for row in conn.execute(f"describe {relation}").fetchall()}
+
+
+def keep_obtained_vectors(
+    session: Any, relation: str, vectors: pa.Table, run: EmbeddingRun, *, runs_table: str
+) -> int:
+    """After a failed embedding: commit ``vectors`` into the cache ``relation`` (created with
+    their schema if the first build failed) and ``run`` into ``runs_table``, in a transaction
+    of a cursor of its own, so that they outlive the rollback of the failing dbt model and the
+    next build does not pay for them again. Returns the number of vectors added."""
+    cursor = session.cursor()
+    try:
+        cursor.execute("begin transaction")
+        added = 0
+        if vectors.num_rows:
+            cursor.register("ragmart_obtained_vectors", vectors)
+            cursor.execute(
+                f"create table if not exists {relation} as "
+                "select * from ragmart_obtained_vectors limit 0"
+            )
+            existing = _columns(cursor, relation)
+            for name, kind in _columns(cursor, "ragmart_obtained_vectors").items():
+                if name not in existing:
+                    cursor.execute(f'alter table {relation} add column "{name}" {kind}')
+            added = cursor.execute(
+                f"""
+                insert into {relation} by name
+                select * from ragmart_obtained_vectors as obtained
+                where not exists (
+                    select 1 from {relation} as cached
+                    where cached.chunk_hash = obtained.chunk_hash
+                        and cached.embedding_model = obtained.embedding_model
+                )
+                """
+            ).fetchone()[0]
+            cursor.unregister("ragmart_obtained_vectors")
+        record_run(cursor, run, table=runs_table)
+        cursor.execute("commit")
+        return added
+    except BaseException:
+        with contextlib.suppress(duckdb.Error):  # the transaction may not have started
+            cursor.execute("rollback")
+        raise
+    finally:
+        cursor.close()

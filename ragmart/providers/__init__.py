@@ -2,6 +2,8 @@
 
 * ``local`` (default): all-MiniLM-L6-v2 int8 ONNX shipped as a wheel, 384 dims, CPU.
 * ``hash``: deterministic feature hashing, no model, for tests and offline CI.
+* ``openai``: the OpenAI embeddings API or any OpenAI-compatible endpoint (see
+  ``ragmart.providers.openai`` for its RAGMART_OPENAI_* settings).
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ from typing import Any
 from ragmart.providers.base import EmbeddingError, EmbeddingProvider, ProviderStats
 from ragmart.providers.hashing import HashingProvider
 from ragmart.providers.local import LocalOnnxProvider
+from ragmart.providers.openai import OpenAIProvider, PartialEmbeddingError
 
 PROVIDER_ENV = "RAGMART_EMBEDDING_PROVIDER"
-PROVIDER_NAMES = ("local", "hash")
+PROVIDER_NAMES = ("local", "hash", "openai")
 
 __all__ = [
     "PROVIDER_ENV",
@@ -23,6 +26,8 @@ __all__ = [
     "EmbeddingProvider",
     "HashingProvider",
     "LocalOnnxProvider",
+    "OpenAIProvider",
+    "PartialEmbeddingError",
     "ProviderStats",
     "get_provider",
 ]
@@ -32,7 +37,8 @@ def get_provider(name: str | None = None, **kwargs: Any) -> EmbeddingProvider:
     """A new provider by name (default: $RAGMART_EMBEDDING_PROVIDER, else "local").
 
     Keyword arguments go to the provider's constructor (``dimensions=`` for "hash";
-    ``threads=``, ``batch_size=`` for "local"). Nothing is loaded until the first embed.
+    ``threads=``, ``batch_size=`` for "local"; any OpenAISettings field for "openai", over its
+    environment). Nothing is loaded, and no key is read, until the first embed.
     """
     from_env = name is None
     if name is None:
@@ -42,6 +48,8 @@ def get_provider(name: str | None = None, **kwargs: Any) -> EmbeddingProvider:
         return LocalOnnxProvider(**kwargs)
     if key == "hash":
         return HashingProvider(**kwargs)
+    if key == "openai":
+        return OpenAIProvider(**kwargs)
     what = f"{PROVIDER_ENV}={name!r}" if from_env else f"embedding provider {name!r}"
     raise ValueError(
         f"unknown {what}; supported providers: {', '.join(PROVIDER_NAMES)}. "

@@ -239,9 +239,9 @@ def test_get_provider_reads_env_and_forwards_kwargs(monkeypatch):
 
 
 def test_get_provider_rejects_unknown_names(monkeypatch):
-    assert PROVIDER_NAMES == ("local", "hash")
-    with pytest.raises(ValueError, match=r"'openai'.*local, hash"):
-        get_provider("openai")
+    assert PROVIDER_NAMES == ("local", "hash", "openai")
+    with pytest.raises(ValueError, match=r"'cohere'.*local, hash, openai"):
+        get_provider("cohere")
     monkeypatch.setenv("RAGMART_EMBEDDING_PROVIDER", "bogus")
     with pytest.raises(ValueError, match="RAGMART_EMBEDDING_PROVIDER.*'bogus'"):
         get_provider()
