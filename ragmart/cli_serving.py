@@ -8,59 +8,29 @@ from pathlib import Path
 
 from ragmart.config import Settings
 
-DEFAULT_TOLERANCE = {"recall@5": 0.02, "mrr": 0.03, "ndcg@10": 0.03}
-
 
 def evaluate_version(database: Path, version: str) -> dict:
-    """Judged-query metrics of one version, by exact search over its serving table."""
-    from ragmart import evaluation
-
-    if hasattr(evaluation, "evaluate_version"):
-        return evaluation.evaluate_version(database, version)
+    """The judged-query evaluation report of one version (exact search over its serving table),
+    as ragmart.evaluation.EvalReport.to_dict()."""
     from ragmart.duck import connect
-    from ragmart.providers import get_provider
-    from ragmart.retrieval import search
-    from ragmart.serving import INDEX_PREFIX, SERVING_PREFIX
+    from ragmart.evaluation import evaluate_version as evaluate
 
     conn = connect(database, read_only=True)
     try:
-        model = conn.execute(
-            f"select min(embedding_model) from {SERVING_PREFIX}{version}"
-        ).fetchone()[0]
-        provider = get_provider("hash" if str(model).startswith("hash-") else "local")
-        queries = evaluation.load_judged_queries()
-        vectors = dict(zip([q.question for q in queries],
-                           provider.embed([q.question for q in queries]), strict=True))
-
-        def run(question: str) -> list[str]:
-            hits = search(conn, vectors[question], k=50, doc_types=None,
-                          table=f"{SERVING_PREFIX}{version}",
-                          index_table=f"{INDEX_PREFIX}{version}")
-            return [h.document_id for h in hits]
-
-        report = evaluation.evaluate(queries, run, k=5)
+        return evaluate(conn, version).to_dict()
     finally:
         conn.close()
-    return {"recall@5": report.recall_at_k, "mrr": report.mrr}
 
 
-def gate(candidate: dict, baseline: dict | None, tolerance: dict | None = None) -> list[str]:
-    """Failures of `candidate` against `baseline`: metrics lower by more than the tolerance."""
-    from ragmart import evaluation
+def gate(candidate: dict, baseline: dict | None) -> list[str]:
+    """Failures of the candidate report against the serving one (ragmart.evaluation.gate)."""
+    from ragmart.evaluation import EvalReport
+    from ragmart.evaluation import gate as evaluation_gate
 
-    if hasattr(evaluation, "gate_metrics"):
-        return evaluation.gate_metrics(candidate, baseline, tolerance)
-    tolerance = tolerance or DEFAULT_TOLERANCE
-    failures = []
-    for metric, allowed in tolerance.items():
-        if baseline is None or metric not in baseline or metric not in candidate:
-            continue
-        if candidate[metric] < baseline[metric] - allowed:
-            failures.append(
-                f"{metric} {candidate[metric]:.4f} < serving {baseline[metric]:.4f} "
-                f"- tolerance {allowed}"
-            )
-    return failures
+    if not baseline:
+        return []
+    result = evaluation_gate(EvalReport.from_dict(candidate), EvalReport.from_dict(baseline))
+    return list(result.failures)
 
 
 def _cmd_versions(args: argparse.Namespace) -> int:

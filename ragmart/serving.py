@@ -61,6 +61,7 @@ class Publication:
     chunker_version: str | None = None
     chunks: int = 0
     metrics: dict = field(default_factory=dict)
+    report: dict = field(default_factory=dict)
     forced: bool = False
     gate_failures: list[str] = field(default_factory=list)
     action: str = "publish"
@@ -230,16 +231,17 @@ def publish(
 ) -> Publication:
     """Snapshot `version`, evaluate it, and switch serving to it if the gate passes (or force).
 
-    `evaluate(database_file, version)` returns metrics; `gate(candidate, baseline)` returns the
-    list of failures (empty = pass). Refuses, naming the failing metrics, unless `force`."""
+    `evaluate(database_file, version)` returns an evaluation report (a dict with "metrics");
+    `gate(candidate, baseline)` returns the list of failures (empty = pass), baseline being the
+    serving publication's report. Refuses, naming the failing metrics, unless `force`."""
     check_version(version)
     db_path = Path(db_path)
     path = snapshot(db_path, version)
     try:
-        metrics = evaluate(path, version)
+        report = evaluate(path, version)
         serving = current_publication(db_path)
-        baseline = serving.metrics if serving else None
-        failures = gate(metrics, baseline)
+        baseline = serving.report if serving and serving.report else None
+        failures = gate(report, baseline)
         if failures and not force:
             raise ServingError(
                 f"publish {version} refused by the evaluation gate: " + "; ".join(failures)
@@ -260,7 +262,8 @@ def publish(
         embedding_model=info.embedding_model,
         chunker_version=info.chunker_version,
         chunks=info.chunks,
-        metrics=metrics,
+        metrics=dict(report.get("metrics", {})),
+        report=report,
         forced=bool(failures) and force,
         gate_failures=failures,
     )

@@ -1,0 +1,29 @@
+"""The judged questions (seed judged_queries) embedded for the configured embedding model.
+
+Append-only cache keyed by (query_id, question_hash, embedding_model): a question is embedded
+once per model, again only when its text changes. Feeds fct_retrieval_eval. Thin wrapper around
+ragmart.evaluation.embed_judged_questions.
+"""
+
+
+def model(dbt, session):
+    dbt.config(materialized="incremental", incremental_strategy="append")
+    from ragmart.evaluation import embed_judged_questions
+    from ragmart.providers import get_provider
+
+    provider = get_provider(dbt.config.get("embedding_provider") or None)
+    expected_model = dbt.config.get("embedding_model")
+    if expected_model and provider.model != expected_model:
+        raise ValueError(
+            f"provider {provider.name!r} embeds with {provider.model!r} but the dbt var "
+            f"embedding_model is {expected_model!r}; unset the var or set it to {provider.model!r}"
+        )
+    judged = dbt.ref("judged_queries")
+    questions = judged.project("query_id, question").fetchall()
+    cached = []
+    if dbt.is_incremental:
+        cached = session.execute(
+            f"select query_id, question_hash from {dbt.this} where embedding_model = $model",
+            {"model": provider.model},
+        ).fetchall()
+    return embed_judged_questions(questions, provider, cached=cached)
