@@ -1,0 +1,174 @@
+"""Versioned backfills: build beside, publish behind a gate, roll back, never block readers,
+and purge a document from every file."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from dbt_harness import ROOT, SAMPLE_LANDING, Project
+
+from ragmart.duck import connect
+
+
+def serving_json(project: Project) -> dict:
+    return json.loads((project.workdir / "published" / "serving.json").read_text())
+
+
+def test_backfill_builds_beside_publishes_behind_gate_and_rolls_back(tmp_path) -> None:
+    project = Project(tmp_path)
+    project.land_sample()
+    project.build()
+    project.ragmart("publish", "v1")
+    v1 = serving_json(project)
+    assert v1["version"] == "v1" and not v1["forced"] and v1["metrics"]["recall@5"] > 0
+
+    # A new chunker, built beside v1 under v2: v1's tables are untouched.
+    before = project.query("select chunk_id, chunk_hash from fct_chunk_embeddings_v1 order by 1")
+    cached = {h for (h,) in project.query("select chunk_hash from int_chunk_embeddings")}
+    project.build("--vars", "{index_version: v2, chunker_version: md-sections-v2}")
+    after = project.query("select chunk_id, chunk_hash from fct_chunk_embeddings_v1 order by 1")
+    assert after == before
+    run = project.last_run()
+    changed = project.query(
+        "select count(*) from fct_chunk_embeddings_v2 where chunk_hash not in "
+        "(select chunk_hash from fct_chunk_embeddings_v1)")[0][0]
+    total_v2 = project.query("select count(*) from fct_chunk_embeddings_v2")[0][0]
+    # only texts the new chunker changed were sent; the rest came from the cache
+    v2_hashes = {h for (h,) in project.query(
+        "select chunk_hash from int_chunks where chunker_version = 'md-sections-v2'")}
+    assert run["texts_sent"] == len(v2_hashes - cached) > 0
+    assert run["cache_hits"] >= len(v2_hashes & cached) * 0.9
+    assert 0 < changed < total_v2 * 0.25
+
+    versions = json.loads(project.ragmart("versions", "--json").stdout)
+    assert {v["version"]: v["serving"] for v in versions} == {"v1": True, "v2": False}
+
+    # The gate refuses a candidate below the serving metrics, naming the metric.
+    pointer = project.workdir / "published" / "serving.json"
+    report = v1["report"]
+    inflated = {**v1, "report": {**report, "metrics": {k: 1.0 for k in report["metrics"]}}}
+    pointer.write_text(json.dumps(inflated))
+    refused = project.ragmart("publish", "v2", check=False)
+    assert refused.returncode != 0
+    assert "recall@5" in refused.stderr and "refused" in refused.stderr
+    assert serving_json(project)["version"] == "v1"
+
+    forced = project.ragmart("publish", "v2", "--force")
+    assert forced.returncode == 0
+    v2 = serving_json(project)
+    assert v2["version"] == "v2" and v2["forced"] and v2["gate_failures"]
+
+    project.ragmart("rollback")
+    back = serving_json(project)
+    assert back["version"] == "v1" and back["snapshot"] == v1["snapshot"]
+    assert (project.workdir / "published" / v1["snapshot"]).exists()
+
+
+def test_readers_are_never_blocked_and_answers_come_from_one_version(tmp_path) -> None:
+    project = Project(tmp_path)
+    project.land_sample()
+    project.build()
+    project.ragmart("publish", "v1")
+    first = serving_json(project)["snapshot"]
+
+    out, stop = tmp_path / "answers.jsonl", tmp_path / "stop"
+    reader = subprocess.Popen(
+        [sys.executable, str(ROOT / "tests" / "python" / "serving_reader.py"),
+         str(project.db_path), str(stop), str(out)],
+        cwd=ROOT, env=project.env(),
+    )
+    try:
+        time.sleep(2)
+        # a full rebuild (the embedding cache survives --full-refresh) and a publish
+        project.build("--full-refresh")
+        project.ragmart("publish", "v1", "--force")
+        time.sleep(3)
+    finally:
+        stop.touch()
+        reader.wait(timeout=120)
+    second = serving_json(project)["snapshot"]
+    assert second != first
+    answers = [json.loads(line) for line in out.read_text().splitlines()]
+    errors = [a for a in answers if "error" in a]
+    assert not errors, errors[:3]
+    snapshots = {Path(a["database"]).name for a in answers}
+    assert {first, second} <= snapshots, snapshots
+    for answer in answers:
+        assert len(answer["chunk_ids"]) == 5
+        # wholly from one version: one build made every row, and every row is in that snapshot
+        assert len(answer["invocations"]) == 1
+    for name in (first, second):
+        conn = connect(project.workdir / "published" / name, read_only=True)
+        try:
+            ids = {r[0] for r in conn.execute("select chunk_id from fct_chunk_embeddings_v1")
+                   .fetchall()}
+        finally:
+            conn.close()
+        for answer in answers:
+            if Path(answer["database"]).name == name:
+                assert set(answer["chunk_ids"]) <= ids
+
+
+def _files_containing(root: Path, needle: bytes) -> list[str]:
+    return [str(p) for p in root.rglob("*") if p.is_file() and needle in p.read_bytes()]
+
+
+def test_purge_removes_a_document_from_every_file_and_rollback_cannot_resurrect(tmp_path):
+    victim = "hr-relocation-assistance"
+    project = Project(tmp_path)
+    project.land_sample()
+    project.build()
+    project.ragmart("publish", "v1")
+    project.build("--full-refresh")
+    project.ragmart("publish", "v1", "--force")  # two snapshots: a rollback target exists
+
+    marker = project.query(
+        "select chunk_text from fct_chunk_embeddings_v1 where document_id = $d "
+        "order by chunk_index limit 1 offset 1", {"d": victim})[0][0].split("\n\n", 1)[1][:60]
+    assert _files_containing(project.landing, marker.encode()), "marker must be findable"
+
+    proc = project.ragmart("purge", "--document-id", victim)
+    assert "files_rewritten" in proc.stdout
+    assert _files_containing(tmp_path, marker.encode()) == []
+    assert _files_containing(tmp_path, victim.encode() + b"@") == []  # no chunk ids left
+
+    databases = [project.db_path, *sorted((project.workdir / "published").glob("v*.duckdb"))]
+    assert len(databases) == 3
+    for database in databases:
+        conn = connect(database, read_only=True)
+        try:
+            for table, column in conn.execute(
+                "select table_name, column_name from information_schema.columns "
+                "where data_type = 'VARCHAR' and table_catalog = current_database()"
+            ).fetchall():
+                hits = conn.execute(
+                    f'select count(*) from "{table}" where "{column}" like $m or "{column}" = $d',
+                    {"m": f"%{marker}%", "d": victim}).fetchone()[0]
+                assert hits == 0, (database.name, table, column)
+            # indexes still answer with k rows after the rewrite
+            assert conn.execute(
+                "select count(*) from duckdb_indexes() where index_name like '%hnsw'"
+            ).fetchone()[0] >= 1
+        finally:
+            conn.close()
+
+    project.ragmart("rollback")
+    served = serving_json(project)
+    conn = connect(project.workdir / "published" / served["snapshot"], read_only=True)
+    try:
+        assert conn.execute("select count(*) from fct_chunk_embeddings_v1 where document_id = $d",
+                            {"d": victim}).fetchone()[0] == 0
+    finally:
+        conn.close()
+
+    # Replaying the original landing files does not bring it back.
+    for layout in ("dms", "debezium"):
+        for src in (SAMPLE_LANDING / layout).glob("*"):
+            project.land(f"{layout}/replay_{src.name}", src.read_bytes())
+    project.build()
+    assert project.query("select count(*) from dim_documents where document_id = $d",
+                         {"d": victim}) == [(0,)]
