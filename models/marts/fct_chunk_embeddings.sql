@@ -1,9 +1,10 @@
 -- The serving set of one index version (relation fct_chunk_embeddings_<index_version>): one row
 -- per chunk of every live document version, with its vector for the version's embedding model
 -- and full lineage. A new chunker or model is built beside the serving one under a new
--- index_version (dbt build --vars '{index_version: v2, chunker_version: ...}'). Incremental: a build inserts the chunk rows it
--- has not served yet and deletes rows whose version is no longer live, so its cost follows the
--- change, not the corpus. Nearest-neighbour search goes through fct_chunk_vector_index_<v>.
+-- index_version (dbt build --vars '{index_version: v2, chunker_version: ...}').
+-- Incremental: a build inserts the chunk rows it has not served yet and deletes rows whose
+-- version is no longer live, so its cost follows the change, not the corpus. Nearest-neighbour
+-- search goes through fct_chunk_vector_index_<v> and fct_chunk_vector_delta_<v>.
 {{ config(
     alias='fct_chunk_embeddings_' ~ var('index_version'),
     materialized='incremental',
