@@ -1,7 +1,9 @@
-"""Chunks of every live document version, for the configured chunker_version.
+"""Chunks of every document version that is not a delete, for the configured chunker_version.
 
 Thin wrapper around ragmart.pipeline.chunk_versions. Incremental (append): a version is chunked
-once; chunks of superseded versions stay as history (the marts select the live ones).
+once. Superseded versions are chunked too (as-of retrieval searches them, fct_chunk_history_v1);
+their unchanged paragraphs share chunk_hash with other versions, so the embedding cache sends
+only texts no version had. The serving marts select the live versions.
 """
 
 
@@ -16,7 +18,7 @@ def model(dbt, session):
     pending_sql = """
         select document_id, document_version, document_checksum, title, content
         from versions
-        where is_current
+        where not is_deleted
     """
     if dbt.is_incremental:
         chunked = session.sql(  # noqa: F841 - read by the SQL below

@@ -1,4 +1,4 @@
-"""The `ragmart` command: retrieve, eval, stats."""
+"""The `ragmart` command: retrieve, freshness, eval, stats, and the serving commands."""
 
 from __future__ import annotations
 
@@ -8,25 +8,63 @@ import sys
 from collections.abc import Sequence
 
 EXIT_ERROR = 2
+# `ragmart retrieve --contract`: nothing satisfies the contract (the JSON names the clauses)
+EXIT_ABSTAINED = 3
+
+
+def _parse_as_of(value: str | None):
+    """--as-of: an ISO date or timestamp; with a zone it is converted to UTC (naive UTC, the
+    project's timestamp convention), without one it is read as UTC."""
+    import datetime as dt
+
+    if value is None:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value.strip())
+    except ValueError:
+        shown = value if len(value) <= 60 else value[:59] + "…"
+        raise ValueError(
+            f"--as-of {shown!r} is not an ISO date or timestamp; write e.g. 2026-11-02 or "
+            "2026-11-02T09:30:00 (UTC) or 2026-11-02T10:30:00+01:00"
+        ) from None
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(dt.UTC).replace(tzinfo=None)
+    return parsed
+
+
+def _groups(values: list[str] | None) -> list[str] | None:
+    """--groups hr,managers --groups finance -> ['hr', 'managers', 'finance']."""
+    if values is None:
+        return None
+    return [g.strip() for value in values for g in value.split(",") if g.strip()]
 
 
 def _cmd_retrieve(args: argparse.Namespace) -> int:
     from ragmart.retrieval import retrieve
 
-    results = retrieve(args.question, k=args.k, doc_types=args.doc_type or None)
+    result = retrieve(
+        args.question,
+        k=args.k,
+        doc_types=args.doc_type or None,
+        contract=args.contract,
+        groups=_groups(args.groups),
+        as_of=_parse_as_of(args.as_of),
+        db_path=args.db,
+        contracts_path=args.contracts,
+    )
     if args.json:
-        print(
-            json.dumps(
-                {"question": args.question, "k": args.k, "results": [r.to_dict() for r in results]},
-                indent=2,
-                ensure_ascii=False,
-            )
-        )
-        return 0
-    if not results:
+        print(json.dumps({"question": args.question, **result.to_dict()}, indent=2,
+                         ensure_ascii=False))
+        return EXIT_ABSTAINED if result.abstained else 0
+    if result.abstained:
+        print(f"abstained: {result.reason}")
+        for clause in result.clauses:
+            print(f"  {clause.clause:<24} excludes {clause.excluded:>6}, leaves {clause.remaining}")
+        return EXIT_ABSTAINED
+    if not result:
         print("no chunks in the serving table")
         return 0
-    for r in results:
+    for r in result:
         print(f"{r.rank}. [{r.distance:.4f}] {r.title} — {r.section or '(top)'}")
         print(f"   {r.document_id} v{r.document_version} · {r.chunk_id} · {r.section_type}")
         body = r.chunk_text.split("\n\n", 1)[-1].replace("\n", " ")
@@ -34,38 +72,67 @@ def _cmd_retrieve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_eval(args: argparse.Namespace) -> int:
+def _cmd_freshness(args: argparse.Namespace) -> int:
     from ragmart.config import Settings
-    from ragmart.duck import connect
-    from ragmart.evaluation import evaluate, load_judged_queries
-    from ragmart.providers import get_provider
-    from ragmart.retrieval import SERVING_TABLE, search
+    from ragmart.freshness import freshness, render
 
-    settings = Settings.from_env()
-    provider = get_provider(settings.embedding_provider)
-    queries = load_judged_queries(args.queries)
-    vectors = provider.embed([q.question for q in queries])
-    by_question = {q.question: v for q, v in zip(queries, vectors, strict=True)}
-    conn = connect(settings.db_path, read_only=True)
-    try:
-        def run(question: str) -> list[str]:
-            hits = search(conn, by_question[question], k=args.depth, table=SERVING_TABLE)
-            return [h.document_id for h in hits]
-
-        report = evaluate(queries, run, k=args.k)
-    finally:
-        conn.close()
-    summary = {
-        "queries": report.queries,
-        "k": report.k,
-        f"recall@{report.k}": round(report.recall_at_k, 4),
-        "mrr": round(report.mrr, 4),
-        "embedding_model": provider.model,
-    }
+    result = freshness(args.db or Settings.from_env().db_path, sla_minutes=args.sla_minutes)
     if args.json:
-        summary["per_query"] = report.per_query
-    print(json.dumps(summary, indent=2))
-    return 0
+        print(json.dumps(result.to_dict(), indent=2, default=str, ensure_ascii=False))
+    else:
+        print(render(result))
+    return 1 if args.check and not result.healthy else 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from ragmart.eval_report import write_report
+    from ragmart.evaluation import (
+        default_version,
+        effective_tolerance,
+        evaluate_version,
+        gate,
+        load_judged_queries,
+        open_version,
+        parse_tolerances,
+    )
+
+    queries = load_judged_queries(args.queries)
+    tolerance = effective_tolerance(parse_tolerances(args.tolerance or []), args.k)
+    versions = list(args.compare or [args.version or default_version(args.db)])
+    reports = []
+    for version in versions:
+        conn = open_version(version, args.db)
+        try:
+            reports.append(evaluate_version(conn, version, queries, k=args.k))
+        finally:
+            conn.close()
+    result = gate(reports[1], reports[0], tolerance) if args.compare else None
+    markdown, plot = write_report(reports, args.out, result,
+                                  tolerance=tolerance if result else None)
+    if args.json:
+        print(json.dumps({
+            "reports": [r.to_dict(per_query=True) for r in reports],
+            "gate": None if result is None else {
+                "baseline": versions[0], "candidate": versions[1], "passed": result.passed,
+                "failures": result.failures, "tolerance": tolerance,
+            },
+            "markdown": str(markdown),
+            "plot": str(plot),
+        }, indent=2, ensure_ascii=False))
+    else:
+        for r in reports:
+            print(f"{r.version} ({r.embedding_model}, {r.queries} questions): "
+                  + "  ".join(f"{name} {value:.4f}" for name, value in r.metrics().items()))
+            for name, m in r.by_document_type.items():
+                print(f"  {name} ({m.queries}): recall@{r.k} {m.recall_at_k:.4f}  "
+                      f"mrr {m.mrr:.4f}  ndcg@10 {m.ndcg_at_10:.4f}")
+        if result is not None:
+            print(f"gate (baseline {versions[0]}, candidate {versions[1]}): "
+                  + ("passed" if result.passed else "FAILED"))
+            for failure in result.failures:
+                print(f"  - {failure}")
+        print(f"report: {markdown}\nplot: {plot}")
+    return 1 if result is not None and not result.passed and args.fail_on_regression else 0
 
 
 def _cmd_stats(args: argparse.Namespace) -> int:
@@ -86,12 +153,16 @@ def _cmd_stats(args: argparse.Namespace) -> int:
         print(json.dumps(data, indent=2, default=str))
         return 0
     for run in data:
+        # retries, estimated_cost_usd and error are null on runs recorded before they existed
+        cost = run.get("estimated_cost_usd")
         print(
             f"{run['finished_at']:%Y-%m-%d %H:%M:%S} {run['invocation_id'][:8]} "
             f"{run['embedding_model']}: {run['texts_sent']} texts in "
-            f"{run['provider_calls']} calls, "
+            f"{run['provider_calls']} calls ({run.get('retries') or 0} retries), "
             f"{run['cache_hits']} cache hits, {run['chunks_in_serving_set']} serving chunks, "
-            f"~{run['approx_tokens']} tokens, {run['seconds']:.1f}s"
+            f"~{run['approx_tokens']} tokens, "
+            f"{'cost unknown' if cost is None else f'${cost:.6f}'}, {run['seconds']:.1f}s"
+            + (f" FAILED: {run['error'][:200]}" if run.get("error") else "")
         )
     return 0
 
@@ -105,14 +176,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=5, help="number of chunks (default 5)")
     p.add_argument("--doc-type", action="append", metavar="T",
                    help="only chunks of this document type (repeatable)")
+    p.add_argument("--contract", metavar="NAME",
+                   help="apply this retrieval contract (retrieval_contracts.yml); abstains with "
+                        f"exit code {EXIT_ABSTAINED} when no chunk satisfies it")
+    p.add_argument("--groups", action="append", metavar="G[,G...]",
+                   help="the caller's groups, checked against each document's allowed_groups "
+                        "(repeatable or comma-separated)")
+    p.add_argument("--as-of", metavar="TIMESTAMP",
+                   help="answer from the document versions live at this time (ISO, UTC)")
+    p.add_argument("--contracts", metavar="FILE",
+                   help="contract file (default $RAGMART_CONTRACTS or retrieval_contracts.yml)")
+    p.add_argument("--db", help="database file (default $RAGMART_DB)")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(func=_cmd_retrieve)
 
-    p = sub.add_parser("eval", help="recall@k and MRR on the judged query set")
+    p = sub.add_parser("freshness", help="lag, stale and orphaned embeddings, last change applied")
+    p.add_argument("--db", help="database file (default $RAGMART_DB)")
+    p.add_argument("--sla-minutes", type=float, metavar="M",
+                   help="lag SLA (default $RAGMART_EMBEDDING_LAG_SLA_MINUTES or 1440)")
+    p.add_argument("--check", action="store_true",
+                   help="exit 1 when anything is stale, orphaned or over the SLA")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.set_defaults(func=_cmd_freshness)
+
+    p = sub.add_parser("eval", help="recall@k, MRR and nDCG@10 of versions on the judged set")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--version", metavar="vN",
+                       help="version to evaluate (default: the serving or newest version)")
+    which.add_argument("--compare", nargs=2, metavar=("BASELINE", "CANDIDATE"),
+                       help="evaluate two versions and gate the candidate on the baseline")
+    p.add_argument("-k", type=int, default=5, help="recall@k cut-off (default 5)")
+    p.add_argument("--out", default="target/eval",
+                   help="directory of the Markdown report and plot (default target/eval)")
+    p.add_argument("--db", help="database file holding the versions (default $RAGMART_DB)")
     p.add_argument("--queries", default="seeds/judged_queries.csv")
-    p.add_argument("-k", type=int, default=5)
-    p.add_argument("--depth", type=int, default=50, help="chunks retrieved per query")
-    p.add_argument("--json", action="store_true", help="include per-query results")
+    p.add_argument("--tolerance", action="append", metavar="METRIC=VALUE",
+                   help="largest allowed drop of a metric for --compare (repeatable; defaults "
+                        "recall@5=0.02 mrr=0.03 ndcg@10=0.03)")
+    p.add_argument("--fail-on-regression", action="store_true",
+                   help="exit 1 when --compare's candidate fails the gate")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("stats", help="what recent builds asked of the embedding provider")
@@ -130,10 +233,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except Exception as exc:  # every failure becomes one clear line and an exit code
+        from ragmart.freshness import FreshnessError
         from ragmart.retrieval import RetrievalError
         from ragmart.serving import ServingError
 
-        known = (RetrievalError, ServingError, ValueError, FileNotFoundError)
+        known = (RetrievalError, ServingError, FreshnessError, ValueError, FileNotFoundError)
         if not isinstance(exc, known):
             raise
         print(f"ragmart {args.command}: {exc}", file=sys.stderr)

@@ -1,36 +1,105 @@
-"""Top-k retrieval over the serving set, deterministic and exact where filters apply.
+"""Top-k retrieval over the serving set under retrieval contracts, deterministic.
 
 Ordering is (distance, chunk_id): the same index and query give the same rows in the same order.
-Without filters the HNSW index (fct_chunk_vector_index_v1, append-only) proposes candidates,
-which are joined back to the live rows (fct_chunk_embeddings_v1) and re-ranked exactly; the
-candidate pool widens until k live rows are found, so rows the index still holds for chunks no
-longer served never shorten an answer. With filters the search runs over the eligible rows only
-(a WHERE after an HNSW top-k could return fewer than k rows).
+
+A search has a *source* and *clauses*. The source is the live serving set
+(fct_chunk_embeddings_<v>) or, with ``as_of``, the chunk versions live at that time
+(fct_chunk_history_<v>). The clauses come from a retrieval contract (ragmart.contracts), the
+caller's groups (access) and the caller's document-type filter; a chunk is *eligible* when it
+passes them all. The search never filters after an approximate top-k (`_plan`):
+
+1. evaluate the document clauses on dim_documents (one row per live document, no vectors);
+   nothing eligible: abstain, with the number of chunks each clause excluded;
+2. few eligible chunks: exact scan over exactly those chunks; a small serving set: exact scan;
+3. otherwise the HNSW index (fct_chunk_vector_index_<v>, plus the exact delta of vectors not
+   indexed yet) proposes ``k / selectivity * OVERSAMPLE`` candidates, checked against every
+   clause and re-ranked; the pool widens until k eligible rows are found, and the search falls
+   back to the exact scan past MAX_CANDIDATES;
+4. as-of searches scan the history exactly.
+
+The SQL of every path is rendered from one template (`eligible_sql`), which also defines the
+DuckDB table macro ``ragmart_retrieve_<v>`` installed in the database (`install_sql_macros`):
+the Python path and the SQL path apply the same clauses to the same parameter values.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+import json
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, overload
 
 import duckdb
 import numpy as np
 
 from ragmart.config import Settings
+from ragmart.contracts import COMPLETENESS_LEVELS, METADATA_COLUMNS, Contract, load_contracts
 from ragmart.duck import connect
+from ragmart.lineage import utc_now
 from ragmart.providers import EmbeddingProvider, get_provider
 
-SERVING_TABLE = "fct_chunk_embeddings_v1"
-INDEX_TABLE = "fct_chunk_vector_index_v1"
-# HNSW candidates fetched per requested row before the exact re-rank.
-CANDIDATE_FACTOR = 4
+# Relations of one index version <v> (see ragmart.serving): the serving set, its HNSW index, the
+# vectors not indexed yet (searched exactly beside the index) and the history for as-of search.
+SERVING_PREFIX = "fct_chunk_embeddings_"
+INDEX_PREFIX = "fct_chunk_vector_index_"
+DELTA_PREFIX = "fct_chunk_vector_delta_"
+HISTORY_PREFIX = "fct_chunk_history_"
+DOCUMENTS_TABLE = "dim_documents"
+SQL_MACRO_PREFIX = "ragmart_retrieve_"
+DEFAULT_VERSION = "v1"
+SERVING_TABLE = SERVING_PREFIX + DEFAULT_VERSION
+INDEX_TABLE = INDEX_PREFIX + DEFAULT_VERSION
+HISTORY_TABLE = HISTORY_PREFIX + DEFAULT_VERSION
+
+# Strategy knobs (measured with bench/retrieval.py, see the README).
+EXACT_MAX_DOCUMENTS = 400  # at most this many eligible documents: list their chunks...
+EXACT_MAX_ELIGIBLE = 1_500  # ...and at most this many chunks: exact scan over them
+EXACT_IDS_ALWAYS = 300  # this few chunks: exact over them whatever the table size
+EXACT_SCAN_MAX_ROWS = 25_000  # a serving set this small: scan it exactly (~30 ms at 20k)
+OVERSAMPLE = 4.0  # HNSW candidates per expected eligible row needed (recall >= 0.99)
 MIN_CANDIDATES = 40
+MAX_CANDIDATES = 4_096  # a larger pool is slower than the exact scan: fall back
 
 
 class RetrievalError(RuntimeError):
     pass
+
+
+@dataclass(frozen=True)
+class Tables:
+    """The relations a search reads (trusted identifiers, never caller input)."""
+
+    serving: str
+    index: str
+    delta: str
+    history: str
+    documents: str = DOCUMENTS_TABLE
+
+    @classmethod
+    def for_version(cls, version: str = DEFAULT_VERSION) -> Tables:
+        if not version.startswith("v") or not version[1:].isdigit():
+            raise RetrievalError(f"invalid index version {version!r}: write it as v1, v2, ...")
+        return cls(SERVING_PREFIX + version, INDEX_PREFIX + version, DELTA_PREFIX + version,
+                   HISTORY_PREFIX + version)
+
+    @classmethod
+    def from_serving(cls, table: str, index_table: str | None = None) -> Tables:
+        """The relations of the version `table` serves (fct_chunk_embeddings_<v>)."""
+        version = table.removeprefix(SERVING_PREFIX) if table.startswith(SERVING_PREFIX) \
+            else DEFAULT_VERSION
+        base = cls.for_version(version) if version[1:].isdigit() else cls.for_version()
+        return cls(table, index_table or base.index, base.delta, base.history)
+
+    @property
+    def version(self) -> str:
+        return self.serving.removeprefix(SERVING_PREFIX)
+
+    @property
+    def macro(self) -> str:
+        return SQL_MACRO_PREFIX + self.version
 
 
 @dataclass(frozen=True)
@@ -52,10 +121,16 @@ class RetrievedChunk:
     created_at: dt.datetime
     dbt_invocation_id: str
     embedding_invocation_id: str
+    allowed_groups: list[str] | None = None
+    document_valid_from: dt.datetime | None = None
+    document_valid_to: dt.datetime | None = None
+    completeness: str | None = None
 
     def to_dict(self) -> dict:
         data = asdict(self)
-        data["created_at"] = self.created_at.isoformat()
+        for name in ("created_at", "document_valid_from", "document_valid_to"):
+            if data[name] is not None:
+                data[name] = data[name].isoformat()
         return data
 
 
@@ -64,63 +139,801 @@ _COLUMNS = [
 ]
 
 
-def _serving_models(conn: duckdb.DuckDBPyConnection, table: str) -> list[str]:
-    exists = conn.execute(
-        "select count(*) from information_schema.tables where table_name = $name",
-        {"name": table},
-    ).fetchone()[0]
-    if not exists:
-        raise RetrievalError(
-            f"the serving table {table} does not exist in this database; run `dbt build` "
-            "(or `make run`) first"
+@dataclass(frozen=True)
+class ClauseCount:
+    """How a clause narrowed the source: chunks it excludes on its own, and the chunks left
+    after it and every clause listed before it."""
+
+    clause: str
+    excluded: int
+    remaining: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RetrievalResult(Sequence[RetrievedChunk]):
+    """The ranked chunks (a sequence), or an abstention with the reason and clause counts."""
+
+    chunks: tuple[RetrievedChunk, ...]
+    k: int
+    strategy: str
+    contract: str | None = None
+    as_of: dt.datetime | None = None
+    eligible_chunks: int | None = None
+    abstained: bool = False
+    reason: str | None = None
+    clauses: tuple[ClauseCount, ...] = field(default=())
+
+    @overload
+    def __getitem__(self, index: int) -> RetrievedChunk: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[RetrievedChunk]: ...
+    def __getitem__(self, index):  # type: ignore[no-untyped-def]
+        return self.chunks[index]
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def __iter__(self) -> Iterator[RetrievedChunk]:
+        return iter(self.chunks)
+
+    def to_dict(self) -> dict:
+        data: dict[str, Any] = {
+            "k": self.k,
+            "contract": self.contract,
+            "as_of": self.as_of.isoformat() if self.as_of else None,
+            "abstained": self.abstained,
+            "strategy": self.strategy,
+            "eligible_chunks": self.eligible_chunks,
+            "results": [c.to_dict() for c in self.chunks],
+        }
+        if self.abstained:
+            data["reason"] = self.reason
+            data["clauses"] = [c.to_dict() for c in self.clauses]
+        return data
+
+
+# =========================================================================== SQL template
+
+# Every parameter of a search, with its SQL type. The Python path binds them as $name, the
+# table macro takes them as named arguments (query_vector and k positional).
+PARAMETERS: dict[str, str] = {
+    "query_vector": "float[{dims}]",
+    "k": "bigint",
+    "groups": "varchar[]",
+    "check_access": "boolean",
+    "missing_allowed_groups": "varchar",
+    "document_types": "varchar[]",
+    "required_metadata": "varchar[]",
+    "max_document_age": "interval",
+    "min_document_version": "bigint",
+    "min_effective_date": "timestamp",
+    "min_chunk_completeness": "varchar",
+    "min_similarity": "double",
+    "as_of": "timestamp",
+    "now": "timestamp",
+    # Python only: the two type filters counted apart when explaining an abstention
+    "contract_document_types": "varchar[]",
+    "requested_document_types": "varchar[]",
+}
+MACRO_DEFAULTS = {
+    "groups": "null",
+    "check_access": "true",
+    "missing_allowed_groups": "'deny'",
+    "document_types": "null",
+    "required_metadata": "null",
+    "max_document_age": "null",
+    "min_document_version": "null",
+    "min_effective_date": "null",
+    "min_chunk_completeness": "'fragment'",
+    "min_similarity": "null",
+    "as_of": "null",
+    "now": "null",
+}
+
+Render = Callable[[str], str]
+
+
+def _python_param(dims: int) -> Render:
+    """$name placeholders. Lists and the query vector travel as text (JSON / array literal):
+    DuckDB binds one string far faster than a Python list (measured ~1 ms vs ~100 ms for 384
+    floats)."""
+
+    def render(name: str) -> str:
+        kind = PARAMETERS[name].format(dims=dims)
+        if kind == "varchar[]":
+            return f"cast(from_json(${name}, '[\"VARCHAR\"]') as varchar[])"
+        return f"cast(${name} as {kind})"
+
+    return render
+
+
+def _macro_param(dims: int) -> Render:
+    return lambda name: f"cast({name} as {PARAMETERS[name].format(dims=dims)})"
+
+
+def _completeness_sql(alias: str = "chunks") -> str:
+    return f"""case
+            when {alias}.is_split_paragraph is null
+                or {alias}.section_chunk_count is null
+                or {alias}.section_chunk_index is null
+                or {alias}.section_chunk_index < 0
+                or {alias}.section_chunk_index >= {alias}.section_chunk_count
+                or {alias}.is_split_paragraph then 'fragment'
+            when {alias}.section_chunk_count = 1 then 'section'
+            else 'paragraph'
+        end"""
+
+
+def _groups_admit(groups_column: str, p: Render) -> str:
+    return (
+        f"case when {groups_column} is null then coalesce({p('missing_allowed_groups')}, 'deny')"
+        f" = 'allow' else list_has_any({groups_column}, "
+        f"coalesce({p('groups')}, []::varchar[])) end"
+    )
+
+
+# required_metadata names checked per chunk; the others per document version
+_CHUNK_METADATA = ("section",)
+
+
+def document_clauses(p: Render, *, document_types_param: str = "document_types") -> dict[str, str]:
+    """Clauses on a document version, as boolean SQL over `documents` (NULL counts as false).
+
+    A clause whose parameter is NULL admits everything. Access is checked against the
+    version's own allowed_groups and, while the document is live, its current ones (an as-of
+    search never shows what the caller may not see today)."""
+    metadata_checks = "\n".join(
+        f"                when field_name = '{name}' then "
+        f"nullif(trim(cast(documents.{name} as varchar)), '') is null"
+        for name in METADATA_COLUMNS if name not in _CHUNK_METADATA
+    )
+    chunk_level = ", ".join(f"'{name}'" for name in _CHUNK_METADATA)
+    reference_time = f"coalesce({p('as_of')}, {p('now')}, timezone('UTC', current_timestamp))"
+    types = p(document_types_param)
+    return {
+        "access": f"""(
+            not coalesce({p('check_access')}, true)
+            or (
+                ({_groups_admit('documents.allowed_groups', p)})
+                and (not documents.is_document_live
+                    or ({_groups_admit('documents.current_allowed_groups', p)}))
+            )
+        )""",
+        "document_types": f"""(
+            {types} is null or list_contains({types}, documents.document_type)
+        )""",
+        "required_metadata": f"""(
+            len(list_filter(coalesce({p('required_metadata')}, []::varchar[]), field_name ->
+                case
+                when field_name in ({chunk_level}) then false
+{metadata_checks}
+                else not regexp_full_match(field_name, '[A-Za-z_][A-Za-z0-9_]*')
+                    or nullif(trim(json_extract_string(
+                        documents.metadata, '$."' || field_name || '"')), '') is null
+                end)) = 0
+        )""",
+        "max_document_age": f"""(
+            {p('max_document_age')} is null
+            or documents.document_valid_from >= {reference_time} - {p('max_document_age')}
+        )""",
+        "min_document_version": f"""(
+            {p('min_document_version')} is null
+            or documents.document_version >= {p('min_document_version')}
+        )""",
+        "min_effective_date": f"""(
+            {p('min_effective_date')} is null
+            or documents.document_valid_from >= {p('min_effective_date')}
+        )""",
+    }
+
+
+def chunk_clauses(p: Render) -> dict[str, str]:
+    """Clauses on a chunk, as boolean SQL over `chunks` (NULL counts as false)."""
+    levels = "[" + ", ".join(f"'{level}'" for level in COMPLETENESS_LEVELS) + "]"
+    chunk_fields = "\n".join(
+        f"                when field_name = '{name}' then nullif(trim(chunks.{name}), '') is null"
+        for name in _CHUNK_METADATA
+    )
+    return {
+        "required_metadata": f"""(
+            len(list_filter(coalesce({p('required_metadata')}, []::varchar[]), field_name ->
+                case
+{chunk_fields}
+                else false
+                end)) = 0
+        )""",
+        "min_chunk_completeness": f"""(
+            list_position({levels}, {_completeness_sql()})
+            >= list_position({levels}, coalesce({p('min_chunk_completeness')}, 'fragment'))
+        )""",
+    }
+
+
+def _similarity_sql(p: Render, distance: str) -> str:
+    return f"""(
+            {p('min_similarity')} is null
+            or {distance} <= 1.0 - {p('min_similarity')}
+        )"""
+
+
+def _as_of_window(p: Render, alias: str) -> str:
+    return (
+        f"{alias}.document_valid_from <= {p('as_of')} and ({alias}.document_valid_to is null "
+        f"or {alias}.document_valid_to > {p('as_of')})"
+    )
+
+
+def documents_sql(p: Render, source: str, tables: Tables) -> str:
+    """One row per document version of the source with the attributes document clauses read:
+    the live versions (dim_documents), or the versions live at $as_of (history)."""
+    live = f"""
+        select
+            live.document_id,
+            live.document_version,
+            live.document_type,
+            live.title,
+            live.allowed_groups,
+            live.updated_at as document_updated_at,
+            live.valid_from as document_valid_from,
+            live.metadata,
+            true as is_document_live,
+            live.allowed_groups as current_allowed_groups
+        from {tables.documents} as live"""
+    as_of = f"""
+        select
+            versions.document_id,
+            versions.document_version,
+            any_value(versions.document_type) as document_type,
+            any_value(versions.title) as title,
+            any_value(versions.allowed_groups) as allowed_groups,
+            any_value(versions.document_updated_at) as document_updated_at,
+            any_value(versions.document_valid_from) as document_valid_from,
+            any_value(versions.metadata) as metadata,
+            any_value(live.document_id) is not null as is_document_live,
+            any_value(live.allowed_groups) as current_allowed_groups
+        from {tables.history} as versions
+        left join {tables.documents} as live on versions.document_id = live.document_id
+        where {_as_of_window(p, 'versions')}
+        group by versions.document_id, versions.document_version"""
+    if source in ("live", "candidates"):
+        return live
+    if source == "as_of":
+        return as_of
+    if source == "both":
+        return f"{live}\n        where {p('as_of')} is null\n        union all{as_of}"
+    raise ValueError(f"unknown source {source!r}")
+
+
+# the chunk columns the clauses and the ranking read (the narrow first phase of a search)
+_NARROW_COLUMNS = ("chunk_id", "document_id", "document_version", "section",
+                   "section_chunk_index", "section_chunk_count", "is_split_paragraph")
+
+
+def chunks_sql(p: Render, source: str, tables: Tables, *, only: str | None = None,
+               narrow: bool = False) -> str:
+    """The chunk rows of the source with their distance: the serving set ('live'), the history
+    rows live at $as_of ('as_of'), or either by as_of being NULL ('both'). `only` restricts the
+    rows to a chunk_id list (see _literal_list); the clauses still apply. `narrow` keeps only
+    the columns the clauses and the ranking read."""
+    vector = p("query_vector")
+    restrict = f"\n        where chunks.chunk_id in ({only})" if only else ""
+    restrict_as_of = f"\n            and chunks.chunk_id in ({only})" if only else ""
+    if narrow:
+        columns = ", ".join(f"chunks.{c}" for c in _NARROW_COLUMNS)
+        live_columns = as_of_columns = columns
+    else:
+        live_columns = "chunks.*, cast(null as timestamp) as document_valid_to"
+        as_of_columns = (
+            "chunks.* exclude (document_valid_to, metadata, superseded_by_version),\n"
+            "            chunks.document_valid_to"
         )
-    rows = conn.execute(f"select distinct embedding_model from {table}").fetchall()
-    return [row[0] for row in rows]
+    live = f"""
+        select {live_columns},
+            array_cosine_distance(chunks.embedding, {vector}) as distance
+        from {tables.serving} as chunks{restrict}"""
+    as_of = f"""
+        select {as_of_columns},
+            array_cosine_distance(chunks.embedding, {vector}) as distance
+        from {tables.history} as chunks
+        where {_as_of_window(p, 'chunks')}{restrict_as_of}"""
+    if source == "live":
+        return live
+    if source == "as_of":
+        return as_of
+    if source == "both":
+        return f"{live}\n        where {p('as_of')} is null\n        union all by name{as_of}"
+    raise ValueError(f"unknown source {source!r}")
 
 
-def _search_index(
-    conn: duckdb.DuckDBPyConnection,
-    params: dict,
+def _literal_list(ids: Sequence[str]) -> str | None:
+    """Ids read from the database (chunk_id, document_id) as a SQL literal list, or None when
+    one cannot be written safely.
+
+    DuckDB turns a constant IN list into a scan filter, so only those rows' vectors are read
+    (measured at 100k: ~5 ms for 100 ids, ~35 ms for 1,000, against 130-160 ms for the same
+    ids joined from a parameter). The ids never come from the caller; quotes are doubled, and
+    an id with a control character (NUL included) makes the caller take its slower path."""
+    if not ids or any(not isinstance(i, str) or any(ord(ch) < 32 for ch in i) for i in ids):
+        return None
+    return ", ".join("'" + i.replace("'", "''") + "'" for i in ids)
+
+
+def _select_list() -> str:
+    names = [c for c in _COLUMNS if c != "completeness"]
+    return ", ".join(f"chunks.{c}" for c in names) + \
+        f",\n        {_completeness_sql()} as completeness"
+
+
+def active_clauses(params: dict[str, Any]) -> frozenset[str]:
+    """The clauses whose parameters restrict anything. The Python path leaves the others out
+    of its SQL (they admit every row; compiling them costs ~10 ms a query, measured); the
+    table macro keeps them all."""
+    active = set()
+    if params.get("check_access"):
+        active.add("access")
+    for name in ("document_types", "max_document_age", "min_document_version",
+                 "min_effective_date", "min_similarity"):
+        if params.get(name) is not None:
+            active.add(name)
+    if params.get("required_metadata") not in (None, "[]"):
+        active.add("required_metadata")
+    if params.get("min_chunk_completeness") not in (None, "fragment"):
+        active.add("min_chunk_completeness")
+    return frozenset(active)
+
+
+def _predicate(clauses: dict[str, str], active: frozenset[str] | None) -> list[str]:
+    return [sql for name, sql in clauses.items() if active is None or name in active]
+
+
+def eligible_sql(p: Render, source: str, tables: Tables, *, similarity: bool = True,
+                 only: str | None = None, narrow: bool = False,
+                 active: frozenset[str] | None = None) -> str:
+    """CTEs `source_chunks`, `documents`, `eligible_documents` and `eligible` (the eligible
+    chunk rows with their distance)."""
+    document_predicate = "\n            and ".join(
+        _predicate(document_clauses(p), active) or ["true"])
+    chunk_predicate = _predicate(chunk_clauses(p), active)
+    if similarity and (active is None or "min_similarity" in active):
+        chunk_predicate.append(_similarity_sql(p, "chunks.distance"))
+    chunk_predicate = chunk_predicate or ["true"]
+    chunk_where = "\n            and ".join(chunk_predicate)
+    # a chunk_id list must stay a scan filter: materialized, the semi join below cannot turn it
+    # into a join over the whole table (measured at 100k: 5 ms instead of 160 ms)
+    materialized = " materialized" if only else ""
+    # with a chunk_id list, the document clauses run on those chunks' documents only
+    candidate_documents = (
+        "\n        where documents.document_id in "
+        "(select source_chunks.document_id from source_chunks)" if only else ""
+    )
+    return f"""
+    source_chunks as{materialized} ({chunks_sql(p, source, tables, only=only, narrow=narrow)}
+    ),
+    documents as (
+        select * from ({documents_sql(p, source, tables)}
+        ) as documents{candidate_documents}
+    ),
+    eligible_documents as (
+        select documents.document_id, documents.document_version
+        from documents
+        where
+            {document_predicate}
+    ),
+    eligible as (
+        select chunks.*
+        from source_chunks as chunks
+        semi join eligible_documents
+            on
+                chunks.document_id = eligible_documents.document_id
+                and chunks.document_version = eligible_documents.document_version
+        where
+            {chunk_where}
+    )"""
+
+
+def search_sql(p: Render, source: str, tables: Tables, *, limit: str,
+               only: str | None = None) -> str:
+    """The ranked eligible rows of `source`, ordered by (distance, chunk_id)."""
+    return f"""
+    with {eligible_sql(p, source, tables, only=only)}
+    select
+        row_number() over (order by chunks.distance asc, chunks.chunk_id asc) as rank,
+        chunks.distance,
+        {_select_list()}
+    from eligible as chunks
+    order by chunks.distance asc, chunks.chunk_id asc
+    limit {limit}
+"""
+
+
+def macro_sql(dims: int, tables: Tables) -> str:
+    """`create or replace macro ragmart_retrieve_<v>` for the SQL path (see the README)."""
+    p = _macro_param(dims)
+    arguments = ", ".join(
+        ["query_vector", "k"] + [f"{n} := {MACRO_DEFAULTS[n]}" for n in MACRO_DEFAULTS]
+    )
+    body = search_sql(p, "both", tables, limit=p("k"))
+    return f"create or replace macro {tables.macro}({arguments}) as table\n{body}"
+
+
+def install_sql_macros(conn: duckdb.DuckDBPyConnection, dims: int, tables: Tables) -> list[str]:
+    """Create the version's table macro in the connection's current database; returns its name.
+
+    The macro body names its tables unqualified: call it with the ragmart database as the
+    current one (opening the file with `duckdb ragmart.duckdb`, or `use <alias>`)."""
+    conn.execute(macro_sql(dims, tables))
+    return [tables.macro]
+
+
+def json_list(values: Sequence[str] | None) -> str | None:
+    """A list parameter as JSON text (see _python_param)."""
+    return None if values is None else json.dumps([str(v) for v in values])
+
+
+def _parameters(
+    vector: list[float],
     *,
     k: int,
+    contract: Contract | None,
+    groups: Sequence[str] | None,
+    doc_types: Sequence[str] | None,
+    as_of: dt.datetime | None,
+    now: dt.datetime | None,
+) -> dict[str, Any]:
+    """The search's parameter values; None leaves a clause out (it admits everything)."""
+    types = list(contract.document_types) if contract and contract.document_types else None
+    if doc_types:
+        requested = [str(t) for t in doc_types]
+        types = [t for t in types if t in requested] if types is not None else requested
+    return {
+        # repr() round-trips each float32 exactly
+        "query_vector": "[" + ",".join(repr(x) for x in vector) + "]",
+        "k": int(k),
+        "groups": json_list(groups),
+        # access applies under a contract or when the caller names its groups
+        "check_access": contract is not None or groups is not None,
+        "missing_allowed_groups": contract.missing_allowed_groups if contract else "deny",
+        "document_types": json_list(types),
+        "required_metadata": json_list(contract.required_metadata) if contract else None,
+        "max_document_age": contract.max_document_age if contract else None,
+        "min_document_version": contract.min_document_version if contract else None,
+        "min_effective_date": contract.min_effective_date if contract else None,
+        "min_chunk_completeness": contract.min_chunk_completeness if contract else "fragment",
+        "min_similarity": contract.min_similarity if contract else None,
+        "as_of": as_of,
+        "now": now or utc_now(),
+    }
+
+
+def _used(sql: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The parameters `sql` names (DuckDB rejects unused named parameters)."""
+    return {name: value for name, value in params.items()
+            if f"${name} " in sql or f"${name}," in sql or f"${name})" in sql}
+
+
+def _rows_to_chunks(rows: list[tuple]) -> tuple[RetrievedChunk, ...]:
+    names = ["rank", "distance", *_COLUMNS]
+    out = []
+    for row in rows:
+        values = dict(zip(names, row, strict=True))
+        values["distance"] = float(values["distance"])
+        values["rank"] = int(values["rank"])
+        out.append(RetrievedChunk(**values))
+    return tuple(out)
+
+
+def _eligible_ids(conn: duckdb.DuckDBPyConnection, p: Render, source: str,
+                  params: dict[str, Any], tables: Tables) -> list[str]:
+    """The chunk_ids eligible before similarity (no vector is read)."""
+    eligible = eligible_sql(p, source, tables, similarity=False, active=active_clauses(params))
+    sql = f"with {eligible}\nselect chunk_id from eligible"
+    return [row[0] for row in conn.execute(sql, _used(sql, params)).fetchall()]
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """How to search the live set: 'ids' (exact over `ids`), 'scan' (exact over the whole
+    eligible set) or 'index' (HNSW at `selectivity`), or 'none' (nothing is eligible)."""
+
+    strategy: str
+    ids: list[str] | None = None
+    selectivity: float = 1.0
+
+
+def _plan(conn: duckdb.DuckDBPyConnection, p: Render, params: dict[str, Any],
+          tables: Tables) -> _Plan:
+    """Evaluate the document clauses on the live documents (one row each, no join: ~10x fewer
+    rows than chunks), then pick the cheapest search that is exact or, through the index,
+    recalls >= 0.99 (bench/retrieval.py). The final query re-applies every clause: the plan
+    only decides where to look."""
+    predicate = "\n            and ".join(
+        _predicate(document_clauses(p), active_clauses(params)) or ["true"])
+    sql = f"""
+    with documents as ({documents_sql(p, "live", tables)}
+    )
+    select documents.document_id, count(*) over () as eligible_documents
+    from documents
+    where
+            {predicate}
+    limit {EXACT_MAX_DOCUMENTS + 1}
+    """
+    rows = conn.execute(sql, _used(sql, params)).fetchall()
+    if not rows:
+        return _Plan("none", [])
+    n_documents = int(rows[0][1])
+    live = conn.execute(f"select count(*) from {tables.serving}").fetchone()[0]
+    literal = _literal_list([row[0] for row in rows]) \
+        if n_documents <= EXACT_MAX_DOCUMENTS else None
+    if literal is not None:
+        ids = [row[0] for row in conn.execute(
+            f"select chunk_id from {tables.serving} where document_id in ({literal})"
+        ).fetchall()]
+        if not ids:
+            return _Plan("none", [])
+        selectivity = len(ids) / max(1, live)
+        # a chunk_id list is a scan filter: cheap for few ids, dearer than a plain scan of a
+        # small table for many (measured: 2,000 ids 130 ms, the 20k-row scan 30 ms)
+        if len(ids) <= EXACT_IDS_ALWAYS or (
+            len(ids) <= EXACT_MAX_ELIGIBLE and live > EXACT_SCAN_MAX_ROWS
+        ):
+            return _Plan("ids", ids, selectivity)
+    else:
+        total = conn.execute(f"select count(*) from {tables.documents}").fetchone()[0]
+        selectivity = n_documents / max(1, total)
+    if live <= EXACT_SCAN_MAX_ROWS:
+        return _Plan("scan", None, selectivity)
+    return _Plan("index", None, selectivity)
+
+
+def clause_counts(
+    conn: duckdb.DuckDBPyConnection,
+    params: dict[str, Any],
+    *,
+    source: str,
+    requested_types: Sequence[str] | None,
+    contract_types: Sequence[str] | None,
     dims: int,
-    table: str,
-    index_table: str,
-) -> list[tuple]:
-    """HNSW candidates joined to the live rows; the pool grows until k live rows are found."""
-    select_list = ", ".join(f"served.{c}" for c in _COLUMNS)
-    distance = f"array_cosine_distance(embedding, $q::float[{dims}])"
-    indexed = conn.execute(f"select count(*) from {index_table}").fetchone()[0]
-    live = conn.execute(f"select count(*) from {table}").fetchone()[0]
-    wanted = min(k, live)
-    n_candidates = max(k * CANDIDATE_FACTOR, MIN_CANDIDATES)
-    while True:
-        sql = f"""
-            with candidates as (
-                select chunk_id, {distance} as distance
-                from {index_table}
-                order by {distance}
-                limit {int(n_candidates)}
-            )
-            select {select_list}, candidates.distance
-            from candidates
-            inner join {table} as served on served.chunk_id = candidates.chunk_id
-            order by candidates.distance asc, served.chunk_id asc
-            limit {int(k)}
-        """
-        rows = conn.execute(sql, params).fetchall()
-        if len(rows) >= wanted or n_candidates >= indexed:
-            break
-        n_candidates *= 4
-    if len(rows) < wanted:
-        # The index answered short (vss defect after deletes + reopen, or an index behind the
-        # serving set): answer exactly rather than short.
-        rows = conn.execute(
-            f"select {', '.join(_COLUMNS)}, {distance} as distance from {table} "
-            f"order by distance asc, chunk_id asc limit {int(k)}",
-            params,
+    tables: Tables,
+) -> list[ClauseCount]:
+    """Per clause: the chunks of the source it excludes on its own, and the funnel through all
+    clauses in order (access first, similarity last)."""
+    p = _python_param(dims)
+    params = dict(params)
+    document = document_clauses(p)
+    chunk = chunk_clauses(p)
+    ordered: list[tuple[str, str]] = [("access", document["access"])]
+    if contract_types is not None:
+        params["contract_document_types"] = json_list(contract_types)
+        ordered.append(("document_types", document_clauses(
+            p, document_types_param="contract_document_types")["document_types"]))
+    if requested_types is not None:
+        params["requested_document_types"] = json_list(requested_types)
+        ordered.append(("doc_type_filter", document_clauses(
+            p, document_types_param="requested_document_types")["document_types"]))
+    for name in ("required_metadata", "max_document_age", "min_document_version",
+                 "min_effective_date"):
+        ordered.append((name, document[name]))
+    flags = ",\n            ".join(
+        f"coalesce({sql}, false) as ok_{i}" for i, (_, sql) in enumerate(ordered)
+    )
+    n_document = len(ordered)
+    ordered.append(("required_chunk_metadata", chunk["required_metadata"]))
+    ordered.append(("min_chunk_completeness", chunk["min_chunk_completeness"]))
+    ordered.append(("min_similarity", _similarity_sql(p, "chunks.distance")))
+    tests = [f"documents.ok_{i}" for i in range(n_document)] + [
+        f"coalesce({sql}, false)" for _, sql in ordered[n_document:]
+    ]
+    parts = ["count(*)"]
+    for i, test in enumerate(tests):
+        parts.append(f"count(*) filter (where not {test})")
+        parts.append(f"count(*) filter (where {' and '.join(tests[: i + 1])})")
+    sql = f"""
+    with documents as (
+        select
+            documents.document_id,
+            documents.document_version,
+            {flags}
+        from ({documents_sql(p, source, tables)}
+        ) as documents
+    )
+    select {', '.join(parts)}
+    from ({chunks_sql(p, source, tables)}
+    ) as chunks
+    inner join documents
+        on
+            chunks.document_id = documents.document_id
+            and chunks.document_version = documents.document_version
+    """
+    values = conn.execute(sql, _used(sql, params)).fetchone()
+    out = [ClauseCount("as_of" if source == "as_of" else "serving_set", 0, int(values[0]))]
+    for i, (name, _) in enumerate(ordered):
+        out.append(ClauseCount(name, int(values[1 + 2 * i]), int(values[2 + 2 * i])))
+    return out
+
+
+def _abstention_reason(contract: Contract | None, counts: Sequence[ClauseCount]) -> str:
+    total = counts[0].remaining
+    what = f"contract {contract.name!r}" if contract else "the request"
+    if total == 0:
+        scope = "at that time" if counts[0].clause == "as_of" else "in the serving set"
+        return f"no chunk satisfies {what}: there are no chunks {scope}"
+    emptied = next((c for c in counts[1:] if c.remaining == 0), None)
+    excluding = [f"{c.clause} excludes {c.excluded} of {total}" for c in counts[1:] if c.excluded]
+    first = f"; {emptied.clause} leaves none" if emptied else ""
+    return f"no chunk satisfies {what}: {', '.join(excluding)}{first}"
+
+
+def _check_inputs(
+    k: int, groups: Sequence[str] | None, doc_types: Sequence[str] | None,
+    as_of: dt.datetime | None,
+) -> None:
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise RetrievalError(f"k must be a positive integer, got {k!r}")
+    for name, values in (("groups", groups), ("doc_types", doc_types)):
+        if values is not None and (isinstance(values, str) or not all(
+            isinstance(v, str) for v in values
+        )):
+            raise RetrievalError(f"{name} must be a list of strings, e.g. ['hr', 'managers']")
+    if as_of is not None and not isinstance(as_of, dt.datetime):
+        raise RetrievalError("as_of must be a datetime (naive UTC), e.g. datetime(2026, 11, 2)")
+
+
+def search_contract(
+    conn: duckdb.DuckDBPyConnection,
+    query_vector: np.ndarray | Sequence[float],
+    *,
+    k: int = 5,
+    contract: Contract | None = None,
+    groups: Sequence[str] | None = None,
+    doc_types: Sequence[str] | None = None,
+    as_of: dt.datetime | None = None,
+    now: dt.datetime | None = None,
+    exact: bool = False,
+    tables: Tables | None = None,
+) -> RetrievalResult:
+    """The k nearest eligible chunks to `query_vector` (cosine), or an abstention.
+
+    Without a contract and without groups nothing but `doc_types` restricts the search
+    (operator use) and an empty answer is not an abstention. `as_of` (naive UTC) searches the
+    versions live at that time, exactly. `exact` forces the exact scan."""
+    _check_inputs(k, groups, doc_types, as_of)
+    tables = tables or Tables.for_version()
+    if as_of is not None and as_of.tzinfo is not None:
+        as_of = as_of.astimezone(dt.UTC).replace(tzinfo=None)
+    vector = [float(x) for x in np.asarray(query_vector, dtype=np.float32).reshape(-1)]
+    dims = len(vector)
+    p = _python_param(dims)
+    params = _parameters(vector, k=k, contract=contract, groups=groups, doc_types=doc_types,
+                         as_of=as_of, now=now)
+    source = "as_of" if as_of is not None else "live"
+    common = {"k": k, "contract": contract.name if contract else None, "as_of": as_of}
+    chunks: tuple[RetrievedChunk, ...] = ()
+    strategy = "none"
+    eligible: int | None
+    if source == "as_of" or exact:
+        ids = _eligible_ids(conn, p, source, params, tables)
+        eligible = len(ids)
+        if ids:
+            strategy = "exact"
+            chunks = _exact(conn, p, source, params, tables, ids=ids)
+    else:
+        plan = _plan(conn, p, params, tables)
+        eligible = len(plan.ids) if plan.ids is not None else None
+        if plan.strategy == "ids":
+            strategy = "exact"
+            chunks = _exact(conn, p, source, params, tables, ids=plan.ids)
+        elif plan.strategy == "scan":
+            strategy = "exact"
+            chunks = _exact(conn, p, source, params, tables)
+        elif plan.strategy == "index":
+            strategy, chunks = _via_index(conn, p, params, tables, k=k,
+                                          selectivity=plan.selectivity)
+    if chunks or contract is None:
+        return RetrievalResult(chunks=chunks, strategy=strategy, eligible_chunks=eligible,
+                               **common)
+    counts = clause_counts(
+        conn, params, source=source, dims=dims, tables=tables,
+        requested_types=list(doc_types) if doc_types else None,
+        contract_types=list(contract.document_types) if contract.document_types else None,
+    )
+    return RetrievalResult(
+        chunks=(), strategy=strategy, eligible_chunks=eligible, abstained=True,
+        reason=_abstention_reason(contract, counts), clauses=tuple(counts), **common,
+    )
+
+
+def _exact(conn: duckdb.DuckDBPyConnection, p: Render, source: str, params: dict[str, Any],
+           tables: Tables, *, ids: Sequence[str] | None = None) -> tuple[RetrievedChunk, ...]:
+    """Exact scan over the eligible rows (over `ids` only, when given: same clauses), in two
+    phases: rank on the narrow columns, then read the k winners' rows (materializing the wide
+    columns of every candidate cost ~2.5x more at 1,000 candidates, measured)."""
+    only = _literal_list(ids) if ids else None
+    ranked_sql = f"""
+    with {eligible_sql(p, source, tables, only=only, narrow=True,
+                       active=active_clauses(params))}
+    select eligible.chunk_id, eligible.distance
+    from eligible
+    order by eligible.distance asc, eligible.chunk_id asc
+    limit {p('k')}
+    """
+    ranked = conn.execute(ranked_sql, _used(ranked_sql, params)).fetchall()
+    winners = _literal_list([chunk_id for chunk_id, _ in ranked])
+    if not ranked:
+        return ()
+    if winners is None:  # an id SQL cannot carry as a literal: the single-statement search
+        sql = search_sql(p, source, tables, limit=p("k"), only=only)
+        return _rows_to_chunks(conn.execute(sql, _used(sql, params)).fetchall())
+    table = tables.history if source == "as_of" else tables.serving
+    valid_to = "chunks.document_valid_to" if source == "as_of" \
+        else "cast(null as timestamp) as document_valid_to"
+    names = [c for c in _COLUMNS if c not in ("completeness", "document_valid_to")]
+    rows = conn.execute(f"""
+        select {", ".join(f"chunks.{c}" for c in names)}, {valid_to},
+            {_completeness_sql()} as completeness
+        from {table} as chunks
+        where chunks.chunk_id in ({winners})
+    """).fetchall()
+    by_id = {row[0]: row for row in rows}
+    order = [*names, "document_valid_to", "completeness"]
+    out = []
+    for rank, (chunk_id, distance) in enumerate(ranked, start=1):
+        values = dict(zip(order, by_id[chunk_id], strict=True))
+        out.append(RetrievedChunk(rank=rank, distance=float(distance), **values))
+    return tuple(out)
+
+
+def _table_exists(conn: duckdb.DuckDBPyConnection, name: str) -> bool:
+    return bool(conn.execute(
+        "select count(*) from duckdb_tables() "
+        "where table_name = $name and database_name = current_database()",
+        {"name": name},
+    ).fetchone()[0])
+
+
+def _via_index(
+    conn: duckdb.DuckDBPyConnection, p: Render, params: dict[str, Any],
+    tables: Tables, *, k: int, selectivity: float,
+) -> tuple[str, tuple[RetrievedChunk, ...]]:
+    """HNSW candidates (plus the exact delta) restricted to the eligible live rows and ranked
+    by (distance, chunk_id); the pool widens until k eligible rows are found, then falls back
+    to the exact scan. Distances are recomputed on the served rows, as the exact path does."""
+    indexed: int | None = None
+    delta_exists = _table_exists(conn, tables.delta)
+    n_candidates = max(MIN_CANDIDATES, math.ceil(k / selectivity * OVERSAMPLE))
+    max_distance = (
+        1.0 - params["min_similarity"] if params["min_similarity"] is not None else None
+    )
+    vector = {"query_vector": params["query_vector"]}
+    distance = f"array_cosine_distance(embedding, {p('query_vector')})"
+    while n_candidates <= MAX_CANDIDATES:
+        pool = conn.execute(
+            f"select chunk_id, {distance} as d from {tables.index} order by d "
+            f"limit {int(n_candidates)}", vector,
         ).fetchall()
-    return rows
+        farthest = pool[-1][1] if pool else None
+        if delta_exists:  # vectors not indexed yet: exact, the delta is small
+            pool += conn.execute(
+                f"select chunk_id, {distance} as d from {tables.delta} order by d "
+                f"limit {int(n_candidates)}", vector,
+            ).fetchall()
+        if _literal_list([chunk_id for chunk_id, _ in pool]) is None:
+            break
+        chunks = _exact(conn, p, "live", params, tables, ids=[chunk_id for chunk_id, _ in pool])
+        if len(chunks) >= k:
+            return "hnsw", chunks
+        if indexed is None:
+            indexed = conn.execute(f"select count(*) from {tables.index}").fetchone()[0]
+        if n_candidates >= indexed:
+            return "hnsw", chunks
+        if max_distance is not None and farthest is not None and farthest > max_distance:
+            return "hnsw", chunks  # the pool reaches past min_similarity: nothing nearer left
+        n_candidates *= 4
+    # The index answered short (a contract the oversampling missed, or the vss defect after
+    # deletes + reopen): answer exactly rather than short.
+    return "hnsw+exact", _exact(conn, p, "live", params, tables)
 
 
 def search(
@@ -130,38 +943,24 @@ def search(
     k: int = 5,
     doc_types: Sequence[str] | None = None,
     table: str = SERVING_TABLE,
-    index_table: str = INDEX_TABLE,
+    index_table: str | None = None,
 ) -> list[RetrievedChunk]:
-    """The k nearest chunks to `query_vector` (cosine), eligible under the filters."""
-    if k < 1:
+    """The k nearest chunks to `query_vector` (cosine) of the given types, no contract."""
+    if isinstance(k, int) and not isinstance(k, bool) and k < 1:
         raise RetrievalError(f"k must be at least 1, got {k}")
-    vector = [float(x) for x in np.asarray(query_vector, dtype=np.float32).reshape(-1)]
-    dims = len(vector)
-    params: dict = {"q": vector}
-    where = ""
-    if doc_types:
-        where = "where document_type in (select unnest($doc_types::varchar[]))"
-        params["doc_types"] = list(doc_types)
-    select_list = ", ".join(_COLUMNS)
-    distance = f"array_cosine_distance(embedding, $q::float[{dims}])"
-    if where:
-        # Exact search over the eligible rows: never filter after an approximate top-k.
-        sql = f"""
-            select {select_list}, {distance} as distance
-            from {table} {where}
-            order by distance asc, chunk_id asc
-            limit {int(k)}
-        """
-        rows = conn.execute(sql, params).fetchall()
-    else:
-        rows = _search_index(conn, params, k=k, dims=dims, table=table, index_table=index_table)
-    names = [*_COLUMNS, "distance"]
-    results = []
-    for rank, row in enumerate(rows, start=1):
-        values = dict(zip(names, row, strict=True))
-        values["distance"] = float(values["distance"])
-        results.append(RetrievedChunk(rank=rank, **values))
-    return results
+    result = search_contract(conn, query_vector, k=k, doc_types=doc_types,
+                             tables=Tables.from_serving(table, index_table))
+    return list(result.chunks)
+
+
+def _serving_models(conn: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+    if not _table_exists(conn, table):
+        raise RetrievalError(
+            f"the serving table {table} does not exist in this database; run `dbt build` "
+            "(or `make run`) first"
+        )
+    rows = conn.execute(f"select distinct embedding_model from {table}").fetchall()
+    return [row[0] for row in rows]
 
 
 def retrieve(
@@ -169,12 +968,26 @@ def retrieve(
     *,
     k: int = 5,
     doc_types: Sequence[str] | None = None,
+    contract: str | Contract | None = None,
+    groups: Sequence[str] | None = None,
+    as_of: dt.datetime | None = None,
     db_path: str | Path | None = None,
+    index_version: str = DEFAULT_VERSION,
+    contracts_path: str | Path | None = None,
     provider: EmbeddingProvider | None = None,
-) -> list[RetrievedChunk]:
-    """Embed `question` with the provider the index was built with and return the top k chunks."""
-    if not question or not question.strip():
+    now: dt.datetime | None = None,
+) -> RetrievalResult:
+    """Embed `question` with the provider the index was built with and return the top k
+    chunks eligible under `contract` (a name in the contract file, or a Contract) for a
+    caller in `groups`, from the versions live now or at `as_of` (naive UTC), in the database
+    `db_path` (default $RAGMART_DB) and index version `index_version`."""
+    if not isinstance(question, str) or not question.strip():
         raise RetrievalError("the question is empty; pass the text to search for")
+    _check_inputs(k, groups, doc_types, as_of)
+    tables = Tables.for_version(index_version)
+    resolved = (
+        load_contracts(contracts_path).get(contract) if isinstance(contract, str) else contract
+    )
     settings = Settings.from_env()
     path = Path(db_path) if db_path is not None else settings.db_path
     if not path.exists():
@@ -182,14 +995,46 @@ def retrieve(
     provider = provider or get_provider(settings.embedding_provider)
     conn = connect(path, read_only=True)
     try:
-        models = _serving_models(conn, SERVING_TABLE)
+        models = _serving_models(conn, tables.serving)
         if models and provider.model not in models:
             raise RetrievalError(
                 f"the index holds vectors of {models} but the provider {provider.name!r} embeds "
                 f"with {provider.model!r}; set RAGMART_EMBEDDING_PROVIDER to the provider the "
                 "index was built with"
             )
+        if as_of is not None and not _table_exists(conn, tables.history):
+            raise RetrievalError(
+                f"--as-of needs {tables.history}, which this database lacks; run `dbt build`"
+            )
         query_vector = provider.embed([question])[0]
-        return search(conn, query_vector, k=k, doc_types=doc_types)
+        return search_contract(conn, query_vector, k=k, contract=resolved, groups=groups,
+                               doc_types=doc_types, as_of=as_of, now=now, tables=tables)
     finally:
         conn.close()
+
+
+def sql_macro_catalog(conn: duckdb.DuckDBPyConnection, dims: int) -> Any:
+    """One row per ragmart_retrieve_<v> macro in the current database (name, signature,
+    description) as a pyarrow table."""
+    import pyarrow as pa
+
+    arguments = ", ".join(
+        ["query_vector", "k"] + [f"{n} := {MACRO_DEFAULTS[n]}" for n in MACRO_DEFAULTS]
+    )
+    names = sorted({r[0] for r in conn.execute(
+        "select function_name from duckdb_functions() where function_type = 'table_macro' "
+        "and function_name like $prefix and database_name = current_database()",
+        {"prefix": SQL_MACRO_PREFIX + "%"},
+    ).fetchall()})
+    return pa.table({
+        "macro_name": names,
+        "signature": [f"{name}({arguments})" for name in names],
+        "description": [
+            f"The k nearest chunks of index version {name.removeprefix(SQL_MACRO_PREFIX)} to "
+            f"query_vector (float[{dims}]) eligible under the contract clauses given as named "
+            "arguments, exact, ordered by (distance, chunk_id); as_of searches the versions "
+            "live at that time. Open the database (or `use` it) first."
+            for name in names
+        ],
+    }, schema=pa.schema([("macro_name", pa.string()), ("signature", pa.string()),
+                         ("description", pa.string())]))

@@ -1,0 +1,330 @@
+"""Filtered retrieval benchmark: contract search vs the plain vss pattern.
+
+Builds (once, cached under bench/out/) a synthetic serving set with the schema of
+fct_chunk_embeddings_v1 / fct_chunk_vector_index_v1 / dim_documents: N chunks of 384
+dimensions in documents of 10 chunks, clustered like real embeddings, with an HNSW (cosine)
+index. Document types are assigned so that a `document_types` clause admits 100%, 50%, 10%,
+1% or 0.1% of the chunks. For each selectivity it runs Q queries (vectors near the data) and
+prints, measured in this run:
+
+  - contract search (ragmart.retrieval.search_contract): p50 / p95 latency, recall@10 against
+    the exact filtered search, the share of queries answered with k rows, the strategy used;
+  - the plain vss pattern (`WHERE document_type IN (...) ORDER BY array_cosine_distance(...)
+    LIMIT k` on the HNSW-indexed table): the same figures;
+  - the exact filtered scan itself (the SQL table macro's plan): p50 / p95.
+
+Building the HNSW index takes minutes at 100k here (NOTES: 614 s); the file is reused while
+its parameters match. Timings are in-process (no embedding, no process start).
+
+    .venv/bin/python bench/retrieval.py [--chunks 100000] [--queries 200] [--k 10]
+    .venv/bin/python bench/retrieval.py --chunks 20000        # quick run
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ragmart.duck import connect  # noqa: E402
+
+OUT = ROOT / "bench" / "out"
+DIMS = 384
+CHUNKS_PER_DOCUMENT = 10
+CLUSTERS = 200
+SEED = 20261125
+LAYOUT_VERSION = 2  # bump when the synthetic data changes: the cached file is rebuilt
+MODEL = "bench-synthetic-384"
+CHUNKER = "md-sections-v1"
+# document type -> share of documents; a selectivity admits a prefix of these types
+TYPE_SHARES = [("t_0001", 0.001), ("t_0009", 0.009), ("t_0090", 0.09), ("t_0400", 0.4),
+               ("t_0500", 0.5)]
+SELECTIVITIES = {1.0: None, 0.5: ["t_0001", "t_0009", "t_0090", "t_0400"],
+                 0.1: ["t_0001", "t_0009", "t_0090"], 0.01: ["t_0001", "t_0009"],
+                 0.001: ["t_0001"]}
+
+
+def unit(rows: np.ndarray) -> np.ndarray:
+    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+
+
+def synthetic_vectors(n_chunks: int, rng: np.random.Generator) -> np.ndarray:
+    """Clustered unit vectors: cluster centre + document offset + chunk noise."""
+    n_docs = n_chunks // CHUNKS_PER_DOCUMENT
+    centres = unit(rng.normal(size=(CLUSTERS, DIMS)))
+    doc_cluster = rng.integers(0, CLUSTERS, size=n_docs)
+    docs = unit(centres[doc_cluster] + 0.6 * unit(rng.normal(size=(n_docs, DIMS))))
+    chunks = np.repeat(docs, CHUNKS_PER_DOCUMENT, axis=0)
+    return unit(chunks + 0.7 * unit(rng.normal(size=(n_chunks, DIMS))))
+
+
+def document_types(n_docs: int) -> list[str]:
+    """Exact shares, spread over the documents (golden-ratio sequence, deterministic)."""
+    out = []
+    bounds = np.cumsum([share for _, share in TYPE_SHARES])
+    for i in range(n_docs):
+        u = (i * 0.6180339887498949) % 1.0
+        out.append(TYPE_SHARES[int(np.searchsorted(bounds, u, side="right"))][0])
+    return out
+
+
+def fixed_list(matrix: np.ndarray) -> pa.FixedSizeListArray:
+    return pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1), pa.float32()), DIMS)
+
+
+def build(path: Path, n_chunks: int) -> None:
+    """Write the synthetic serving set, documents and HNSW-indexed vectors to `path`."""
+    rng = np.random.default_rng(SEED)
+    vectors = synthetic_vectors(n_chunks, rng)
+    n_docs = n_chunks // CHUNKS_PER_DOCUMENT
+    types = document_types(n_docs)
+    doc_ids = [f"doc-{i:06d}" for i in range(n_docs)]
+    base = dt.datetime(2026, 1, 1)
+    valid_from = [base + dt.timedelta(minutes=i) for i in range(n_docs)]
+    rows = np.arange(n_chunks)
+    doc_of = rows // CHUNKS_PER_DOCUMENT
+    serving = pa.table({
+        "chunk_id": [f"{doc_ids[d]}@{d + 1}#{c % CHUNKS_PER_DOCUMENT:04d}"
+                     for c, d in zip(rows, doc_of, strict=True)],
+        "document_id": [doc_ids[d] for d in doc_of],
+        "document_version": pa.array(doc_of + 1, pa.int64()),
+        "document_type": [types[d] for d in doc_of],
+        "embedding": fixed_list(vectors),
+        "section_chunk_index": pa.array(rows % 2, pa.int32()),
+        "section_chunk_count": pa.array(np.full(n_chunks, 2), pa.int32()),
+        "document_valid_from": [valid_from[d] for d in doc_of],
+    })
+    documents = pa.table({
+        "document_id": doc_ids,
+        "document_version": pa.array(np.arange(n_docs) + 1, pa.int64()),
+        "document_type": types,
+        "valid_from": valid_from,
+    })
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".building")
+    tmp.unlink(missing_ok=True)
+    conn = connect(tmp)
+    try:
+        conn.register("serving_arrow", serving)
+        conn.register("documents_arrow", documents)
+        conn.execute(f"""
+            create table fct_chunk_embeddings_v1 as
+            select
+                chunk_id, document_id, document_version,
+                sha256(document_id) as document_checksum,
+                cast(section_chunk_index as integer) as chunk_index,
+                '{CHUNKER}' as chunker_version,
+                sha256(chunk_id) as chunk_hash,
+                'Policy' as section, 'other' as section_type,
+                'synthetic chunk ' || chunk_id as chunk_text,
+                cast(60 as integer) as word_count,
+                section_chunk_index, section_chunk_count,
+                false as is_split_paragraph,
+                document_type,
+                'Document ' || document_id as title,
+                ['all-staff'] as allowed_groups,
+                document_valid_from as document_updated_at,
+                document_valid_from,
+                '{MODEL}' as embedding_model,
+                cast(embedding as float[{DIMS}]) as embedding,
+                document_valid_from + interval 1 minute as created_at,
+                'bench' as embedding_invocation_id,
+                document_valid_from + interval 1 minute as chunk_created_at,
+                'bench' as chunk_invocation_id,
+                'bench' as dbt_invocation_id
+            from serving_arrow
+        """)
+        conn.execute("""
+            create table dim_documents as
+            select
+                document_id, document_version, sha256(document_id) as document_checksum,
+                document_type, 'Document ' || document_id as title,
+                ['all-staff'] as allowed_groups, valid_from as updated_at, valid_from,
+                cast(1 as bigint) as version_number, '{}' as metadata,
+                cast(1000 as bigint) as content_length
+            from documents_arrow
+        """)
+        # the bench-only document_type column lets the plain vss pattern filter the indexed
+        # table itself (WHERE ... ORDER BY distance LIMIT k)
+        # the marts' contracts declare these primary keys (DuckDB builds an ART index on each)
+        conn.execute("alter table fct_chunk_embeddings_v1 add primary key (chunk_id)")
+        conn.execute("alter table dim_documents add primary key (document_id)")
+        conn.execute(f"""
+            create table fct_chunk_vector_index_v1 as
+            select chunk_id, cast(embedding as float[{DIMS}]) as embedding,
+                timestamp '2026-01-01' as indexed_at, 'bench' as dbt_invocation_id,
+                document_type
+            from fct_chunk_embeddings_v1 order by chunk_id
+        """)
+        started = time.monotonic()
+        print(f"building the HNSW index on {n_chunks:,} x {DIMS} (minutes at 100k)...",
+              flush=True)
+        conn.execute("create index fct_chunk_vector_index_v1_hnsw on fct_chunk_vector_index_v1 "
+                     "using hnsw (embedding) with (metric = 'cosine')")
+        print(f"index built in {time.monotonic() - started:.0f}s", flush=True)
+        conn.execute("create table bench_meta as select $meta as meta",
+                     {"meta": json.dumps(meta(n_chunks))})
+        conn.execute("checkpoint")
+    finally:
+        conn.close()
+    tmp.rename(path)
+
+
+def _upgrade_from_layout_1(path: Path, n_chunks: int) -> None:
+    conn = connect(path)
+    try:
+        conn.execute("alter table fct_chunk_embeddings_v1 add primary key (chunk_id)")
+        conn.execute("alter table dim_documents add primary key (document_id)")
+        conn.execute("update bench_meta set meta = $meta", {"meta": json.dumps(meta(n_chunks))})
+        conn.execute("checkpoint")
+    finally:
+        conn.close()
+
+
+def meta(n_chunks: int) -> dict:
+    return {"chunks": n_chunks, "seed": SEED, "layout": LAYOUT_VERSION, "dims": DIMS}
+
+
+def cached_database(n_chunks: int) -> Path:
+    path = OUT / f"retrieval-{n_chunks}.duckdb"
+    if path.exists():
+        conn = connect(path, read_only=True)
+        try:
+            stored = json.loads(conn.execute("select meta from bench_meta").fetchone()[0])
+        except Exception:  # noqa: BLE001 - any damage means rebuild
+            stored = None
+        finally:
+            conn.close()
+        if stored == meta(n_chunks):
+            print(f"reusing {path.relative_to(ROOT)}", flush=True)
+            return path
+        if stored and {**stored, "layout": LAYOUT_VERSION} == meta(n_chunks) \
+                and stored["layout"] == 1:
+            _upgrade_from_layout_1(path, n_chunks)  # the index is kept (minutes at 100k)
+            return path
+        path.unlink()
+    build(path, n_chunks)
+    return path
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def _types_filter(types: list[str] | None) -> str:
+    # bench-owned literals (never user input): the plain pattern as people write it
+    return ("where document_type in (" + ", ".join(f"'{t}'" for t in types) + ")") if types else ""
+
+
+def _vector_text(vector: list[float]) -> str:
+    return "[" + ",".join(repr(x) for x in vector) + "]"
+
+
+def exact_ids(conn, vector: list[float], types: list[str] | None, k: int) -> list[str]:
+    """Exact filtered search: the truth recall is measured against."""
+    rows = conn.execute(
+        f"select chunk_id from fct_chunk_embeddings_v1 {_types_filter(types)} "
+        f"order by array_cosine_distance(embedding, cast($q as float[{DIMS}])), chunk_id "
+        f"limit {k}",
+        {"q": _vector_text(vector)},
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def plain_vss(conn, vector: list[float], types: list[str] | None, k: int) -> list[str]:
+    """The plain vss pattern: WHERE on the HNSW-indexed table, ORDER BY distance LIMIT k."""
+    rows = conn.execute(
+        f"select chunk_id from fct_chunk_vector_index_v1 {_types_filter(types)} "
+        f"order by array_cosine_distance(embedding, cast($q as float[{DIMS}])) limit {k}",
+        {"q": _vector_text(vector)},
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def run(path: Path, n_queries: int, k: int) -> list[dict]:
+    from ragmart.contracts import Contract
+    from ragmart.retrieval import search_contract
+
+    conn = connect(path, read_only=True)
+    rng = np.random.default_rng(SEED + 1)
+    sample = conn.execute(
+        "select embedding from fct_chunk_embeddings_v1 using sample reservoir("
+        f"{n_queries} rows) repeatable ({SEED % 1000})"
+    ).fetchall()
+    queries = unit(np.array([r[0] for r in sample], np.float32)
+                   + 0.5 * unit(rng.normal(size=(len(sample), DIMS))))
+    report = []
+    try:
+        for selectivity, types in SELECTIVITIES.items():
+            contract = Contract(name=f"bench_{round(selectivity * 1000):04d}",
+                                document_types=types, missing_allowed_groups="allow")
+            measured: dict[str, dict] = {name: {"ms": [], "recall": [], "full": 0,
+                                                "strategies": {}}
+                                         for name in ("contract", "plain_vss", "exact")}
+            for q in queries:
+                vector = q.tolist()
+                started = time.perf_counter()
+                truth = exact_ids(conn, vector, types, k)  # the exact filtered search
+                runs = {"exact": ((time.perf_counter() - started) * 1000, truth)}
+                started = time.perf_counter()
+                result = search_contract(conn, q, k=k, contract=contract, groups=["all-staff"])
+                runs["contract"] = ((time.perf_counter() - started) * 1000,
+                                    [c.chunk_id for c in result.chunks])
+                strategies = measured["contract"]["strategies"]
+                strategies[result.strategy] = strategies.get(result.strategy, 0) + 1
+                started = time.perf_counter()
+                ids = plain_vss(conn, vector, types, k)
+                runs["plain_vss"] = ((time.perf_counter() - started) * 1000, ids)
+                for name, (ms, ids) in runs.items():
+                    measured[name]["ms"].append(ms)
+                    measured[name]["recall"].append(
+                        len(set(ids) & set(truth)) / max(1, len(truth)))
+                    measured[name]["full"] += len(ids) == k
+            figures: dict = {"selectivity": selectivity}
+            for name, m in measured.items():
+                figures[name] = {
+                    "p50_ms": round(statistics.median(m["ms"]), 1),
+                    "p95_ms": round(percentile(m["ms"], 0.95), 1),
+                    "recall_at_k": round(sum(m["recall"]) / len(m["recall"]), 4),
+                    "k_rows_share": round(m["full"] / len(queries), 4),
+                }
+                if m["strategies"]:
+                    figures[name]["strategies"] = m["strategies"]
+            report.append(figures)
+            print(json.dumps(figures), flush=True)
+    finally:
+        conn.close()
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--chunks", type=int, default=100_000)
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("-k", "--k", type=int, default=10)
+    parser.add_argument("--build-only", action="store_true",
+                        help="build (or check) the cached database and stop")
+    args = parser.parse_args(argv)
+    if args.chunks < 10_000 or args.chunks % CHUNKS_PER_DOCUMENT:
+        parser.error("--chunks must be a multiple of 10, at least 10,000")
+    path = cached_database(args.chunks)
+    if args.build_only:
+        return 0
+    run(path, args.queries, args.k)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

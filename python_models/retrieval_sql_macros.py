@@ -1,0 +1,28 @@
+"""The SQL path of retrieval: installs the DuckDB table macro `ragmart_retrieve_<index_version>`.
+
+Thin wrapper around ragmart.retrieval.install_sql_macros (the macro is rendered from the same SQL
+template as the Python path). Runs after the tables the macro reads (DuckDB binds them when the
+macro is created); returns one row per ragmart_retrieve_<v> macro in the database, with its
+signature, so the database documents what it offers.
+"""
+
+
+def model(dbt, session):
+    dbt.config(materialized="table")
+    from ragmart.retrieval import Tables, install_sql_macros, sql_macro_catalog
+
+    # the macro reads these relations: build them first
+    dbt.ref("fct_chunk_embeddings")
+    dbt.ref("fct_chunk_history")
+    dbt.ref("fct_chunk_vector_index")
+    dbt.ref("dim_documents")
+    dims = int(dbt.config.get("embedding_dimensions"))
+    tables = Tables.for_version(str(dbt.config.get("index_version")))
+    previous = session.execute("select current_database(), current_schema()").fetchone()
+    session.execute(f'use "{dbt.this.database}"."{dbt.this.schema}"')
+    try:
+        install_sql_macros(session, dims, tables)
+        catalog = sql_macro_catalog(session, dims)
+    finally:
+        session.execute(f'use "{previous[0]}"."{previous[1]}"')
+    return catalog

@@ -1,0 +1,233 @@
+"""Serving freshness for a person: `ragmart freshness`.
+
+Reads the same facts the dbt tests check (the view int_document_versions_served, see
+tests/dbt/assert_*): stale live versions (not fully served with the configured chunker and
+model), orphans (served rows of a deleted or superseded version), the lag from each live
+version's commit_ts to its vectors being ready (percentiles, and how many exceed the SLA), and
+the last change the build applied.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import duckdb
+
+from ragmart.duck import connect
+
+FRESHNESS_VIEW = "int_document_versions_served"
+VERSIONS_TABLE = "int_document_versions"
+RUNS_TABLE = "embedding_runs"
+SLA_ENV = "RAGMART_EMBEDDING_LAG_SLA_MINUTES"
+DEFAULT_SLA_MINUTES = 1440  # the dbt var embedding_lag_sla_minutes
+LISTED = 20  # documents listed per problem (all are counted)
+
+
+class FreshnessError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class FreshnessReport:
+    database: str
+    checked_at: str
+    live_versions: int
+    fully_served_versions: int
+    stale_count: int
+    orphan_count: int
+    over_sla_count: int
+    sla_minutes: float
+    lag_seconds: dict[str, float | None]
+    last_change_applied: dict | None
+    last_build_at: str | None
+    stale: list[dict] = field(default_factory=list)
+    orphans: list[dict] = field(default_factory=list)
+    over_sla: list[dict] = field(default_factory=list)
+
+    @property
+    def healthy(self) -> bool:
+        return not (self.stale_count or self.orphan_count or self.over_sla_count)
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"healthy": self.healthy}
+
+
+def _iso(value: object) -> object:
+    return value.isoformat() if isinstance(value, dt.datetime | dt.date) else value
+
+
+def _records(cursor: duckdb.DuckDBPyConnection) -> list[dict]:
+    names = [d[0] for d in cursor.description]
+    return [{n: _iso(v) for n, v in zip(names, row, strict=True)} for row in cursor.fetchall()]
+
+
+def _exists(conn: duckdb.DuckDBPyConnection, name: str) -> bool:
+    return bool(conn.execute(
+        "select count(*) from information_schema.tables where table_name = $name "
+        "and table_catalog = current_database()", {"name": name},
+    ).fetchone()[0])
+
+
+def sla_minutes_default() -> float:
+    value = os.environ.get(SLA_ENV)
+    if not value:
+        return float(DEFAULT_SLA_MINUTES)
+    try:
+        minutes = float(value)
+    except ValueError:
+        raise FreshnessError(f"{SLA_ENV}={value!r} is not a number of minutes") from None
+    if minutes <= 0:
+        raise FreshnessError(f"{SLA_ENV} must be a positive number of minutes, got {value!r}")
+    return minutes
+
+
+def report(
+    conn: duckdb.DuckDBPyConnection,
+    *,
+    database: str = "",
+    sla_minutes: float | None = None,
+    now: dt.datetime | None = None,
+) -> FreshnessReport:
+    """The freshness facts of the database `conn` has open (current catalog)."""
+    for name in (FRESHNESS_VIEW, VERSIONS_TABLE):
+        if not _exists(conn, name):
+            raise FreshnessError(
+                f"{name} is missing from {database or 'the database'}; run `dbt build` first"
+            )
+    sla = float(sla_minutes) if sla_minutes is not None else sla_minutes_default()
+    now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    params = {"sla": sla * 60, "now": now}
+    lag_sql = (
+        "coalesce(lag_seconds, date_diff('second', committed_at, cast($now as timestamp)))"
+    )
+    summary = conn.execute(
+        f"""
+        select
+            count(*) filter (where is_live),
+            count(*) filter (where is_live and not is_stale),
+            count(*) filter (where is_stale),
+            count(*) filter (where is_orphan),
+            count(*) filter (where is_live and expected_chunks > 0 and {lag_sql} > $sla),
+            quantile_cont(lag_seconds, 0.5) filter (where is_live and lag_seconds is not null),
+            quantile_cont(lag_seconds, 0.9) filter (where is_live and lag_seconds is not null),
+            quantile_cont(lag_seconds, 0.99) filter (where is_live and lag_seconds is not null),
+            max(lag_seconds) filter (where is_live and lag_seconds is not null)
+        from {FRESHNESS_VIEW}
+        """,
+        params,
+    ).fetchone()
+    stale = _records(conn.execute(
+        f"""
+        select document_id, document_version, committed_at, expected_chunks, served_chunks
+        from {FRESHNESS_VIEW} where is_stale
+        order by committed_at, document_id limit {LISTED}
+        """
+    ))
+    orphans = _records(conn.execute(
+        f"""
+        select document_id, document_version, version_state, superseded_by_version, served_rows
+        from {FRESHNESS_VIEW} where is_orphan
+        order by document_id, document_version limit {LISTED}
+        """
+    ))
+    over_sla = _records(conn.execute(
+        f"""
+        select document_id, document_version, committed_at, embedded_at,
+            {lag_sql} as lag_seconds
+        from {FRESHNESS_VIEW}
+        where is_live and expected_chunks > 0 and {lag_sql} > $sla
+        order by lag_seconds desc, document_id limit {LISTED}
+        """,
+        params,
+    ))
+    last = _records(conn.execute(
+        f"""
+        select document_id, document_version as change_seq,
+            case when is_deleted then 'D' when version_number = 1 then 'I' else 'U' end as op,
+            valid_from as commit_ts
+        from {VERSIONS_TABLE}
+        order by document_version desc, document_id desc limit 1
+        """
+    ))
+    last_build = None
+    if _exists(conn, RUNS_TABLE):
+        last_build = conn.execute(f"select max(finished_at) from {RUNS_TABLE}").fetchone()[0]
+    return FreshnessReport(
+        database=database,
+        checked_at=now.isoformat(),
+        live_versions=int(summary[0]),
+        fully_served_versions=int(summary[1]),
+        stale_count=int(summary[2]),
+        orphan_count=int(summary[3]),
+        over_sla_count=int(summary[4]),
+        sla_minutes=sla,
+        lag_seconds={
+            "p50": summary[5], "p90": summary[6], "p99": summary[7], "max": summary[8],
+        },
+        last_change_applied=last[0] if last else None,
+        last_build_at=_iso(last_build),
+        stale=stale,
+        orphans=orphans,
+        over_sla=over_sla,
+    )
+
+
+def freshness(db_path: str | Path, *, sla_minutes: float | None = None,
+              now: dt.datetime | None = None) -> FreshnessReport:
+    """Open `db_path` read-only and report its freshness."""
+    path = Path(db_path)
+    if not path.exists():
+        raise FreshnessError(f"database {path} does not exist; run `make run` or `dbt build`")
+    conn = connect(path, read_only=True)
+    try:
+        return report(conn, database=str(path), sla_minutes=sla_minutes, now=now)
+    finally:
+        conn.close()
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "n/a"
+    seconds = float(seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if abs(seconds) >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.0f} s"
+
+
+def render(result: FreshnessReport) -> str:
+    """The report as text for a person."""
+    lag = result.lag_seconds
+    lines = [
+        f"freshness of {result.database} at {result.checked_at} (UTC)",
+        f"  live document versions: {result.live_versions} "
+        f"({result.fully_served_versions} fully served)",
+        f"  lag commit -> vectors ready: p50 {_duration(lag['p50'])}, p90 "
+        f"{_duration(lag['p90'])}, p99 {_duration(lag['p99'])}, max {_duration(lag['max'])}",
+        f"  over the SLA ({result.sla_minutes:g} min): {result.over_sla_count}",
+        f"  stale (live, not fully served): {result.stale_count}",
+        f"  orphans (served, not live): {result.orphan_count}",
+    ]
+    change = result.last_change_applied
+    if change:
+        lines.append(
+            f"  last change applied: {change['document_id']} change_seq {change['change_seq']} "
+            f"({change['op']}) committed {change['commit_ts']}"
+        )
+    lines.append(f"  last build: {result.last_build_at or 'unknown'}")
+    for title, rows, fmt in (
+        ("stale", result.stale,
+         "{document_id} v{document_version}: {served_chunks}/{expected_chunks} chunks served"),
+        ("orphans", result.orphans,
+         "{document_id} v{document_version}: {version_state}, {served_rows} rows served"),
+        ("over the SLA", result.over_sla,
+         "{document_id} v{document_version}: committed {committed_at}"),
+    ):
+        if rows:
+            lines.append(f"  {title}:")
+            lines += [f"    - {fmt.format(**row)}" for row in rows]
+    lines.append("  healthy" if result.healthy else "  NOT healthy")
+    return "\n".join(lines)

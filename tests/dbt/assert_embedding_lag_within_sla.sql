@@ -1,0 +1,44 @@
+-- Embedding lag over the SLA (var embedding_lag_sla_minutes): a live document version whose
+-- vectors were ready later than the SLA after its change was committed (commit_ts), or that is
+-- still not fully served that long after. One row per version, naming the document.
+-- Severity is var embedding_lag_sla_severity: the sample corpus replays changes committed in
+-- the past, so its lag is the sample's age (warn); set it to error in production.
+{{ config(severity=var('embedding_lag_sla_severity', 'warn')) }}
+
+{%- set failing_sql %}
+with
+
+versions as (
+
+    select * from {{ ref('int_document_versions_served') }}
+    -- a version whose content yields no chunk has nothing to embed
+    where is_live and expected_chunks > 0
+
+),
+
+final as (
+
+    select
+        document_id,
+        document_version,
+        committed_at,
+        embedded_at,
+        coalesce(
+            lag_seconds,
+            date_diff('second', committed_at, timezone('UTC', current_timestamp))
+        ) as lag_seconds,
+        {{ var('embedding_lag_sla_minutes') }} * 60 as sla_seconds,
+        is_stale
+    from versions
+
+)
+
+select * from final
+where lag_seconds > sla_seconds
+{% endset -%}
+
+{%- if execute and flags.WHICH in ('build', 'test') -%}
+    {{- log_failing_documents('embedding lag over the SLA', failing_sql) -}}
+{%- endif %}
+
+{{ failing_sql }}

@@ -1,0 +1,932 @@
+"""Retrieval contracts: every clause, abstention, access control (live, as-of and SQL), the HNSW
+strategy's recall, Python/SQL identity, hostile inputs and determinism.
+
+Most tests run on a tiny database built directly in a tmp dir with the marts' contracted
+schemas (read from models/marts/*.yml), against a reference implementation of eligibility in
+plain Python; one test runs a real `dbt build`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import yaml
+from cdc_files import debezium_jsonl, dms_csv, document, paragraph
+from dbt_harness import ROOT, Project
+
+import ragmart.retrieval as retrieval
+from ragmart import cli
+from ragmart.contracts import (
+    Contract,
+    ContractError,
+    load_contracts,
+    parse_contracts,
+)
+from ragmart.duck import connect
+from ragmart.providers import HashingProvider
+from ragmart.retrieval import Tables, install_sql_macros, search_contract
+
+DIMS = 384
+MODEL = HashingProvider().model
+NOW = dt.datetime(2026, 11, 20, 12, 0, 0)
+T0 = dt.datetime(2026, 11, 1, 9, 0, 0)
+TABLES = Tables.for_version("v1")
+
+
+# =========================================================================== tiny database
+
+
+def _mart_columns() -> dict[str, list[tuple[str, str]]]:
+    """Column names and types of every contracted mart, from the models' YAML."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    for path in sorted((ROOT / "models" / "marts").glob("_*.yml")):
+        for model in yaml.safe_load(path.read_text()).get("models", []):
+            columns = model.get("columns") or []
+            if columns and all("data_type" in c for c in columns):
+                out[model["name"]] = [(c["name"], c["data_type"]) for c in columns]
+    return out
+
+
+def _unit(rng: np.random.Generator, centre: np.ndarray | None = None, noise: float = 1.0):
+    v = rng.normal(size=DIMS)
+    if centre is not None:
+        v = centre + noise * v / np.linalg.norm(v)
+    return (v / np.linalg.norm(v)).astype(np.float32)
+
+
+# documents: id -> list of versions (valid_from offset in minutes, attributes); a version with
+# deleted=True is a tombstone
+DOCUMENTS: dict[str, list[dict]] = {
+    "pol-travel": [
+        {"at": 0, "type": "policy", "groups": ["all-staff"], "title": "Travel v1"},
+        {"at": 60, "type": "policy", "groups": ["all-staff"], "title": "Travel v2",
+         "metadata": {"source_path": "policies/travel.md", "owner": "finance"}},
+    ],
+    "pol-hr-only": [{"at": 10, "type": "policy", "groups": ["hr"], "title": "HR cases"}],
+    "pol-restricted-later": [
+        {"at": 5, "type": "policy", "groups": ["all-staff"], "title": "Salary bands v1"},
+        {"at": 120, "type": "policy", "groups": ["hr"], "title": "Salary bands v2"},
+    ],
+    "hb-open": [{"at": 15, "type": "handbook", "groups": None, "title": "Open handbook"}],
+    "hb-nobody": [{"at": 20, "type": "handbook", "groups": [], "title": "Nobody"}],
+    "hb-untitled": [{"at": 25, "type": "handbook", "groups": ["all-staff"], "title": None}],
+    "pol-ancient": [{"at": -60 * 24 * 400, "type": "policy", "groups": ["all-staff"],
+                     "title": "Ancient"}],
+    "proc-deleted": [
+        {"at": 30, "type": "procedure", "groups": ["all-staff"], "title": "Gone"},
+        {"at": 90, "deleted": True},
+    ],
+}
+# chunk layouts per version: (section_chunk_index, section_chunk_count, is_split_paragraph)
+LAYOUT = [(0, 1, False), (0, 3, False), (1, 3, False), (2, 3, True), (0, 1, False),
+          (0, 2, True), (1, 2, False)]
+
+
+def _versions() -> list[dict]:
+    """Every version with its valid_from/valid_to and sequence (document_version)."""
+    out = []
+    seq = 0
+    for doc_id, versions in DOCUMENTS.items():
+        for i, version in enumerate(versions):
+            seq += 1
+            nxt = versions[i + 1] if i + 1 < len(versions) else None
+            out.append({
+                **version,
+                "document_id": doc_id,
+                "document_version": 100 * (list(DOCUMENTS).index(doc_id) + 1) + i,
+                "valid_from": T0 + dt.timedelta(minutes=version["at"]),
+                "valid_to": T0 + dt.timedelta(minutes=nxt["at"]) if nxt else None,
+                "is_current": nxt is None and not version.get("deleted"),
+                "latest": nxt is None,
+            })
+    return out
+
+
+def _chunks(rng: np.random.Generator) -> list[dict]:
+    """Chunk rows (with vectors) of every non-deleted version. Chunks cluster around a few
+    topics so that the nearest neighbours of a query mix documents."""
+    topics = [_unit(rng) for _ in range(3)]
+    rows = []
+    for version in _versions():
+        if version.get("deleted"):
+            continue
+        for index, (sci, scc, split) in enumerate(LAYOUT):
+            vector = _unit(rng, topics[(index + len(version["document_id"])) % 3], 1.2)
+            rows.append({
+                **version,
+                "chunk_id": f"{version['document_id']}@{version['document_version']}#{index:04d}",
+                "chunk_index": index,
+                "section": "" if index == 6 else f"Section {sci}",
+                "section_chunk_index": sci,
+                "section_chunk_count": scc,
+                "is_split_paragraph": split,
+                "embedding": vector,
+            })
+    # a tie: the same vector under two chunk ids (ordered by chunk_id)
+    twin = next(r for r in rows if r["chunk_id"] == "pol-travel@101#0001")
+    rows.append({**twin, "chunk_id": "pol-travel@101#0099", "chunk_index": 99})
+    return rows
+
+
+def _value(column: str, row: dict, *, live: bool) -> object:
+    meta = row.get("metadata")
+    values = {
+        "chunk_id": row.get("chunk_id"), "document_id": row["document_id"],
+        "document_version": row["document_version"], "document_checksum": "sha",
+        "chunk_index": row.get("chunk_index"), "chunker_version": "md-sections-v1",
+        "chunk_hash": f"h-{row.get('chunk_id')}", "section": row.get("section"),
+        "section_type": "other", "chunk_text": f"text of {row.get('chunk_id')}",
+        "word_count": 50, "section_chunk_index": row.get("section_chunk_index"),
+        "section_chunk_count": row.get("section_chunk_count"),
+        "is_split_paragraph": row.get("is_split_paragraph"),
+        "document_type": row.get("type"), "title": row.get("title"),
+        "allowed_groups": row.get("groups"),
+        "document_updated_at": row["valid_from"], "updated_at": row["valid_from"],
+        "document_valid_from": row["valid_from"], "valid_from": row["valid_from"],
+        "document_valid_to": None if live else row["valid_to"],
+        "superseded_by_version": None, "metadata": json.dumps(meta) if meta else None,
+        "embedding_model": MODEL,
+        "embedding": [float(x) for x in row["embedding"]] if "embedding" in row else None,
+        "created_at": row["valid_from"], "embedding_invocation_id": "test",
+        "chunk_created_at": row["valid_from"], "chunk_invocation_id": "test",
+        "dbt_invocation_id": "test", "indexed_at": T0, "version_number": 1,
+        "content_length": 100,
+    }
+    return values.get(column)  # a column added to a mart later: NULL here
+
+
+def _insert(conn, table: str, records: list[dict]) -> None:
+    """Insert through Arrow (binding Python lists of floats one row at a time is slow)."""
+    if not records:
+        return
+    arrow = pa.Table.from_pylist(records)  # noqa: F841 - read by the SQL below
+    conn.execute(f"insert into {table} by name select * from arrow")
+
+
+def build_tiny_database(path: Path, *, seed: int = 11, index: bool = True,
+                        delta_share: float = 0.0) -> list[dict]:
+    """The tiny serving database; returns its chunk rows (the reference data)."""
+    rng = np.random.default_rng(seed)
+    chunks = _chunks(rng)
+    schemas = _mart_columns()
+    tables = {
+        TABLES.serving: ("fct_chunk_embeddings", [c for c in chunks if c["is_current"]], True),
+        TABLES.history: ("fct_chunk_history", chunks, False),
+        TABLES.documents: ("dim_documents", [v for v in _versions() if v["is_current"]], True),
+    }
+    conn = connect(path)
+    try:
+        for table, (model, rows, live) in tables.items():
+            columns = schemas[model]
+            ddl = ", ".join(f'"{name}" {kind}' for name, kind in columns)
+            key = "document_id" if model == "dim_documents" else "chunk_id"
+            conn.execute(f"create table {table} ({ddl}, primary key ({key}))")
+            names = [name for name, _ in columns]
+            _insert(conn, table, [{n: _value(n, r, live=live) for n in names} for r in rows])
+        served = [c for c in chunks if c["is_current"]]
+        cut = len(served) - int(len(served) * delta_share)
+        for table, rows in ((TABLES.index, served[:cut]), (TABLES.delta, served[cut:])):
+            conn.execute(f"create table {table} (chunk_id varchar primary key, "
+                         f"embedding float[{DIMS}], indexed_at timestamp, "
+                         "dbt_invocation_id varchar)")
+            _insert(conn, table, [
+                {"chunk_id": r["chunk_id"], "embedding": [float(x) for x in r["embedding"]],
+                 "indexed_at": T0, "dbt_invocation_id": "t"} for r in rows
+            ])
+        if index:
+            conn.execute(f"create index {TABLES.index}_hnsw on {TABLES.index} using hnsw "
+                         "(embedding) with (metric = 'cosine')")
+        install_sql_macros(conn, DIMS, TABLES)
+        conn.execute("checkpoint")
+    finally:
+        conn.close()
+    return chunks
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> tuple[Path, list[dict]]:
+    path = tmp_path_factory.mktemp("tiny") / "ragmart.duckdb"
+    return path, build_tiny_database(path)
+
+
+@pytest.fixture
+def conn(tiny):
+    connection = connect(tiny[0], read_only=True)
+    yield connection
+    connection.close()
+
+
+# =========================================================================== reference
+
+
+def completeness(row: dict) -> str:
+    if row["is_split_paragraph"] or not 0 <= row["section_chunk_index"] < \
+            row["section_chunk_count"]:
+        return "fragment"
+    return "section" if row["section_chunk_count"] == 1 else "paragraph"
+
+
+LEVELS = ["fragment", "paragraph", "section"]
+
+
+def _admits(groups: list[str] | None, caller: list[str], missing: str) -> bool:
+    if groups is None:
+        return missing == "allow"
+    return bool(set(groups) & set(caller))
+
+
+def reference(rows: list[dict], query: np.ndarray, contract: Contract | None, *,
+              groups: list[str] | None, k: int, as_of: dt.datetime | None = None,
+              now: dt.datetime = NOW, doc_types: list[str] | None = None) -> list[str]:
+    """Exact eligible top-k in plain Python: what every search must return."""
+    current = {r["document_id"]: r for r in rows if r["is_current"]}
+    out = []
+    for row in rows:
+        if as_of is None:
+            if not row["is_current"]:
+                continue
+        elif not (row["valid_from"] <= as_of and (row["valid_to"] is None
+                                                   or row["valid_to"] > as_of)):
+            continue
+        if contract is not None or groups is not None:
+            missing = contract.missing_allowed_groups if contract else "deny"
+            caller = groups or []
+            if not _admits(row["groups"], caller, missing):
+                continue
+            live = current.get(row["document_id"])
+            if live is not None and not _admits(live["groups"], caller, missing):
+                continue
+        if doc_types and row["type"] not in doc_types:
+            continue
+        distance = float(1.0 - np.dot(row["embedding"], query) / (
+            np.linalg.norm(row["embedding"]) * np.linalg.norm(query)))
+        if contract is not None:
+            if contract.document_types and row["type"] not in contract.document_types:
+                continue
+            meta = row.get("metadata") or {}
+            fields = {"title": row["title"], "document_type": row["type"],
+                      "allowed_groups": row["groups"], "document_updated_at": row["valid_from"],
+                      "section": row["section"] or None}
+            if any((fields[f] if f in fields else meta.get(f)) in (None, "")
+                   for f in contract.required_metadata):
+                continue
+            reference_time = as_of or now
+            if contract.max_document_age is not None and \
+                    row["valid_from"] < reference_time - contract.max_document_age:
+                continue
+            if contract.min_document_version is not None and \
+                    row["document_version"] < contract.min_document_version:
+                continue
+            if contract.min_effective_date is not None and \
+                    row["valid_from"] < contract.min_effective_date:
+                continue
+            if LEVELS.index(completeness(row)) < LEVELS.index(contract.min_chunk_completeness):
+                continue
+            if contract.min_similarity is not None and \
+                    distance > 1.0 - contract.min_similarity + 1e-6:
+                continue
+        out.append((distance, row["chunk_id"]))
+    out.sort()
+    return [chunk_id for _, chunk_id in out[:k]]
+
+
+def _ids(result) -> list[str]:
+    return [c.chunk_id for c in result]
+
+
+def queries(n: int, seed: int = 3) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [_unit(rng) for _ in range(n)]
+
+
+def _assert_matches_reference(conn, rows, contract, *, groups, k=5, as_of=None,
+                              doc_types=None, n_queries=6) -> None:
+    for q in queries(n_queries):
+        result = search_contract(conn, q, k=k, contract=contract, groups=groups, as_of=as_of,
+                                 doc_types=doc_types, now=NOW)
+        want = reference(rows, q, contract, groups=groups, k=k, as_of=as_of,
+                         doc_types=doc_types)
+        got = _ids(result)
+        # equal up to float rounding at the very boundary of a tie
+        assert got == want, (contract, got, want)
+        if want:
+            assert not result.abstained
+        distances = [(c.distance, c.chunk_id) for c in result]
+        assert distances == sorted(distances)
+
+
+# =========================================================================== contract file
+
+
+def test_the_project_contract_file_is_valid() -> None:
+    contracts = load_contracts(ROOT / "retrieval_contracts.yml")
+    assert "policy_answers" in contracts.contracts
+    for contract in contracts.contracts.values():
+        assert contract.missing_allowed_groups in ("deny", "allow")
+
+
+def test_contract_file_errors_name_the_contract_and_field_all_at_once(tmp_path) -> None:
+    document = {
+        "version": 1,
+        "defaults": {"missing_allowed_groups": "maybe"},
+        "contracts": {
+            "policy_answers": {
+                "document_types": "policy",  # not a list
+                "min_similarity": 2,
+                "min_chunk_completeness": "whole",
+                "max_document_age": "soon",
+                "min_document_version": -1,
+                "min_effective_date": "yesterday",
+                "required_metadata": ["title", "bad field"],
+                "acess": {},  # typo
+            },
+            "Bad-Name": {},
+            "open": {"access": {"missing_allowed_groups": "perhaps", "extra": 1}},
+        },
+    }
+    with pytest.raises(ContractError) as caught:
+        parse_contracts(document, path="retrieval_contracts.yml")
+    message = str(caught.value)
+    for needle in (
+        "contract 'policy_answers', field 'document_types'",
+        "contract 'policy_answers', field 'min_similarity'",
+        "contract 'policy_answers', field 'min_chunk_completeness'",
+        "contract 'policy_answers', field 'max_document_age'",
+        "contract 'policy_answers', field 'min_document_version'",
+        "contract 'policy_answers', field 'min_effective_date'",
+        "'bad field' is not a field name",
+        "unknown field 'acess' (did you mean 'access'?)",
+        "contract 'Bad-Name': the name must be lowercase",
+        "contract 'open', field 'access.missing_allowed_groups'",
+        "unknown field 'extra'",
+        "defaults, field 'missing_allowed_groups'",
+    ):
+        assert needle in message, (needle, message)
+
+    bad = tmp_path / "contracts.yml"
+    bad.write_text("version: 1\ncontracts: [")
+    with pytest.raises(ContractError, match="not valid YAML"):
+        load_contracts(bad)
+    with pytest.raises(ContractError, match="version: 1"):
+        parse_contracts({"contracts": {"a": {}}})
+    with pytest.raises(ContractError, match="not found"):
+        load_contracts(tmp_path / "missing.yml")
+    good = parse_contracts({"version": 1, "contracts": {"policy_answers": {
+        "max_document_age": "12 hours", "min_effective_date": dt.date(2026, 1, 2)}}})
+    with pytest.raises(ContractError, match="unknown retrieval contract 'policy_answer'.*"
+                                            "Did you mean 'policy_answers'"):
+        good.get("policy_answer")
+    contract = good.get("policy_answers")
+    assert contract.max_document_age == dt.timedelta(hours=12)
+    assert contract.min_effective_date == dt.datetime(2026, 1, 2)
+    assert contract.missing_allowed_groups == "deny"  # the default: deny
+
+
+# =========================================================================== clauses
+
+OPEN = {"missing_allowed_groups": "allow"}
+CALLER = ["all-staff", "hr"]
+
+
+@pytest.mark.parametrize("clauses", [
+    {},
+    {"document_types": ("policy",)},
+    {"document_types": ("handbook", "procedure")},
+    {"required_metadata": ("title",)},
+    {"required_metadata": ("source_path", "owner")},
+    {"required_metadata": ("section",)},
+    {"required_metadata": ("allowed_groups", "document_updated_at", "document_type")},
+    {"max_document_age": dt.timedelta(days=30)},
+    {"min_document_version": 301},
+    {"min_effective_date": T0 + dt.timedelta(minutes=16)},
+    {"min_chunk_completeness": "paragraph"},
+    {"min_chunk_completeness": "section"},
+    {"min_similarity": 0.05},
+    {"document_types": ("policy",), "min_chunk_completeness": "paragraph",
+     "max_document_age": dt.timedelta(days=60), "required_metadata": ("title",)},
+])
+def test_each_clause_returns_the_exact_eligible_top_k(conn, tiny, clauses) -> None:
+    contract = Contract(name="case", **OPEN, **clauses)
+    _assert_matches_reference(conn, tiny[1], contract, groups=CALLER, k=5)
+
+
+def test_clauses_actually_exclude(conn, tiny) -> None:
+    """Each clause of the parametrized test changes the answer for some query (the reference
+    is not vacuous)."""
+    rows = tiny[1]
+    base = Contract(name="base", **OPEN)
+    for clauses in ({"document_types": ("handbook",)}, {"min_chunk_completeness": "section"},
+                    {"max_document_age": dt.timedelta(days=30)},
+                    {"required_metadata": ("source_path",)}, {"min_similarity": 0.05}):
+        contract = replace(base, **clauses)
+        assert any(
+            reference(rows, q, contract, groups=CALLER, k=5)
+            != reference(rows, q, base, groups=CALLER, k=5)
+            for q in queries(6)
+        ), clauses
+
+
+def test_completeness_levels_follow_the_chunker_columns(conn, tiny) -> None:
+    q = queries(1)[0]
+    for level, allowed in (("section", {"section"}), ("paragraph", {"section", "paragraph"}),
+                           ("fragment", {"section", "paragraph", "fragment"})):
+        result = search_contract(conn, q, k=50, groups=CALLER, now=NOW,
+                                 contract=Contract(name="c", min_chunk_completeness=level, **OPEN))
+        assert {c.completeness for c in result} <= allowed
+        assert len(result) > 0
+
+
+def test_returns_exactly_k_even_when_the_nearest_chunks_are_ineligible(conn, tiny) -> None:
+    """The plain vss pattern (WHERE after an HNSW top-k) comes back short here; a contract
+    search never does."""
+    rows = tiny[1]
+    handbook_only = Contract(name="hb", document_types=("handbook",), **OPEN)
+    eligible = len([r for r in rows if r["is_current"] and r["type"] == "handbook"
+                    and _admits(r["groups"], CALLER, "allow")])
+    assert eligible >= 10
+    for q in queries(10, seed=8):
+        assert len(search_contract(conn, q, k=10, contract=handbook_only, groups=CALLER,
+                                   now=NOW)) == 10
+    # a k above the eligible count returns every eligible chunk, no more
+    result = search_contract(conn, queries(1)[0], k=eligible + 5, contract=handbook_only,
+                             groups=CALLER, now=NOW)
+    assert len(result) == eligible and not result.abstained
+
+
+# =========================================================================== access
+
+
+def test_access_never_shows_a_document_outside_the_callers_groups(conn, tiny) -> None:
+    rows = tiny[1]
+    groups_of = {r["document_id"]: r["groups"] for r in rows if r["is_current"]}
+    for caller in (["all-staff"], ["hr"], ["finance"], [], ["ALL-STAFF"]):
+        for missing in ("deny", "allow"):
+            contract = Contract(name="access", missing_allowed_groups=missing)
+            for q in queries(4):
+                result = search_contract(conn, q, k=50, contract=contract, groups=caller,
+                                         now=NOW)
+                for chunk in result:
+                    allowed = groups_of[chunk.document_id]
+                    if allowed is None:
+                        assert missing == "allow"
+                    else:
+                        assert set(allowed) & set(caller), (caller, chunk.chunk_id)
+                assert "hb-nobody" not in {c.document_id for c in result}  # [] admits nobody
+            _assert_matches_reference(conn, rows, contract, groups=caller, k=8, n_queries=2)
+
+
+def test_groups_without_a_contract_apply_access_deny_by_default(conn) -> None:
+    q = queries(1)[0]
+    everything = search_contract(conn, q, k=100, now=NOW)
+    assert {"hb-open", "pol-hr-only"} <= {c.document_id for c in everything}  # operator use
+    staff = search_contract(conn, q, k=100, groups=["all-staff"], now=NOW)
+    assert {c.document_id for c in staff}.isdisjoint({"hb-open", "pol-hr-only", "hb-nobody"})
+
+
+def test_as_of_answers_from_the_versions_live_then_with_the_same_checks(conn, tiny) -> None:
+    rows = tiny[1]
+    contract = Contract(name="asof", **OPEN)
+    moments = [T0 + dt.timedelta(minutes=m) for m in (-1, 1, 35, 61, 95, 130)]
+    for moment in moments:
+        _assert_matches_reference(conn, rows, contract, groups=CALLER, k=6, as_of=moment,
+                                  n_queries=3)
+    q = queries(1)[0]
+    early = search_contract(conn, q, k=100, contract=contract, groups=CALLER,
+                            as_of=T0 + dt.timedelta(minutes=35), now=NOW)
+    versions = {(c.document_id, c.document_version) for c in early}
+    assert ("pol-travel", 100) in versions and ("pol-travel", 101) not in versions
+    assert "proc-deleted" in {c.document_id for c in early}  # deleted later: visible then
+    assert all(c.document_valid_to is None or c.document_valid_to > T0 + dt.timedelta(minutes=35)
+               for c in early)
+    later = search_contract(conn, q, k=100, contract=contract, groups=CALLER,
+                            as_of=T0 + dt.timedelta(minutes=95), now=NOW)
+    assert "proc-deleted" not in {c.document_id for c in later}
+    assert ("pol-travel", 101) in {(c.document_id, c.document_version) for c in later}
+    before_anything = search_contract(conn, q, k=5, contract=contract, groups=CALLER,
+                                      as_of=T0 - dt.timedelta(days=500), now=NOW)
+    assert before_anything.abstained and before_anything.clauses[0].clause == "as_of"
+    # max_document_age is measured at as_of
+    aged = Contract(name="aged", max_document_age=dt.timedelta(minutes=30), **OPEN)
+    _assert_matches_reference(conn, rows, aged, groups=CALLER, k=6,
+                              as_of=T0 + dt.timedelta(minutes=40), n_queries=3)
+
+
+def test_as_of_never_reveals_what_the_caller_may_not_see_today(conn) -> None:
+    """pol-restricted-later was all-staff at first and is hr-only now: an all-staff caller
+    does not see its old version through --as-of either (a version must admit the caller under
+    its own allowed_groups and, while the document is live, under its current ones)."""
+    moment = T0 + dt.timedelta(minutes=30)
+    contract = Contract(name="asof", **OPEN)
+    for q in queries(4):
+        staff = search_contract(conn, q, k=100, contract=contract, groups=["all-staff"],
+                                as_of=moment, now=NOW)
+        assert "pol-restricted-later" not in {c.document_id for c in staff}
+        hr = search_contract(conn, q, k=100, contract=contract, groups=["hr", "all-staff"],
+                             as_of=moment, now=NOW)
+        assert "pol-restricted-later" in {c.document_id for c in hr}
+        only_hr = search_contract(conn, q, k=100, contract=contract, groups=["hr"],
+                                  as_of=moment, now=NOW)
+        assert "pol-restricted-later" not in {c.document_id for c in only_hr}
+
+
+# =========================================================================== abstention
+
+
+def test_abstains_naming_the_clauses_when_nothing_is_eligible(conn) -> None:
+    q = queries(1)[0]
+    contract = Contract(name="hr_policies", document_types=("procedure",),
+                        min_chunk_completeness="section")
+    result = search_contract(conn, q, k=5, contract=contract, groups=["finance"], now=NOW)
+    assert result.abstained and len(result) == 0
+    data = result.to_dict()
+    assert data["abstained"] is True and "access" in data["reason"]
+    clauses = {c["clause"]: c for c in data["clauses"]}
+    assert clauses["serving_set"]["remaining"] > 0
+    assert clauses["access"]["remaining"] == 0
+    assert clauses["document_types"]["excluded"] > 0  # counted on its own, too
+    assert clauses["min_chunk_completeness"]["excluded"] > 0
+    # similarity alone can empty a set the other clauses leave
+    picky = Contract(name="picky", min_similarity=0.99, **OPEN)
+    result = search_contract(conn, q, k=5, contract=picky, groups=CALLER, now=NOW)
+    assert result.abstained
+    last = result.clauses[-1]
+    assert last.clause == "min_similarity" and last.remaining == 0 and last.excluded > 0
+    assert "min_similarity leaves none" in result.reason
+    # without a contract an empty answer is just empty (operator use)
+    empty = search_contract(conn, q, k=5, doc_types=["nope"], now=NOW)
+    assert not empty.abstained and len(empty) == 0
+
+
+def _run_cli(monkeypatch, capsys, db: Path, contracts: Path | None, *args: str) -> tuple:
+    monkeypatch.setenv("RAGMART_DB", str(db))
+    monkeypatch.setenv("RAGMART_EMBEDDING_PROVIDER", "hash")
+    if contracts is not None:
+        monkeypatch.setenv("RAGMART_CONTRACTS", str(contracts))
+    code = cli.main(list(args))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture
+def contract_file(tmp_path) -> Path:
+    path = tmp_path / "retrieval_contracts.yml"
+    path.write_text(yaml.safe_dump({"version": 1, "contracts": {
+        "policy_answers": {"document_types": ["policy"], "min_chunk_completeness": "paragraph"},
+        "procedures": {"document_types": ["procedure"]},
+        "open_handbook": {"document_types": ["handbook"],
+                          "access": {"missing_allowed_groups": "allow"}},
+    }}))
+    return path
+
+
+def test_cli_abstains_with_json_and_exit_code_3(monkeypatch, capsys, tiny, contract_file):
+    db = tiny[0]
+    code, out, _ = _run_cli(monkeypatch, capsys, db, contract_file, "retrieve", "travel rules",
+                            "--contract", "procedures", "--groups", "all-staff", "--json")
+    assert code == cli.EXIT_ABSTAINED == 3
+    data = json.loads(out)
+    assert data["abstained"] is True and data["results"] == []
+    assert "document_types" in data["reason"]
+    assert {c["clause"] for c in data["clauses"]} >= {"access", "document_types"}
+    code, out, _ = _run_cli(monkeypatch, capsys, db, contract_file, "retrieve", "travel rules",
+                            "--contract", "policy_answers", "--groups", "hr,all-staff",
+                            "-k", "4", "--json")
+    data = json.loads(out)
+    assert code == 0 and not data["abstained"] and len(data["results"]) == 4
+    assert {r["document_type"] for r in data["results"]} == {"policy"}
+    assert {r["completeness"] for r in data["results"]} <= {"paragraph", "section"}
+    code, out, _ = _run_cli(monkeypatch, capsys, db, contract_file, "retrieve", "travel",
+                            "--contract", "open_handbook")
+    assert code == 0 and "hb-open" in out  # no groups: only documents without allowed_groups
+    code, out, _ = _run_cli(monkeypatch, capsys, db, contract_file, "retrieve", "travel",
+                            "--contract", "procedures", "--groups", "all-staff")
+    assert code == 3 and out.startswith("abstained: no chunk satisfies contract 'procedures'")
+    code, _, err = _run_cli(monkeypatch, capsys, db, contract_file, "retrieve", "travel",
+                            "--contract", "nope")
+    assert code == cli.EXIT_ERROR and "unknown retrieval contract 'nope'" in err
+
+
+# =========================================================================== the index path
+
+
+def test_index_strategy_recall_against_exact_over_the_eligible_set(tmp_path, monkeypatch):
+    """Forced through HNSW (thresholds at 0): recall@10 >= 0.99 against the exact eligible
+    top-10, always k rows, vectors waiting in the delta included."""
+    path = tmp_path / "ragmart.duckdb"
+    rows = build_tiny_database(path, seed=5, delta_share=0.2)
+    monkeypatch.setattr(retrieval, "EXACT_MAX_DOCUMENTS", 0)
+    monkeypatch.setattr(retrieval, "EXACT_MAX_ELIGIBLE", 0)
+    monkeypatch.setattr(retrieval, "EXACT_IDS_ALWAYS", 0)
+    monkeypatch.setattr(retrieval, "EXACT_SCAN_MAX_ROWS", 0)
+    monkeypatch.setattr(retrieval, "MIN_CANDIDATES", 4)
+    conn = connect(path, read_only=True)
+    try:
+        delta_ids = {r[0] for r in conn.execute(f"select chunk_id from {TABLES.delta}").fetchall()}
+        assert delta_ids
+        found_delta = False
+        hits = total = 0
+        strategies = set()
+        for contract in (Contract(name="all", **OPEN),
+                         Contract(name="pol", document_types=("policy",), **OPEN),
+                         Contract(name="hb", document_types=("handbook",), **OPEN)):
+            for q in queries(25, seed=21):
+                result = search_contract(conn, q, k=10, contract=contract, groups=CALLER,
+                                         now=NOW)
+                strategies.add(result.strategy)
+                want = reference(rows, q, contract, groups=CALLER, k=10)
+                assert len(result) == len(want) == 10
+                hits += len(set(_ids(result)) & set(want))
+                total += len(want)
+                found_delta |= bool(delta_ids & set(_ids(result)))
+        assert hits / total >= 0.99
+        assert "hnsw" in strategies
+        assert found_delta
+    finally:
+        conn.close()
+
+
+# =========================================================================== SQL path
+
+
+def _vector_text(q: np.ndarray) -> str:
+    """A query vector as text: the macro casts it (binding a Python list is slow)."""
+    return "[" + ",".join(repr(float(x)) for x in q) + "]"
+
+
+def _macro_call(contract: Contract | None, *, groups, k, as_of=None, doc_types=None,
+                now: dt.datetime | None = NOW) -> tuple:
+    args = ["$q::float[384]", "$k"]
+    params: dict = {"k": k}
+    named = {
+        "groups": groups,
+        "check_access": contract is not None or groups is not None,
+        "missing_allowed_groups": contract.missing_allowed_groups if contract else "deny",
+        "document_types": (list(contract.document_types) if contract and contract.document_types
+                           else doc_types),
+        "required_metadata": list(contract.required_metadata) if contract else None,
+        "max_document_age": contract.max_document_age if contract else None,
+        "min_document_version": contract.min_document_version if contract else None,
+        "min_effective_date": contract.min_effective_date if contract else None,
+        "min_chunk_completeness": contract.min_chunk_completeness if contract else None,
+        "min_similarity": contract.min_similarity if contract else None,
+        "as_of": as_of,
+        "now": now,
+    }
+    for name, value in named.items():
+        if value is not None:
+            args.append(f"{name} := ${name}")
+            params[name] = value
+    return f"select * from {TABLES.macro}({', '.join(args)})", params
+
+
+@pytest.mark.parametrize("contract", [
+    None,
+    Contract(name="all", **OPEN),
+    Contract(name="pol", document_types=("policy",), min_chunk_completeness="paragraph"),
+    Contract(name="meta", required_metadata=("source_path", "title", "section"), **OPEN),
+    Contract(name="recent", max_document_age=dt.timedelta(days=30), min_similarity=0.02,
+             min_effective_date=T0 + dt.timedelta(minutes=5), min_document_version=200),
+    Contract(name="sections", min_chunk_completeness="section", **OPEN),
+])
+def test_sql_macro_returns_the_same_rows_in_the_same_order(conn, contract) -> None:
+    columns = [c for c in retrieval.RetrievedChunk.__dataclass_fields__]
+    for groups in (CALLER, ["all-staff"], None):
+        if contract is None and groups is None:
+            continue
+        for as_of in (None, T0 + dt.timedelta(minutes=70)):
+            for q in queries(3, seed=13):
+                python = search_contract(conn, q, k=7, contract=contract, groups=groups,
+                                         as_of=as_of, now=NOW)
+                sql, params = _macro_call(contract, groups=groups, k=7, as_of=as_of)
+                params["q"] = _vector_text(q)
+                cursor = conn.execute(sql, params)
+                names = [d[0] for d in cursor.description]
+                rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+                assert [r["chunk_id"] for r in rows] == _ids(python)
+                for mine, theirs in zip(python, rows, strict=True):
+                    for column in columns:
+                        assert getattr(mine, column) == theirs[column], column
+
+
+def test_sql_macro_applies_access_and_as_of(conn) -> None:
+    q = _vector_text(queries(1)[0])
+    ids = lambda sql, p: {r[0] for r in conn.execute(sql, {"q": q, **p}).fetchall()}  # noqa: E731
+    macro = TABLES.macro
+    staff = ids(f"select document_id from {macro}($q::float[384], 100, groups := $g)",
+                {"g": ["all-staff"]})
+    assert staff and staff.isdisjoint({"pol-hr-only", "hb-open", "hb-nobody",
+                                       "pol-restricted-later"})
+    nobody = ids(f"select document_id from {macro}($q::float[384], 100)", {})
+    assert nobody == set()  # deny by default: no groups, no documents
+    then = ids(f"select document_id from {macro}($q::float[384], 100, groups := $g, "
+               "as_of := $t)", {"g": ["all-staff"], "t": T0 + dt.timedelta(minutes=35)})
+    assert "proc-deleted" in then and "pol-restricted-later" not in then
+
+
+# =========================================================================== hostile input
+
+HOSTILE = [
+    "'; drop table fct_chunk_embeddings_v1; --",
+    "\" or 1=1 --",
+    "x') union select * from dim_documents --",
+    "/* comment */ policy",
+    "$q",
+    "'$.\"title\"",
+    "ümlaut ☃ 😀 \u202e rtl",
+    "\\x00",
+    "a" * 5000,
+]
+
+
+def _database_state(path: Path) -> list:
+    conn = connect(path, read_only=True)
+    try:
+        tables = [r[0] for r in conn.execute(
+            "select table_name from information_schema.tables "
+            "where table_catalog = current_database() order by 1").fetchall()]
+        return [(t, conn.execute(f'select count(*) from "{t}"').fetchone()[0]) for t in tables]
+    finally:
+        conn.close()
+
+
+def test_hostile_strings_never_reach_sql_unescaped(tmp_path, monkeypatch, capsys,
+                                                   contract_file) -> None:
+    path = tmp_path / "ragmart.duckdb"
+    build_tiny_database(path)
+    before = _database_state(path)
+    assert before
+    for text in HOSTILE:
+        for args in (
+            ["retrieve", text, "--json"],
+            ["retrieve", "travel", "--doc-type", text, "--json"],
+            ["retrieve", "travel", "--groups", text, "--contract", "policy_answers", "--json"],
+            ["retrieve", "travel", "--contract", text, "--json"],
+            ["retrieve", "travel", "--as-of", text, "--json"],
+            ["retrieve", "travel", "--contract", "open_handbook", "--doc-type", text,
+             "--groups", text, "--as-of", "2026-11-01T09:30:00", "--json"],
+        ):
+            code, out, err = _run_cli(monkeypatch, capsys, path, contract_file, *args)
+            assert code in (0, cli.EXIT_ERROR, cli.EXIT_ABSTAINED), (args, err)
+            for leak in ("Catalog Error", "Parser Error", "Binder Error", "Conversion Error",
+                         "Invalid Input Error", "LINE 1:", "Traceback", "duckdb"):
+                assert leak not in err, (args, err)
+            if code == 0:
+                data = json.loads(out)
+                assert all(r["document_type"] != text for r in data["results"])
+            if code == cli.EXIT_ERROR:
+                assert err.startswith("ragmart retrieve: ")
+    # the Python API and the SQL macro take them as values too
+    conn = connect(path, read_only=True)
+    try:
+        q = queries(1)[0]
+        for text in HOSTILE:
+            result = search_contract(conn, q, k=5, doc_types=[text], groups=[text],
+                                     contract=Contract(name="x", document_types=(text,)),
+                                     now=NOW)
+            assert result.abstained
+            rows = conn.execute(
+                f"select * from {TABLES.macro}($q::float[384], 5, groups := $g, "
+                "document_types := $t, required_metadata := $t)",
+                {"q": _vector_text(q), "g": [text], "t": [text]},
+            ).fetchall()
+            assert rows == []
+    finally:
+        conn.close()
+    assert _database_state(path) == before
+
+
+# =========================================================================== determinism
+
+
+def test_same_query_same_rows_same_order_across_processes(tiny, contract_file) -> None:
+    script = (
+        "import json, sys; import ragmart; "
+        "r = ragmart.retrieve('travel rules for staff', k=8, contract='policy_answers', "
+        "groups=['all-staff', 'hr'], db_path=sys.argv[1], contracts_path=sys.argv[2]); "
+        "print(json.dumps([(c.chunk_id, c.distance) for c in r]))"
+    )
+    env = {"RAGMART_EMBEDDING_PROVIDER": "hash", "PATH": "/usr/bin:/bin"}
+    outputs = [
+        subprocess.run([sys.executable, "-c", script, str(tiny[0]), str(contract_file)],
+                       capture_output=True, text=True, cwd=ROOT, env=env, check=True).stdout
+        for _ in range(2)
+    ]
+    assert outputs[0] == outputs[1]
+    ranked = json.loads(outputs[0])
+    assert len(ranked) == 8 and ranked == sorted(ranked, key=lambda r: (r[1], r[0]))
+
+
+def test_ties_break_on_chunk_id(conn, tiny) -> None:
+    twin = next(r for r in tiny[1] if r["chunk_id"] == "pol-travel@101#0001")
+    result = search_contract(conn, twin["embedding"], k=2, groups=["all-staff"], now=NOW)
+    assert _ids(result) == ["pol-travel@101#0001", "pol-travel@101#0099"]
+    assert result[0].distance == result[1].distance
+
+
+def test_ragmart_retrieve_is_exported_lazily() -> None:
+    code = ("import sys, ragmart; assert 'ragmart.retrieval' not in sys.modules; "
+            "from ragmart.retrieval import retrieve; assert ragmart.retrieve is retrieve")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+# =========================================================================== real dbt build
+
+
+def _policy(name: str, n: int = 4, edit: int | None = None) -> str:
+    paragraphs = [paragraph(name, i) for i in range(n)]
+    if edit is not None:
+        paragraphs[edit] = paragraphs[edit].replace("rule", "revised rule")
+    return document(f"{name.title()} Policy", {"Scope": [paragraph(name + " scope", 99)],
+                                                "Policy": paragraphs})
+
+
+def test_real_build_serves_history_and_the_sql_macro_matches(tmp_path) -> None:
+    project = Project(tmp_path)
+    project.land("dms/0001_load.csv", dms_csv([
+        {"op": "I", "seq": 1, "document_id": "alpha", "content": _policy("alpha")},
+        {"op": "I", "seq": 2, "document_id": "bravo", "content": _policy("bravo")},
+        {"op": "I", "seq": 3, "document_id": "guide", "document_type": "handbook",
+         "content": _policy("guide")},
+    ]))
+    project.land("debezium/0002_changes.jsonl", debezium_jsonl([
+        {"op": "u", "seq": 4, "document_id": "alpha", "content": _policy("alpha", edit=1),
+         "allowed_groups": ["hr"]},
+        {"op": "d", "seq": 5, "document_id": "bravo", "content": _policy("bravo")},
+    ]))
+    project.build()
+    history = project.query(
+        "select document_id, document_version, count(*), min(document_valid_to) "
+        "from fct_chunk_history_v1 group by 1, 2 order by 1, 2")
+    assert [(d, v) for d, v, _, _ in history] == [("alpha", 1), ("alpha", 4), ("bravo", 2),
+                                                   ("guide", 3)]
+    valid_to = {(d, v): t for d, v, _, t in history}
+    assert valid_to[("alpha", 4)] is None and valid_to[("alpha", 1)] is not None
+    assert valid_to[("bravo", 2)] is not None  # ended by its delete
+    # int_chunks chunked the superseded version too; only new texts went to the provider
+    assert project.query("select count(distinct document_version) from int_chunks "
+                         "where document_id = 'alpha'") == [(2,)]
+    live = project.query("select chunk_id from fct_chunk_embeddings_v1 order by 1")
+    history_live = project.query(
+        "select chunk_id from fct_chunk_history_v1 where document_valid_to is null order by 1")
+    assert live == history_live
+    assert project.query("select macro_name from retrieval_sql_macros") == [
+        ("ragmart_retrieve_v1",)]
+
+    provider = HashingProvider()
+    q = provider.embed(["alpha rule employees approval"])[0]
+    moment = dt.datetime(2026, 11, 2, 9, 2, 30)  # cdc_files.ts: seq minutes after 09:00
+    conn = connect(project.db_path, read_only=True)
+    try:
+        open_contract = Contract(name="open", missing_allowed_groups="allow")
+        for groups, as_of in ((["hr"], None), ([], None), ([], moment), (["hr"], moment)):
+            python = search_contract(conn, q, k=6, contract=open_contract, groups=groups,
+                                     as_of=as_of)
+            sql, params = _macro_call(open_contract, groups=groups, k=6, as_of=as_of, now=None)
+            params["q"] = _vector_text(q)
+            rows = conn.execute(sql.replace("select *", "select chunk_id"), params).fetchall()
+            assert [r[0] for r in rows] == _ids(python)
+            documents = {c.document_id for c in python}
+            if as_of is None:
+                assert "bravo" not in documents  # deleted
+            else:
+                assert "bravo" in documents  # live at that moment
+            if "hr" not in groups:
+                assert "alpha" not in documents  # hr-only today, also through --as-of
+            else:
+                assert "alpha" in documents
+    finally:
+        conn.close()
+    # Incremental: a new version of guide closes its window; only guide's rows are rewritten
+    # (the delete+insert is by document), the others keep the invocation that wrote them.
+    before = dict(project.query(
+        "select chunk_id, dbt_invocation_id from fct_chunk_history_v1"))
+    project.land("debezium/0003_edit.jsonl", debezium_jsonl([
+        {"op": "u", "seq": 6, "document_id": "guide", "document_type": "handbook",
+         "content": _policy("guide", edit=2)},
+    ]))
+    project.build("--select", "+fct_chunk_history")
+    after = {c: (i, v, t) for c, i, v, t in project.query(
+        "select chunk_id, dbt_invocation_id, document_version, document_valid_to "
+        "from fct_chunk_history_v1")}
+    assert set(before) < set(after)
+    for chunk_id, invocation in before.items():
+        rewritten = after[chunk_id][0] != invocation
+        assert rewritten == chunk_id.startswith("guide@"), chunk_id
+    assert all(t is not None for c, (_, v, t) in after.items() if c.startswith("guide@3#"))
+    assert all(t is None for c, (_, v, t) in after.items() if c.startswith("guide@6#"))
+
+    proc = project.ragmart("retrieve", "alpha rule", "--as-of", "2026-11-02T09:02:30",
+                           "--groups", "hr", "--contract", "policy_answers", "--json",
+                           "--contracts", str(ROOT / "retrieval_contracts.yml"), check=False)
+    assert proc.returncode in (0, 3), proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["as_of"] == "2026-11-02T09:02:30"
+    assert all(r["document_version"] in (1, 2) for r in data["results"])
