@@ -53,9 +53,14 @@ def _save_registry(path: Path, registry: dict[str, int]) -> None:
 
 
 def _tables_with(conn: duckdb.DuckDBPyConnection, column: str) -> list[str]:
+    """Base tables (views derive from them) of this database having `column`."""
     return [r[0] for r in conn.execute(
-        "select table_name from information_schema.columns where column_name = $c "
-        "and table_catalog = current_database() order by table_name", {"c": column}).fetchall()]
+        "select c.table_name from information_schema.columns as c "
+        "inner join information_schema.tables as t "
+        "on t.table_catalog = c.table_catalog and t.table_schema = c.table_schema "
+        "and t.table_name = c.table_name "
+        "where c.column_name = $c and c.table_catalog = current_database() "
+        "and t.table_type = 'BASE TABLE' order by c.table_name", {"c": column}).fetchall()]
 
 
 def _hnsw_indexes(conn: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:

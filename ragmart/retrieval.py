@@ -972,7 +972,7 @@ def retrieve(
     groups: Sequence[str] | None = None,
     as_of: dt.datetime | None = None,
     db_path: str | Path | None = None,
-    index_version: str = DEFAULT_VERSION,
+    index_version: str | None = None,
     contracts_path: str | Path | None = None,
     provider: EmbeddingProvider | None = None,
     now: dt.datetime | None = None,
@@ -980,16 +980,24 @@ def retrieve(
     """Embed `question` with the provider the index was built with and return the top k
     chunks eligible under `contract` (a name in the contract file, or a Contract) for a
     caller in `groups`, from the versions live now or at `as_of` (naive UTC), in the database
-    `db_path` (default $RAGMART_DB) and index version `index_version`."""
+    `db_path` and index version `index_version`. Without `db_path`, the published snapshot
+    serves when one is published (ragmart publish), else $RAGMART_DB with `index_version`
+    (default v1): readers never open the database a build is writing."""
     if not isinstance(question, str) or not question.strip():
         raise RetrievalError("the question is empty; pass the text to search for")
     _check_inputs(k, groups, doc_types, as_of)
-    tables = Tables.for_version(index_version)
+    settings = Settings.from_env()
+    if db_path is None:
+        from ragmart.serving import resolve_target
+
+        target = resolve_target(settings.db_path, index_version)
+        path, version = target.database, target.version
+    else:
+        path, version = Path(db_path), index_version or DEFAULT_VERSION
+    tables = Tables.for_version(version)
     resolved = (
         load_contracts(contracts_path).get(contract) if isinstance(contract, str) else contract
     )
-    settings = Settings.from_env()
-    path = Path(db_path) if db_path is not None else settings.db_path
     if not path.exists():
         raise RetrievalError(f"database {path} does not exist; run `make run` or `dbt build`")
     provider = provider or get_provider(settings.embedding_provider)
