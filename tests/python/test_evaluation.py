@@ -45,6 +45,9 @@ from ragmart.providers.hashing import HashingProvider
 RANKED = ["d1", "r1", "d2", "d3", "r2", "d4"]
 RELEVANT = frozenset({"r1", "r2", "r3"})
 
+# seeds/judged_queries.csv: 77 questions (two whose document the sample deletes were dropped)
+N_JUDGED = 77
+
 
 def test_ranked_documents_keeps_each_document_at_its_best_chunk() -> None:
     assert ranked_documents(["a", "b", "a", "c", "b"]) == ["a", "b", "c"]
@@ -120,8 +123,8 @@ def test_evaluate_averages_overall_and_per_document_type() -> None:
 
 def test_judged_query_seed_loads() -> None:
     queries = load_judged_queries(ROOT / "seeds" / "judged_queries.csv")
-    assert len(queries) == 79
-    assert len({q.query_id for q in queries}) == 79
+    assert len(queries) == N_JUDGED
+    assert len({q.query_id for q in queries}) == N_JUDGED
     assert all(q.relevant_document_ids for q in queries)
 
 
@@ -330,8 +333,8 @@ def test_fct_retrieval_eval_matches_the_python_evaluation(built: Project) -> Non
     finally:
         conn.close()
     assert python.embedding_model == "hash-384-v1"
-    assert cached == (79, 79, "hash-384-v1")
-    assert len(rows) == len(python.per_query) == 79
+    assert cached == (N_JUDGED, N_JUDGED, "hash-384-v1")
+    assert len(rows) == len(python.per_query) == N_JUDGED
     for result in python.per_query:
         _, recall, rr, ndcg, first, types, model = rows[result.query_id]
         assert recall == pytest.approx(result.recall, abs=1e-9), result.query_id
@@ -367,7 +370,7 @@ def test_regression_test_fails_on_a_baseline_the_build_does_not_reach(built: Pro
     assert "FAIL" in proc.stdout and "assert_candidate_does_not_regress" in proc.stdout
     # questions are embedded once: the second build found them all cached
     assert built.query("select count(*), count(distinct dbt_invocation_id) "
-                       "from int_judged_query_embeddings") == [(79, 1)]
+                       "from int_judged_query_embeddings") == [(N_JUDGED, 1)]
 
     # the measured metrics as baseline pass (var); so does a baseline within the tolerance
     within = {**values, "recall_at_5": values["recall_at_5"] + 0.015}
