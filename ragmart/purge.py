@@ -152,7 +152,7 @@ def _rewrite_database(path: Path, indexes: list[tuple[str, str]]) -> None:
                 f'create index "{index_name}" on "{table}" using hnsw (embedding) '
                 "with (metric = 'cosine')"
             )
-        conn.execute("use old")
+        conn.execute("use memory")
         conn.execute("detach fresh")
         conn.execute("detach old")
     finally:

