@@ -48,7 +48,7 @@ lint: setup
 	$(BIN)/sqlfluff lint models macros tests/dbt
 
 pytest: setup
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=15
 
 # The whole project on a scratch database with the hash provider: build (fail fast) and docs.
 dbt-scratch: setup
