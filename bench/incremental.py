@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from ragmart.chunking import chunk_document  # noqa: E402
 from ragmart.duck import connect  # noqa: E402
+from ragmart.runs import recent_runs  # noqa: E402
 
 WORDS = (
     "employee manager approval request days policy company budget travel leave security access "
@@ -107,9 +108,7 @@ def slowest_nodes(workdir: Path, n: int = 5) -> list[tuple[str, float]]:
 def last_run(db: Path) -> dict:
     conn = connect(db, read_only=True)
     try:
-        cur = conn.execute("select * from embedding_runs order by finished_at desc limit 1")
-        names = [d[0] for d in cur.description]
-        return dict(zip(names, cur.fetchone(), strict=True))
+        return recent_runs(conn, 1)[0]
     finally:
         conn.close()
 

@@ -138,15 +138,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_stats(args: argparse.Namespace) -> int:
     from ragmart.config import Settings
     from ragmart.duck import connect
-    from ragmart.runs import RUNS_TABLE
+    from ragmart.runs import recent_runs
 
     conn = connect(Settings.from_env().db_path, read_only=True)
     try:
-        rows = conn.execute(
-            f"select * from {RUNS_TABLE} order by finished_at desc limit {int(args.last)}"
-        )
-        names = [d[0] for d in rows.description]
-        data = [dict(zip(names, row, strict=True)) for row in rows.fetchall()]
+        data = recent_runs(conn, args.last)
     finally:
         conn.close()
     if args.json:

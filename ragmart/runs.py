@@ -246,3 +246,12 @@ def keep_obtained_vectors(
         raise
     finally:
         cursor.close()
+
+
+def recent_runs(conn: duckdb.DuckDBPyConnection, limit: int = 1) -> list[dict]:
+    """The newest `limit` rows of the runs table, newest first, as dicts."""
+    cur = conn.execute(
+        f"select * from {RUNS_TABLE} order by finished_at desc limit {int(limit)}"
+    )
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]

@@ -105,12 +105,11 @@ class Project:
 
     def last_run(self) -> dict:
         from ragmart.duck import connect
+        from ragmart.runs import recent_runs
 
         conn = connect(self.db_path, read_only=True)
         try:
-            cur = conn.execute("select * from embedding_runs order by finished_at desc limit 1")
-            names = [d[0] for d in cur.description]
-            return dict(zip(names, cur.fetchone(), strict=True))
+            return recent_runs(conn, 1)[0]
         finally:
             conn.close()
 
