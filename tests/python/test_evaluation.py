@@ -305,7 +305,8 @@ def test_report_names_and_markdown_sections() -> None:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> Project:
-    project = Project(tmp_path_factory.mktemp("eval"))
+    project = Project(tmp_path_factory.mktemp("eval"),
+                      extra_env={"RAGMART_EVALUATE_RETRIEVAL": "true"})
     project.land_sample()
     proc = project.build()
     assert "assert_candidate_does_not_regress" in proc.stdout  # ran, and passed: no baseline
@@ -395,6 +396,12 @@ def test_regression_test_fails_on_a_baseline_the_build_does_not_reach(built: Pro
     bad = built.dbt("test", "--select", "assert_candidate_does_not_regress", check=False)
     assert bad.returncode != 0
     assert "published_eval_metrics" in bad.stdout and "mrr" in bad.stdout
+
+
+def test_evaluate_retrieval_var_must_be_a_boolean(built: Project) -> None:
+    proc = built.dbt("parse", "--vars", json.dumps({"evaluate_retrieval": "maybe"}), check=False)
+    assert proc.returncode != 0
+    assert "evaluate_retrieval must be true or false, got 'maybe'" in proc.stdout + proc.stderr
 
 
 def test_question_hash_matches_duckdb_sha256() -> None:

@@ -54,7 +54,12 @@ def test_cdc_both_layouts_ordering_deletes_and_replays(project: Project) -> None
         {"op": "u", "seq": 50, "document_id": "alpha", "content": policy("alpha", edit=1),
          "title": "Alpha Policy (revised)"},
     ]))
-    project.build()
+    proc = project.build()
+    # retrieval evaluation is opt-in (evaluate_retrieval): an ordinary build does not pay for it
+    assert "fct_retrieval_eval" not in proc.stdout
+    assert "assert_candidate_does_not_regress" not in proc.stdout
+    assert project.query("select count(*) from information_schema.tables "
+                         "where table_name = 'fct_retrieval_eval'") == [(0,)]
     docs = live_documents(project)
     assert set(docs) == {"alpha", "bravo", "charlie", "delta"}
     assert docs["alpha"] == (50, "Alpha Policy (revised)")
