@@ -2,9 +2,15 @@
 
 Only chunk texts of live document versions that have no vector yet for this model are sent to
 the provider, so an unchanged text (another document, an earlier version, a reverted edit) is
-never embedded twice. Each build appends a row to the `embedding_runs` table. When the provider
-fails for good, the vectors obtained before the failure are committed to this table anyway
-(ragmart.runs.keep_obtained_vectors) and the model fails.
+never embedded twice. Each build appends a row to the `embedding_runs` table.
+
+Every provider call's vectors are committed at once to `embedding_cache_pending`
+(ragmart.runs.commit_pending_vectors), apart from this model's transaction: a build killed
+mid-way has still paid for them only once, and the next build takes them from there
+(take_pending_vectors) instead of sending their texts again. The post-hook
+clear_pending_vectors deletes them once the cache holds them. When the provider fails for good,
+the vectors obtained are committed to this table (ragmart.runs.keep_obtained_vectors) and the
+model fails.
 """
 
 
@@ -15,10 +21,19 @@ def model(dbt, session):
         incremental_strategy="append",
         on_schema_change="append_new_columns",
     )
+    import pyarrow as pa
+
     from ragmart.faults import fault_point
-    from ragmart.pipeline import EmbeddingIncompleteError, embed_texts
+    from ragmart.pipeline import EMBEDDING_SCHEMA, EmbeddingIncompleteError, embed_texts
     from ragmart.providers import get_provider
-    from ragmart.runs import EmbeddingRun, keep_obtained_vectors, record_run
+    from ragmart.runs import (
+        PENDING_TABLE,
+        EmbeddingRun,
+        commit_pending_vectors,
+        keep_obtained_vectors,
+        record_run,
+        take_pending_vectors,
+    )
 
     provider = get_provider(dbt.config.get("embedding_provider") or None)
     expected_model = dbt.config.get("embedding_model")
@@ -29,6 +44,18 @@ def model(dbt, session):
         )
     chunker_version = str(dbt.config.get("chunker_version"))
     run = EmbeddingRun.start(provider=provider.name, embedding_model=provider.model)
+
+    # qualified: the session's default catalog is not the attached database file
+    schema = f'"{dbt.this.database}"."{dbt.this.schema}"'
+    runs_table = f"{schema}.embedding_runs"
+    pending_table = f"{schema}.{PENDING_TABLE}"
+    # vectors a killed or failed build obtained and committed, not yet in the cache
+    pending = take_pending_vectors(session, pending_table,
+                                   str(dbt.this) if dbt.is_incremental else None,
+                                   EMBEDDING_SCHEMA)
+    if pending.num_rows:
+        run.log(f"{pending.num_rows} vectors obtained by an interrupted build are taken from "
+                f"{PENDING_TABLE}, not requested again")
 
     chunks = dbt.ref("int_chunks")  # noqa: F841 - read by the SQL below
     versions = dbt.ref("int_document_versions")  # noqa: F841 - read by the SQL below
@@ -43,14 +70,11 @@ def model(dbt, session):
         """,
         params={"chunker_version": chunker_version},
     )
+    cache_sql = f"select chunk_hash from {pending_table} where embedding_model = $model"
     if dbt.is_incremental:
-        cached = session.sql(  # noqa: F841 - read by the SQL below
-            f"select chunk_hash from {dbt.this} where embedding_model = $model",
-            params={"model": provider.model},
-        )
-        missing_sql = "select * from serving anti join cached using (chunk_hash)"
-    else:
-        missing_sql = "select * from serving"
+        cache_sql += f" union all select chunk_hash from {dbt.this} where embedding_model = $model"
+    cached = session.sql(cache_sql, params={"model": provider.model})  # noqa: F841 - read below
+    missing_sql = "select * from serving anti join cached using (chunk_hash)"
     missing = session.sql(
         f"select chunk_hash, any_value(chunk_text) from ({missing_sql}) group by chunk_hash"
     ).fetchall()
@@ -64,17 +88,19 @@ def model(dbt, session):
             params={"invocation_id": run.invocation_id},
         ).fetchone()[0]
 
-    # qualified: the session's default catalog is not the attached database file
-    runs_table = f'"{dbt.this.database}"."{dbt.this.schema}".embedding_runs'
     try:
-        table = embed_texts(missing, provider, log=run.log)
+        table = embed_texts(
+            missing, provider, log=run.log,
+            on_batch=lambda batch: commit_pending_vectors(
+                session, pending_table, batch, run, provider.stats, runs_table=runs_table),
+        )
     except EmbeddingIncompleteError as exc:
         # Keep what was paid for, committed apart from this model's transaction (which dbt
         # rolls back); the model fails, so dbt skips the serving models and they keep serving
         # the previous build. The next build finds these vectors cached.
         run.finish(provider.stats, error=str(exc))
-        kept = keep_obtained_vectors(session, str(dbt.this), exc.table, run,
-                                     runs_table=runs_table)
+        kept = keep_obtained_vectors(session, str(dbt.this), pa.concat_tables([pending, exc.table]),
+                                     run, runs_table=runs_table, pending_table=pending_table)
         raise EmbeddingIncompleteError(
             f"int_chunk_embeddings: {str(exc).rstrip('.')}. The {kept} vectors obtained are "
             f"kept in the cache and will not be requested again; models downstream are skipped "
@@ -86,4 +112,4 @@ def model(dbt, session):
     run.finish(provider.stats)
     record_run(session, run, table=runs_table)
     fault_point("embeddings_recorded")
-    return table
+    return pa.concat_tables([pending, table])

@@ -154,6 +154,7 @@ def embed_texts(
     *,
     batch_size: int | None = None,
     log: Callable[[str], None] = lambda message: None,
+    on_batch: Callable[[pa.Table], None] | None = None,
 ) -> pa.Table:
     """Embed (chunk_hash, text) pairs, one provider call per batch, into EMBEDDING_SCHEMA rows.
 
@@ -161,6 +162,8 @@ def embed_texts(
     defaults to the provider's ``preferred_batch_size`` if it has one, else 256. If a call
     fails, :class:`EmbeddingIncompleteError` carries the vectors obtained until then (those
     of earlier calls, and those a :class:`PartialEmbeddingError` reports for the failed one).
+    ``on_batch`` receives each call's vectors as EMBEDDING_SCHEMA rows as soon as they arrive
+    (the cache model commits them there, so a killed build does not lose them).
     """
     items = sorted(dict(items).items())
     total = len(items)
@@ -199,6 +202,9 @@ def embed_texts(
         hashes.extend(h for h, _ in batch)
         vectors.append(np.asarray(matrix, dtype=np.float32))
         policies.extend(batch_policies)
+        if on_batch is not None:
+            on_batch(_embedding_table([h for h, _ in batch], vectors[-1], batch_policies,
+                                      provider))
         done = start + len(batch)
         elapsed = time.monotonic() - started
         rate = done / elapsed if elapsed > 0 else float("inf")

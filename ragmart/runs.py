@@ -158,7 +158,8 @@ class EmbeddingRun:
         if logger is not None:
             logger.info(f"ragmart: {message}")
 
-    def finish(self, stats: ProviderStats, *, error: str | None = None) -> None:
+    def update(self, stats: ProviderStats, *, error: str | None = None) -> None:
+        """Take the provider's counts so far (and ``error``), without logging."""
         self.provider_calls = stats.calls
         self.texts_sent = stats.texts
         self.approx_tokens = stats.approx_tokens
@@ -168,6 +169,10 @@ class EmbeddingRun:
         self.error = error
         self.finished_at = utc_now()
         self.seconds = round(time.monotonic() - self._clock, 3)
+
+    def finish(self, stats: ProviderStats, *, error: str | None = None) -> None:
+        """The run is over: take the provider's counts and log what it did."""
+        self.update(stats, error=error)
         cost = "unknown" if self.estimated_cost_usd is None else f"${self.estimated_cost_usd:.6f}"
         self.log(
             f"{self.texts_sent} texts sent in {self.provider_calls} calls "
@@ -184,11 +189,20 @@ def ensure_runs_table(conn: duckdb.DuckDBPyConnection, table: str = RUNS_TABLE) 
         conn.execute(f"alter table {table} add column if not exists {name} {kind}")
 
 
+# the error of a run recorded while it is still embedding: what a killed build leaves behind
+RUN_INTERRUPTED = "interrupted: the build stopped before the run finished (killed?)"
+
+
 def record_run(
     conn: duckdb.DuckDBPyConnection, run: EmbeddingRun, *, table: str = RUNS_TABLE
 ) -> None:
-    """Append `run` to the runs table (`table` may be qualified: "db"."schema".embedding_runs)."""
+    """Write `run` to the runs table (`table` may be qualified: "db"."schema".embedding_runs),
+    replacing the row an earlier record of the same run (invocation and start) wrote."""
     ensure_runs_table(conn, table)
+    conn.execute(
+        f"delete from {table} where invocation_id = $invocation_id and started_at = $started_at",
+        {"invocation_id": run.invocation_id, "started_at": run.started_at},
+    )
     columns = ", ".join(RUNS_COLUMNS)
     values = ", ".join(f"${name}" for name in RUNS_COLUMNS)
     conn.execute(
@@ -197,55 +211,154 @@ def record_run(
     )
 
 
-# --------------------------------------------------------------------------- failed builds
+# ------------------------------------------------------- vectors that outlive a failed build
+
+# Every batch of vectors a build obtains is committed at once to this table (in the database
+# and schema of the cache), so that a build killed or failing mid-way has paid for them once:
+# the next build takes them from here instead of calling the provider again. The cache model
+# inserts them with its own rows; its post-hook (macro clear_pending_vectors) then deletes the
+# ones the cache holds, in the same transaction.
+PENDING_TABLE = "embedding_cache_pending"
 
 
 def _columns(conn: duckdb.DuckDBPyConnection, relation: str) -> dict[str, str]:
     return {row[0]: row[1] for row in conn.execute(f"describe {relation}").fetchall()}
 
 
-def keep_obtained_vectors(
-    session: Any, relation: str, vectors: pa.Table, run: EmbeddingRun, *, runs_table: str
-) -> int:
-    """After a failed embedding: commit ``vectors`` into the cache ``relation`` (created with
-    their schema if the first build failed) and ``run`` into ``runs_table``, in a transaction
-    of a cursor of its own, so that they outlive the rollback of the failing dbt model and the
-    next build does not pay for them again. Returns the number of vectors added."""
+def _insert_new_vectors(cursor: Any, relation: str, vectors: pa.Table) -> int:
+    """Insert the rows of ``vectors`` whose (chunk_hash, embedding_model) ``relation`` lacks;
+    create ``relation`` with their schema, or add the columns it lacks, first."""
+    cursor.register("ragmart_obtained_vectors", vectors)
+    try:
+        cursor.execute(
+            f"create table if not exists {relation} as "
+            "select * from ragmart_obtained_vectors limit 0"
+        )
+        existing = _columns(cursor, relation)
+        for name, kind in _columns(cursor, "ragmart_obtained_vectors").items():
+            if name not in existing:
+                cursor.execute(f'alter table {relation} add column "{name}" {kind}')
+        if not vectors.num_rows:
+            return 0
+        return cursor.execute(
+            f"""
+            insert into {relation} by name
+            select * from ragmart_obtained_vectors as obtained
+            where not exists (
+                select 1 from {relation} as cached
+                where cached.chunk_hash = obtained.chunk_hash
+                    and cached.embedding_model = obtained.embedding_model
+            )
+            """
+        ).fetchone()[0]
+    finally:
+        cursor.unregister("ragmart_obtained_vectors")
+
+
+def _in_transaction(session: Any, work: Any) -> Any:
+    """Run ``work(cursor)`` in a transaction of a cursor of its own: committed whatever happens
+    to the transaction of the dbt model that called it."""
     cursor = session.cursor()
     try:
         cursor.execute("begin transaction")
-        added = 0
-        if vectors.num_rows:
-            cursor.register("ragmart_obtained_vectors", vectors)
-            cursor.execute(
-                f"create table if not exists {relation} as "
-                "select * from ragmart_obtained_vectors limit 0"
-            )
-            existing = _columns(cursor, relation)
-            for name, kind in _columns(cursor, "ragmart_obtained_vectors").items():
-                if name not in existing:
-                    cursor.execute(f'alter table {relation} add column "{name}" {kind}')
-            added = cursor.execute(
-                f"""
-                insert into {relation} by name
-                select * from ragmart_obtained_vectors as obtained
-                where not exists (
-                    select 1 from {relation} as cached
-                    where cached.chunk_hash = obtained.chunk_hash
-                        and cached.embedding_model = obtained.embedding_model
-                )
-                """
-            ).fetchone()[0]
-            cursor.unregister("ragmart_obtained_vectors")
-        record_run(cursor, run, table=runs_table)
+        result = work(cursor)
         cursor.execute("commit")
-        return added
+        return result
     except BaseException:
         with contextlib.suppress(duckdb.Error):  # the transaction may not have started
             cursor.execute("rollback")
         raise
     finally:
         cursor.close()
+
+
+def commit_pending_vectors(
+    session: Any,
+    pending_table: str,
+    vectors: pa.Table,
+    run: EmbeddingRun,
+    stats: ProviderStats,
+    *,
+    runs_table: str,
+) -> int:
+    """Commit one batch of freshly obtained vectors to ``pending_table`` (created with their
+    schema if absent) and, in the same transaction, ``run`` as it stands (provider ``stats``,
+    error RUN_INTERRUPTED until the build records the finished run): if the build is killed,
+    both what it paid for and the vectors survive. Returns the number of rows added."""
+
+    def work(cursor: Any) -> int:
+        added = _insert_new_vectors(cursor, pending_table, vectors)
+        run.update(stats, error=RUN_INTERRUPTED)
+        record_run(cursor, run, table=runs_table)
+        return added
+
+    return _in_transaction(session, work)
+
+
+def take_pending_vectors(
+    session: Any, pending_table: str, cache: str | None, schema: pa.Schema
+) -> pa.Table:
+    """The vectors earlier builds obtained but did not get into ``cache`` (killed, or failed
+    before ``keep_obtained_vectors``), as ``schema`` rows. Rows the cache already holds are
+    deleted (committed): they are left over from a build killed after its cache commit."""
+
+    def work(cursor: Any) -> pa.Table:
+        _insert_new_vectors(cursor, pending_table, schema.empty_table())
+        if cache is not None:
+            cursor.execute(
+                f"""
+                delete from {pending_table} as pending
+                where exists (
+                    select 1 from {cache} as cached
+                    where cached.chunk_hash = pending.chunk_hash
+                        and cached.embedding_model = pending.embedding_model
+                )
+                """
+            )
+        names = ", ".join(f'"{name}"' for name in schema.names)
+        rows = cursor.execute(
+            f"select {names} from {pending_table} order by chunk_hash, embedding_model"
+        ).to_arrow_table()
+        return rows.cast(schema)
+
+    return _in_transaction(session, work)
+
+
+def keep_obtained_vectors(
+    session: Any,
+    relation: str,
+    vectors: pa.Table,
+    run: EmbeddingRun,
+    *,
+    runs_table: str,
+    pending_table: str | None = None,
+) -> int:
+    """After a failed embedding: commit ``vectors`` into the cache ``relation`` (created with
+    their schema if the first build failed), ``run`` into ``runs_table``, and delete from
+    ``pending_table`` what the cache now holds, in a transaction of a cursor of its own, so
+    that they outlive the rollback of the failing dbt model and the next build does not pay
+    for them again. Returns the number of vectors added."""
+
+    def work(cursor: Any) -> int:
+        if not vectors.num_rows:  # nothing to keep: a first build creates no cache table
+            record_run(cursor, run, table=runs_table)
+            return 0
+        added = _insert_new_vectors(cursor, relation, vectors)
+        if pending_table is not None:
+            cursor.execute(
+                f"""
+                delete from {pending_table} as pending
+                where exists (
+                    select 1 from {relation} as cached
+                    where cached.chunk_hash = pending.chunk_hash
+                        and cached.embedding_model = pending.embedding_model
+                )
+                """
+            )
+        record_run(cursor, run, table=runs_table)
+        return added
+
+    return _in_transaction(session, work)
 
 
 def recent_runs(conn: duckdb.DuckDBPyConnection, limit: int = 1) -> list[dict]:
