@@ -1,7 +1,9 @@
 """ragmart: retrieval-augmented generation treated as a data-engineering problem.
 
 ``ragmart.retrieve(question, k=5, contract=None, groups=None, as_of=None, db_path=None, ...)``
-is ragmart.retrieval.retrieve, imported on first use (importing ragmart stays cheap).
+is ragmart.retrieval.retrieve, and ``ragmart.Retriever(...)`` (a reader holding one read-only
+connection and the serving vectors in memory, for many queries) ragmart.retrieval.Retriever,
+imported on first use (importing ragmart stays cheap).
 """
 
 from __future__ import annotations
@@ -9,12 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["retrieve"]
+__all__ = ["Retriever", "retrieve"]
 
 
 def __getattr__(name: str) -> Any:
-    if name == "retrieve":
-        from ragmart.retrieval import retrieve
+    if name in __all__:
+        from ragmart import retrieval
 
-        return retrieve
+        return getattr(retrieval, name)
     raise AttributeError(f"module 'ragmart' has no attribute {name!r}")

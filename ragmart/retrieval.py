@@ -39,6 +39,7 @@ from ragmart.config import Settings
 from ragmart.contracts import COMPLETENESS_LEVELS, METADATA_COLUMNS, Contract, load_contracts
 from ragmart.duck import connect
 from ragmart.lineage import utc_now
+from ragmart.memory_vectors import ServingVectors
 from ragmart.providers import EmbeddingProvider, get_provider
 
 # Relations of one index version <v> (see ragmart.serving): the serving set, its HNSW index, the
@@ -793,12 +794,15 @@ def search_contract(
     now: dt.datetime | None = None,
     exact: bool = False,
     tables: Tables | None = None,
+    vectors: ServingVectors | None = None,
 ) -> RetrievalResult:
     """The k nearest eligible chunks to `query_vector` (cosine), or an abstention.
 
     Without a contract and without groups nothing but `doc_types` restricts the search
     (operator use) and an empty answer is not an abstention. `as_of` (naive UTC) searches the
-    versions live at that time, exactly. `exact` forces the exact scan."""
+    versions live at that time, exactly. `exact` forces the exact scan. `vectors` (the serving
+    set's vectors in memory, loaded from this read-only connection: see Retriever) proposes
+    the candidates of a live search instead of the index; the answer is the exact one."""
     _check_inputs(k, groups, doc_types, as_of)
     tables = tables or Tables.for_version()
     if as_of is not None and as_of.tzinfo is not None:
@@ -813,7 +817,14 @@ def search_contract(
     chunks: tuple[RetrievedChunk, ...] = ()
     strategy = "none"
     eligible: int | None
-    if source == "as_of" or exact:
+    if vectors is not None and source == "live" and not exact:
+        if vectors.serving_table != tables.serving:
+            raise RetrievalError(f"the vectors in memory are {vectors.serving_table}'s, not "
+                                 f"{tables.serving}'s")
+        eligible, chunks = _via_memory(conn, p, params, tables, vectors, k=k,
+                                       query=np.asarray(vector, dtype=np.float32))
+        strategy = "memory" if eligible else "none"
+    elif source == "as_of" or exact:
         ids = _eligible_ids(conn, p, source, params, tables)
         eligible = len(ids)
         if ids:
@@ -936,6 +947,49 @@ def _via_index(
     return "hnsw+exact", _exact(conn, p, "live", params, tables)
 
 
+def _eligible_documents(conn: duckdb.DuckDBPyConnection, p: Render, params: dict[str, Any],
+                        tables: Tables) -> Any:
+    """The live (document_id, document_version) pairs the active document clauses admit, as a
+    pyarrow table; None when no document clause is active (every document)."""
+    active = active_clauses(params)
+    predicate = _predicate(document_clauses(p), active)
+    if not predicate:
+        return None
+    where = "\n            and ".join(predicate)
+    sql = f"""
+    with documents as ({documents_sql(p, "live", tables)}
+    )
+    select documents.document_id, documents.document_version
+    from documents
+    where
+            {where}
+    """
+    return conn.execute(sql, _used(sql, params)).to_arrow_table()
+
+
+def _via_memory(
+    conn: duckdb.DuckDBPyConnection, p: Render, params: dict[str, Any], tables: Tables,
+    vectors: ServingVectors, *, k: int, query: np.ndarray,
+) -> tuple[int, tuple[RetrievedChunk, ...]]:
+    """(chunks of eligible documents, the exact answer), with candidates scored in memory:
+    each pool goes through the exact SQL search (every clause, DuckDB's distances); a pool is
+    final once its k-th result is nearer than any row left outside it."""
+    rows = vectors.eligible_rows(_eligible_documents(conn, p, params, tables))
+    max_distance = (
+        1.0 - params["min_similarity"] if params["min_similarity"] is not None else None
+    )
+    chunks: tuple[RetrievedChunk, ...] = ()
+    for ids, bound in vectors.candidate_rounds(query, rows, k):
+        if _literal_list(ids) is None:  # an id SQL cannot carry as a literal
+            return len(rows), _exact(conn, p, "live", params, tables)
+        chunks = _exact(conn, p, "live", params, tables, ids=ids)
+        if bound is None or (len(chunks) >= k and chunks[k - 1].distance < bound):
+            break
+        if max_distance is not None and bound > max_distance:
+            break  # every row outside the pool is past min_similarity
+    return len(rows), chunks
+
+
 def search(
     conn: duckdb.DuckDBPyConnection,
     query_vector: np.ndarray,
@@ -963,6 +1017,99 @@ def _serving_models(conn: duckdb.DuckDBPyConnection, table: str) -> list[str]:
     return [row[0] for row in rows]
 
 
+class Retriever:
+    """A reader for many queries: one read-only connection to the database, held open.
+
+    The database is resolved once, as `retrieve` does: the published snapshot (ragmart
+    publish) when one serves, else $RAGMART_DB and `index_version`, or `db_path`. A Retriever
+    pins what it opened: open a new one to follow a publish. With `vectors_in_memory` (the
+    default) it copies the serving set's vectors into memory once (ragmart.memory_vectors:
+    ~1.5 KB per chunk at 384 dimensions) and live searches score candidates there; the answers
+    are those of the exact search. Close it (or use `with`): while it is open, DuckDB's shared
+    lock keeps writers (a `dbt build` on that file) out, which is why it should read a
+    published snapshot rather than the build database."""
+
+    def __init__(
+        self,
+        *,
+        db_path: str | Path | None = None,
+        index_version: str | None = None,
+        contracts_path: str | Path | None = None,
+        provider: EmbeddingProvider | None = None,
+        vectors_in_memory: bool = True,
+    ) -> None:
+        settings = Settings.from_env()
+        if db_path is None:
+            from ragmart.serving import resolve_target
+
+            target = resolve_target(settings.db_path, index_version)
+            path, version = target.database, target.version
+        else:
+            path, version = Path(db_path), index_version or DEFAULT_VERSION
+        self.tables = Tables.for_version(version)
+        self.path = path
+        self.contracts_path = contracts_path
+        if not path.exists():
+            raise RetrievalError(
+                f"database {path} does not exist; run `make run` or `dbt build`")
+        self.provider = provider or get_provider(settings.embedding_provider)
+        self.conn = connect(path, read_only=True)
+        try:
+            models = _serving_models(self.conn, self.tables.serving)
+            if models and self.provider.model not in models:
+                raise RetrievalError(
+                    f"the index holds vectors of {models} but the provider "
+                    f"{self.provider.name!r} embeds with {self.provider.model!r}; set "
+                    "RAGMART_EMBEDDING_PROVIDER to the provider the index was built with"
+                )
+            self.vectors = (ServingVectors.load(self.conn, self.tables.serving)
+                            if vectors_in_memory else None)
+        except BaseException:
+            self.conn.close()
+            raise
+
+    def search(
+        self,
+        query_vector: np.ndarray | Sequence[float],
+        *,
+        k: int = 5,
+        doc_types: Sequence[str] | None = None,
+        contract: str | Contract | None = None,
+        groups: Sequence[str] | None = None,
+        as_of: dt.datetime | None = None,
+        now: dt.datetime | None = None,
+    ) -> RetrievalResult:
+        """`search_contract` on this reader's connection, tables and in-memory vectors."""
+        _check_inputs(k, groups, doc_types, as_of)
+        resolved = (load_contracts(self.contracts_path).get(contract)
+                    if isinstance(contract, str) else contract)
+        if as_of is not None and not _table_exists(self.conn, self.tables.history):
+            raise RetrievalError(
+                f"--as-of needs {self.tables.history}, which this database lacks; run "
+                "`dbt build`"
+            )
+        return search_contract(self.conn, query_vector, k=k, contract=resolved, groups=groups,
+                               doc_types=doc_types, as_of=as_of, now=now, tables=self.tables,
+                               vectors=self.vectors)
+
+    def retrieve(self, question: str, **options: Any) -> RetrievalResult:
+        """Embed `question` with the provider the index was built with, then `search`."""
+        if not isinstance(question, str) or not question.strip():
+            raise RetrievalError("the question is empty; pass the text to search for")
+        _check_inputs(options.get("k", 5), options.get("groups"), options.get("doc_types"),
+                      options.get("as_of"))
+        return self.search(self.provider.embed([question])[0], **options)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Retriever:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def retrieve(
     question: str,
     *,
@@ -982,43 +1129,17 @@ def retrieve(
     caller in `groups`, from the versions live now or at `as_of` (naive UTC), in the database
     `db_path` and index version `index_version`. Without `db_path`, the published snapshot
     serves when one is published (ragmart publish), else $RAGMART_DB with `index_version`
-    (default v1): readers never open the database a build is writing."""
+    (default v1): readers never open the database a build is writing. One query: the index
+    proposes candidates (a process answering many queries should hold a Retriever)."""
     if not isinstance(question, str) or not question.strip():
         raise RetrievalError("the question is empty; pass the text to search for")
     _check_inputs(k, groups, doc_types, as_of)
-    settings = Settings.from_env()
-    if db_path is None:
-        from ragmart.serving import resolve_target
-
-        target = resolve_target(settings.db_path, index_version)
-        path, version = target.database, target.version
-    else:
-        path, version = Path(db_path), index_version or DEFAULT_VERSION
-    tables = Tables.for_version(version)
-    resolved = (
-        load_contracts(contracts_path).get(contract) if isinstance(contract, str) else contract
-    )
-    if not path.exists():
-        raise RetrievalError(f"database {path} does not exist; run `make run` or `dbt build`")
-    provider = provider or get_provider(settings.embedding_provider)
-    conn = connect(path, read_only=True)
-    try:
-        models = _serving_models(conn, tables.serving)
-        if models and provider.model not in models:
-            raise RetrievalError(
-                f"the index holds vectors of {models} but the provider {provider.name!r} embeds "
-                f"with {provider.model!r}; set RAGMART_EMBEDDING_PROVIDER to the provider the "
-                "index was built with"
-            )
-        if as_of is not None and not _table_exists(conn, tables.history):
-            raise RetrievalError(
-                f"--as-of needs {tables.history}, which this database lacks; run `dbt build`"
-            )
-        query_vector = provider.embed([question])[0]
-        return search_contract(conn, query_vector, k=k, contract=resolved, groups=groups,
-                               doc_types=doc_types, as_of=as_of, now=now, tables=tables)
-    finally:
-        conn.close()
+    if isinstance(contract, str):
+        contract = load_contracts(contracts_path).get(contract)
+    with Retriever(db_path=db_path, index_version=index_version, contracts_path=contracts_path,
+                   provider=provider, vectors_in_memory=False) as reader:
+        return reader.retrieve(question, k=k, doc_types=doc_types, contract=contract,
+                               groups=groups, as_of=as_of, now=now)
 
 
 def sql_macro_catalog(conn: duckdb.DuckDBPyConnection, dims: int) -> Any:

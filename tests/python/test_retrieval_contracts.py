@@ -31,8 +31,9 @@ from ragmart.contracts import (
     parse_contracts,
 )
 from ragmart.duck import connect
+from ragmart.memory_vectors import ReadOnlyRequiredError, ServingVectors
 from ragmart.providers import HashingProvider
-from ragmart.retrieval import Tables, install_sql_macros, search_contract
+from ragmart.retrieval import Retriever, Tables, install_sql_macros, search_contract
 
 DIMS = 384
 MODEL = HashingProvider().model
@@ -224,6 +225,12 @@ def conn(tiny):
     connection.close()
 
 
+@pytest.fixture
+def vectors(conn) -> ServingVectors:
+    """The serving vectors in memory (what a Retriever keeps), from the read-only `conn`."""
+    return ServingVectors.load(conn, TABLES.serving)
+
+
 # =========================================================================== reference
 
 
@@ -308,7 +315,9 @@ def queries(n: int, seed: int = 3) -> list[np.ndarray]:
 
 
 def _assert_matches_reference(conn, rows, contract, *, groups, k=5, as_of=None,
-                              doc_types=None, n_queries=6) -> None:
+                              doc_types=None, n_queries=6, vectors=None) -> None:
+    """Every search path (the planned one; with `vectors`, the in-memory candidates too)
+    returns the reference's rows; the two paths return identical rows and distances."""
     for q in queries(n_queries):
         result = search_contract(conn, q, k=k, contract=contract, groups=groups, as_of=as_of,
                                  doc_types=doc_types, now=NOW)
@@ -317,6 +326,14 @@ def _assert_matches_reference(conn, rows, contract, *, groups, k=5, as_of=None,
         got = _ids(result)
         # equal up to float rounding at the very boundary of a tie
         assert got == want, (contract, got, want)
+        if vectors is not None:
+            memory = search_contract(conn, q, k=k, contract=contract, groups=groups,
+                                     as_of=as_of, doc_types=doc_types, now=NOW,
+                                     vectors=vectors)
+            assert memory.chunks == result.chunks, (contract, _ids(memory), got)
+            assert memory.abstained == result.abstained and memory.reason == result.reason
+            if as_of is None and (got or memory.strategy != "none"):
+                assert memory.strategy == "memory"
         if want:
             assert not result.abstained
         distances = [(c.distance, c.chunk_id) for c in result]
@@ -413,9 +430,9 @@ CALLER = ["all-staff", "hr"]
     {"document_types": ("policy",), "min_chunk_completeness": "paragraph",
      "max_document_age": dt.timedelta(days=60), "required_metadata": ("title",)},
 ])
-def test_each_clause_returns_the_exact_eligible_top_k(conn, tiny, clauses) -> None:
+def test_each_clause_returns_the_exact_eligible_top_k(conn, tiny, vectors, clauses) -> None:
     contract = Contract(name="case", **OPEN, **clauses)
-    _assert_matches_reference(conn, tiny[1], contract, groups=CALLER, k=5)
+    _assert_matches_reference(conn, tiny[1], contract, groups=CALLER, k=5, vectors=vectors)
 
 
 def test_clauses_actually_exclude(conn, tiny) -> None:
@@ -452,9 +469,18 @@ def test_returns_exactly_k_even_when_the_nearest_chunks_are_ineligible(conn, tin
     eligible = len([r for r in rows if r["is_current"] and r["type"] == "handbook"
                     and _admits(r["groups"], CALLER, "allow")])
     assert eligible >= 10
+    vectors = ServingVectors.load(conn, TABLES.serving)
     for q in queries(10, seed=8):
         assert len(search_contract(conn, q, k=10, contract=handbook_only, groups=CALLER,
                                    now=NOW)) == 10
+        # the in-memory pool widens past ineligible chunks (here: only paragraphs and whole
+        # sections of handbooks) until k remain, and answers as the exact search does
+        strict = replace(handbook_only, min_chunk_completeness="section")
+        memory = search_contract(conn, q, k=10, contract=strict, groups=CALLER, now=NOW,
+                                 vectors=vectors)
+        assert _ids(memory) == reference(rows, q, strict, groups=CALLER, k=10)
+        assert memory.chunks == search_contract(conn, q, k=10, contract=strict, groups=CALLER,
+                                                now=NOW, exact=True).chunks
     # a k above the eligible count returns every eligible chunk, no more
     result = search_contract(conn, queries(1)[0], k=eligible + 5, contract=handbook_only,
                              groups=CALLER, now=NOW)
@@ -563,6 +589,80 @@ def test_abstains_naming_the_clauses_when_nothing_is_eligible(conn) -> None:
     # without a contract an empty answer is just empty (operator use)
     empty = search_contract(conn, q, k=5, doc_types=["nope"], now=NOW)
     assert not empty.abstained and len(empty) == 0
+
+
+def test_in_memory_vectors_abstain_and_answer_as_the_exact_search(conn, vectors) -> None:
+    q = queries(1)[0]
+    nothing = Contract(name="hr_policies", document_types=("procedure",),
+                       min_chunk_completeness="section")
+    memory = search_contract(conn, q, k=5, contract=nothing, groups=["finance"], now=NOW,
+                             vectors=vectors)
+    planned = search_contract(conn, q, k=5, contract=nothing, groups=["finance"], now=NOW)
+    assert memory.abstained and memory.reason == planned.reason
+    assert memory.clauses == planned.clauses
+    # as-of searches the history: the in-memory vectors (the live set) are not used
+    as_of = T0 + dt.timedelta(minutes=20)
+    then = search_contract(conn, q, k=5, groups=CALLER, now=NOW, as_of=as_of, vectors=vectors)
+    assert then.chunks == search_contract(conn, q, k=5, groups=CALLER, now=NOW,
+                                          as_of=as_of).chunks
+    assert then.strategy == "exact"
+    # the vectors belong to one serving table
+    with pytest.raises(retrieval.RetrievalError, match="fct_chunk_embeddings_v1"):
+        search_contract(conn, q, k=5, tables=Tables.for_version("v2"), vectors=vectors)
+
+
+def test_in_memory_vectors_need_a_read_only_connection(tiny) -> None:
+    writable = connect(tiny[0])
+    try:
+        with pytest.raises(ReadOnlyRequiredError, match="read-only"):
+            ServingVectors.load(writable, TABLES.serving)
+    finally:
+        writable.close()
+
+
+def test_candidate_pools_stop_only_when_no_row_outside_can_be_nearer() -> None:
+    """candidate_rounds + the stopping rule of _via_memory, with a filter that rejects most
+    rows: the answer is the exact filtered top-k for every query."""
+    rng = np.random.default_rng(5)
+    n, k = 3000, 10
+    matrix = rng.normal(size=(n, 24)).astype(np.float32)
+    ids = np.array([f"c{i:05d}" for i in range(n)], dtype=object)
+    unit = matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
+    vectors = ServingVectors(serving_table="t", chunk_ids=ids,
+                             row_document=np.zeros(n, dtype=np.int32),
+                             document_keys=pa.array(["d\x1f1"]), matrix=unit)
+    admitted = rng.random(n) < 0.02  # a chunk clause keeps 2%
+    rows = np.arange(n)
+    for _ in range(20):
+        q = rng.normal(size=24).astype(np.float32)
+        exact = sorted((float(1 - unit[i] @ (q / np.linalg.norm(q))), ids[i])
+                       for i in range(n) if admitted[i])[:k]
+        rounds = 0
+        for pool, bound in vectors.candidate_rounds(q, rows, k):
+            rounds += 1
+            index = {c: i for i, c in enumerate(ids)}
+            got = sorted((float(1 - unit[index[c]] @ (q / np.linalg.norm(q))), c)
+                         for c in pool if admitted[index[c]])[:k]
+            if bound is None or (len(got) >= k and got[k - 1][0] < bound):
+                break
+        assert got == exact
+        assert rounds > 1  # the 2% filter forced the pool to widen
+
+
+def test_retriever_holds_one_snapshot_and_answers_like_retrieve(tiny, tmp_path) -> None:
+    db = tiny[0]
+    provider = HashingProvider()
+    with Retriever(db_path=db, provider=provider) as reader:
+        assert reader.vectors is not None and reader.vectors.rows > 0
+        for question in ("travel expenses", "security incident report"):
+            held = reader.retrieve(question, k=5, groups=CALLER, now=NOW)
+            once = retrieval.retrieve(question, k=5, groups=CALLER, now=NOW, db_path=db,
+                                      provider=provider)
+            assert held.chunks == once.chunks and held.strategy == "memory"
+        with pytest.raises(retrieval.RetrievalError, match="empty"):
+            reader.retrieve("  ")
+    with pytest.raises(retrieval.RetrievalError, match="does not exist"):
+        Retriever(db_path=tmp_path / "missing.duckdb", provider=provider)
 
 
 def _run_cli(monkeypatch, capsys, db: Path, contracts: Path | None, *args: str) -> tuple:
