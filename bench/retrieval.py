@@ -7,8 +7,12 @@ index. Document types are assigned so that a `document_types` clause admits 100%
 1% or 0.1% of the chunks. For each selectivity it runs Q queries (vectors near the data) and
 prints, measured in this run:
 
-  - contract search (ragmart.retrieval.search_contract): p50 / p95 latency, recall@10 against
-    the exact filtered search, the share of queries answered with k rows, the strategy used;
+  - contract search (ragmart.retrieval.search_contract), one query on an open connection (as
+    `ragmart retrieve` runs it: plan, HNSW or exact): p50 / p95 latency, recall@10 against the
+    exact filtered search, the share of queries answered with k rows, the strategy used;
+  - the same search from a long-lived reader (ragmart.Retriever: the serving vectors kept in
+    memory, candidates scored with numpy, the answer re-ranked exactly in DuckDB), with the
+    one-off load time and memory;
   - the plain vss pattern (`WHERE document_type IN (...) ORDER BY array_cosine_distance(...)
     LIMIT k` on the HNSW-indexed table): the same figures;
   - the exact filtered scan itself (the SQL table macro's plan): p50 / p95.
@@ -254,9 +258,14 @@ def plain_vss(conn, vector: list[float], types: list[str] | None, k: int) -> lis
 
 def run(path: Path, n_queries: int, k: int) -> list[dict]:
     from ragmart.contracts import Contract
+    from ragmart.memory_vectors import ServingVectors
     from ragmart.retrieval import search_contract
 
     conn = connect(path, read_only=True)
+    started = time.perf_counter()
+    vectors = ServingVectors.load(conn, "fct_chunk_embeddings_v1")
+    print(json.dumps({"retriever_load_s": round(time.perf_counter() - started, 2),
+                      "retriever_memory_mb": round(vectors.nbytes / 2**20, 1)}), flush=True)
     rng = np.random.default_rng(SEED + 1)
     sample = conn.execute(
         "select embedding from fct_chunk_embeddings_v1 using sample reservoir("
@@ -271,7 +280,8 @@ def run(path: Path, n_queries: int, k: int) -> list[dict]:
                                 document_types=types, missing_allowed_groups="allow")
             measured: dict[str, dict] = {name: {"ms": [], "recall": [], "full": 0,
                                                 "strategies": {}}
-                                         for name in ("contract", "plain_vss", "exact")}
+                                         for name in ("contract", "retriever", "plain_vss",
+                                                      "exact")}
             for q in queries:
                 vector = q.tolist()
                 started = time.perf_counter()
@@ -283,6 +293,13 @@ def run(path: Path, n_queries: int, k: int) -> list[dict]:
                                     [c.chunk_id for c in result.chunks])
                 strategies = measured["contract"]["strategies"]
                 strategies[result.strategy] = strategies.get(result.strategy, 0) + 1
+                started = time.perf_counter()
+                held = search_contract(conn, q, k=k, contract=contract, groups=["all-staff"],
+                                       vectors=vectors)
+                runs["retriever"] = ((time.perf_counter() - started) * 1000,
+                                     [c.chunk_id for c in held.chunks])
+                strategies = measured["retriever"]["strategies"]
+                strategies[held.strategy] = strategies.get(held.strategy, 0) + 1
                 started = time.perf_counter()
                 ids = plain_vss(conn, vector, types, k)
                 runs["plain_vss"] = ((time.perf_counter() - started) * 1000, ids)
