@@ -8,17 +8,22 @@ DuckDB answers a filtered exact search by reading the vectors of the eligible ro
 - they are copied once from a **read-only** connection. DuckDB holds a shared lock on the file
   for as long as that connection is open, so no writer can change it: the copy stays exact for
   the connection's lifetime (published snapshots are read-only by construction);
-- a search evaluates the document clauses in DuckDB as always (no vectors), scores every row of
-  an eligible document with one matrix product, and hands the best ``pool`` chunk ids to the
-  exact SQL search (``retrieval._exact``), which re-applies *every* clause and recomputes the
-  distances in DuckDB. The result is the exact search's, not an approximation of it: the pool
-  widens until the k-th eligible distance lies clearly inside it (see ``candidate_rounds``).
+- which chunks a contract admits (every clause but similarity) is computed by the exact SQL
+  eligibility query and kept per contract parameters (``remember`` / ``eligibility``): the
+  data cannot change under the connection, so only the clock can move the answer, and only
+  for ``max_document_age`` (the retrieval layer re-asks after a short while);
+- a search scores the eligible rows with one matrix product and hands the nearest chunk ids to
+  the exact SQL search (``retrieval._exact``), which re-applies *every* clause and recomputes
+  the distances in DuckDB. The result is the exact search's, not an approximation of it: the
+  pool widens until the k-th eligible distance lies clearly inside it (``candidate_rounds``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+import datetime as dt
+from collections import OrderedDict
+from collections.abc import Hashable, Iterator
+from dataclasses import dataclass, field
 
 import duckdb
 import numpy as np
@@ -29,26 +34,26 @@ import pyarrow.compute as pc
 # outside the pool can only beat the k-th result by more than this if the two disagree by more
 NUMERIC_SLACK = 1e-4
 MIN_POOL = 32
+# eligible sets kept per Retriever (one per distinct contract parameters; ~4 bytes a chunk)
+ELIGIBILITY_ENTRIES = 64
+# below this share of eligible rows, gather them before the product instead of scoring all
+GATHER_BELOW = 0.25
 
 
 class ReadOnlyRequiredError(RuntimeError):
     pass
 
 
-def _key(document_id: pa.Array, document_version: pa.Array) -> pa.Array:
-    return pc.binary_join_element_wise(document_id, pc.cast(document_version, pa.string()),
-                                         pa.scalar("\x1f"))
-
-
 @dataclass
 class ServingVectors:
-    """Unit-normalized vectors of one serving table, with each row's chunk id and document."""
+    """Unit-normalized vectors of one serving table, with each row's chunk id."""
 
     serving_table: str
-    chunk_ids: np.ndarray  # object array of str, one per row
-    row_document: np.ndarray  # int32 index into document_keys, one per row
-    document_keys: pa.Array  # "document_id\x1fdocument_version", one per served document
+    chunk_ids: np.ndarray  # object array of str, one per row, sorted
     matrix: np.ndarray  # float32 (rows, dims), unit rows
+    _eligible: OrderedDict[Hashable, tuple[np.ndarray, dt.datetime | None]] = field(
+        default_factory=OrderedDict, repr=False, compare=False)
+    _chunk_index: pa.Array | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def load(cls, conn: duckdb.DuckDBPyConnection, serving_table: str) -> ServingVectors:
@@ -62,12 +67,8 @@ class ServingVectors:
                 "cannot change under it); open the database with read_only=True"
             )
         table = conn.execute(
-            f"select chunk_id, document_id, document_version, embedding from {serving_table} "
-            "order by chunk_id"
+            f"select chunk_id, embedding from {serving_table} order by chunk_id"
         ).to_arrow_table()
-        keys = _key(table["document_id"], table["document_version"])
-        document_keys = pc.unique(keys) if len(keys) else pa.array([], pa.string())
-        row_document = pc.index_in(keys, value_set=document_keys).to_numpy(zero_copy_only=False)
         embeddings = table["embedding"].combine_chunks()
         dims = embeddings.type.list_size if len(table) else 0
         flat = embeddings.flatten().to_numpy(zero_copy_only=False) if len(table) else np.zeros(0)
@@ -77,8 +78,6 @@ class ServingVectors:
         return cls(
             serving_table=serving_table,
             chunk_ids=np.asarray(table["chunk_id"].to_pylist(), dtype=object),
-            row_document=np.asarray(row_document, dtype=np.int32),
-            document_keys=document_keys,
             matrix=np.ascontiguousarray(matrix, dtype=np.float32),
         )
 
@@ -88,18 +87,42 @@ class ServingVectors:
 
     @property
     def nbytes(self) -> int:
-        return int(self.matrix.nbytes + self.row_document.nbytes)
+        return int(self.matrix.nbytes)
 
-    def eligible_rows(self, documents: pa.Table | None) -> np.ndarray:
-        """Row positions of the chunks of `documents` (document_id, document_version); every
-        row when `documents` is None."""
-        if documents is None:
-            return np.arange(self.rows)
-        keys = _key(documents["document_id"], documents["document_version"])
-        found = pc.index_in(keys, value_set=self.document_keys).drop_null()
-        admitted = np.zeros(len(self.document_keys), dtype=bool)
-        admitted[found.to_numpy()] = True
-        return np.flatnonzero(admitted[self.row_document])
+    def positions(self, chunk_ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
+        """Sorted row positions of `chunk_ids`; every id must be a row of the serving set."""
+        if self._chunk_index is None:
+            self._chunk_index = pa.array(self.chunk_ids.tolist(), pa.string())
+        found = pc.index_in(chunk_ids, value_set=self._chunk_index)
+        if found.null_count:
+            missing = pc.filter(chunk_ids, pc.is_null(found))[0].as_py()
+            raise LookupError(f"chunk {missing!r} is not among the vectors in memory of "
+                              f"{self.serving_table}; the file changed under the reader")
+        return np.sort(found.to_numpy(zero_copy_only=False).astype(np.int64))
+
+    def eligibility(self, key: Hashable) -> tuple[np.ndarray, dt.datetime | None] | None:
+        """The eligible rows remembered under `key`, with the clock they were computed at."""
+        hit = self._eligible.get(key)
+        if hit is not None:
+            self._eligible.move_to_end(key)
+        return hit
+
+    def remember(self, key: Hashable, rows: np.ndarray, at: dt.datetime | None) -> None:
+        self._eligible[key] = (rows, at)
+        self._eligible.move_to_end(key)
+        while len(self._eligible) > ELIGIBILITY_ENTRIES:
+            self._eligible.popitem(last=False)
+
+    def distances(self, query: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Cosine distances (numpy's rounding) from `query` to the vectors at `rows`."""
+        q = np.asarray(query, dtype=np.float32).reshape(-1)
+        norm = float(np.linalg.norm(q))
+        q = q / norm if norm > 0 else q
+        if len(rows) == self.rows:
+            return 1.0 - self.matrix @ q
+        if len(rows) < GATHER_BELOW * self.rows:  # copying the rows costs less than all
+            return 1.0 - self.matrix[rows] @ q
+        return (1.0 - self.matrix @ q)[rows]
 
     def candidate_rounds(
         self, query: np.ndarray, rows: np.ndarray, k: int
@@ -107,18 +130,20 @@ class ServingVectors:
         """Growing pools of candidate chunk ids among `rows`, nearest first, each with the
         distance a result must stay under for the pool to be exact (None: the pool holds every
         row). The caller stops at the first pool whose k-th eligible result (exact distance)
-        is under that bound: no row outside the pool can be nearer."""
+        is under that bound: no row outside the pool can be nearer.
+
+        The first pool is every row within 2 x NUMERIC_SLACK of the k-th nearest: when all of
+        `rows` pass the exact search's clauses (the eligibility was computed by it), that pool
+        already holds the exact top k, usually k rows and no more."""
         if not len(rows):
             return
-        q = np.asarray(query, dtype=np.float32).reshape(-1)
-        norm = float(np.linalg.norm(q))
-        q = q / norm if norm > 0 else q
-        # one pass over the whole matrix, then the eligible rows' distances (gathering the
-        # eligible rows' vectors first copies up to the whole matrix)
-        distances = 1.0 - self.matrix @ q
-        if len(rows) != self.rows:
-            distances = distances[rows]
-        size = max(MIN_POOL, 4 * k + 32)
+        distances = self.distances(query, rows)
+        if len(rows) > k:
+            kth = float(np.partition(distances, k - 1)[k - 1])
+            size = int(np.count_nonzero(distances <= kth + 2 * NUMERIC_SLACK))
+        else:
+            size = len(rows)
+        grow = max(MIN_POOL, 4 * k + 32)
         while True:
             if size >= len(rows):
                 order = np.lexsort((self.chunk_ids[rows], distances))
@@ -129,4 +154,4 @@ class ServingVectors:
             # the pool is the `size` nearest; the next one bounds every row left outside it
             bound = float(distances[part[-1]]) - NUMERIC_SLACK
             yield list(self.chunk_ids[rows[part[:-1]]]), bound
-            size *= 4
+            size = max(grow, 4 * size)

@@ -823,7 +823,7 @@ def search_contract(
                                  f"{tables.serving}'s")
         eligible, chunks = _via_memory(conn, p, params, tables, vectors, k=k,
                                        query=np.asarray(vector, dtype=np.float32))
-        strategy = "memory" if eligible else "none"
+        strategy = "memory" if eligible or chunks else "none"
     elif source == "as_of" or exact:
         ids = _eligible_ids(conn, p, source, params, tables)
         eligible = len(ids)
@@ -947,34 +947,52 @@ def _via_index(
     return "hnsw+exact", _exact(conn, p, "live", params, tables)
 
 
-def _eligible_documents(conn: duckdb.DuckDBPyConnection, p: Render, params: dict[str, Any],
-                        tables: Tables) -> Any:
-    """The live (document_id, document_version) pairs the active document clauses admit, as a
-    pyarrow table; None when no document clause is active (every document)."""
-    active = active_clauses(params)
-    predicate = _predicate(document_clauses(p), active)
-    if not predicate:
-        return None
-    where = "\n            and ".join(predicate)
-    sql = f"""
-    with documents as ({documents_sql(p, "live", tables)}
-    )
-    select documents.document_id, documents.document_version
-    from documents
-    where
-            {where}
-    """
-    return conn.execute(sql, _used(sql, params)).to_arrow_table()
+# how long an eligible set computed with max_document_age stays usable as a superset of the
+# eligible set (documents only age out): the exact search re-applies the clause on the pool
+ELIGIBILITY_TTL = dt.timedelta(seconds=60)
+
+
+def _eligible_rows(conn: duckdb.DuckDBPyConnection, p: Render, params: dict[str, Any],
+                   tables: Tables, vectors: ServingVectors) -> tuple[np.ndarray, bool]:
+    """(row positions in `vectors` of the live chunks every clause but similarity admits,
+    whether that set is exact). The set is computed by the exact search's eligibility SQL and
+    remembered per parameters. It depends on the clock only through max_document_age, whose
+    eligible set only shrinks as time passes: one computed up to ELIGIBILITY_TTL earlier is a
+    superset (candidates only; the exact search drops the rows that aged out since)."""
+    active = active_clauses(params) - {"min_similarity"}
+    if not active:
+        return np.arange(vectors.rows), True
+    timed = "max_document_age" in active
+    key = tuple((name, repr(value)) for name, value in sorted(params.items())
+                if name not in ("query_vector", "k", "now", "min_similarity"))
+    now = params["now"]
+    hit = vectors.eligibility(key)
+    if hit is not None:
+        rows, at = hit
+        if not timed or at == now:
+            return rows, True
+        if at is not None and at <= now < at + ELIGIBILITY_TTL:
+            return rows, False
+    eligible = eligible_sql(p, "live", tables, similarity=False, narrow=True, active=active)
+    sql = f"with {eligible}\nselect chunk_id from eligible"
+    ids = conn.execute(sql, _used(sql, params)).to_arrow_table()["chunk_id"]
+    try:
+        rows = vectors.positions(ids)
+    except LookupError as error:
+        raise RetrievalError(str(error)) from error
+    vectors.remember(key, rows, now if timed else None)
+    return rows, True
 
 
 def _via_memory(
     conn: duckdb.DuckDBPyConnection, p: Render, params: dict[str, Any], tables: Tables,
     vectors: ServingVectors, *, k: int, query: np.ndarray,
-) -> tuple[int, tuple[RetrievedChunk, ...]]:
-    """(chunks of eligible documents, the exact answer), with candidates scored in memory:
+) -> tuple[int | None, tuple[RetrievedChunk, ...]]:
+    """(how many chunks are eligible before similarity, or None when not counted; the exact
+    answer), with candidates scored in memory:
     each pool goes through the exact SQL search (every clause, DuckDB's distances); a pool is
     final once its k-th result is nearer than any row left outside it."""
-    rows = vectors.eligible_rows(_eligible_documents(conn, p, params, tables))
+    rows, exact_count = _eligible_rows(conn, p, params, tables, vectors)
     max_distance = (
         1.0 - params["min_similarity"] if params["min_similarity"] is not None else None
     )
@@ -987,7 +1005,8 @@ def _via_memory(
             break
         if max_distance is not None and bound > max_distance:
             break  # every row outside the pool is past min_similarity
-    return len(rows), chunks
+    # a superset (rows that aged out since it was computed were dropped) is not a count
+    return (len(rows) if exact_count else None), chunks
 
 
 def search(

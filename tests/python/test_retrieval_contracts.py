@@ -611,6 +611,34 @@ def test_in_memory_vectors_abstain_and_answer_as_the_exact_search(conn, vectors)
         search_contract(conn, q, k=5, tables=Tables.for_version("v2"), vectors=vectors)
 
 
+def test_in_memory_eligibility_follows_the_clock(conn, vectors) -> None:
+    """A Retriever remembers which chunks a contract admits; max_document_age is the one clause
+    the clock moves. Within ELIGIBILITY_TTL the remembered set serves as a superset of the
+    candidates (the exact search drops what aged out since, and the count is not reported);
+    after it, or for an earlier clock, the set is computed again."""
+    contract = Contract(name="fresh", max_document_age=dt.timedelta(minutes=30), **OPEN)
+    first = T0 + dt.timedelta(minutes=44, seconds=30)  # admits valid_from >= T0 + 14m30s
+    steps = [(first, True), (first + dt.timedelta(seconds=50), False),  # hb-open (15) ages out
+             (first + dt.timedelta(minutes=2), True), (first - dt.timedelta(minutes=10), True)]
+    assert steps[1][0] - first < retrieval.ELIGIBILITY_TTL < steps[2][0] - first
+    for q in queries(3, seed=11):
+        for now, counted in steps:
+            memory = search_contract(conn, q, k=50, contract=contract, groups=CALLER, now=now,
+                                     vectors=vectors)
+            exact = search_contract(conn, q, k=50, contract=contract, groups=CALLER, now=now,
+                                    exact=True)
+            assert memory.chunks == exact.chunks and memory.strategy == "memory"
+            assert memory.eligible_chunks == (exact.eligible_chunks if counted else None)
+            admits_hb_open = now - contract.max_document_age <= T0 + dt.timedelta(minutes=15)
+            assert ("hb-open" in {c.document_id for c in memory}) == admits_hb_open
+    # without a clock-bound clause a contract's eligible set is computed once per reader
+    remembered = len(vectors._eligible)
+    for q in queries(3, seed=12):
+        search_contract(conn, q, k=5, contract=Contract(name="hb", document_types=("handbook",),
+                                                        **OPEN), groups=CALLER, vectors=vectors)
+    assert len(vectors._eligible) == remembered + 1
+
+
 def test_in_memory_vectors_need_a_read_only_connection(tiny) -> None:
     writable = connect(tiny[0])
     try:
@@ -628,9 +656,7 @@ def test_candidate_pools_stop_only_when_no_row_outside_can_be_nearer() -> None:
     matrix = rng.normal(size=(n, 24)).astype(np.float32)
     ids = np.array([f"c{i:05d}" for i in range(n)], dtype=object)
     unit = matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
-    vectors = ServingVectors(serving_table="t", chunk_ids=ids,
-                             row_document=np.zeros(n, dtype=np.int32),
-                             document_keys=pa.array(["d\x1f1"]), matrix=unit)
+    vectors = ServingVectors(serving_table="t", chunk_ids=ids, matrix=unit)
     admitted = rng.random(n) < 0.02  # a chunk clause keeps 2%
     rows = np.arange(n)
     for _ in range(20):
