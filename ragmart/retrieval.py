@@ -17,6 +17,12 @@ passes them all. The search never filters after an approximate top-k (`_plan`):
    back to the exact scan past MAX_CANDIDATES;
 4. as-of searches scan the history exactly.
 
+A long-lived reader (`Retriever`) keeps the serving vectors in memory (ragmart.memory_vectors)
+and replaces 1-3 for live searches: the eligible rows of a contract come from the exact
+eligibility SQL (remembered per parameters, `_eligible_rows`), numpy proposes the nearest of
+them, and the exact SQL search over those ids answers; the pool widens until no row left out
+can be nearer (`_via_memory`).
+
 The SQL of every path is rendered from one template (`eligible_sql`), which also defines the
 DuckDB table macro ``ragmart_retrieve_<v>`` installed in the database (`install_sql_macros`):
 the Python path and the SQL path apply the same clauses to the same parameter values.
