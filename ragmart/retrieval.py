@@ -1052,7 +1052,8 @@ class Retriever:
     ~1.5 KB per chunk at 384 dimensions) and live searches score candidates there; the answers
     are those of the exact search. Close it (or use `with`): while it is open, DuckDB's shared
     lock keeps writers (a `dbt build` on that file) out, which is why it should read a
-    published snapshot rather than the build database."""
+    published snapshot rather than the build database. Like a DuckDB connection, a Retriever
+    serves one thread at a time: give each worker thread its own."""
 
     def __init__(
         self,
