@@ -4,7 +4,8 @@
 -- compacts: the pre-hook drops the index and deletes the dead rows, this model inserts every
 -- served vector it lacks, and the post-hook re-creates the index. The index never lives
 -- through a delete (vss defect: an HNSW index on a table that saw deletes can return fewer
--- than k rows after a reopen), and the checkpoint moves it out of the WAL.
+-- than k rows after a reopen), and the checkpoint (of the attached database: a bare CHECKPOINT
+-- would checkpoint dbt-duckdb's in-memory default) moves it out of the WAL.
 {{ config(
     alias='fct_chunk_vector_index_' ~ var('index_version'),
     materialized='incremental',
@@ -17,7 +18,7 @@
     post_hook=[
         "create index if not exists {{ this.identifier }}_hnsw on {{ this }}
             using hnsw (embedding) with (metric = 'cosine')",
-        {"sql": "checkpoint", "transaction": false},
+        {"sql": "checkpoint " ~ this.database, "transaction": false},
     ]
 ) }}
 
