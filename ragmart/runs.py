@@ -295,6 +295,20 @@ def commit_pending_vectors(
     return _in_transaction(session, work)
 
 
+def _delete_cached_pending(cursor: Any, pending_table: str, cache: str) -> None:
+    """Delete the pending vectors `cache` already holds (by chunk_hash and model)."""
+    cursor.execute(
+        f"""
+        delete from {pending_table} as pending
+        where exists (
+            select 1 from {cache} as cached
+            where cached.chunk_hash = pending.chunk_hash
+                and cached.embedding_model = pending.embedding_model
+        )
+        """
+    )
+
+
 def take_pending_vectors(
     session: Any, pending_table: str, cache: str | None, schema: pa.Schema
 ) -> pa.Table:
@@ -305,16 +319,7 @@ def take_pending_vectors(
     def work(cursor: Any) -> pa.Table:
         _insert_new_vectors(cursor, pending_table, schema.empty_table())
         if cache is not None:
-            cursor.execute(
-                f"""
-                delete from {pending_table} as pending
-                where exists (
-                    select 1 from {cache} as cached
-                    where cached.chunk_hash = pending.chunk_hash
-                        and cached.embedding_model = pending.embedding_model
-                )
-                """
-            )
+            _delete_cached_pending(cursor, pending_table, cache)
         names = ", ".join(f'"{name}"' for name in schema.names)
         rows = cursor.execute(
             f"select {names} from {pending_table} order by chunk_hash, embedding_model"
@@ -345,16 +350,7 @@ def keep_obtained_vectors(
             return 0
         added = _insert_new_vectors(cursor, relation, vectors)
         if pending_table is not None:
-            cursor.execute(
-                f"""
-                delete from {pending_table} as pending
-                where exists (
-                    select 1 from {relation} as cached
-                    where cached.chunk_hash = pending.chunk_hash
-                        and cached.embedding_model = pending.embedding_model
-                )
-                """
-            )
+            _delete_cached_pending(cursor, pending_table, relation)
         record_run(cursor, run, table=runs_table)
         return added
 
