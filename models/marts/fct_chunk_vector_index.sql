@@ -2,10 +2,9 @@
 -- wait in fct_chunk_vector_delta (searched exactly), so index maintenance never costs the
 -- corpus. When the delta or the rows no longer served grow past their thresholds, a build
 -- compacts: the pre-hook drops the index and deletes the dead rows, this model inserts every
--- served vector it lacks, and the post-hook re-creates the index. The index never lives
--- through a delete (vss defect: an HNSW index on a table that saw deletes can return fewer
--- than k rows after a reopen), and the checkpoint (of the attached database: a bare CHECKPOINT
--- would checkpoint dbt-duckdb's in-memory default) moves it out of the WAL.
+-- served vector it lacks, and the post-hook re-creates the index and checkpoints, moving it
+-- out of the WAL (create_vector_index). The index never lives through a delete (vss defect: an
+-- HNSW index on a table that saw deletes can return fewer than k rows after a reopen).
 {{ config(
     alias='fct_chunk_vector_index_' ~ var('index_version'),
     materialized='incremental',
@@ -16,9 +15,7 @@
         "{{ compact_vector_index(this, ref('fct_chunk_embeddings')) }}",
     ],
     post_hook=[
-        "create index if not exists {{ this.identifier }}_hnsw on {{ this }}
-            using hnsw (embedding) with (metric = 'cosine')",
-        {"sql": "checkpoint " ~ this.database, "transaction": false},
+        {"sql": "{{ create_vector_index(this) }}", "transaction": false},
     ]
 ) }}
 
