@@ -40,6 +40,7 @@ from typing import Any, overload
 
 import duckdb
 import numpy as np
+import pyarrow as pa
 
 from ragmart.config import Settings
 from ragmart.contracts import COMPLETENESS_LEVELS, METADATA_COLUMNS, Contract, load_contracts
@@ -633,12 +634,19 @@ def _rows_to_chunks(rows: list[tuple]) -> tuple[RetrievedChunk, ...]:
     return tuple(out)
 
 
+def _eligible_chunk_ids(conn: duckdb.DuckDBPyConnection, p: Render, source: str,
+                        params: dict[str, Any], tables: Tables) -> pa.ChunkedArray:
+    """The chunk_ids eligible before similarity, as an Arrow column (no vector is read)."""
+    eligible = eligible_sql(p, source, tables, similarity=False, narrow=True,
+                            active=active_clauses(params))
+    sql = f"with {eligible}\nselect chunk_id from eligible"
+    return conn.execute(sql, _used(sql, params)).to_arrow_table()["chunk_id"]
+
+
 def _eligible_ids(conn: duckdb.DuckDBPyConnection, p: Render, source: str,
                   params: dict[str, Any], tables: Tables) -> list[str]:
     """The chunk_ids eligible before similarity (no vector is read)."""
-    eligible = eligible_sql(p, source, tables, similarity=False, active=active_clauses(params))
-    sql = f"with {eligible}\nselect chunk_id from eligible"
-    return [row[0] for row in conn.execute(sql, _used(sql, params)).fetchall()]
+    return _eligible_chunk_ids(conn, p, source, params, tables).to_pylist()
 
 
 @dataclass(frozen=True)
@@ -980,11 +988,8 @@ def _eligible_rows(conn: duckdb.DuckDBPyConnection, p: Render, params: dict[str,
             return rows, True
         if at is not None and at <= now < at + ELIGIBILITY_TTL:
             return rows, False
-    eligible = eligible_sql(p, "live", tables, similarity=False, narrow=True, active=active)
-    sql = f"with {eligible}\nselect chunk_id from eligible"
-    ids = conn.execute(sql, _used(sql, params)).to_arrow_table()["chunk_id"]
     try:
-        rows = vectors.positions(ids)
+        rows = vectors.positions(_eligible_chunk_ids(conn, p, "live", params, tables))
     except LookupError as error:
         raise RetrievalError(str(error)) from error
     vectors.remember(key, rows, now if timed else None)
@@ -1172,7 +1177,6 @@ def retrieve(
 def sql_macro_catalog(conn: duckdb.DuckDBPyConnection, dims: int) -> Any:
     """One row per ragmart_retrieve_<v> macro in the current database (name, signature,
     description) as a pyarrow table."""
-    import pyarrow as pa
 
     arguments = ", ".join(
         ["query_vector", "k"] + [f"{n} := {MACRO_DEFAULTS[n]}" for n in MACRO_DEFAULTS]
