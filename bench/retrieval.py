@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ragmart.duck import connect  # noqa: E402
+from ragmart.serving import add_lookup_indexes  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
 DIMS = 384
@@ -161,8 +162,9 @@ def build(path: Path, n_chunks: int) -> None:
         """)
         # the bench-only document_type column lets the plain vss pattern filter the indexed
         # table itself (WHERE ... ORDER BY distance LIMIT k)
-        # the marts' contracts declare these primary keys (DuckDB builds an ART index on each)
-        conn.execute("alter table fct_chunk_embeddings_v1 add primary key (chunk_id)")
+        # what a published snapshot has: the chunk_id lookup index ragmart publish adds, and
+        # dim_documents' primary key (its contract declares it)
+        add_lookup_indexes(conn, "v1")
         conn.execute("alter table dim_documents add primary key (document_id)")
         conn.execute(f"""
             create table fct_chunk_vector_index_v1 as

@@ -207,14 +207,45 @@ def snapshot(db_path: Path, version: str) -> Path:
             shutil.copyfile(wal, Path(f"{tmp}.wal"))
     finally:
         conn.close()
-    # fold any WAL into the copy (with vss loaded), so readers open a clean file
+    # fold any WAL into the copy (with vss loaded) and add the lookup indexes readers need,
+    # so readers open a clean, read-optimized file
     copy = connect(tmp)
     try:
+        add_lookup_indexes(copy, version)
         copy.execute("checkpoint")
     finally:
         copy.close()
     os.replace(tmp, final)
     return final
+
+
+def add_lookup_indexes(conn: duckdb.DuckDBPyConnection, version: str) -> list[str]:
+    """Create the unique chunk_id (ART) indexes of `version`'s serving and history tables that
+    are missing; returns the names created.
+
+    Retrieval looks chunks up by constant chunk_id lists, and DuckDB answers those from an ART
+    index, reading only those rows' vectors (a Retriever search at 100,000 chunks: ~25 ms with
+    it, ~250 ms without). The build database has no such index on purpose: DuckDB rewrites a
+    table with one at the checkpoint after every insert (0.5 s at 20,000 rows, 2.7 s at 100,000,
+    whatever the change), so a build would pay for it in proportion to the corpus. A snapshot is
+    written once and read many times; its indexes are built here, once per publish (0.1 s to
+    create at 100,000 rows). Uniqueness in the build database is a dbt data test."""
+    from ragmart.retrieval import Tables
+
+    relations = Tables.for_version(check_version(version))
+    existing = {name for (name,) in conn.execute(
+        "select index_name from duckdb_indexes() where database_name = current_database()"
+    ).fetchall()}
+    tables = {name for (name,) in conn.execute(
+        "select table_name from duckdb_tables() where database_name = current_database()"
+    ).fetchall()}
+    created = []
+    for table in (relations.serving, relations.history):
+        name = f"{table}_chunk_id"
+        if table in tables and name not in existing:
+            conn.execute(f'create unique index "{name}" on "{table}" (chunk_id)')
+            created.append(name)
+    return created
 
 
 Evaluator = Callable[[Path, str], dict]

@@ -9,9 +9,12 @@ import sys
 import time
 from pathlib import Path
 
+import duckdb
+import pytest
 from dbt_harness import ROOT, SAMPLE_LANDING, Project
 
 from ragmart.duck import connect
+from ragmart.serving import ServingError, add_lookup_indexes
 
 
 def serving_json(project: Project) -> dict:
@@ -25,6 +28,18 @@ def test_backfill_builds_beside_publishes_behind_gate_and_rolls_back(tmp_path) -
     project.ragmart("publish", "v1")
     v1 = serving_json(project)
     assert v1["version"] == "v1" and not v1["forced"] and v1["metrics"]["recall@5"] > 0
+    # the snapshot is read-optimized: chunk_id lookup indexes the build database goes without
+    indexes = ("select table_name, index_name from duckdb_indexes() "
+               "where index_name like '%chunk_id'")
+    assert project.query(indexes) == []
+    snapshot = connect(project.workdir / "published" / v1["snapshot"], read_only=True)
+    try:
+        assert sorted(snapshot.execute(indexes).fetchall()) == [
+            ("fct_chunk_embeddings_v1", "fct_chunk_embeddings_v1_chunk_id"),
+            ("fct_chunk_history_v1", "fct_chunk_history_v1_chunk_id"),
+        ]
+    finally:
+        snapshot.close()
 
     # A new chunker, built beside v1 under v2: v1's tables are untouched.
     before = project.query("select chunk_id, chunk_hash from fct_chunk_embeddings_v1 order by 1")
@@ -175,3 +190,21 @@ def test_purge_removes_a_document_from_every_file_and_rollback_cannot_resurrect(
     project.build()
     assert project.query("select count(*) from dim_documents where document_id = $d",
                          {"d": victim}) == [(0,)]
+
+
+def test_lookup_indexes_are_unique_idempotent_and_only_for_the_version(tmp_path) -> None:
+    conn = connect(tmp_path / "snapshot.duckdb")
+    try:
+        for table in ("fct_chunk_embeddings_v1", "fct_chunk_history_v1", "fct_chunk_embeddings_v2"):
+            conn.execute(f"create table {table} as select 'c' || range as chunk_id from range(3)")
+        assert add_lookup_indexes(conn, "v1") == [
+            "fct_chunk_embeddings_v1_chunk_id", "fct_chunk_history_v1_chunk_id"]
+        assert add_lookup_indexes(conn, "v1") == []
+        # v2 has no history table yet: only its serving set is indexed
+        assert add_lookup_indexes(conn, "v2") == ["fct_chunk_embeddings_v2_chunk_id"]
+        with pytest.raises(duckdb.ConstraintException):
+            conn.execute("insert into fct_chunk_embeddings_v1 values ('c1')")
+        with pytest.raises(ServingError):
+            add_lookup_indexes(conn, "v1; drop table x")
+    finally:
+        conn.close()
