@@ -163,6 +163,30 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_build(args: argparse.Namespace) -> int:
+    from ragmart.config import Settings
+    from ragmart.runner import WarmDbt, watch
+
+    dbt_args = args.dbt_args[1:] if args.dbt_args[:1] == ["--"] else args.dbt_args
+    warm = WarmDbt(dbt_args=dbt_args)
+
+    def report(n: int, outcome) -> None:
+        print(f"ragmart build #{n}: {outcome.summary()}", flush=True)
+
+    if not args.watch:
+        outcome = warm.build()
+        report(1, outcome)
+        return 0 if outcome.success else 1
+    landing = Settings.from_env().landing_dir
+    print(f"ragmart build: watching {landing} every {args.interval:g}s (Ctrl-C stops)", flush=True)
+    try:
+        last = watch(warm.build, landing, interval=args.interval, max_builds=args.max_builds,
+                     report=report)
+    except KeyboardInterrupt:
+        return 0
+    return 0 if last is None or last.success else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ragmart", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -213,6 +237,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="exit 1 when --compare's candidate fails the gate")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser(
+        "build", help="dbt build in a warm process; --watch: again whenever files land",
+        description="Run the production dbt build (unit tests excluded) with dbt imported and "
+                    "the project parsed once per process. With --watch, build now and again "
+                    "whenever a file lands in the landing zone: each build costs its nodes, "
+                    "not dbt's ~6 s start-up. dbt arguments go after --.")
+    p.add_argument("--watch", action="store_true", help="keep building as files land")
+    p.add_argument("--interval", type=float, default=5.0, metavar="S",
+                   help="seconds between looks at the landing zone (default 5)")
+    p.add_argument("--max-builds", type=int, metavar="N", help="stop after N builds")
+    p.add_argument("dbt_args", nargs=argparse.REMAINDER,
+                   help="arguments passed to dbt build, after --")
+    p.set_defaults(func=_cmd_build)
 
     p = sub.add_parser("stats", help="what recent builds asked of the embedding provider")
     p.add_argument("--last", type=int, default=10)

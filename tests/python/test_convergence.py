@@ -52,6 +52,8 @@ from dbt_harness import ROOT
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
+from ragmart.runner import close_duckdb
+
 SERVING = "fct_chunk_embeddings_v1"
 # the dbt project under test (a copy can be tested by pointing this at it)
 PROJECT = Path(os.environ.get("RAGMART_TEST_PROJECT_DIR") or ROOT)
@@ -113,15 +115,6 @@ class DbtInProcess:
                     os.environ[k] = v
 
     @staticmethod
-    def _close_duckdb() -> None:
-        from dbt.adapters.duckdb.connections import DuckDBConnectionManager as manager
-
-        with manager._LOCK:
-            if manager._ENV is not None:
-                manager._ENV.close()
-            manager._ENV = None
-
-    @staticmethod
     def _check(what: str, result: Any) -> None:
         if result.success:
             return
@@ -137,7 +130,7 @@ class DbtInProcess:
             try:
                 result = self.runner.invoke([*args, *self.flags])
             finally:
-                self._close_duckdb()
+                close_duckdb()
         self._check(f"{' '.join(args)} on {db.name}", result)
 
     def clear_landing(self) -> None:

@@ -191,6 +191,31 @@ def test_hnsw_returns_k_rows_after_deletes_and_reopen(project: Project) -> None:
         finally:
             conn.close()
 
+    # covers_serving_set fails on an uncovered chunk, a stray delta row and a wrong vector
+    passed = project.dbt("test", "--select", "test_name:covers_serving_set")
+    assert "PASS=1" in passed.stdout
+    conn = connect(project.db_path)
+    try:
+        served = [c for (c,) in conn.execute(
+            f"select chunk_id from {SERVING} order by chunk_id limit 2").fetchall()]
+        conn.execute("drop index fct_chunk_vector_index_v1_hnsw")
+        conn.execute("delete from fct_chunk_vector_index_v1 where chunk_id in ($a, $b)",
+                     {"a": served[0], "b": served[1]})
+        conn.execute("delete from fct_chunk_vector_delta_v1 where chunk_id in ($a, $b)",
+                     {"a": served[0], "b": served[1]})
+        conn.execute(
+            "insert into fct_chunk_vector_delta_v1 select chunk_id || $suffix, embedding "
+            f"from {SERVING} where chunk_id = $a "
+            "union all select chunk_id, list_transform(embedding, x -> x + 1)::float[384] "
+            f"from {SERVING} where chunk_id = $b",
+            {"a": served[0], "b": served[1], "suffix": "-stray"})
+    finally:
+        conn.close()
+    failed = project.dbt("test", "--select", "test_name:covers_serving_set", check=False)
+    assert failed.returncode != 0
+    # served[0] not searchable, its stray copy, and served[1]'s vector differs
+    assert "Got 3 results" in failed.stdout, failed.stdout[-2000:]
+
 
 def test_retrieval_is_deterministic_across_processes(project: Project) -> None:
     same = policy("shared")
