@@ -109,6 +109,14 @@ class WarmDbt:
         self._fingerprint: Fingerprint | None = None
         self.parses = 0
 
+    @property
+    def target_path(self) -> Path:
+        """Where dbt writes its artifacts: --target-path, $DBT_TARGET_PATH or `target`."""
+        args = self.dbt_args
+        given = next((args[i + 1] for i, a in enumerate(args[:-1]) if a == "--target-path"),
+                     None) or os.environ.get("DBT_TARGET_PATH") or "target"
+        return self.project_dir / given  # an absolute path stays as it is
+
     def _parse_if_changed(self) -> bool:
         fingerprint = project_fingerprint(self.project_dir)
         if self._runner is not None and fingerprint == self._fingerprint:
@@ -131,9 +139,15 @@ class WarmDbt:
         except RuntimeError as exc:
             return BuildOutcome(False, time.perf_counter() - started, True, failures=[str(exc)])
         try:
-            result = self._runner.invoke(["build", *self.build_args, *extra, *self.dbt_args])
+            # no manifest.json after each build (the parse wrote it; writing it again costs
+            # ~0.5 s a build); run_results.json is written below
+            result = self._runner.invoke(
+                ["build", *self.build_args, *extra, *self.dbt_args, "--no-write-json"])
         finally:
             close_duckdb()
+        if hasattr(result.result, "write"):
+            self.target_path.mkdir(parents=True, exist_ok=True)
+            result.result.write(str(self.target_path / "run_results.json"))
         outcome = BuildOutcome(bool(result.success), time.perf_counter() - started, parsed)
         for node in getattr(result.result, "results", None) or []:
             if str(node.node.resource_type) in ("test", "unit_test"):

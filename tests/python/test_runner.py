@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -83,6 +84,9 @@ def test_a_warm_process_builds_like_the_cli_and_releases_the_file(tmp_path, monk
     land(SAMPLE_FILES[4:])
     second = warm.build()
     assert second.success and not second.parsed and warm.parses == 1, second.failures
+    results = json.loads((tmp_path / "target" / "run_results.json").read_text())
+    assert len(results["results"]) > 40
+    assert all(r["status"] in ("success", "pass", "warn") for r in results["results"])
 
     # a changed project file means a new parse before the next build
     model = project_dir / "models" / "marts" / "dim_documents.sql"
