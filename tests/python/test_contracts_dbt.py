@@ -47,3 +47,26 @@ def test_a_mart_that_breaks_its_contract_fails_the_build(tmp_path) -> None:
     assert proc.returncode != 0
     assert "contract" in proc.stdout.lower()
     assert "document_version" in proc.stdout
+
+
+def test_not_null_columns_fails_naming_the_null_columns(tmp_path) -> None:
+    copy = copy_project(tmp_path / "project")
+    seed = copy / "seeds" / "judged_queries.csv"
+    seed.write_text("query_id,question,relevant_document_ids\n"
+                    "q1,a question,doc-a\nq2,,doc-b\nq3,another,\n")
+    project = Project(tmp_path / "run")
+    project.workdir.mkdir()
+    env = project.env() | {"DBT_PROJECT_DIR": str(copy)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "dbt.cli.main", "build", "--select", "judged_queries",
+         "--store-failures"],
+        cwd=copy, env=env, capture_output=True, text=True,
+    )
+    assert proc.returncode != 0
+    assert "not_null_columns_judged_queries" in proc.stdout
+    assert "Got 2 results" in proc.stdout
+    (table,) = project.query(
+        "select table_name from duckdb_tables() where schema_name = 'main_dbt_test__audit' "
+        "and table_name like 'not_null_columns%'")[0]
+    failures = project.query(f"select null_columns from main_dbt_test__audit.{table} order by 1")
+    assert failures == [("question",), ("relevant_document_ids",)]
