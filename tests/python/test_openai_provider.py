@@ -346,11 +346,6 @@ def test_runs_gain_cost_and_retries_on_an_old_table(clean_env, tmp_path):
         load_price_table(prices)
 
 
-# The judged-query embeddings (retrieval eval) would send the seed questions to the server too;
-# this test is about the chunk embedding cache, so they stay out of its builds.
-BUILD_ARGS = ("--exclude", "int_judged_query_embeddings+")
-
-
 def sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -384,7 +379,7 @@ def test_dbt_build_keeps_vectors_of_a_failed_run_and_never_resends_them(tmp_path
 
         # 1. first build: 500 (retried), then a permanent 400 on the third batch of 4
         server.script(Reply(), Reply(500), Reply(), Reply(400))
-        proc = project.build(*BUILD_ARGS, check=False)
+        proc = project.build(check=False)
         assert proc.returncode != 0 and "are kept in the cache" in proc.stdout
         assert [len(r.inputs) for r in server.requests] == [4, 4, 4, 2]
         kept = server.requests[0].inputs + server.requests[2].inputs
@@ -405,7 +400,7 @@ def test_dbt_build_keeps_vectors_of_a_failed_run_and_never_resends_them(tmp_path
 
         # 2. the next build sends only the 2 texts without a vector, in one request
         server.reset()
-        project.build(*BUILD_ARGS)
+        project.build()
         assert len(server.requests) == 1 and not set(server.texts) & set(kept)
         assert len(server.texts) == 2
         run = project.last_run()
@@ -426,7 +421,7 @@ def test_dbt_build_keeps_vectors_of_a_failed_run_and_never_resends_them(tmp_path
         server.reset()
         server.script(Reply(), Reply(401))
         before = cached_hashes(project)
-        assert project.build(*BUILD_ARGS, check=False).returncode != 0
+        assert project.build(check=False).returncode != 0
         assert [len(r.inputs) for r in server.requests] == [4, 2]
         assert cached_hashes(project) - before == {sha256(t) for t in server.requests[0].inputs}
         assert served(project) == rows
