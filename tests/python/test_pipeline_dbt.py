@@ -242,3 +242,26 @@ def test_retrieval_is_deterministic_across_processes(project: Project) -> None:
         assert field in results[0]
     filtered = json.loads(project.ragmart(*args[:-1], "--doc-type", "nope", "--json").stdout)
     assert filtered["results"] == []
+
+
+def test_a_file_read_while_still_being_written_counts_once_complete(project: Project) -> None:
+    rows = [{"op": "c", "seq": 1, "document_id": "alpha", "content": policy("alpha")},
+            {"op": "c", "seq": 2, "document_id": "bravo", "content": policy("bravo")}]
+    complete = debezium_jsonl(rows)
+    # the producer has written the first line and part of the second
+    partial = complete[: complete.index("\n") + 1 + 40]
+    path = project.land("debezium/0001_snapshot.jsonl", partial)
+    project.build()
+    assert set(live_documents(project)) == {"alpha"}
+    assert project.query("select quarantine_code, source_line from fct_quarantined_events") == [
+        ("invalid_json", 2)]
+
+    # it finishes the file: the complete content is read, and only it counts
+    path.write_text(complete)
+    project.build()
+    assert set(live_documents(project)) == {"alpha", "bravo"}
+    assert project.query("select count(*) from fct_quarantined_events") == [(0,)]
+    assert project.query("select count(*) from stg_cdc__document_events") == [(2,)]
+    # the earlier reading stays in staging, for audit
+    assert project.query(
+        "select count(distinct file_sha256) from stg_landing__document_events") == [(2,)]
