@@ -11,16 +11,20 @@
     {%- if not execute or not is_incremental() -%}
         {{- return(false) -}}
     {%- endif -%}
+    {#- One anti-join on chunk_id (narrow): the delta. The dead rows follow from the counts,
+        which DuckDB answers from metadata: served = (served and indexed) + delta, so
+        dead = indexed - (served - delta). -#}
     {%- set counts = run_query(
         "select (select count(*) from " ~ index_relation ~ ") as indexed_rows, "
-        ~ "(select count(*) from " ~ index_relation ~ " as indexed anti join "
-        ~ serving_relation ~ " as served on indexed.chunk_id = served.chunk_id) as dead_rows, "
-        ~ "(select count(*) from " ~ serving_relation ~ " as served anti join "
-        ~ index_relation ~ " as indexed on indexed.chunk_id = served.chunk_id) as delta_rows"
+        ~ "(select count(*) from " ~ serving_relation ~ ") as served_rows, "
+        ~ "(select count(*) from (select chunk_id from " ~ serving_relation ~ ") as served "
+        ~ "anti join (select chunk_id from " ~ index_relation ~ ") as indexed "
+        ~ "on indexed.chunk_id = served.chunk_id) as delta_rows"
     ) -%}
     {%- set indexed_rows = counts.columns[0].values()[0] -%}
-    {%- set dead_rows = counts.columns[1].values()[0] -%}
+    {%- set served_rows = counts.columns[1].values()[0] -%}
     {%- set delta_rows = counts.columns[2].values()[0] -%}
+    {%- set dead_rows = indexed_rows - (served_rows - delta_rows) -%}
     {%- if indexed_rows == 0 -%}
         {{- return(delta_rows > 0) -}}
     {%- endif -%}

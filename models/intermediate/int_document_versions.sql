@@ -1,6 +1,16 @@
 -- Every version of every document, ordered by the source's own sequence (change_seq / LSN),
 -- never by file name or arrival. A delete is a tombstone version. `document_version` is the
 -- change_seq of the event that produced the version: stable when late events arrive.
+-- Incremental (delete+insert by document): a build recomputes the versions of the documents
+-- whose events changed (a new event, a late one, another delivery of one), found by comparing
+-- narrow keys, so it reads and writes the content of those documents only.
+{{ config(
+    materialized='incremental',
+    incremental_strategy='delete+insert',
+    unique_key='document_id',
+    on_schema_change='fail',
+) }}
+
 with
 
 events as (
@@ -8,6 +18,50 @@ events as (
     select * from {{ ref('stg_cdc__document_events') }}
 
 ),
+
+{% if is_incremental() %}
+    delivered as (
+
+        select
+            document_id,
+            change_seq as document_version,
+            delivery_count,
+            source_layout,
+            source_file,
+            source_line
+        from events
+
+    ),
+
+    recorded as (
+
+        select
+            document_id,
+            document_version,
+            delivery_count,
+            source_layout,
+            source_file,
+            source_line
+        from {{ this }}
+
+    ),
+
+    changed_documents as (
+
+        (
+            select * from delivered
+            except
+            select * from recorded
+        )
+        union all
+        (
+            select * from recorded
+            except
+            select * from delivered
+        )
+
+    ),
+{% endif %}
 
 versioned as (
 
@@ -34,6 +88,9 @@ versioned as (
         source_line,
         delivery_count
     from events
+    {% if is_incremental() %}
+        where document_id in (select changed_documents.document_id from changed_documents)
+    {% endif %}
     window document_history as (partition by document_id order by change_seq asc)
 
 ),

@@ -3,7 +3,8 @@
 -- and full lineage. A new chunker or model is built beside the serving one under a new
 -- index_version (dbt build --vars '{index_version: v2, chunker_version: ...}').
 -- Incremental: a build inserts the chunk rows it has not served yet and deletes rows whose
--- version is no longer live, so its cost follows the change, not the corpus. Nearest-neighbour
+-- version is no longer live, so its cost follows the change, not the corpus (the new chunks
+-- are picked on keys before any text or vector is read). Nearest-neighbour
 -- search goes through fct_chunk_vector_index_<v> and fct_chunk_vector_delta_<v>.
 {{ config(
     alias='fct_chunk_embeddings_' ~ var('index_version'),
@@ -25,10 +26,35 @@ live_versions as (
 
 ),
 
+-- the chunks of live versions not served yet, picked on keys alone, so that only their rows
+-- (text, vectors) are read in full: the cost follows the change, not the corpus. It reads the
+-- tables, not the CTEs: a CTE read twice is materialized whole (content included).
+new_chunk_ids as (
+
+    select chunk_keys.chunk_id
+    from {{ ref('int_chunks') }} as chunk_keys
+    semi join {{ ref('int_document_versions') }} as current_versions
+        on
+            chunk_keys.document_id = current_versions.document_id
+            and chunk_keys.document_version = current_versions.document_version
+            and current_versions.is_current
+    where
+        chunk_keys.chunker_version = '{{ var("chunker_version") }}'
+        {% if is_incremental() %}
+            and not exists (
+                select 1 from {{ this }} as served
+                where served.chunk_id = chunk_keys.chunk_id
+            )
+        {% endif %}
+
+),
+
 chunks as (
 
     select * from {{ ref('int_chunks') }}
-    where chunker_version = '{{ var("chunker_version") }}'
+    where
+        chunker_version = '{{ var("chunker_version") }}'
+        and chunk_id in (select new_chunk_ids.chunk_id from new_chunk_ids)
 
 ),
 
@@ -79,9 +105,3 @@ final as (
 )
 
 select * from final
-{% if is_incremental() %}
-    where not exists (
-        select 1 from {{ this }} as served
-        where served.chunk_id = final.chunk_id
-    )
-{% endif %}

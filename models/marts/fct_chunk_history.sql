@@ -40,7 +40,65 @@ vectors as (
 
 ),
 
-history as (
+-- the rows the history should hold, narrow (no text, no vectors): compared with the table to
+-- find the documents whose history changed, whose rows alone are then read in full. It reads
+-- the tables, not the CTEs above: a CTE read twice is materialized whole (vectors included).
+expected as (
+
+    select
+        chunk_keys.chunk_id,
+        chunk_keys.document_id,
+        version_windows.valid_to as document_valid_to
+    from {{ ref('int_chunks') }} as chunk_keys
+    inner join {{ ref('int_document_versions') }} as version_windows
+        on
+            chunk_keys.document_id = version_windows.document_id
+            and chunk_keys.document_version = version_windows.document_version
+    semi join {{ ref('int_chunk_embeddings') }} as vector_keys
+        on
+            chunk_keys.chunk_hash = vector_keys.chunk_hash
+            and vector_keys.embedding_model = '{{ embedding_model() }}'
+    where
+        chunk_keys.chunker_version = '{{ var("chunker_version") }}'
+        and not version_windows.is_deleted
+
+),
+
+{% if is_incremental() %}
+    changed_rows as (
+
+        (
+            select
+                chunk_id,
+                document_id,
+                document_valid_to
+            from expected
+            except
+            select
+                chunk_id,
+                document_id,
+                document_valid_to
+            from {{ this }}
+        )
+        union all
+        (
+            select
+                chunk_id,
+                document_id,
+                document_valid_to
+            from {{ this }}
+            except
+            select
+                chunk_id,
+                document_id,
+                document_valid_to
+            from expected
+        )
+
+    ),
+{% endif %}
+
+final as (
 
     select
         chunks.chunk_id,
@@ -79,48 +137,8 @@ history as (
             and chunks.document_version = versions.document_version
     inner join vectors
         on chunks.chunk_hash = vectors.chunk_hash
-
-),
-
-{% if is_incremental() %}
-    changed_rows as (
-
-        (
-            select
-                chunk_id,
-                document_id,
-                document_valid_to
-            from history
-            except
-            select
-                chunk_id,
-                document_id,
-                document_valid_to
-            from {{ this }}
-        )
-        union all
-        (
-            select
-                chunk_id,
-                document_id,
-                document_valid_to
-            from {{ this }}
-            except
-            select
-                chunk_id,
-                document_id,
-                document_valid_to
-            from history
-        )
-
-    ),
-{% endif %}
-
-final as (
-
-    select * from history
     {% if is_incremental() %}
-        where document_id in (select changed_rows.document_id from changed_rows)
+        where chunks.document_id in (select changed_rows.document_id from changed_rows)
     {% endif %}
 
 )

@@ -5,10 +5,12 @@
 -- served vector it lacks, and the post-hook re-creates the index and checkpoints, moving it
 -- out of the WAL (create_vector_index). The index never lives through a delete (vss defect: an
 -- HNSW index on a table that saw deletes can return fewer than k rows after a reopen).
+-- Strategy append_nonempty: an ordinary build runs no INSERT here at all, which would load the
+-- whole HNSW index (1.7 s at 100,000 vectors) to insert nothing.
 {{ config(
     alias='fct_chunk_vector_index_' ~ var('index_version'),
     materialized='incremental',
-    incremental_strategy='append',
+    incremental_strategy='append_nonempty',
     unique_key='chunk_id',
     on_schema_change='fail',
     pre_hook=[
