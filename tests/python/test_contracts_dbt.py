@@ -54,7 +54,8 @@ def test_not_null_columns_fails_naming_the_null_columns(tmp_path) -> None:
     seed = copy / "seeds" / "judged_queries.csv"
     seed.write_text("query_id,question,relevant_document_ids\n"
                     "q1,a question,doc-a\nq2,,doc-b\nq3,another,\n")
-    project = Project(tmp_path / "run")
+    # the seed is built when retrieval is evaluated
+    project = Project(tmp_path / "run", extra_env={"RAGMART_EVALUATE_RETRIEVAL": "true"})
     project.workdir.mkdir()
     env = project.env() | {"DBT_PROJECT_DIR": str(copy)}
     proc = subprocess.run(
