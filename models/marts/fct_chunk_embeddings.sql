@@ -38,14 +38,11 @@ new_chunk_ids as (
             chunk_keys.document_id = current_versions.document_id
             and chunk_keys.document_version = current_versions.document_version
             and current_versions.is_current
-    where
-        chunk_keys.chunker_version = '{{ var("chunker_version") }}'
-        {% if is_incremental() %}
-            and not exists (
-                select 1 from {{ this }} as served
-                where served.chunk_id = chunk_keys.chunk_id
-            )
-        {% endif %}
+    {% if is_incremental() %}
+        anti join {{ this }} as served
+            on chunk_keys.chunk_id = served.chunk_id
+    {% endif %}
+    where chunk_keys.chunker_version = '{{ var("chunker_version") }}'
 
 ),
 

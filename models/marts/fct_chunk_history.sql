@@ -40,31 +40,31 @@ vectors as (
 
 ),
 
--- the rows the history should hold, narrow (no text, no vectors): compared with the table to
--- find the documents whose history changed, whose rows alone are then read in full. It reads
--- the tables, not the CTEs above: a CTE read twice is materialized whole (vectors included).
-expected as (
-
-    select
-        chunk_keys.chunk_id,
-        chunk_keys.document_id,
-        version_windows.valid_to as document_valid_to
-    from {{ ref('int_chunks') }} as chunk_keys
-    inner join {{ ref('int_document_versions') }} as version_windows
-        on
-            chunk_keys.document_id = version_windows.document_id
-            and chunk_keys.document_version = version_windows.document_version
-    semi join {{ ref('int_chunk_embeddings') }} as vector_keys
-        on
-            chunk_keys.chunk_hash = vector_keys.chunk_hash
-            and vector_keys.embedding_model = '{{ embedding_model() }}'
-    where
-        chunk_keys.chunker_version = '{{ var("chunker_version") }}'
-        and not version_windows.is_deleted
-
-),
-
 {% if is_incremental() %}
+    -- the rows the history should hold, narrow (no text, no vectors): compared with the table to
+    -- find the documents whose history changed, whose rows alone are then read in full. It reads
+    -- the tables, not the CTEs above: a CTE read twice is materialized whole (vectors included).
+    expected as (
+
+        select
+            chunk_keys.chunk_id,
+            chunk_keys.document_id,
+            version_windows.valid_to as document_valid_to
+        from {{ ref('int_chunks') }} as chunk_keys
+        inner join {{ ref('int_document_versions') }} as version_windows
+            on
+                chunk_keys.document_id = version_windows.document_id
+                and chunk_keys.document_version = version_windows.document_version
+        semi join {{ ref('int_chunk_embeddings') }} as vector_keys
+            on
+                chunk_keys.chunk_hash = vector_keys.chunk_hash
+                and vector_keys.embedding_model = '{{ embedding_model() }}'
+        where
+            chunk_keys.chunker_version = '{{ var("chunker_version") }}'
+            and not version_windows.is_deleted
+
+    ),
+
     changed_rows as (
 
         (
