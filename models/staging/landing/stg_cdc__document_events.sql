@@ -1,25 +1,20 @@
 -- One row per (document_id, change_seq): the valid CDC events of both layouts, typed and
 -- de-duplicated. A replayed file, a duplicated batch and the same event delivered through DMS
 -- and Debezium all collapse to one event; `delivery_count` says how often it arrived. Only the
--- latest reading of each file counts (latest_file_readings): a file read while still being
+-- latest reading of each file counts (latest_landed_readings): a file read while still being
 -- written may have yielded a truncated record that the complete file replaces.
 with
 
-latest_readings as (
+landed as (
 
-    {{ latest_file_readings(ref('stg_landing__document_events')) }}
+    {{ latest_landed_readings(ref('stg_landing__document_events')) }}
 
 ),
 
 landed_events as (
 
-    select landed.*
-    from {{ ref('stg_landing__document_events') }} as landed
-    semi join latest_readings
-        on
-            landed.source_file = latest_readings.source_file
-            and landed.file_sha256 = latest_readings.file_sha256
-    where landed.quarantine_reason is null
+    select * from landed
+    where quarantine_reason is null
 
 ),
 
