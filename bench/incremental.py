@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from ragmart.chunking import chunk_document  # noqa: E402
 from ragmart.duck import connect  # noqa: E402
-from ragmart.runner import PRODUCTION_BUILD_ARGS, WarmDbt  # noqa: E402
+from ragmart.runner import PRODUCTION_BUILD_ARGS, WarmDbt, split_seconds  # noqa: E402
 from ragmart.runs import recent_runs  # noqa: E402
 
 WORDS = (
@@ -115,15 +115,12 @@ def slowest_nodes(workdir: Path, n: int = 5) -> list[tuple[str, float]]:
 
 
 def node_seconds(workdir: Path) -> dict[str, float]:
-    """Seconds the last build spent in models (and seeds) and in data tests, from
-    run_results.json; the rest of its wall time is dbt's start-up, parsing and bookkeeping."""
+    """Seconds the last build spent in models (and seeds) and in tests, from run_results.json;
+    the rest of its wall time is dbt's start-up, parsing and bookkeeping."""
     import json
 
     results = json.loads((workdir / "target" / "run_results.json").read_text())["results"]
-    split = {"models": 0.0, "tests": 0.0}
-    for r in results:
-        split["tests" if r["unique_id"].startswith("test.") else "models"] += r["execution_time"]
-    return split
+    return split_seconds((r["unique_id"], r["execution_time"]) for r in results)
 
 
 def last_run(db: Path) -> dict:

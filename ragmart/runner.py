@@ -21,9 +21,12 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from ragmart.ingest import LAYOUTS
 
 # What `make run` and the benchmark build with: unit tests check model logic on fixed inputs and
 # belong to CI (`make test`), not to every production build (dbt's advice).
@@ -52,6 +55,25 @@ class BuildOutcome:
         if self.failures:
             text += ": " + "; ".join(self.failures[:5])
         return text
+
+
+def split_seconds(timings: Iterable[tuple[str, float]]) -> dict[str, float]:
+    """Seconds spent in models (and seeds, snapshots) and in tests (data and unit), from
+    (unique_id, execution_time) pairs: dbt's result objects or run_results.json."""
+    split = {"models": 0.0, "tests": 0.0}
+    for unique_id, seconds in timings:
+        split["tests" if unique_id.startswith(("test.", "unit_test.")) else "models"] += seconds
+    return split
+
+
+def failed_nodes(result: Any) -> list[str]:
+    """`unique_id: status: message` of every node of a dbt result that neither succeeded,
+    passed nor only warned."""
+    return [
+        f"{node.node.unique_id}: {node.status}" + (f": {node.message}" if node.message else "")
+        for node in getattr(result, "results", None) or []
+        if str(node.status) not in ("success", "pass", "warn")
+    ]
 
 
 def close_duckdb() -> None:
@@ -88,7 +110,7 @@ def project_fingerprint(project_dir: Path) -> Fingerprint:
 def landing_fingerprint(landing_dir: Path) -> Fingerprint:
     """Name, size and modification time of the landed files the sources read (hidden files,
     which ingestion skips, are left out)."""
-    files = [p for layout in ("dms", "debezium") if (landing_dir / layout).is_dir()
+    files = [p for layout in LAYOUTS if (landing_dir / layout).is_dir()
              for p in (landing_dir / layout).iterdir()
              if p.is_file() and not p.name.startswith(".")]
     return _stat_files(files, landing_dir)
@@ -148,17 +170,13 @@ class WarmDbt:
         if hasattr(result.result, "write"):
             self.target_path.mkdir(parents=True, exist_ok=True)
             result.result.write(str(self.target_path / "run_results.json"))
-        outcome = BuildOutcome(bool(result.success), time.perf_counter() - started, parsed)
-        for node in getattr(result.result, "results", None) or []:
-            if str(node.node.resource_type) in ("test", "unit_test"):
-                outcome.test_seconds += node.execution_time
-            else:
-                outcome.model_seconds += node.execution_time
-            if str(node.status) not in ("success", "pass", "warn"):
-                outcome.failures.append(f"{node.node.unique_id}: {node.status}")
-        if not result.success and not outcome.failures:
-            outcome.failures.append(repr(result.exception))
-        return outcome
+        split = split_seconds((node.node.unique_id, node.execution_time)
+                              for node in getattr(result.result, "results", None) or [])
+        failures = failed_nodes(result.result)
+        if not result.success and not failures:
+            failures.append(repr(result.exception))
+        return BuildOutcome(bool(result.success), time.perf_counter() - started, parsed,
+                            split["models"], split["tests"], failures)
 
 
 def watch(build: Callable[[], BuildOutcome], landing_dir: Path, *, interval: float = 5.0,

@@ -52,7 +52,7 @@ from dbt_harness import ROOT
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
-from ragmart.runner import close_duckdb
+from ragmart.runner import close_duckdb, failed_nodes
 
 SERVING = "fct_chunk_embeddings_v1"
 # the dbt project under test (a copy can be tested by pointing this at it)
@@ -118,11 +118,7 @@ class DbtInProcess:
     def _check(what: str, result: Any) -> None:
         if result.success:
             return
-        problems = []
-        for node in getattr(result.result, "results", None) or []:
-            if str(node.status) not in ("success", "pass", "warn"):
-                problems.append(f"{node.node.unique_id}: {node.status}: {node.message}")
-        detail = "\n".join(problems) or repr(result.exception)
+        detail = "\n".join(failed_nodes(result.result)) or repr(result.exception)
         raise AssertionError(f"dbt {what} failed:\n{detail}")
 
     def invoke(self, db: Path, *args: str) -> None:
