@@ -187,7 +187,6 @@ def watch(build: Callable[[], BuildOutcome], landing_dir: Path, *, interval: flo
     max_builds builds (never, without it). A failed build is retried after interval, doubled
     per consecutive failure up to max_backoff, even if nothing landed."""
     built, last_seen, failures, last = 0, None, 0, None
-    wait = 0.0
     while max_builds is None or built < max_builds:
         seen = landing_fingerprint(landing_dir)
         if seen != last_seen or failures:
