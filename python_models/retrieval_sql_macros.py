@@ -16,6 +16,7 @@ def model(dbt, session):
     dbt.ref("fct_chunk_history")
     dbt.ref("fct_chunk_vector_index")
     dbt.ref("dim_documents")
+    dbt.ref("dim_document_access")
     dims = int(dbt.config.get("embedding_dimensions"))
     tables = Tables.for_version(str(dbt.config.get("index_version")))
     previous = session.execute("select current_database(), current_schema()").fetchone()

@@ -1,9 +1,10 @@
 """ragmart: retrieval-augmented generation treated as a data-engineering problem.
 
 ``ragmart.retrieve(question, k=5, contract=None, groups=None, as_of=None, db_path=None, ...)``
-is ragmart.retrieval.retrieve, and ``ragmart.Retriever(...)`` (a reader holding one read-only
+is ragmart.retrieval.retrieve, ``ragmart.Retriever(...)`` (a reader holding one read-only
 connection and the serving vectors in memory, for many queries) ragmart.retrieval.Retriever,
-imported on first use (importing ragmart stays cheap).
+and ``ragmart.ALL_GROUPS`` the operator switch (``groups=ALL_GROUPS`` sees every document;
+``groups=None`` is no group), imported on first use (importing ragmart stays cheap).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["Retriever", "retrieve"]
+__all__ = ["ALL_GROUPS", "Retriever", "retrieve"]
 
 
 def __getattr__(name: str) -> Any:

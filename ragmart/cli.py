@@ -40,14 +40,15 @@ def _groups(values: list[str] | None) -> list[str] | None:
 
 
 def _cmd_retrieve(args: argparse.Namespace) -> int:
-    from ragmart.retrieval import retrieve
+    from ragmart.exit_codes import Exit
+    from ragmart.retrieval import ALL_GROUPS, retrieve
 
     result = retrieve(
         args.question,
         k=args.k,
         doc_types=args.doc_type or None,
         contract=args.contract,
-        groups=_groups(args.groups),
+        groups=ALL_GROUPS if args.all_groups else _groups(args.groups),
         as_of=_parse_as_of(args.as_of),
         db_path=args.db,
         contracts_path=args.contracts,
@@ -55,15 +56,12 @@ def _cmd_retrieve(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"question": args.question, **result.to_dict()}, indent=2,
                          ensure_ascii=False))
-        return EXIT_ABSTAINED if result.abstained else 0
+        return Exit.ABSTAINED if result.abstained else Exit.OK
     if result.abstained:
         print(f"abstained: {result.reason}")
         for clause in result.clauses:
             print(f"  {clause.clause:<24} excludes {clause.excluded:>6}, leaves {clause.remaining}")
-        return EXIT_ABSTAINED
-    if not result:
-        print("no chunks in the serving table")
-        return 0
+        return Exit.ABSTAINED
     for r in result:
         print(f"{r.rank}. [{r.distance:.4f}] {r.title} — {r.section or '(top)'}")
         print(f"   {r.document_id} v{r.document_version} · {r.chunk_id} · {r.section_type}")
@@ -191,17 +189,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ragmart", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("retrieve", help="top-k chunks for a question")
+    p = sub.add_parser("retrieve", help="top-k chunks for a question (exit 3: abstained)")
     p.add_argument("question")
     p.add_argument("-k", type=int, default=5, help="number of chunks (default 5)")
     p.add_argument("--doc-type", action="append", metavar="T",
                    help="only chunks of this document type (repeatable)")
     p.add_argument("--contract", metavar="NAME",
-                   help="apply this retrieval contract (retrieval_contracts.yml); abstains with "
-                        f"exit code {EXIT_ABSTAINED} when no chunk satisfies it")
-    p.add_argument("--groups", action="append", metavar="G[,G...]",
-                   help="the caller's groups, checked against each document's allowed_groups "
-                        "(repeatable or comma-separated)")
+                   help="apply this retrieval contract (retrieval_contracts.yml)")
+    access = p.add_mutually_exclusive_group()
+    access.add_argument("--groups", action="append", metavar="G[,G...]",
+                        help="the caller's groups, checked against each document's "
+                             "allowed_groups (repeatable or comma-separated); without it the "
+                             "caller is in no group")
+    access.add_argument("--all-groups", action="store_true",
+                        help="operator switch: see every document whatever its allowed_groups")
     p.add_argument("--as-of", metavar="TIMESTAMP",
                    help="answer from the document versions live at this time (ISO, UTC)")
     p.add_argument("--contracts", metavar="FILE",

@@ -31,9 +31,11 @@ is_split_paragraph):
 A contract admits chunks at or above its ``min_chunk_completeness``
 (section > paragraph > fragment).
 
-Access is a clause of every contract: a chunk is visible when its document's
-``allowed_groups`` shares a group with the caller's groups. A document without
-``allowed_groups`` (null) follows ``missing_allowed_groups``; an empty list admits nobody.
+Access applies to every search, with or without a contract, before any clause: a chunk is
+visible when its document's ``allowed_groups`` shares a group with the caller's groups (a
+caller without groups is in no group). A document without ``allowed_groups`` (null) follows
+``missing_allowed_groups`` (the contract's, else ``defaults:``); an empty list admits nobody.
+Only the explicit operator switch (``--all-groups``, ``groups=ALL_GROUPS``) admits everything.
 """
 
 from __future__ import annotations
@@ -123,6 +125,8 @@ class ContractSet:
 
     path: Path
     contracts: Mapping[str, Contract] = field(default_factory=dict)
+    # `defaults: missing_allowed_groups`: the rule for a search that names no contract
+    missing_allowed_groups: str = "deny"
 
     def get(self, name: str) -> Contract:
         if name in self.contracts:
@@ -391,7 +395,8 @@ def parse_contracts(document: object, *, path: str | Path = DEFAULT_CONTRACTS_FI
             contracts[contract.name] = contract
     if errors:
         raise ContractError("invalid retrieval contracts:\n  " + "\n  ".join(errors))
-    return ContractSet(path=Path(path), contracts=contracts)
+    return ContractSet(path=Path(path), contracts=contracts,
+                       missing_allowed_groups=default_missing)
 
 
 def load_contracts(path: str | Path | None = None) -> ContractSet:

@@ -2,14 +2,25 @@
 
 Ordering is (distance, chunk_id): the same index and query give the same rows in the same order.
 
-A search has a *source* and *clauses*. The source is the live serving set
-(fct_chunk_embeddings_<v>) or, with ``as_of``, the chunk versions live at that time
-(fct_chunk_history_<v>). The clauses come from a retrieval contract (ragmart.contracts), the
-caller's groups (access) and the caller's document-type filter; a chunk is *eligible* when it
-passes them all. The search never filters after an approximate top-k (`_plan`):
+A search has a *source* and *clauses*. The source is what the caller may see of the live
+serving set (fct_chunk_embeddings_<v>) or, with ``as_of``, of the chunk versions live at that
+time (fct_chunk_history_<v>). The clauses come from a retrieval contract (ragmart.contracts)
+and the caller's document-type filter; a chunk is *eligible* when it passes them all.
 
-1. evaluate the document clauses on dim_documents (one row per live document, no vectors);
-   nothing eligible: abstain, with the number of chunks each clause excluded;
+Access is not a clause among others: it defines the source (`documents_sql`). A caller sees a
+document version only when its groups are admitted both by the version's own allowed_groups
+and by the document's latest known ones (dim_documents while live, dim_document_access once
+deleted): narrowing access applies at once to every point in time. A document without
+allowed_groups follows ``missing_allowed_groups``. No groups means no group, never every group;
+the one way to see everything is the explicit operator switch ``groups=ALL_GROUPS`` (CLI
+``--all-groups``, SQL ``all_groups := true``). Every other clause, every count, every reason and
+the valid values an abstention names are computed over that visible source only, so an answer
+is the same whatever the documents the caller may not see contain.
+
+The search never filters after an approximate top-k (`_plan`):
+
+1. evaluate the document clauses on the visible documents (one row per live document, no
+   vectors); nothing eligible: abstain, with the number of visible chunks each clause excluded;
 2. few eligible chunks: exact scan over exactly those chunks; a small serving set: exact scan;
 3. otherwise the HNSW index (fct_chunk_vector_index_<v>, plus the exact delta of vectors not
    indexed yet) proposes ``k / selectivity * OVERSAMPLE`` candidates, checked against every
@@ -43,7 +54,14 @@ import numpy as np
 import pyarrow as pa
 
 from ragmart.config import Settings
-from ragmart.contracts import COMPLETENESS_LEVELS, METADATA_COLUMNS, Contract, load_contracts
+from ragmart.contracts import (
+    COMPLETENESS_LEVELS,
+    METADATA_COLUMNS,
+    MISSING_GROUPS_POLICIES,
+    Contract,
+    contracts_path,
+    load_contracts,
+)
 from ragmart.duck import connect
 from ragmart.lineage import utc_now
 from ragmart.memory_vectors import ServingVectors
@@ -56,6 +74,7 @@ INDEX_PREFIX = "fct_chunk_vector_index_"
 DELTA_PREFIX = "fct_chunk_vector_delta_"
 HISTORY_PREFIX = "fct_chunk_history_"
 DOCUMENTS_TABLE = "dim_documents"
+ACCESS_TABLE = "dim_document_access"  # the latest known allowed_groups, deleted documents too
 SQL_MACRO_PREFIX = "ragmart_retrieve_"
 DEFAULT_VERSION = "v1"
 SERVING_TABLE = SERVING_PREFIX + DEFAULT_VERSION
@@ -76,6 +95,28 @@ class RetrievalError(RuntimeError):
     pass
 
 
+class AllGroups:
+    """The type of ``ALL_GROUPS``: the operator switch that admits every document whatever its
+    allowed_groups (evaluation, debugging). Never a default: a caller that passes no groups is
+    in no group."""
+
+    _instance: AllGroups | None = None
+
+    def __new__(cls) -> AllGroups:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "ALL_GROUPS"
+
+
+ALL_GROUPS = AllGroups()
+# the caller's groups: a list (possibly empty), None (no group) or ALL_GROUPS (operator)
+Groups = Sequence[str] | AllGroups | None
+MISSING_GROUPS_DEFAULT = "deny"
+
+
 @dataclass(frozen=True)
 class Tables:
     """The relations a search reads (trusted identifiers, never caller input)."""
@@ -85,6 +126,7 @@ class Tables:
     delta: str
     history: str
     documents: str = DOCUMENTS_TABLE
+    access: str = ACCESS_TABLE
 
     @classmethod
     def for_version(cls, version: str = DEFAULT_VERSION) -> Tables:
@@ -211,7 +253,7 @@ PARAMETERS: dict[str, str] = {
     "query_vector": "float[{dims}]",
     "k": "bigint",
     "groups": "varchar[]",
-    "check_access": "boolean",
+    "all_groups": "boolean",
     "missing_allowed_groups": "varchar",
     "document_types": "varchar[]",
     "required_metadata": "varchar[]",
@@ -228,7 +270,7 @@ PARAMETERS: dict[str, str] = {
 }
 MACRO_DEFAULTS = {
     "groups": "null",
-    "check_access": "true",
+    "all_groups": "false",
     "missing_allowed_groups": "'deny'",
     "document_types": "null",
     "required_metadata": "null",
@@ -283,16 +325,29 @@ def _groups_admit(groups_column: str, p: Render) -> str:
     )
 
 
+def access_sql(p: Render, alias: str = "documents") -> str:
+    """The access rule, as boolean SQL over a document version `alias` carrying its own
+    allowed_groups and its document's latest known ones (latest_allowed_groups): the caller's
+    groups must be admitted by both, unless the operator switch all_groups is on. A NULL groups
+    parameter is no group (a document without allowed_groups then follows
+    missing_allowed_groups, an empty list admits nobody)."""
+    return f"""(
+            coalesce({p('all_groups')}, false)
+            or (
+                coalesce({_groups_admit(f'{alias}.allowed_groups', p)}, false)
+                and coalesce({_groups_admit(f'{alias}.latest_allowed_groups', p)}, false)
+            )
+        )"""
+
+
 # required_metadata names checked per chunk; the others per document version
 _CHUNK_METADATA = ("section",)
 
 
 def document_clauses(p: Render, *, document_types_param: str = "document_types") -> dict[str, str]:
-    """Clauses on a document version, as boolean SQL over `documents` (NULL counts as false).
-
-    A clause whose parameter is NULL admits everything. Access is checked against the
-    version's own allowed_groups and, while the document is live, its current ones (an as-of
-    search never shows what the caller may not see today)."""
+    """Clauses on a visible document version, as boolean SQL over `documents` (NULL counts as
+    false). A clause whose parameter is NULL admits everything. Access is not among them: it
+    defines which versions `documents_sql` returns at all."""
     metadata_checks = "\n".join(
         f"                when field_name = '{name}' then "
         f"nullif(trim(cast(documents.{name} as varchar)), '') is null"
@@ -302,14 +357,6 @@ def document_clauses(p: Render, *, document_types_param: str = "document_types")
     reference_time = f"coalesce({p('as_of')}, {p('now')}, timezone('UTC', current_timestamp))"
     types = p(document_types_param)
     return {
-        "access": f"""(
-            not coalesce({p('check_access')}, true)
-            or (
-                ({_groups_admit('documents.allowed_groups', p)})
-                and (not documents.is_document_live
-                    or ({_groups_admit('documents.current_allowed_groups', p)}))
-            )
-        )""",
         "document_types": f"""(
             {types} is null or list_contains({types}, documents.document_type)
         )""",
@@ -375,8 +422,12 @@ def _as_of_window(p: Render, alias: str) -> str:
 
 
 def documents_sql(p: Render, source: str, tables: Tables) -> str:
-    """One row per document version of the source with the attributes document clauses read:
-    the live versions (dim_documents), or the versions live at $as_of (history)."""
+    """One row per document version of the source *that the caller may see*, with the
+    attributes document clauses read: the live versions (dim_documents), or the versions live
+    at $as_of (history). Access is applied here, first: every other clause, count and error
+    only ever meets visible versions. A live version's latest known access is its own; a
+    historical version's is its document's latest known state (dim_document_access, deleted
+    documents included), so an as-of search never shows what the caller may not see today."""
     live = f"""
         select
             live.document_id,
@@ -387,9 +438,9 @@ def documents_sql(p: Render, source: str, tables: Tables) -> str:
             live.updated_at as document_updated_at,
             live.valid_from as document_valid_from,
             live.metadata,
-            true as is_document_live,
-            live.allowed_groups as current_allowed_groups
+            live.allowed_groups as latest_allowed_groups
         from {tables.documents} as live"""
+    # inner join: a version whose document has no known access row is shown to nobody
     as_of = f"""
         select
             versions.document_id,
@@ -400,19 +451,23 @@ def documents_sql(p: Render, source: str, tables: Tables) -> str:
             any_value(versions.document_updated_at) as document_updated_at,
             any_value(versions.document_valid_from) as document_valid_from,
             any_value(versions.metadata) as metadata,
-            any_value(live.document_id) is not null as is_document_live,
-            any_value(live.allowed_groups) as current_allowed_groups
+            any_value(latest.allowed_groups) as latest_allowed_groups
         from {tables.history} as versions
-        left join {tables.documents} as live on versions.document_id = live.document_id
+        inner join {tables.access} as latest on versions.document_id = latest.document_id
         where {_as_of_window(p, 'versions')}
         group by versions.document_id, versions.document_version"""
     if source in ("live", "candidates"):
-        return live
-    if source == "as_of":
-        return as_of
-    if source == "both":
-        return f"{live}\n        where {p('as_of')} is null\n        union all{as_of}"
-    raise ValueError(f"unknown source {source!r}")
+        versions = live
+    elif source == "as_of":
+        versions = as_of
+    elif source == "both":
+        versions = f"{live}\n        where {p('as_of')} is null\n        union all{as_of}"
+    else:
+        raise ValueError(f"unknown source {source!r}")
+    return f"""
+        select * from ({versions}
+        ) as documents
+        where {access_sql(p)}"""
 
 
 # the chunk columns the clauses and the ranking read (the narrow first phase of a search)
@@ -482,8 +537,6 @@ def active_clauses(params: dict[str, Any]) -> frozenset[str]:
     of its SQL (they admit every row; compiling them costs ~10 ms a query, measured); the
     table macro keeps them all."""
     active = set()
-    if params.get("check_access"):
-        active.add("access")
     for name in ("document_types", "max_document_age", "min_document_version",
                  "min_effective_date", "min_similarity"):
         if params.get(name) is not None:
@@ -588,12 +641,14 @@ def _parameters(
     *,
     k: int,
     contract: Contract | None,
-    groups: Sequence[str] | None,
+    groups: Groups,
     doc_types: Sequence[str] | None,
     as_of: dt.datetime | None,
     now: dt.datetime | None,
+    missing_allowed_groups: str = MISSING_GROUPS_DEFAULT,
 ) -> dict[str, Any]:
-    """The search's parameter values; None leaves a clause out (it admits everything)."""
+    """The search's parameter values; None leaves a clause out (it admits everything), except
+    groups: None is no group."""
     types = list(contract.document_types) if contract and contract.document_types else None
     if doc_types:
         requested = [str(t) for t in doc_types]
@@ -602,10 +657,10 @@ def _parameters(
         # repr() round-trips each float32 exactly
         "query_vector": "[" + ",".join(repr(x) for x in vector) + "]",
         "k": int(k),
-        "groups": json_list(groups),
-        # access applies under a contract or when the caller names its groups
-        "check_access": contract is not None or groups is not None,
-        "missing_allowed_groups": contract.missing_allowed_groups if contract else "deny",
+        "groups": json_list([] if groups is None or groups is ALL_GROUPS else groups),
+        "all_groups": groups is ALL_GROUPS,
+        "missing_allowed_groups": (contract.missing_allowed_groups if contract
+                                   else missing_allowed_groups),
         "document_types": json_list(types),
         "required_metadata": json_list(contract.required_metadata) if contract else None,
         "max_document_age": contract.max_document_age if contract else None,
@@ -705,6 +760,15 @@ def _plan(conn: duckdb.DuckDBPyConnection, p: Render, params: dict[str, Any],
     return _Plan("index", None, selectivity)
 
 
+@dataclass(frozen=True)
+class ClauseFunnel:
+    """`clause_counts`' answer: the counts, and the document types of the visible chunks of
+    the source (what a document-type filter could have named)."""
+
+    counts: list[ClauseCount]
+    visible_types: list[str]
+
+
 def clause_counts(
     conn: duckdb.DuckDBPyConnection,
     params: dict[str, Any],
@@ -714,14 +778,16 @@ def clause_counts(
     contract_types: Sequence[str] | None,
     dims: int,
     tables: Tables,
-) -> list[ClauseCount]:
-    """Per clause: the chunks of the source it excludes on its own, and the funnel through all
-    clauses in order (access first, similarity last)."""
+) -> ClauseFunnel:
+    """Per clause: the visible chunks of the source it excludes on its own, and the funnel
+    through all clauses in order (similarity last). Only chunks the caller may see are counted
+    (`documents_sql` applies access first): the figures are the same whatever the hidden
+    documents contain."""
     p = _python_param(dims)
     params = dict(params)
     document = document_clauses(p)
     chunk = chunk_clauses(p)
-    ordered: list[tuple[str, str]] = [("access", document["access"])]
+    ordered: list[tuple[str, str]] = []
     if contract_types is not None:
         params["contract_document_types"] = json_list(contract_types)
         ordered.append(("document_types", document_clauses(
@@ -747,11 +813,14 @@ def clause_counts(
     for i, test in enumerate(tests):
         parts.append(f"count(*) filter (where not {test})")
         parts.append(f"count(*) filter (where {' and '.join(tests[: i + 1])})")
+    parts.append("list_sort(list(distinct documents.document_type) "
+                 "filter (where documents.document_type is not null))")
     sql = f"""
     with documents as (
         select
             documents.document_id,
             documents.document_version,
+            documents.document_type,
             {flags}
         from ({documents_sql(p, source, tables)}
         ) as documents
@@ -768,32 +837,62 @@ def clause_counts(
     out = [ClauseCount("as_of" if source == "as_of" else "serving_set", 0, int(values[0]))]
     for i, (name, _) in enumerate(ordered):
         out.append(ClauseCount(name, int(values[1 + 2 * i]), int(values[2 + 2 * i])))
-    return out
+    return ClauseFunnel(out, list(values[-1] or []))
 
 
-def _abstention_reason(contract: Contract | None, counts: Sequence[ClauseCount]) -> str:
+def _quoted(values: Sequence[str]) -> str:
+    return ", ".join(repr(v) for v in values) or "(none)"
+
+
+def _caller(groups: Groups) -> str:
+    if groups is ALL_GROUPS:
+        return "any caller (all groups)"
+    if not groups:
+        return ("a caller without groups (name the caller's groups: --groups / groups=[...]; "
+                "an operator may pass --all-groups / groups=ALL_GROUPS)")
+    return f"the groups {_quoted(list(groups))}"
+
+
+def _abstention_reason(contract: Contract | None, funnel: ClauseFunnel, *, groups: Groups,
+                       requested_types: Sequence[str] | None,
+                       contract_types: Sequence[str] | None) -> str:
+    """Why nothing is eligible, from the visible counts only: the same text whatever the
+    documents the caller may not see contain (or whether there are any)."""
+    counts = funnel.counts
     total = counts[0].remaining
     what = f"contract {contract.name!r}" if contract else "the request"
     if total == 0:
         scope = "at that time" if counts[0].clause == "as_of" else "in the serving set"
-        return f"no chunk satisfies {what}: there are no chunks {scope}"
+        return f"no chunk satisfies {what}: no chunk {scope} is visible to {_caller(groups)}"
     emptied = next((c for c in counts[1:] if c.remaining == 0), None)
     excluding = [f"{c.clause} excludes {c.excluded} of {total}" for c in counts[1:] if c.excluded]
     first = f"; {emptied.clause} leaves none" if emptied else ""
-    return f"no chunk satisfies {what}: {', '.join(excluding)}{first}"
+    hints = []
+    for clause, types in (("doc_type_filter", requested_types),
+                          ("document_types", contract_types)):
+        unknown = [t for t in types or () if t not in funnel.visible_types]
+        if unknown and any(c.clause == clause and c.excluded for c in counts):
+            hints.append(f"{clause}: no visible chunk has document type {_quoted(unknown)} "
+                         f"(visible types: {_quoted(funnel.visible_types)})")
+    hint = "; " + "; ".join(hints) if hints else ""
+    return f"no chunk satisfies {what}: {', '.join(excluding)}{first}{hint}"
 
 
 def _check_inputs(
-    k: int, groups: Sequence[str] | None, doc_types: Sequence[str] | None,
+    k: int, groups: Groups, doc_types: Sequence[str] | None,
     as_of: dt.datetime | None,
 ) -> None:
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise RetrievalError(f"k must be a positive integer, got {k!r}")
     for name, values in (("groups", groups), ("doc_types", doc_types)):
+        if values is ALL_GROUPS and name == "groups":
+            continue
         if values is not None and (isinstance(values, str) or not all(
             isinstance(v, str) for v in values
         )):
-            raise RetrievalError(f"{name} must be a list of strings, e.g. ['hr', 'managers']")
+            hint = " (or ALL_GROUPS, the operator switch)" if name == "groups" else ""
+            raise RetrievalError(
+                f"{name} must be a list of strings, e.g. ['hr', 'managers']{hint}")
     if as_of is not None and not isinstance(as_of, dt.datetime):
         raise RetrievalError("as_of must be a datetime (naive UTC), e.g. datetime(2026, 11, 2)")
 
@@ -804,22 +903,29 @@ def search_contract(
     *,
     k: int = 5,
     contract: Contract | None = None,
-    groups: Sequence[str] | None = None,
+    groups: Groups = None,
     doc_types: Sequence[str] | None = None,
     as_of: dt.datetime | None = None,
     now: dt.datetime | None = None,
     exact: bool = False,
     tables: Tables | None = None,
     vectors: ServingVectors | None = None,
+    missing_allowed_groups: str = MISSING_GROUPS_DEFAULT,
 ) -> RetrievalResult:
-    """The k nearest eligible chunks to `query_vector` (cosine), or an abstention.
+    """The k nearest eligible chunks to `query_vector` (cosine) that a caller in `groups` may
+    see, or an abstention (nothing eligible, with or without a contract).
 
-    Without a contract and without groups nothing but `doc_types` restricts the search
-    (operator use) and an empty answer is not an abstention. `as_of` (naive UTC) searches the
-    versions live at that time, exactly. `exact` forces the exact scan. `vectors` (the serving
-    set's vectors in memory, loaded from this read-only connection: see Retriever) proposes
-    the candidates of a live search instead of the index; the answer is the exact one."""
+    `groups`: the caller's groups; None or [] is no group (only documents without
+    allowed_groups, under missing_allowed_groups: allow); ALL_GROUPS is the operator switch.
+    `missing_allowed_groups` applies without a contract (a contract carries its own).
+    `as_of` (naive UTC) searches the versions live at that time, exactly. `exact` forces the
+    exact scan. `vectors` (the serving set's vectors in memory, loaded from this read-only
+    connection: see Retriever) proposes the candidates of a live search instead of the index;
+    the answer is the exact one."""
     _check_inputs(k, groups, doc_types, as_of)
+    if missing_allowed_groups not in MISSING_GROUPS_POLICIES:
+        raise RetrievalError(f"missing_allowed_groups must be deny or allow, got "
+                             f"{missing_allowed_groups!r}")
     tables = tables or Tables.for_version()
     if as_of is not None and as_of.tzinfo is not None:
         as_of = as_of.astimezone(dt.UTC).replace(tzinfo=None)
@@ -827,7 +933,7 @@ def search_contract(
     dims = len(vector)
     p = _python_param(dims)
     params = _parameters(vector, k=k, contract=contract, groups=groups, doc_types=doc_types,
-                         as_of=as_of, now=now)
+                         as_of=as_of, now=now, missing_allowed_groups=missing_allowed_groups)
     source = "as_of" if as_of is not None else "live"
     common = {"k": k, "contract": contract.name if contract else None, "as_of": as_of}
     chunks: tuple[RetrievedChunk, ...] = ()
@@ -858,17 +964,20 @@ def search_contract(
         elif plan.strategy == "index":
             strategy, chunks = _via_index(conn, p, params, tables, k=k,
                                           selectivity=plan.selectivity)
-    if chunks or contract is None:
+    if chunks:
         return RetrievalResult(chunks=chunks, strategy=strategy, eligible_chunks=eligible,
                                **common)
-    counts = clause_counts(
-        conn, params, source=source, dims=dims, tables=tables,
-        requested_types=list(doc_types) if doc_types else None,
-        contract_types=list(contract.document_types) if contract.document_types else None,
-    )
+    requested = list(doc_types) if doc_types else None
+    contract_types = list(contract.document_types) if contract and contract.document_types \
+        else None
+    funnel = clause_counts(conn, params, source=source, dims=dims, tables=tables,
+                           requested_types=requested, contract_types=contract_types)
+    # the strategy is left out: the plan weighs the whole serving set's size, hidden rows too
     return RetrievalResult(
-        chunks=(), strategy=strategy, eligible_chunks=eligible, abstained=True,
-        reason=_abstention_reason(contract, counts), clauses=tuple(counts), **common,
+        chunks=(), strategy="none", eligible_chunks=eligible, abstained=True,
+        reason=_abstention_reason(contract, funnel, groups=groups, requested_types=requested,
+                                  contract_types=contract_types),
+        clauses=tuple(funnel.counts), **common,
     )
 
 
@@ -1028,13 +1137,15 @@ def search(
     *,
     k: int = 5,
     doc_types: Sequence[str] | None = None,
+    groups: Groups = None,
     table: str = SERVING_TABLE,
     index_table: str | None = None,
 ) -> list[RetrievedChunk]:
-    """The k nearest chunks to `query_vector` (cosine) of the given types, no contract."""
+    """The k nearest chunks to `query_vector` (cosine) of the given types that a caller in
+    `groups` may see (ALL_GROUPS: every chunk), no contract; [] when none."""
     if isinstance(k, int) and not isinstance(k, bool) and k < 1:
         raise RetrievalError(f"k must be at least 1, got {k}")
-    result = search_contract(conn, query_vector, k=k, doc_types=doc_types,
+    result = search_contract(conn, query_vector, k=k, doc_types=doc_types, groups=groups,
                              tables=Tables.from_serving(table, index_table))
     return list(result.chunks)
 
@@ -1047,6 +1158,14 @@ def _serving_models(conn: duckdb.DuckDBPyConnection, table: str) -> list[str]:
         )
     rows = conn.execute(f"select distinct embedding_model from {table}").fetchall()
     return [row[0] for row in rows]
+
+
+def default_missing_allowed_groups(path: str | Path | None = None) -> str:
+    """The configured rule for documents without allowed_groups when no contract is named: the
+    contract file's `defaults: missing_allowed_groups` when the file exists, else deny."""
+    if not contracts_path(path).is_file():
+        return MISSING_GROUPS_DEFAULT
+    return load_contracts(path).missing_allowed_groups
 
 
 class Retriever:
@@ -1108,22 +1227,25 @@ class Retriever:
         k: int = 5,
         doc_types: Sequence[str] | None = None,
         contract: str | Contract | None = None,
-        groups: Sequence[str] | None = None,
+        groups: Groups = None,
         as_of: dt.datetime | None = None,
         now: dt.datetime | None = None,
     ) -> RetrievalResult:
-        """`search_contract` on this reader's connection, tables and in-memory vectors."""
+        """`search_contract` on this reader's connection, tables and in-memory vectors, for a
+        caller in `groups` (None: no group; ALL_GROUPS: the operator switch)."""
         _check_inputs(k, groups, doc_types, as_of)
         resolved = (load_contracts(self.contracts_path).get(contract)
                     if isinstance(contract, str) else contract)
-        if as_of is not None and not _table_exists(self.conn, self.tables.history):
-            raise RetrievalError(
-                f"--as-of needs {self.tables.history}, which this database lacks; run "
-                "`dbt build`"
-            )
+        missing = (resolved.missing_allowed_groups if resolved is not None
+                   else default_missing_allowed_groups(self.contracts_path))
+        if as_of is not None:
+            for table in (self.tables.history, self.tables.access):
+                if not _table_exists(self.conn, table):
+                    raise RetrievalError(
+                        f"--as-of needs {table}, which this database lacks; run `dbt build`")
         return search_contract(self.conn, query_vector, k=k, contract=resolved, groups=groups,
                                doc_types=doc_types, as_of=as_of, now=now, tables=self.tables,
-                               vectors=self.vectors)
+                               vectors=self.vectors, missing_allowed_groups=missing)
 
     def retrieve(self, question: str, **options: Any) -> RetrievalResult:
         """Embed `question` with the provider the index was built with, then `search`."""
@@ -1149,7 +1271,7 @@ def retrieve(
     k: int = 5,
     doc_types: Sequence[str] | None = None,
     contract: str | Contract | None = None,
-    groups: Sequence[str] | None = None,
+    groups: Groups = None,
     as_of: dt.datetime | None = None,
     db_path: str | Path | None = None,
     index_version: str | None = None,
@@ -1159,7 +1281,9 @@ def retrieve(
 ) -> RetrievalResult:
     """Embed `question` with the provider the index was built with and return the top k
     chunks eligible under `contract` (a name in the contract file, or a Contract) for a
-    caller in `groups`, from the versions live now or at `as_of` (naive UTC), in the database
+    caller in `groups` (None or []: no group, never every group; ALL_GROUPS: the operator
+    switch that admits every document), from the versions live now or at `as_of` (naive UTC),
+    or an abstention (`.abstained`, `.reason`) when nothing is eligible, in the database
     `db_path` and index version `index_version`. Without `db_path`, the published snapshot
     serves when one is published (ragmart publish), else $RAGMART_DB with `index_version`
     (default v1): readers never open the database a build is writing. One query: the index

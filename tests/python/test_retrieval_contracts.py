@@ -33,7 +33,13 @@ from ragmart.contracts import (
 from ragmart.duck import connect
 from ragmart.memory_vectors import ReadOnlyRequiredError, ServingVectors
 from ragmart.providers import HashingProvider
-from ragmart.retrieval import Retriever, Tables, install_sql_macros, search_contract
+from ragmart.retrieval import (
+    ALL_GROUPS,
+    Retriever,
+    Tables,
+    install_sql_macros,
+    search_contract,
+)
 
 DIMS = 384
 MODEL = HashingProvider().model
@@ -85,6 +91,17 @@ DOCUMENTS: dict[str, list[dict]] = {
         {"at": 30, "type": "procedure", "groups": ["all-staff"], "title": "Gone"},
         {"at": 90, "deleted": True},
     ],
+    # narrowed to hr, then deleted: all-staff never sees it again, at any time
+    "pol-narrowed-deleted": [
+        {"at": 5, "type": "policy", "groups": ["all-staff"], "title": "Layoffs v1"},
+        {"at": 40, "type": "policy", "groups": ["hr"], "title": "Layoffs v2"},
+        {"at": 100, "deleted": True},
+    ],
+    # deleted by an event whose own image narrows access to security
+    "pol-tombstone-narrowed": [
+        {"at": 6, "type": "policy", "groups": ["all-staff"], "title": "Audit findings"},
+        {"at": 50, "deleted": True, "groups": ["security"]},
+    ],
 }
 # chunk layouts per version: (section_chunk_index, section_chunk_count, is_split_paragraph)
 LAYOUT = [(0, 1, False), (0, 3, False), (1, 3, False), (2, 3, True), (0, 1, False),
@@ -109,6 +126,24 @@ def _versions() -> list[dict]:
                 "latest": nxt is None,
             })
     return out
+
+
+def latest_known_groups() -> dict[str, list[str] | None]:
+    """Per document, the allowed_groups of its latest known state (dim_document_access): the
+    latest event's, a delete without groups keeping the last version's."""
+    out: dict[str, list[str] | None] = {}
+    for version in _versions():  # in order of document_version within a document
+        if version.get("deleted") and version.get("groups") is None:
+            continue
+        out[version["document_id"]] = version.get("groups")
+    return out
+
+
+def _access_rows() -> list[dict]:
+    latest = {v["document_id"]: v for v in _versions() if v["latest"]}
+    return [{"document_id": d, "latest_document_version": v["document_version"],
+             "allowed_groups": latest_known_groups()[d], "is_deleted": bool(v.get("deleted")),
+             "latest_event_at": v["valid_from"]} for d, v in latest.items()]
 
 
 def _chunks(rng: np.random.Generator) -> list[dict]:
@@ -192,6 +227,10 @@ def build_tiny_database(path: Path, *, seed: int = 11, index: bool = True,
             conn.execute(f"create table {table} ({ddl}, primary key ({key}))")
             names = [name for name, _ in columns]
             _insert(conn, table, [{n: _value(n, r, live=live) for n in names} for r in rows])
+        access = schemas[TABLES.access]
+        ddl = ", ".join(f'"{name}" {kind}' for name, kind in access)
+        conn.execute(f"create table {TABLES.access} ({ddl}, primary key (document_id))")
+        _insert(conn, TABLES.access, _access_rows())
         served = [c for c in chunks if c["is_current"]]
         cut = len(served) - int(len(served) * delta_share)
         for table, rows in ((TABLES.index, served[:cut]), (TABLES.delta, served[cut:])):
@@ -250,11 +289,20 @@ def _admits(groups: list[str] | None, caller: list[str], missing: str) -> bool:
     return bool(set(groups) & set(caller))
 
 
+def visible(row: dict, groups, missing: str = "deny") -> bool:
+    """The access rule in plain Python: the version's own groups and its document's latest
+    known ones must both admit the caller (None: no group); ALL_GROUPS admits everything."""
+    if groups is ALL_GROUPS:
+        return True
+    caller = list(groups or [])
+    return _admits(row["groups"], caller, missing) and \
+        _admits(latest_known_groups()[row["document_id"]], caller, missing)
+
+
 def reference(rows: list[dict], query: np.ndarray, contract: Contract | None, *,
-              groups: list[str] | None, k: int, as_of: dt.datetime | None = None,
+              groups, k: int, as_of: dt.datetime | None = None,
               now: dt.datetime = NOW, doc_types: list[str] | None = None) -> list[str]:
     """Exact eligible top-k in plain Python: what every search must return."""
-    current = {r["document_id"]: r for r in rows if r["is_current"]}
     out = []
     for row in rows:
         if as_of is None:
@@ -263,14 +311,8 @@ def reference(rows: list[dict], query: np.ndarray, contract: Contract | None, *,
         elif not (row["valid_from"] <= as_of and (row["valid_to"] is None
                                                    or row["valid_to"] > as_of)):
             continue
-        if contract is not None or groups is not None:
-            missing = contract.missing_allowed_groups if contract else "deny"
-            caller = groups or []
-            if not _admits(row["groups"], caller, missing):
-                continue
-            live = current.get(row["document_id"])
-            if live is not None and not _admits(live["groups"], caller, missing):
-                continue
+        if not visible(row, groups, contract.missing_allowed_groups if contract else "deny"):
+            continue
         if doc_types and row["type"] not in doc_types:
             continue
         distance = float(1.0 - np.dot(row["embedding"], query) / (
@@ -509,12 +551,78 @@ def test_access_never_shows_a_document_outside_the_callers_groups(conn, tiny) ->
             _assert_matches_reference(conn, rows, contract, groups=caller, k=8, n_queries=2)
 
 
-def test_groups_without_a_contract_apply_access_deny_by_default(conn) -> None:
+def test_no_groups_is_no_group_and_only_the_operator_switch_sees_everything(
+        conn, tiny, monkeypatch, capsys, contract_file) -> None:
+    """One rule in the Python API, the Retriever, ragmart.retrieve, the SQL macro and the CLI:
+    no groups (None or []) is no group; ALL_GROUPS / all_groups := true / --all-groups is the
+    one way to see every document, hb-nobody (allowed_groups []) included."""
     q = queries(1)[0]
-    everything = search_contract(conn, q, k=100, now=NOW)
-    assert {"hb-open", "pol-hr-only"} <= {c.document_id for c in everything}  # operator use
+    restricted = {"pol-hr-only", "hb-nobody", "pol-travel", "hb-untitled"}
+    for groups in (None, []):
+        denied = search_contract(conn, q, k=100, groups=groups, now=NOW)
+        assert len(denied) == 0 and denied.abstained
+        assert denied.reason == ("no chunk satisfies the request: no chunk in the serving set "
+                                 "is visible to a caller without groups (name the caller's "
+                                 "groups: --groups / groups=[...]; an operator may pass "
+                                 "--all-groups / groups=ALL_GROUPS)")
+        # a document without allowed_groups follows the configured rule, and only those
+        allowed = search_contract(conn, q, k=100, groups=groups, now=NOW,
+                                  missing_allowed_groups="allow")
+        assert {c.document_id for c in allowed} == {"hb-open"}
+    everything = search_contract(conn, q, k=1000, groups=ALL_GROUPS, now=NOW)
+    live = {r["document_id"] for r in tiny[1] if r["is_current"]}
+    assert {c.document_id for c in everything} == live and restricted <= live
     staff = search_contract(conn, q, k=100, groups=["all-staff"], now=NOW)
     assert {c.document_id for c in staff}.isdisjoint({"hb-open", "pol-hr-only", "hb-nobody"})
+
+    # the SQL macro: the same rule, the switch is a named argument
+    vector = {"q": _vector_text(q)}
+    macro = f"select chunk_id from {TABLES.macro}($q::float[384], 1000"
+    assert conn.execute(macro + ")", vector).fetchall() == []
+    assert conn.execute(macro + ", groups := [])", vector).fetchall() == []
+    assert [r[0] for r in conn.execute(macro + ", all_groups := true)", vector).fetchall()] \
+        == _ids(everything)
+
+    # the Retriever and ragmart.retrieve
+    provider = HashingProvider()
+    with Retriever(db_path=tiny[0], provider=provider, contracts_path=contract_file) as reader:
+        assert reader.retrieve("travel", k=100, now=NOW).abstained
+        seen = {c.document_id for c in reader.retrieve("travel", k=1000, now=NOW,
+                                                       groups=ALL_GROUPS)}
+        assert seen == live
+    once = retrieval.retrieve("travel", k=100, db_path=tiny[0], provider=provider,
+                              contracts_path=contract_file)
+    assert once.abstained and len(once) == 0
+    with pytest.raises(retrieval.RetrievalError, match="ALL_GROUPS"):
+        retrieval.retrieve("travel", groups="hr", db_path=tiny[0], provider=provider)
+
+    # the CLI: no --groups abstains (exit 3), --all-groups is the operator switch
+    code, out, _ = _run_cli(monkeypatch, capsys, tiny[0], contract_file, "retrieve", "travel",
+                            "-k", "100", "--json")
+    assert code == 3 and json.loads(out)["results"] == []
+    code, out, _ = _run_cli(monkeypatch, capsys, tiny[0], contract_file, "retrieve", "travel",
+                            "-k", "1000", "--all-groups", "--json")
+    assert code == 0 and {r["document_id"] for r in json.loads(out)["results"]} == live
+    with pytest.raises(SystemExit) as usage:
+        cli.main(["retrieve", "travel", "--all-groups", "--groups", "hr"])
+    assert usage.value.code == 2
+
+
+def test_missing_allowed_groups_follows_the_contract_files_defaults(
+        conn, tiny, tmp_path) -> None:
+    """Without --contract, a document without allowed_groups follows the contract file's
+    `defaults: missing_allowed_groups` (deny when there is no file)."""
+    provider = HashingProvider()
+    for default, expected in (("allow", {"hb-open"}), ("deny", set())):
+        path = tmp_path / f"{default}.yml"
+        path.write_text(yaml.safe_dump({"version": 1, "defaults": {
+            "missing_allowed_groups": default}, "contracts": {"any": {}}}))
+        result = retrieval.retrieve("open handbook", k=100, groups=["finance"],
+                                    db_path=tiny[0], provider=provider, contracts_path=path)
+        assert {c.document_id for c in result} == expected
+    result = retrieval.retrieve("open handbook", k=100, groups=["finance"], db_path=tiny[0],
+                                provider=provider, contracts_path=tmp_path / "none.yml")
+    assert result.abstained
 
 
 def test_as_of_answers_from_the_versions_live_then_with_the_same_checks(conn, tiny) -> None:
@@ -563,22 +671,56 @@ def test_as_of_never_reveals_what_the_caller_may_not_see_today(conn) -> None:
         assert "pol-restricted-later" not in {c.document_id for c in only_hr}
 
 
+def test_as_of_applies_the_latest_known_access_of_deleted_documents(conn, tiny) -> None:
+    """pol-narrowed-deleted was all-staff, then hr-only, then deleted; pol-tombstone-narrowed
+    was deleted by an event whose image names security only. Neither is shown to all-staff at
+    any time, through the Python path or the SQL macro. An old version needs both its own and
+    the latest groups: hr alone does not see the all-staff version either."""
+    moment = T0 + dt.timedelta(minutes=30)  # both documents' all-staff versions were live
+    contract = Contract(name="asof", **OPEN)
+    hidden = {"pol-narrowed-deleted", "pol-tombstone-narrowed"}
+    assert {r["document_id"] for r in tiny[1] if r["valid_from"] <= moment
+            and (r["valid_to"] is None or r["valid_to"] > moment)
+            and "all-staff" in (r["groups"] or [])} >= hidden
+    for q in queries(4):
+        for groups, expect in ((["all-staff"], set()), (["hr"], set()),
+                               (["all-staff", "hr"], {"pol-narrowed-deleted"}),
+                               (["all-staff", "security"], {"pol-tombstone-narrowed"}),
+                               (ALL_GROUPS, hidden)):
+            result = search_contract(conn, q, k=200, contract=contract, groups=groups,
+                                     as_of=moment, now=NOW)
+            assert {c.document_id for c in result} & hidden == expect, groups
+            sql, params = _macro_call(contract, groups=groups, k=200, as_of=moment)
+            rows = conn.execute(sql.replace("select *", "select chunk_id"),
+                                {**params, "q": _vector_text(q)}).fetchall()
+            assert [r[0] for r in rows] == _ids(result)
+
+
 # =========================================================================== abstention
 
 
-def test_abstains_naming_the_clauses_when_nothing_is_eligible(conn) -> None:
+def test_abstains_naming_the_clauses_when_nothing_is_eligible(conn, tiny) -> None:
     q = queries(1)[0]
     contract = Contract(name="hr_policies", document_types=("procedure",),
                         min_chunk_completeness="section")
     result = search_contract(conn, q, k=5, contract=contract, groups=["finance"], now=NOW)
     assert result.abstained and len(result) == 0
-    data = result.to_dict()
-    assert data["abstained"] is True and "access" in data["reason"]
+    assert result.reason == ("no chunk satisfies contract 'hr_policies': no chunk in the "
+                             "serving set is visible to the groups 'finance'")
+    assert [c.remaining for c in result.clauses] == [0] * len(result.clauses)
+    # the counts are over the visible chunks only: access is not a clause, it is the source
+    staff = search_contract(conn, q, k=5, contract=replace(contract, **OPEN),
+                            groups=["all-staff"], now=NOW)
+    data = staff.to_dict()
+    assert data["abstained"] is True and "access" not in {c["clause"] for c in data["clauses"]}
     clauses = {c["clause"]: c for c in data["clauses"]}
-    assert clauses["serving_set"]["remaining"] > 0
-    assert clauses["access"]["remaining"] == 0
-    assert clauses["document_types"]["excluded"] > 0  # counted on its own, too
-    assert clauses["min_chunk_completeness"]["excluded"] > 0
+    visible_chunks = len([r for r in tiny[1] if r["is_current"]
+                          and visible(r, ["all-staff"], "allow")])
+    assert clauses["serving_set"]["remaining"] == visible_chunks
+    assert clauses["document_types"]["excluded"] == visible_chunks  # no visible procedure
+    assert clauses["min_chunk_completeness"]["excluded"] > 0  # counted on its own, too
+    assert "document_types: no visible chunk has document type 'procedure' (visible types: " \
+        "'handbook', 'policy')" in staff.reason
     # similarity alone can empty a set the other clauses leave
     picky = Contract(name="picky", min_similarity=0.99, **OPEN)
     result = search_contract(conn, q, k=5, contract=picky, groups=CALLER, now=NOW)
@@ -586,9 +728,14 @@ def test_abstains_naming_the_clauses_when_nothing_is_eligible(conn) -> None:
     last = result.clauses[-1]
     assert last.clause == "min_similarity" and last.remaining == 0 and last.excluded > 0
     assert "min_similarity leaves none" in result.reason
-    # without a contract an empty answer is just empty (operator use)
-    empty = search_contract(conn, q, k=5, doc_types=["nope"], now=NOW)
-    assert not empty.abstained and len(empty) == 0
+    # without a contract an empty eligible set abstains too, naming the valid types the
+    # caller may see (hr sees policies only)
+    empty = search_contract(conn, q, k=5, doc_types=["polcy"], groups=["hr"], now=NOW)
+    assert empty.abstained and len(empty) == 0
+    assert empty.reason == (
+        "no chunk satisfies the request: doc_type_filter excludes 14 of 14; doc_type_filter "
+        "leaves none; doc_type_filter: no visible chunk has document type 'polcy' (visible "
+        "types: 'policy')")
 
 
 def test_in_memory_vectors_abstain_and_answer_as_the_exact_search(conn, vectors) -> None:
@@ -721,7 +868,7 @@ def test_cli_abstains_with_json_and_exit_code_3(monkeypatch, capsys, tiny, contr
     data = json.loads(out)
     assert data["abstained"] is True and data["results"] == []
     assert "document_types" in data["reason"]
-    assert {c["clause"] for c in data["clauses"]} >= {"access", "document_types"}
+    assert {c["clause"] for c in data["clauses"]} >= {"serving_set", "document_types"}
     code, out, _ = _run_cli(monkeypatch, capsys, db, contract_file, "retrieve", "travel rules",
                             "--contract", "policy_answers", "--groups", "hr,all-staff",
                             "-k", "4", "--json")
@@ -792,8 +939,8 @@ def _macro_call(contract: Contract | None, *, groups, k, as_of=None, doc_types=N
     args = ["$q::float[384]", "$k"]
     params: dict = {"k": k}
     named = {
-        "groups": groups,
-        "check_access": contract is not None or groups is not None,
+        "groups": None if groups is ALL_GROUPS else groups,
+        "all_groups": True if groups is ALL_GROUPS else None,
         "missing_allowed_groups": contract.missing_allowed_groups if contract else "deny",
         "document_types": (list(contract.document_types) if contract and contract.document_types
                            else doc_types),
