@@ -696,6 +696,115 @@ def test_as_of_applies_the_latest_known_access_of_deleted_documents(conn, tiny) 
             assert [r[0] for r in rows] == _ids(result)
 
 
+# =========================================================================== nothing leaks
+
+
+def add_hidden_documents(path: Path, vector: np.ndarray, n: int) -> None:
+    """Add n security-only documents of a type nobody else has ('secret-type'), live since
+    T0, whose chunks all lie at `vector` (the question's own direction): content a caller
+    without access must not be able to detect."""
+    conn = connect(path)
+    try:
+        literal = _vector_text(vector)
+        for i in range(n):
+            doc = f"sec-hidden-{i}"
+            changes = (f"'{doc}' as document_id, ['security'] as allowed_groups, "
+                       "'secret-type' as document_type")
+            for table in (TABLES.serving, TABLES.history):
+                conn.execute(f"""
+                    insert into {table} select * replace (
+                        replace(chunk_id, 'pol-hr-only', '{doc}') as chunk_id, {changes},
+                        'the secret merger plan' as chunk_text,
+                        cast({literal} as float[{DIMS}]) as embedding,
+                        timestamp '{T0.isoformat()}' as document_valid_from)
+                    from {table} where document_id = 'pol-hr-only'""")
+            conn.execute(f"insert into {TABLES.documents} select * replace ({changes}) "
+                         f"from {TABLES.documents} where document_id = 'pol-hr-only'")
+            conn.execute(f"insert into {TABLES.access} select * replace ('{doc}' as "
+                         "document_id, ['security'] as allowed_groups) "
+                         f"from {TABLES.access} where document_id = 'pol-hr-only'")
+        conn.execute("checkpoint")
+    finally:
+        conn.close()
+
+
+def test_abstention_json_is_byte_identical_whatever_hidden_documents_contain(
+        tmp_path, monkeypatch, capsys) -> None:
+    """Two builds differing only in documents the caller may not see (B adds security-only
+    chunks exactly at the question, of a type only they have): every answer to a caller
+    without access, reasons, counts and named valid types included, is byte for byte the
+    same. The operator switch shows that the builds do differ."""
+    question = "the merger plan"
+    vector = HashingProvider().embed([question])[0]
+    plain, secret = tmp_path / "a.duckdb", tmp_path / "b.duckdb"
+    build_tiny_database(plain)
+    build_tiny_database(secret)
+    add_hidden_documents(secret, vector, 3)
+    contracts = tmp_path / "contracts.yml"
+    contracts.write_text(yaml.safe_dump({"version": 1, "contracts": {
+        "picky": {"min_similarity": 0.5},
+        "typed": {"document_types": ["secret-type", "procedure"]}}}))
+    moment = (T0 + dt.timedelta(minutes=30)).isoformat()
+    cases = [
+        ["--contract", "picky", "--groups", "all-staff"],
+        ["--contract", "picky", "--groups", "nobody"],
+        ["--contract", "picky", "--groups", "all-staff", "--as-of", moment],
+        ["--contract", "typed", "--groups", "all-staff,hr"],
+        ["--doc-type", "secret-type", "--groups", "all-staff"],
+        ["--doc-type", "polcy", "--groups", "hr", "--as-of", moment],
+        [],
+    ]
+    for args in cases:
+        outputs = []
+        for db in (plain, secret):
+            for json_flag in (["--json"], []):
+                code, out, err = _run_cli(monkeypatch, capsys, db, contracts, "retrieve",
+                                          question, *args, *json_flag)
+                assert code == 3, (args, out, err)
+                assert "secret merger" not in out and "sec-hidden" not in out
+                outputs.append(out)
+        assert outputs[0] == outputs[2] and outputs[1] == outputs[3], args
+    # non-vacuous: the operator sees the hidden chunks in B, only there
+    code, out, _ = _run_cli(monkeypatch, capsys, secret, contracts, "retrieve", question,
+                            "--contract", "picky", "--all-groups", "--json")
+    assert code == 0 and {r["document_type"] for r in json.loads(out)["results"]} \
+        == {"secret-type"}
+    code, out, _ = _run_cli(monkeypatch, capsys, plain, contracts, "retrieve", question,
+                            "--contract", "picky", "--all-groups", "--json")
+    assert code == 3
+
+
+def test_abstention_is_identical_for_questions_differing_only_in_hidden_directions(
+        conn, tiny) -> None:
+    """q1 and q2 have the same component in the span of the chunks all-staff may see and
+    opposite ones outside it, pointing at (q1) or away from (q2) an hr-only chunk: the same
+    question to that caller, a different one to the hidden documents. The abstention (reason,
+    clause counts) is identical; an operator sees the difference."""
+    caller = ["all-staff"]
+    rows = [r for r in tiny[1] if r["is_current"]]
+    seen = np.array([r["embedding"] for r in rows if visible(r, caller)], dtype=np.float64)
+    hidden = next(r for r in rows if r["document_id"] == "pol-hr-only")["embedding"]
+    basis, _ = np.linalg.qr(seen.T)
+    inside = basis @ (basis.T @ np.random.default_rng(7).normal(size=DIMS))
+    outside = hidden - basis @ (basis.T @ hidden)
+    inside, outside = inside / np.linalg.norm(inside), outside / np.linalg.norm(outside)
+    q1, q2 = (inside + outside).astype(np.float32), (inside - outside).astype(np.float32)
+    cosine = lambda q, x: float(q @ x / np.linalg.norm(q) / np.linalg.norm(x))  # noqa: E731
+    best_visible = max(cosine(q1, x) for x in seen)
+    assert abs(best_visible - max(cosine(q2, x) for x in seen)) < 1e-5
+    threshold = round(best_visible + 0.05, 3)
+    assert cosine(q1, hidden) > threshold + 0.05 > cosine(q2, hidden)
+    contract = Contract(name="picky", min_similarity=threshold)
+    answers = [search_contract(conn, q, k=5, contract=contract, groups=caller, now=NOW)
+               for q in (q1, q2)]
+    assert all(a.abstained for a in answers)
+    assert answers[0].to_dict() == answers[1].to_dict()
+    operator = [search_contract(conn, q, k=5, contract=contract, groups=ALL_GROUPS, now=NOW)
+                for q in (q1, q2)]
+    assert "pol-hr-only" in {c.document_id for c in operator[0]}
+    assert operator[1].to_dict() != operator[0].to_dict()
+
+
 # =========================================================================== abstention
 
 
@@ -1203,3 +1312,52 @@ def test_real_build_serves_history_and_the_sql_macro_matches(tmp_path) -> None:
     data = json.loads(proc.stdout)
     assert data["as_of"] == "2026-11-02T09:02:30"
     assert all(r["document_version"] in (1, 2) for r in data["results"])
+
+
+def test_narrowed_access_reaches_serving_at_the_next_publish_and_every_point_in_time(
+        tmp_path) -> None:
+    """A CDC update that narrows alpha's allowed_groups to security, then a delete carrying no
+    groups: each reaches the published snapshot with the next build and a plain publish (no
+    --force), and from then on all-staff sees no version of alpha at any time, through
+    `ragmart retrieve --as-of` a moment when alpha was all-staff; security still does."""
+    project = Project(tmp_path)
+    common = {"document_type": "policy", "content": _policy("alpha")}
+    project.land("debezium/0001_load.jsonl", debezium_jsonl([
+        {"op": "c", "seq": 1, "document_id": "alpha", "allowed_groups": ["all-staff"], **common},
+        {"op": "c", "seq": 2, "document_id": "bravo", "allowed_groups": ["all-staff"],
+         "document_type": "policy", "content": _policy("bravo")},
+    ]))
+    before_narrowing = "2026-11-02T09:02:30"  # cdc_files.ts: seq minutes after 09:00
+
+    def documents(*args: str) -> set[str]:
+        proc = project.ragmart("retrieve", "alpha rule employees approval", "-k", "50",
+                               "--json", *args, check=False)
+        assert proc.returncode in (0, 3), proc.stderr
+        return {r["document_id"] for r in json.loads(proc.stdout)["results"]}
+
+    def build_and_publish() -> None:
+        project.build()
+        published = project.ragmart("publish", "v1", check=False)
+        assert published.returncode == 0, published.stdout + published.stderr
+        assert not json.loads(published.stdout)["forced"]
+
+    build_and_publish()
+    assert "alpha" in documents("--groups", "all-staff")
+    project.land("debezium/0002_narrow.jsonl", debezium_jsonl([
+        {"op": "u", "seq": 3, "document_id": "alpha", "allowed_groups": ["security"], **common},
+    ]))
+    build_and_publish()
+    assert "alpha" not in documents("--groups", "all-staff")
+    assert "alpha" not in documents("--groups", "all-staff", "--as-of", before_narrowing)
+    assert "alpha" in documents("--groups", "security")
+    project.land("debezium/0003_delete.jsonl", debezium_jsonl([
+        {"op": "d", "seq": 4, "document_id": "alpha", **common},  # no allowed_groups
+    ]))
+    build_and_publish()
+    assert project.query("select allowed_groups, is_deleted from dim_document_access "
+                         "where document_id = 'alpha'") == [(["security"], True)]
+    assert "alpha" not in documents("--groups", "all-staff")
+    assert "alpha" not in documents("--groups", "all-staff", "--as-of", before_narrowing)
+    assert "bravo" in documents("--groups", "all-staff", "--as-of", before_narrowing)
+    assert "alpha" in documents("--groups", "all-staff,security", "--as-of", before_narrowing)
+    assert "alpha" in documents("--all-groups", "--as-of", before_narrowing)
