@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ragmart.duck import connect
-from ragmart.retrieval import search
+from ragmart.retrieval import ALL_GROUPS, search
 from ragmart.serving import resolve_target
 
 
@@ -28,7 +28,8 @@ def main(db_path: str, stop_file: str, out: str, max_seconds: float = 600) -> No
                 conn = connect(target.database, read_only=True)
                 try:
                     hits = search(conn, rng.normal(size=384).astype(np.float32), k=5,
-                                  table=target.table, index_table=target.index_table)
+                                  groups=ALL_GROUPS, table=target.table,
+                                  index_table=target.index_table)
                 finally:
                     conn.close()
                 record["chunk_ids"] = [h.chunk_id for h in hits]

@@ -253,7 +253,7 @@ def serving_answers(db: Path) -> dict[str, Any]:
     """What retrieval sees: every HNSW index answers k-NN with k rows; exact top-k per question."""
     from ragmart.duck import connect
     from ragmart.providers import HashingProvider
-    from ragmart.retrieval import search
+    from ragmart.retrieval import ALL_GROUPS, search
 
     vectors = HashingProvider().embed(list(QUESTIONS))
     conn = connect(db, read_only=True)
@@ -282,7 +282,7 @@ def serving_answers(db: Path) -> dict[str, Any]:
                 "from fct_chunk_embeddings_v1 order by d, chunk_id limit 10",
                 {"q": q.tolist()},
             ).fetchall())
-            hits = search(conn, q, k=K)
+            hits = search(conn, q, k=K, groups=ALL_GROUPS)
             out["search"].append([(h.chunk_id, h.document_id) for h in hits])
         return out
     finally:

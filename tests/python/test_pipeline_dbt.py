@@ -162,7 +162,7 @@ def test_hnsw_returns_k_rows_after_deletes_and_reopen(project: Project) -> None:
     deleted = {r["document_id"] for r in deletes}
 
     from ragmart.duck import connect
-    from ragmart.retrieval import search
+    from ragmart.retrieval import ALL_GROUPS, search
 
     for _ in range(2):  # reopen the file each round
         conn = connect(project.db_path, read_only=True)
@@ -177,7 +177,7 @@ def test_hnsw_returns_k_rows_after_deletes_and_reopen(project: Project) -> None:
             for _ in range(25):
                 q = rng.normal(size=384).astype(np.float32)
                 for k in (1, 5, 10, 50):
-                    hits = search(conn, q, k=k)
+                    hits = search(conn, q, k=k, groups=ALL_GROUPS)
                     assert len(hits) == k
                     assert not deleted & {h.document_id for h in hits}
                 # the HNSW path agrees with an exact scan on the top 10
@@ -186,7 +186,7 @@ def test_hnsw_returns_k_rows_after_deletes_and_reopen(project: Project) -> None:
                     "array_cosine_distance(embedding, $q::float[384]), chunk_id limit 10",
                     {"q": q.tolist()},
                 ).fetchall()
-                approx = [h.chunk_id for h in search(conn, q, k=10)]
+                approx = [h.chunk_id for h in search(conn, q, k=10, groups=ALL_GROUPS)]
                 assert len(set(approx) & {c for (c,) in exact}) >= 9
         finally:
             conn.close()
@@ -225,7 +225,7 @@ def test_retrieval_is_deterministic_across_processes(project: Project) -> None:
         {"op": "I", "seq": 3, "document_id": "other", "content": policy("other")},
     ]))
     project.build()
-    args = ["retrieve", "shared rule 2 employees approval", "-k", "6", "--json"]
+    args = ["retrieve", "shared rule 2 employees approval", "-k", "6", "--all-groups", "--json"]
     first = json.loads(project.ragmart(*args).stdout)
     second = json.loads(project.ragmart(*args).stdout)
     assert first == second
@@ -240,8 +240,9 @@ def test_retrieval_is_deterministic_across_processes(project: Project) -> None:
                   "distance", "embedding_model", "chunker_version", "dbt_invocation_id",
                   "created_at", "document_checksum"):
         assert field in results[0]
-    filtered = json.loads(project.ragmart(*args[:-1], "--doc-type", "nope", "--json").stdout)
-    assert filtered["results"] == []
+    filtered = project.ragmart(*args[:-1], "--doc-type", "nope", "--json", check=False)
+    assert filtered.returncode == 3  # nothing eligible: abstained
+    assert json.loads(filtered.stdout)["results"] == []
 
 
 def test_a_file_read_while_still_being_written_counts_once_complete(project: Project) -> None:
