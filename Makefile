@@ -42,8 +42,8 @@ build: setup
 
 run: setup land-sample build
 	@echo
-	@echo '$$ ragmart retrieve "how many vacation days can I carry over into next year" -k 3'
-	@$(BIN)/ragmart retrieve "how many vacation days can I carry over into next year" -k 3
+	@echo '$$ ragmart retrieve "how many vacation days can I carry over into next year" -k 3 --groups all-staff'
+	@$(BIN)/ragmart retrieve "how many vacation days can I carry over into next year" -k 3 --groups all-staff
 
 lint: setup
 	$(BIN)/ruff check ragmart python_models tests bench

@@ -65,7 +65,9 @@ def render_markdown(
         f"# Retrieval evaluation: {' vs '.join(labels)}",
         "",
         f"{reports[0].queries} judged questions; documents ranked by their best chunk (exact "
-        f"cosine search, ties by chunk_id); recall@{k}, MRR and nDCG@10 (binary relevance, "
+        f"cosine search, ties by chunk_id, over every served document whatever its "
+        f"allowed_groups: the operator view, `--all-groups`, so this report may name "
+        f"restricted documents); recall@{k}, MRR and nDCG@10 (binary relevance, "
         "log2 discount).",
         "",
         "| version | embedding model | questions |",

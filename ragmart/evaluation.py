@@ -14,6 +14,9 @@ its relevant documents in the serving table; a question counts under each of the
 A *version* vN is the serving table ``fct_chunk_embeddings_vN``. ``evaluate_version`` embeds the
 questions with the provider of the version's embedding model and ranks every chunk exactly
 (``array_cosine_distance``, ties by ``chunk_id``): deterministic, independent of the HNSW index.
+Evaluation is an operator tool: it ranks every served document whatever its allowed_groups
+(retrieval's explicit operator switch, ``groups=ALL_GROUPS``), so a change of access never
+moves its metrics or the gate, and its reports may name restricted documents.
 The dbt model ``fct_retrieval_eval`` computes the same numbers in SQL. ``gate`` compares a
 candidate with a baseline; ``ragmart publish`` refuses a candidate that regresses.
 """
