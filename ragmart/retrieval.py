@@ -347,7 +347,9 @@ _CHUNK_METADATA = ("section",)
 def document_clauses(p: Render, *, document_types_param: str = "document_types") -> dict[str, str]:
     """Clauses on a visible document version, as boolean SQL over `documents` (NULL counts as
     false). A clause whose parameter is NULL admits everything. Access is not among them: it
-    defines which versions `documents_sql` returns at all."""
+    defines which versions `documents_sql` returns at all. No clause can raise on a row's data
+    (metadata that is not JSON reads as missing): DuckDB may evaluate a conjunction in any
+    order, and an error would echo a row the caller may not see."""
     metadata_checks = "\n".join(
         f"                when field_name = '{name}' then "
         f"nullif(trim(cast(documents.{name} as varchar)), '') is null"
@@ -366,8 +368,8 @@ def document_clauses(p: Render, *, document_types_param: str = "document_types")
                 when field_name in ({chunk_level}) then false
 {metadata_checks}
                 else not regexp_full_match(field_name, '[A-Za-z_][A-Za-z0-9_]*')
-                    or nullif(trim(json_extract_string(
-                        documents.metadata, '$."' || field_name || '"')), '') is null
+                    or nullif(trim(try(json_extract_string(
+                        documents.metadata, '$."' || field_name || '"'))), '') is null
                 end)) = 0
         )""",
         "max_document_age": f"""(

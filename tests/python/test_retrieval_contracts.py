@@ -710,15 +710,18 @@ def add_hidden_documents(path: Path, vector: np.ndarray, n: int) -> None:
             doc = f"sec-hidden-{i}"
             changes = (f"'{doc}' as document_id, ['security'] as allowed_groups, "
                        "'secret-type' as document_type")
-            for table in (TABLES.serving, TABLES.history):
+            # metadata that is not JSON: a clause reading it must not echo it in an error
+            bad_metadata = ", '{the secret merger' as metadata"
+            for table, extra in ((TABLES.serving, ""), (TABLES.history, bad_metadata)):
                 conn.execute(f"""
                     insert into {table} select * replace (
-                        replace(chunk_id, 'pol-hr-only', '{doc}') as chunk_id, {changes},
+                        replace(chunk_id, 'pol-hr-only', '{doc}') as chunk_id, {changes}{extra},
                         'the secret merger plan' as chunk_text,
                         cast({literal} as float[{DIMS}]) as embedding,
                         timestamp '{T0.isoformat()}' as document_valid_from)
                     from {table} where document_id = 'pol-hr-only'""")
-            conn.execute(f"insert into {TABLES.documents} select * replace ({changes}) "
+            conn.execute(f"insert into {TABLES.documents} select * replace ({changes}"
+                         f"{bad_metadata}) "
                          f"from {TABLES.documents} where document_id = 'pol-hr-only'")
             conn.execute(f"insert into {TABLES.access} select * replace ('{doc}' as "
                          "document_id, ['security'] as allowed_groups) "
@@ -743,13 +746,16 @@ def test_abstention_json_is_byte_identical_whatever_hidden_documents_contain(
     contracts = tmp_path / "contracts.yml"
     contracts.write_text(yaml.safe_dump({"version": 1, "contracts": {
         "picky": {"min_similarity": 0.5},
-        "typed": {"document_types": ["secret-type", "procedure"]}}}))
+        "typed": {"document_types": ["secret-type", "procedure"]},
+        "sourced": {"required_metadata": ["source_path"], "min_similarity": 0.5}}}))
     moment = (T0 + dt.timedelta(minutes=30)).isoformat()
     cases = [
         ["--contract", "picky", "--groups", "all-staff"],
         ["--contract", "picky", "--groups", "nobody"],
         ["--contract", "picky", "--groups", "all-staff", "--as-of", moment],
         ["--contract", "typed", "--groups", "all-staff,hr"],
+        ["--contract", "sourced", "--groups", "all-staff"],
+        ["--contract", "sourced", "--groups", "all-staff", "--as-of", moment],
         ["--doc-type", "secret-type", "--groups", "all-staff"],
         ["--doc-type", "polcy", "--groups", "hr", "--as-of", moment],
         [],
@@ -772,6 +778,11 @@ def test_abstention_json_is_byte_identical_whatever_hidden_documents_contain(
     code, out, _ = _run_cli(monkeypatch, capsys, plain, contracts, "retrieve", question,
                             "--contract", "picky", "--all-groups", "--json")
     assert code == 3
+    # no clause raises on a row's data, whatever order DuckDB evaluates it in: metadata that
+    # is not JSON reads as missing (an error would have echoed it)
+    code, out, err = _run_cli(monkeypatch, capsys, secret, contracts, "retrieve", question,
+                              "--contract", "sourced", "--all-groups", "--json")
+    assert code == 3 and "secret merger" not in out + err, err
 
 
 def test_abstention_is_identical_for_questions_differing_only_in_hidden_directions(
