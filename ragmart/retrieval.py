@@ -1318,9 +1318,11 @@ def sql_macro_catalog(conn: duckdb.DuckDBPyConnection, dims: int) -> Any:
         "signature": [f"{name}({arguments})" for name in names],
         "description": [
             f"The k nearest chunks of index version {name.removeprefix(SQL_MACRO_PREFIX)} to "
-            f"query_vector (float[{dims}]) eligible under the contract clauses given as named "
-            "arguments, exact, ordered by (distance, chunk_id); as_of searches the versions "
-            "live at that time. Open the database (or `use` it) first."
+            f"query_vector (float[{dims}]) that the caller's groups may see (no groups: no "
+            "group; all_groups := true: the operator's view of everything), eligible under the "
+            "contract clauses given as named arguments, exact, ordered by (distance, "
+            "chunk_id); as_of searches the versions live at that time. Open the database (or "
+            "`use` it) first."
             for name in names
         ],
     }, schema=pa.schema([("macro_name", pa.string()), ("signature", pa.string()),

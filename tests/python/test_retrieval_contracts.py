@@ -1002,6 +1002,11 @@ def test_cli_abstains_with_json_and_exit_code_3(monkeypatch, capsys, tiny, contr
     code, out, _ = _run_cli(monkeypatch, capsys, db, contract_file, "retrieve", "travel",
                             "--contract", "procedures", "--groups", "all-staff")
     assert code == 3 and out.startswith("abstained: no chunk satisfies contract 'procedures'")
+    # without a contract too; a type that matches nothing: the reason names the visible ones
+    code, out, _ = _run_cli(monkeypatch, capsys, db, contract_file, "retrieve", "travel",
+                            "--doc-type", "polcy", "--groups", "hr")
+    assert code == 3 and out.startswith("abstained: no chunk satisfies the request: ")
+    assert "no visible chunk has document type 'polcy' (visible types: 'policy')" in out
     code, _, err = _run_cli(monkeypatch, capsys, db, contract_file, "retrieve", "travel",
                             "--contract", "nope")
     assert code == cli.EXIT_ERROR and "unknown retrieval contract 'nope'" in err
