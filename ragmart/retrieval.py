@@ -1203,6 +1203,7 @@ class Retriever:
         self.tables = Tables.for_version(version)
         self.path = path
         self.contracts_path = contracts_path
+        self._default_missing: str | None = None
         if not path.exists():
             raise RetrievalError(
                 f"database {path} does not exist; run `make run` or `dbt build`")
@@ -1238,8 +1239,12 @@ class Retriever:
         _check_inputs(k, groups, doc_types, as_of)
         resolved = (load_contracts(self.contracts_path).get(contract)
                     if isinstance(contract, str) else contract)
-        missing = (resolved.missing_allowed_groups if resolved is not None
-                   else default_missing_allowed_groups(self.contracts_path))
+        if resolved is not None:
+            missing = resolved.missing_allowed_groups
+        else:  # read once per reader, like the snapshot it pins
+            if self._default_missing is None:
+                self._default_missing = default_missing_allowed_groups(self.contracts_path)
+            missing = self._default_missing
         if as_of is not None:
             for table in (self.tables.history, self.tables.access):
                 if not _table_exists(self.conn, table):
