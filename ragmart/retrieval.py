@@ -59,6 +59,7 @@ from ragmart.contracts import (
     METADATA_COLUMNS,
     MISSING_GROUPS_POLICIES,
     Contract,
+    _clip,
     contracts_path,
     load_contracts,
 )
@@ -843,12 +844,10 @@ def clause_counts(
 
 
 def _quoted(values: Sequence[str]) -> str:
-    return ", ".join(repr(v) for v in values) or "(none)"
+    return ", ".join(repr(_clip(v)) for v in values) or "(none)"
 
 
 def _caller(groups: Groups) -> str:
-    if groups is ALL_GROUPS:
-        return "any caller (all groups)"
     if not groups:
         return ("a caller without groups (name the caller's groups: --groups / groups=[...]; "
                 "an operator may pass --all-groups / groups=ALL_GROUPS)")
@@ -865,6 +864,8 @@ def _abstention_reason(contract: Contract | None, funnel: ClauseFunnel, *, group
     what = f"contract {contract.name!r}" if contract else "the request"
     if total == 0:
         scope = "at that time" if counts[0].clause == "as_of" else "in the serving set"
+        if groups is ALL_GROUPS:
+            return f"no chunk satisfies {what}: there are no chunks {scope}"
         return f"no chunk satisfies {what}: no chunk {scope} is visible to {_caller(groups)}"
     emptied = next((c for c in counts[1:] if c.remaining == 0), None)
     excluding = [f"{c.clause} excludes {c.excluded} of {total}" for c in counts[1:] if c.excluded]
@@ -886,13 +887,12 @@ def _check_inputs(
 ) -> None:
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise RetrievalError(f"k must be a positive integer, got {k!r}")
-    for name, values in (("groups", groups), ("doc_types", doc_types)):
-        if values is ALL_GROUPS and name == "groups":
-            continue
-        if values is not None and (isinstance(values, str) or not all(
+    checked = (("groups", None if groups is ALL_GROUPS else groups,
+                " (or ALL_GROUPS, the operator switch)"), ("doc_types", doc_types, ""))
+    for name, values, hint in checked:
+        if values is not None and (isinstance(values, str | AllGroups) or not all(
             isinstance(v, str) for v in values
         )):
-            hint = " (or ALL_GROUPS, the operator switch)" if name == "groups" else ""
             raise RetrievalError(
                 f"{name} must be a list of strings, e.g. ['hr', 'managers']{hint}")
     if as_of is not None and not isinstance(as_of, dt.datetime):
