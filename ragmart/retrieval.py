@@ -9,8 +9,9 @@ and the caller's document-type filter; a chunk is *eligible* when it passes them
 
 Access is not a clause among others: it defines the source (`documents_sql`). A caller sees a
 document version only when its groups are admitted both by the version's own allowed_groups
-and by the document's latest known ones (dim_documents while live, dim_document_access once
-deleted): narrowing access applies at once to every point in time. A document without
+and by the document's latest known ones (dim_documents for a live search; for an as-of search
+dim_document_access, which keeps deleted documents too): narrowing access applies at once to
+every point in time. A document without
 allowed_groups follows ``missing_allowed_groups``. No groups means no group, never every group;
 the one way to see everything is the explicit operator switch ``groups=ALL_GROUPS`` (CLI
 ``--all-groups``, SQL ``all_groups := true``). Every other clause, every count, every reason and
