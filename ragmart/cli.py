@@ -7,9 +7,11 @@ import json
 import sys
 from collections.abc import Sequence
 
-EXIT_ERROR = 2
-# `ragmart retrieve --contract`: nothing satisfies the contract (the JSON names the clauses)
-EXIT_ABSTAINED = 3
+from ragmart.exit_codes import Exit
+
+# the names earlier versions exported (ragmart.exit_codes.Exit is the table)
+EXIT_ERROR = Exit.USAGE
+EXIT_ABSTAINED = Exit.ABSTAINED
 
 
 def _parse_as_of(value: str | None):
@@ -81,7 +83,7 @@ def _cmd_freshness(args: argparse.Namespace) -> int:
         print(json.dumps(result.to_dict(), indent=2, default=str, ensure_ascii=False))
     else:
         print(render(result))
-    return 1 if args.check and not result.healthy else 0
+    return Exit.CHECK_FAILED if args.check and not result.healthy else Exit.OK
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -132,7 +134,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             for failure in result.failures:
                 print(f"  - {failure}")
         print(f"report: {markdown}\nplot: {plot}")
-    return 1 if result is not None and not result.passed and args.fail_on_regression else 0
+    # the gate's verdict is the exit code (--fail-on-regression, once needed for it, is a no-op)
+    return Exit.GATE_REFUSED if result is not None and not result.passed else Exit.OK
 
 
 def _cmd_stats(args: argparse.Namespace) -> int:
@@ -176,15 +179,15 @@ def _cmd_build(args: argparse.Namespace) -> int:
     if not args.watch:
         outcome = warm.build()
         report(1, outcome)
-        return 0 if outcome.success else 1
+        return Exit.OK if outcome.success else Exit.CHECK_FAILED
     landing = Settings.from_env().landing_dir
     print(f"ragmart build: watching {landing} every {args.interval:g}s (Ctrl-C stops)", flush=True)
     try:
         last = watch(warm.build, landing, interval=args.interval, max_builds=args.max_builds,
                      report=report)
     except KeyboardInterrupt:
-        return 0
-    return 0 if last is None or last.success else 1
+        return Exit.OK
+    return Exit.OK if last is None or last.success else Exit.CHECK_FAILED
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -215,7 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sla-minutes", type=float, metavar="M",
                    help="lag SLA (default $RAGMART_EMBEDDING_LAG_SLA_MINUTES or 1440)")
     p.add_argument("--check", action="store_true",
-                   help="exit 1 when anything is stale, orphaned or over the SLA")
+                   help=f"exit {Exit.CHECK_FAILED} when anything is stale, orphaned or over "
+                        "the SLA")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(func=_cmd_freshness)
 
@@ -234,7 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="largest allowed drop of a metric for --compare (repeatable; defaults "
                         "recall@5=0.02 mrr=0.03 ndcg@10=0.03)")
     p.add_argument("--fail-on-regression", action="store_true",
-                   help="exit 1 when --compare's candidate fails the gate")
+                   help="accepted for compatibility, no effect: --compare always exits "
+                        f"{Exit.GATE_REFUSED} when the candidate fails the gate")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(func=_cmd_eval)
 
@@ -262,20 +267,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _known_errors() -> tuple[type[BaseException], ...]:
+    """Errors that say what the user should change: a bad argument, file, id, configuration or
+    a database that is missing or locked (exit code USAGE)."""
+    import duckdb
+
+    from ragmart.duck import VssUnavailableError
+    from ragmart.freshness import FreshnessError
+    from ragmart.memory_vectors import ReadOnlyRequiredError
+    from ragmart.providers import EmbeddingError
+    from ragmart.retrieval import RetrievalError
+    from ragmart.serving import ServingError
+
+    return (RetrievalError, ServingError, FreshnessError, EmbeddingError, VssUnavailableError,
+            ReadOnlyRequiredError, ValueError, OSError, duckdb.IOException)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; its exit code is one of ragmart.exit_codes.Exit (argparse's own usage
+    errors exit 2, Exit.USAGE, too)."""
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        return int(args.func(args))
     except Exception as exc:  # every failure becomes one clear line and an exit code
-        from ragmart.freshness import FreshnessError
-        from ragmart.retrieval import RetrievalError
-        from ragmart.serving import ServingError
+        from ragmart.serving import GateRefused
 
-        known = (RetrievalError, ServingError, FreshnessError, ValueError, FileNotFoundError)
-        if not isinstance(exc, known):
-            raise
-        print(f"ragmart {args.command}: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        if isinstance(exc, GateRefused):
+            print(f"ragmart {args.command}: {exc}", file=sys.stderr)
+            return Exit.GATE_REFUSED
+        if isinstance(exc, _known_errors()):
+            print(f"ragmart {args.command}: {exc}", file=sys.stderr)
+            return Exit.USAGE
+        print(f"ragmart {args.command}: internal error: {type(exc).__name__}: {exc} (a defect in "
+              "ragmart: please report it with the command you ran)", file=sys.stderr)
+        return Exit.INTERNAL
 
 
 if __name__ == "__main__":
