@@ -79,10 +79,16 @@ def test_backfill_builds_beside_publishes_behind_gate_and_rolls_back(tmp_path) -
     v2 = serving_json(project)
     assert v2["version"] == "v2" and v2["forced"] and v2["gate_failures"]
 
+    assert dbt_baseline(project) == pytest.approx(v2["metrics"])
+
     project.ragmart("rollback")
     back = serving_json(project)
     assert back["version"] == "v1" and back["snapshot"] == v1["snapshot"]
     assert (project.workdir / "published" / v1["snapshot"]).exists()
+    # what serves again is the baseline again, measured anew on its snapshot
+    assert back["metrics"] == pytest.approx(v1["metrics"])
+    assert back["evaluated_at"] > v2["published_at"]
+    assert dbt_baseline(project) == pytest.approx(v1["metrics"])
 
 
 def test_readers_are_never_blocked_and_answers_come_from_one_version(tmp_path) -> None:
@@ -178,6 +184,7 @@ def test_purge_removes_a_document_from_every_file_and_rollback_cannot_resurrect(
 
     project.ragmart("rollback")
     served = serving_json(project)
+    assert dbt_baseline(project) == pytest.approx(served["metrics"])  # measured after the purge
     conn = connect(project.workdir / "published" / served["snapshot"], read_only=True)
     try:
         assert conn.execute("select count(*) from fct_chunk_embeddings_v1 where document_id = $d",
