@@ -233,7 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="target/eval",
                    help="directory of the Markdown report and plot (default target/eval)")
     p.add_argument("--db", help="database file holding the versions (default $RAGMART_DB)")
-    p.add_argument("--queries", default="seeds/judged_queries.csv")
+    p.add_argument("--queries", metavar="FILE",
+                   help="judged queries CSV (default seeds/judged_queries.csv, in the working "
+                        "directory or under $DBT_PROJECT_DIR)")
     p.add_argument("--tolerance", action="append", metavar="METRIC=VALUE",
                    help="largest allowed drop of a metric for --compare (repeatable; defaults "
                         "recall@5=0.02 mrr=0.03 ndcg@10=0.03)")
@@ -298,8 +300,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(exc, _known_errors()):
             print(f"ragmart {args.command}: {exc}", file=sys.stderr)
             return Exit.USAGE
-        print(f"ragmart {args.command}: internal error: {type(exc).__name__}: {exc} (a defect in "
-              "ragmart: please report it with the command you ran)", file=sys.stderr)
+        message = " ".join(str(exc).split())  # one line, whatever the exception wrote
+        print(f"ragmart {args.command}: internal error: {type(exc).__name__}: {message} (a "
+              "defect in ragmart: please report it with the command you ran)", file=sys.stderr)
         return Exit.INTERNAL
 
 

@@ -34,13 +34,13 @@ def test_an_unexpected_error_exits_internal_with_one_line_and_no_traceback(
     import ragmart.freshness
 
     def broken(*args, **kwargs):
-        raise ZeroDivisionError("division by zero")
+        raise ZeroDivisionError("division by zero\n  (a second line)")
 
     monkeypatch.setattr(ragmart.freshness, "freshness", broken)
     assert main(["freshness", "--db", str(tmp_path / "x.duckdb")]) == Exit.INTERNAL
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
-    assert "internal error: ZeroDivisionError: division by zero" in err
+    assert "internal error: ZeroDivisionError: division by zero (a second line)" in err
     assert "please report it" in err
 
 
@@ -81,3 +81,18 @@ def test_every_code_is_distinct_and_stable() -> None:
     assert {e.name: e.value for e in Exit} == {
         "OK": 0, "INTERNAL": 1, "USAGE": 2, "ABSTAINED": 3, "GATE_REFUSED": 4,
         "CHECK_FAILED": 5}
+
+
+def test_judged_queries_are_found_from_any_directory_through_dbt_project_dir(
+    monkeypatch, capsys, tmp_path
+) -> None:
+    from ragmart.evaluation import load_judged_queries
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DBT_PROJECT_DIR", raising=False)
+    assert main(["eval", "--db", str(tmp_path / "x.duckdb")]) == Exit.USAGE
+    err = capsys.readouterr().err
+    assert "seeds/judged_queries.csv are not in the working directory" in err
+    assert "set DBT_PROJECT_DIR" in err
+    monkeypatch.setenv("DBT_PROJECT_DIR", str(ROOT))
+    assert load_judged_queries() == load_judged_queries(ROOT / "seeds" / "judged_queries.csv")
