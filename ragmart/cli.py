@@ -166,6 +166,22 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+# the dbt test that is the evaluation gate of a build (tests/dbt/)
+GATE_TEST = "assert_candidate_does_not_regress"
+
+
+def _build_exit(outcome) -> Exit:
+    """OK; GATE_REFUSED when the evaluation gate is the only node that failed (the build is
+    sound, the candidate retrieves worse than what serves); else CHECK_FAILED."""
+    if outcome is None or outcome.success:
+        return Exit.OK
+    failed = [f.split(":", 1)[0] for f in outcome.failures]
+    if failed and all(node.startswith("test.") and node.split(".")[-1] == GATE_TEST
+                      for node in failed):
+        return Exit.GATE_REFUSED
+    return Exit.CHECK_FAILED
+
+
 def _cmd_build(args: argparse.Namespace) -> int:
     from ragmart.config import Settings
     from ragmart.runner import WarmDbt, watch
@@ -179,7 +195,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
     if not args.watch:
         outcome = warm.build()
         report(1, outcome)
-        return Exit.OK if outcome.success else Exit.CHECK_FAILED
+        return _build_exit(outcome)
     landing = Settings.from_env().landing_dir
     print(f"ragmart build: watching {landing} every {args.interval:g}s (Ctrl-C stops)", flush=True)
     try:
@@ -187,7 +203,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
                      report=report)
     except KeyboardInterrupt:
         return Exit.OK
-    return Exit.OK if last is None or last.success else Exit.CHECK_FAILED
+    return _build_exit(last)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -57,12 +57,24 @@ def test_usage_and_input_errors_exit_usage(monkeypatch, capsys, tmp_path) -> Non
     assert exc.value.code == Exit.USAGE
 
 
-def test_a_failed_build_exits_check_failed(monkeypatch, capsys) -> None:
+def test_a_failed_build_exits_gate_refused_when_only_the_gate_failed_else_check_failed(
+    monkeypatch, capsys
+) -> None:
     import ragmart.runner
     from ragmart.runner import BuildOutcome
 
-    outcomes = iter([BuildOutcome(False, 1.0, True, failures=["test x: FAIL 1"]),
-                     BuildOutcome(True, 1.0, False)])
+    gate = "test.ragmart.assert_candidate_does_not_regress: fail: Got 1 result"
+    other = "test.ragmart.assert_live_versions_are_served: fail: Got 2 results"
+    model = "model.ragmart.fct_chunk_embeddings_v1: error: provider down"
+    cases = [
+        ([gate], Exit.GATE_REFUSED),
+        ([other], Exit.CHECK_FAILED),
+        ([gate, other], Exit.CHECK_FAILED),
+        ([model], Exit.CHECK_FAILED),
+        (["RuntimeError('no dbt project')"], Exit.CHECK_FAILED),
+    ]
+    outcomes = iter([BuildOutcome(False, 1.0, True, failures=f) for f, _ in cases]
+                    + [BuildOutcome(True, 1.0, False)])
 
     class FakeDbt:
         def __init__(self, dbt_args):
@@ -72,8 +84,9 @@ def test_a_failed_build_exits_check_failed(monkeypatch, capsys) -> None:
             return next(outcomes)
 
     monkeypatch.setattr(ragmart.runner, "WarmDbt", FakeDbt)
-    assert main(["build"]) == Exit.CHECK_FAILED
-    assert "FAILED" in capsys.readouterr().out
+    for failures, code in cases:
+        assert main(["build"]) == code, failures
+        assert "FAILED" in capsys.readouterr().out
     assert main(["build"]) == Exit.OK
 
 

@@ -256,6 +256,11 @@ def test_publish_makes_the_dbt_gate_fail_a_build_that_regresses(tmp_path) -> Non
     # that test, and nothing else, failed
     assert set(re.findall(r"(?:Failure|Error) in \w+ (\w+)", failed.stdout)) == {
         "assert_candidate_does_not_regress"}, failed.stdout[-3000:]
+    # `ragmart build` says the same with the gate's exit code: the build is sound, v2 is worse
+    warm = worse.ragmart("build", "--", "--vars", "{index_version: v2, evaluate_retrieval: true}",
+                         check=False)
+    assert warm.returncode == Exit.GATE_REFUSED, warm.stdout[-3000:] + warm.stderr[-3000:]
+    assert "assert_candidate_does_not_regress" in warm.stdout
     # publishing it is refused by the gate, with the gate's own exit code
     refused = worse.ragmart("publish", "v2", check=False)
     assert refused.returncode == Exit.GATE_REFUSED, refused.stderr
