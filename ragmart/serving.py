@@ -11,12 +11,12 @@ The baseline. Whatever serves is the baseline a candidate must not fall below, i
 that must always agree: the serving publication's report (`serving.json`, which `publish`'s gate
 reads) and the table `published_eval_metrics` in the build database (which the dbt test
 `assert_candidate_does_not_regress` reads during a build, when no snapshot is at hand). Every
-change of what serves, or of what the serving snapshot holds, goes through
-`_serve`, which writes the metrics to the build database first and then switches the pointer:
-a publish, a rollback, and `refresh_baseline`, which a purge calls after editing the snapshot in
+change of what serves, or of what the serving snapshot holds, writes the evaluated metrics to
+the build database first (`_write_baseline`) and then switches the pointer (`_record`): a
+publish, a rollback, and `refresh_baseline`, which a purge calls after editing the snapshot in
 place. The table is written first because the pointer switch is the commit: if the table
 cannot be written (the build database stays locked by a build), nothing has changed; if the
-switch failed after it, the table would hold a stricter baseline, never a laxer one.
+switch failed after it, the table would hold the candidate's metrics, which passed the gate.
 """
 
 from __future__ import annotations
@@ -156,15 +156,26 @@ def _record(db_path: Path, publication: Publication) -> None:
 
 
 def _open_build_db(db_path: Path, *, read_only: bool) -> duckdb.DuckDBPyConnection:
-    if not Path(db_path).exists():
+    """A connection to the build database, waiting up to RAGMART_LOCK_WAIT_SECONDS while a
+    build (another process) holds it; ServingError when it does not exist or stays locked."""
+    db_path = Path(db_path)
+    if not db_path.exists():
         raise ServingError(f"database {db_path} does not exist; run `dbt build` first")
-    try:
-        return connect(db_path, read_only=read_only)
-    except duckdb.IOException as exc:
-        raise ServingError(
-            f"{db_path} is locked by another process (a dbt build?); retry when it finishes "
-            f"({exc})"
-        ) from exc
+    wait = _lock_wait_seconds()
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return connect(db_path, read_only=read_only)
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower():
+                raise ServingError(f"cannot open {db_path}: {exc}") from exc
+            if time.monotonic() >= deadline:
+                raise ServingError(
+                    f"{db_path} stayed locked by another process (a dbt build?) for {wait:g} s "
+                    f"and nothing was switched; retry when it finishes, or wait longer with "
+                    f"{LOCK_WAIT_ENV} ({exc})"
+                ) from exc
+            time.sleep(min(0.5, max(deadline - time.monotonic(), 0.01)))
 
 
 @dataclass(frozen=True)
@@ -313,24 +324,7 @@ def _write_baseline(db_path: Path, report: dict) -> None:
     that holds the database; raises ServingError when it stays locked."""
     from ragmart.evaluation import EvalReport, record_published_metrics
 
-    db_path = Path(db_path)
-    if not db_path.exists():
-        raise ServingError(f"database {db_path} does not exist; run `dbt build` first")
-    wait = _lock_wait_seconds()
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            conn = connect(db_path)
-            break
-        except duckdb.IOException as exc:
-            if time.monotonic() >= deadline:
-                raise ServingError(
-                    f"{db_path} stayed locked by another process (a dbt build?) for {wait:g} s, "
-                    "so the baseline of the dbt gate could not be recorded and nothing was "
-                    f"switched; retry when it finishes, or wait longer with {LOCK_WAIT_ENV} "
-                    f"({exc})"
-                ) from exc
-            time.sleep(min(0.5, max(deadline - time.monotonic(), 0.01)))
+    conn = _open_build_db(db_path, read_only=False)
     try:
         conn.execute("begin")
         record_published_metrics(conn, EvalReport.from_dict(report))

@@ -353,3 +353,11 @@ def test_publish_waits_for_a_build_holding_the_database_and_switches_nothing_if_
         holders.pop().wait(timeout=30)
     assert serving_json(project)["snapshot"] == published.snapshot
     assert dbt_baseline(project) == pytest.approx(published.metrics)
+
+    # a publish that starts while a build holds the database waits for it, then publishes
+    held = holder(3)
+    started = time.monotonic()
+    project.ragmart("publish", "v1")
+    assert time.monotonic() - started > 2
+    held.wait(timeout=30)
+    assert serving_json(project)["snapshot"] != published.snapshot
