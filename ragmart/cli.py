@@ -7,9 +7,11 @@ import json
 import sys
 from collections.abc import Sequence
 
-EXIT_ERROR = 2
-# `ragmart retrieve --contract`: nothing satisfies the contract (the JSON names the clauses)
-EXIT_ABSTAINED = 3
+from ragmart.exit_codes import Exit
+
+# the names earlier versions exported (ragmart.exit_codes.Exit is the table)
+EXIT_ERROR = Exit.USAGE
+EXIT_ABSTAINED = Exit.ABSTAINED
 
 
 def _parse_as_of(value: str | None):
@@ -79,7 +81,7 @@ def _cmd_freshness(args: argparse.Namespace) -> int:
         print(json.dumps(result.to_dict(), indent=2, default=str, ensure_ascii=False))
     else:
         print(render(result))
-    return 1 if args.check and not result.healthy else 0
+    return Exit.CHECK_FAILED if args.check and not result.healthy else Exit.OK
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -130,7 +132,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             for failure in result.failures:
                 print(f"  - {failure}")
         print(f"report: {markdown}\nplot: {plot}")
-    return 1 if result is not None and not result.passed and args.fail_on_regression else 0
+    # the gate's verdict is the exit code (--fail-on-regression, once needed for it, is a no-op)
+    return Exit.GATE_REFUSED if result is not None and not result.passed else Exit.OK
 
 
 def _cmd_stats(args: argparse.Namespace) -> int:
@@ -161,6 +164,22 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+# the dbt test that is the evaluation gate of a build (tests/dbt/)
+GATE_TEST = "assert_candidate_does_not_regress"
+
+
+def _build_exit(outcome) -> Exit:
+    """OK; GATE_REFUSED when the evaluation gate is the only node that failed (the build is
+    sound, the candidate retrieves worse than what serves); else CHECK_FAILED."""
+    if outcome is None or outcome.success:
+        return Exit.OK
+    failed = [f.split(":", 1)[0] for f in outcome.failures]
+    if failed and all(node.startswith("test.") and node.split(".")[-1] == GATE_TEST
+                      for node in failed):
+        return Exit.GATE_REFUSED
+    return Exit.CHECK_FAILED
+
+
 def _cmd_build(args: argparse.Namespace) -> int:
     from ragmart.config import Settings
     from ragmart.runner import WarmDbt, watch
@@ -174,15 +193,15 @@ def _cmd_build(args: argparse.Namespace) -> int:
     if not args.watch:
         outcome = warm.build()
         report(1, outcome)
-        return 0 if outcome.success else 1
+        return _build_exit(outcome)
     landing = Settings.from_env().landing_dir
     print(f"ragmart build: watching {landing} every {args.interval:g}s (Ctrl-C stops)", flush=True)
     try:
         last = watch(warm.build, landing, interval=args.interval, max_builds=args.max_builds,
                      report=report)
     except KeyboardInterrupt:
-        return 0
-    return 0 if last is None or last.success else 1
+        return Exit.OK
+    return _build_exit(last)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -216,7 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sla-minutes", type=float, metavar="M",
                    help="lag SLA (default $RAGMART_EMBEDDING_LAG_SLA_MINUTES or 1440)")
     p.add_argument("--check", action="store_true",
-                   help="exit 1 when anything is stale, orphaned or over the SLA")
+                   help=f"exit {Exit.CHECK_FAILED} when anything is stale, orphaned or over "
+                        "the SLA")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(func=_cmd_freshness)
 
@@ -230,12 +250,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="target/eval",
                    help="directory of the Markdown report and plot (default target/eval)")
     p.add_argument("--db", help="database file holding the versions (default $RAGMART_DB)")
-    p.add_argument("--queries", default="seeds/judged_queries.csv")
+    p.add_argument("--queries", metavar="FILE",
+                   help="judged queries CSV (default seeds/judged_queries.csv, in the working "
+                        "directory or under $DBT_PROJECT_DIR)")
     p.add_argument("--tolerance", action="append", metavar="METRIC=VALUE",
                    help="largest allowed drop of a metric for --compare (repeatable; defaults "
                         "recall@5=0.02 mrr=0.03 ndcg@10=0.03)")
     p.add_argument("--fail-on-regression", action="store_true",
-                   help="exit 1 when --compare's candidate fails the gate")
+                   help="accepted for compatibility, no effect: --compare always exits "
+                        f"{Exit.GATE_REFUSED} when the candidate fails the gate")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(func=_cmd_eval)
 
@@ -263,20 +286,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _known_errors() -> tuple[type[BaseException], ...]:
+    """Errors that say what the user should change: a bad argument, file, id, configuration or
+    a database that is missing or locked (exit code USAGE)."""
+    import duckdb
+
+    from ragmart.duck import VssUnavailableError
+    from ragmart.freshness import FreshnessError
+    from ragmart.memory_vectors import ReadOnlyRequiredError
+    from ragmart.providers import EmbeddingError
+    from ragmart.retrieval import RetrievalError
+    from ragmart.serving import ServingError
+
+    return (RetrievalError, ServingError, FreshnessError, EmbeddingError, VssUnavailableError,
+            ReadOnlyRequiredError, ValueError, OSError, duckdb.IOException)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; its exit code is one of ragmart.exit_codes.Exit (argparse's own usage
+    errors exit 2, Exit.USAGE, too)."""
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        return int(args.func(args))
     except Exception as exc:  # every failure becomes one clear line and an exit code
-        from ragmart.freshness import FreshnessError
-        from ragmart.retrieval import RetrievalError
-        from ragmart.serving import ServingError
+        from ragmart.serving import GateRefused
 
-        known = (RetrievalError, ServingError, FreshnessError, ValueError, FileNotFoundError)
-        if not isinstance(exc, known):
-            raise
-        print(f"ragmart {args.command}: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        if isinstance(exc, GateRefused):
+            print(f"ragmart {args.command}: {exc}", file=sys.stderr)
+            return Exit.GATE_REFUSED
+        if isinstance(exc, _known_errors()):
+            print(f"ragmart {args.command}: {exc}", file=sys.stderr)
+            return Exit.USAGE
+        message = " ".join(str(exc).split())  # one line, whatever the exception wrote
+        print(f"ragmart {args.command}: internal error: {type(exc).__name__}: {message} (a "
+              "defect in ragmart: please report it with the command you ran)", file=sys.stderr)
+        return Exit.INTERNAL
 
 
 if __name__ == "__main__":

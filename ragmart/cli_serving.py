@@ -4,33 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from ragmart.config import Settings
-
-
-def evaluate_version(database: Path, version: str) -> dict:
-    """The judged-query evaluation report of one version (exact search over its serving table),
-    as ragmart.evaluation.EvalReport.to_dict()."""
-    from ragmart.duck import connect
-    from ragmart.evaluation import evaluate_version as evaluate
-
-    conn = connect(database, read_only=True)
-    try:
-        return evaluate(conn, version).to_dict()
-    finally:
-        conn.close()
-
-
-def gate(candidate: dict, baseline: dict | None) -> list[str]:
-    """Failures of the candidate report against the serving one (ragmart.evaluation.gate)."""
-    from ragmart.evaluation import EvalReport
-    from ragmart.evaluation import gate as evaluation_gate
-
-    if not baseline:
-        return []
-    result = evaluation_gate(EvalReport.from_dict(candidate), EvalReport.from_dict(baseline))
-    return list(result.failures)
 
 
 def _cmd_versions(args: argparse.Namespace) -> int:
@@ -71,8 +46,7 @@ def _cmd_versions(args: argparse.Namespace) -> int:
 def _cmd_publish(args: argparse.Namespace) -> int:
     from ragmart.serving import publish
 
-    pub = publish(Settings.from_env().db_path, args.version, evaluate=evaluate_version,
-                  gate=gate, force=args.force)
+    pub = publish(Settings.from_env().db_path, args.version, force=args.force)
     print(json.dumps(pub.__dict__, indent=2))
     return 0
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import math
+import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -175,7 +176,26 @@ def _named(metrics: Metrics, k: int) -> dict[str, float]:
 # --------------------------------------------------------------------------- queries
 
 
-def load_judged_queries(path: str | Path = JUDGED_QUERIES) -> list[JudgedQuery]:
+def judged_queries_path() -> Path:
+    """The dbt project's seed of judged queries: JUDGED_QUERIES in the working directory, else
+    under $DBT_PROJECT_DIR. Publish, rollback and purge evaluate with it, so they work from any
+    directory once DBT_PROJECT_DIR names the project."""
+    if JUDGED_QUERIES.is_file():
+        return JUDGED_QUERIES
+    project = os.environ.get("DBT_PROJECT_DIR", "").strip()
+    if project and (Path(project) / JUDGED_QUERIES).is_file():
+        return Path(project) / JUDGED_QUERIES
+    elsewhere = f" nor under DBT_PROJECT_DIR={project}" if project else ""
+    raise FileNotFoundError(
+        f"the judged queries {JUDGED_QUERIES} are not in the working directory {Path.cwd()}"
+        f"{elsewhere}; run ragmart from the dbt project directory or set DBT_PROJECT_DIR to it "
+        "(ragmart eval also takes --queries FILE)"
+    )
+
+
+def load_judged_queries(path: str | Path | None = None) -> list[JudgedQuery]:
+    """The judged queries of the CSV `path` (default: judged_queries_path())."""
+    path = judged_queries_path() if path is None else path
     with open(path, newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     queries = []

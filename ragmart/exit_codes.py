@@ -8,8 +8,8 @@ Scripts branch on them, so each outcome has its own code and a code never change
 | 1    | INTERNAL       | an unexpected internal error (a defect: please report it)             |
 | 2    | USAGE          | a usage or input error: a bad argument, file, id or missing database  |
 | 3    | ABSTAINED      | retrieval abstained: nothing the caller may see satisfies the request |
-| 4    | GATE_REFUSED   | the evaluation gate refused a candidate (publish, eval --compare)     |
-| 5    | CHECK_FAILED   | a health check failed (freshness --check: stale, orphaned, over SLA)  |
+| 4    | GATE_REFUSED   | the quality gate refused a candidate: publish, eval --compare, build  |
+| 5    | CHECK_FAILED   | a check failed: freshness --check, any other failed node of build     |
 """
 
 from __future__ import annotations

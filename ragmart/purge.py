@@ -216,4 +216,7 @@ def purge_document(db_path: Path, document_id: str, *, landing_dir: Path | None)
     entries = load_registry(registry)
     entries[document_id] = max(entries.get(document_id, 0), report.max_change_seq or 0)
     _save_registry(registry, entries)
+    from ragmart.serving import refresh_baseline
+
+    refresh_baseline(db_path)  # what serves changed: the gate's baseline is measured again
     return report

@@ -6,6 +6,17 @@ lock that keeps writers out for the length of the copy, into an immutable snapsh
 `<publish dir>/`, then switches `serving.json` to it with an atomic rename. Readers resolve the
 pointer once per request and open the snapshot read-only, so a build never blocks them and
 every answer comes wholly from one version. `rollback` points back to the previous snapshot.
+
+The baseline. Whatever serves is the baseline a candidate must not fall below, in two places
+that must always agree: the serving publication's report (`serving.json`, which `publish`'s gate
+reads) and the table `published_eval_metrics` in the build database (which the dbt test
+`assert_candidate_does_not_regress` reads during a build, when no snapshot is at hand). Every
+change of what serves, or of what the serving snapshot holds, writes the evaluated metrics to
+the build database first (`_write_baseline`) and then switches the pointer (`_record`): a
+publish, a rollback, and `refresh_baseline`, which a purge calls after editing the snapshot in
+place. The table is written first because the pointer switch is the commit: if the table
+cannot be written (the build database stays locked by a build), nothing has changed; if the
+switch failed after it, the table would hold the candidate's metrics, which passed the gate.
 """
 
 from __future__ import annotations
@@ -16,6 +27,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,10 +41,21 @@ SERVING_PREFIX = "fct_chunk_embeddings_"
 INDEX_PREFIX = "fct_chunk_vector_index_"
 VERSION_RE = re.compile(r"^v[0-9]+$")
 KEEP_SNAPSHOTS = 3
+# How long writing the baseline into the build database waits for a build's lock to go away.
+LOCK_WAIT_ENV = "RAGMART_LOCK_WAIT_SECONDS"
+DEFAULT_LOCK_WAIT_SECONDS = 120.0
 
 
 class ServingError(RuntimeError):
     pass
+
+
+class GateRefused(RuntimeError):
+    """The evaluation gate refused a candidate: not an error of the command (exit code 4)."""
+
+    def __init__(self, message: str, failures: list[str]) -> None:
+        super().__init__(message)
+        self.failures = list(failures)
 
 
 @dataclass(frozen=True)
@@ -64,7 +87,8 @@ class Publication:
     report: dict = field(default_factory=dict)
     forced: bool = False
     gate_failures: list[str] = field(default_factory=list)
-    action: str = "publish"
+    action: str = "publish"  # publish, rollback, or refresh (re-evaluated after a purge)
+    evaluated_at: str | None = None  # when `report` was measured on the snapshot
 
 
 def check_version(version: str) -> str:
@@ -132,15 +156,26 @@ def _record(db_path: Path, publication: Publication) -> None:
 
 
 def _open_build_db(db_path: Path, *, read_only: bool) -> duckdb.DuckDBPyConnection:
-    if not Path(db_path).exists():
+    """A connection to the build database, waiting up to RAGMART_LOCK_WAIT_SECONDS while a
+    build (another process) holds it; ServingError when it does not exist or stays locked."""
+    db_path = Path(db_path)
+    if not db_path.exists():
         raise ServingError(f"database {db_path} does not exist; run `dbt build` first")
-    try:
-        return connect(db_path, read_only=read_only)
-    except duckdb.IOException as exc:
-        raise ServingError(
-            f"{db_path} is locked by another process (a dbt build?); retry when it finishes "
-            f"({exc})"
-        ) from exc
+    wait = _lock_wait_seconds()
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return connect(db_path, read_only=read_only)
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower():
+                raise ServingError(f"cannot open {db_path}: {exc}") from exc
+            if time.monotonic() >= deadline:
+                raise ServingError(
+                    f"{db_path} stayed locked by another process (a dbt build?) for {wait:g} s "
+                    f"and nothing was switched; retry when it finishes, or wait longer with "
+                    f"{LOCK_WAIT_ENV} ({exc})"
+                ) from exc
+            time.sleep(min(0.5, max(deadline - time.monotonic(), 0.01)))
 
 
 @dataclass(frozen=True)
@@ -252,19 +287,85 @@ Evaluator = Callable[[Path, str], dict]
 Gate = Callable[[dict, dict | None], list[str]]
 
 
+def evaluate_snapshot(database: Path, version: str) -> dict:
+    """The judged-query evaluation report of `version` in a database file (exact search over its
+    serving table), as ragmart.evaluation.EvalReport.to_dict(): what a publication records."""
+    from ragmart.evaluation import evaluate_version
+
+    return evaluate_version(database, version).to_dict()
+
+
+def gate_on_serving(candidate: dict, baseline: dict | None) -> list[str]:
+    """Failures of the candidate report against the serving one (ragmart.evaluation.gate)."""
+    from ragmart.evaluation import EvalReport, gate
+
+    if not baseline:
+        return []
+    return list(gate(EvalReport.from_dict(candidate), EvalReport.from_dict(baseline)).failures)
+
+
+def _lock_wait_seconds() -> float:
+    value = os.environ.get(LOCK_WAIT_ENV, "").strip()
+    if not value:
+        return DEFAULT_LOCK_WAIT_SECONDS
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:
+        raise ServingError(f"{LOCK_WAIT_ENV}={value!r} is not a number of seconds >= 0; "
+                           f"unset it (default {DEFAULT_LOCK_WAIT_SECONDS:g}) or write e.g. 30")
+    return seconds
+
+
+def _write_baseline(db_path: Path, report: dict) -> None:
+    """Append `report`'s metrics to published_eval_metrics in the build database, the baseline
+    of assert_candidate_does_not_regress, waiting up to RAGMART_LOCK_WAIT_SECONDS for a build
+    that holds the database; raises ServingError when it stays locked."""
+    from ragmart.evaluation import EvalReport, record_published_metrics
+
+    conn = _open_build_db(db_path, read_only=False)
+    try:
+        conn.execute("begin")
+        record_published_metrics(conn, EvalReport.from_dict(report))
+        conn.execute("commit")
+    finally:
+        conn.close()
+
+
+def _serve(db_path: Path, publication: Publication) -> None:
+    """Make `publication` the one serving: its metrics become the dbt gate's baseline, then the
+    pointer switches (see the module docstring for the order)."""
+    _write_baseline(db_path, publication.report)
+    _record(db_path, publication)
+
+
+def _snapshot_chunks(path: Path, version: str) -> VersionInfo:
+    conn = connect(path, read_only=True)
+    try:
+        return next(v for v in list_versions(conn) if v.version == version)
+    finally:
+        conn.close()
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat()
+
+
 def publish(
     db_path: Path,
     version: str,
     *,
-    evaluate: Evaluator,
-    gate: Gate,
+    evaluate: Evaluator = evaluate_snapshot,
+    gate: Gate = gate_on_serving,
     force: bool = False,
 ) -> Publication:
     """Snapshot `version`, evaluate it, and switch serving to it if the gate passes (or force).
 
     `evaluate(database_file, version)` returns an evaluation report (a dict with "metrics");
     `gate(candidate, baseline)` returns the list of failures (empty = pass), baseline being the
-    serving publication's report. Refuses, naming the failing metrics, unless `force`."""
+    serving publication's report. Raises GateRefused, naming the failing metrics, unless
+    `force`. The published metrics become the baseline of the dbt gate."""
     check_version(version)
     db_path = Path(db_path)
     path = snapshot(db_path, version)
@@ -274,37 +375,67 @@ def publish(
         baseline = serving.report if serving and serving.report else None
         failures = gate(report, baseline)
         if failures and not force:
-            raise ServingError(
+            raise GateRefused(
                 f"publish {version} refused by the evaluation gate: " + "; ".join(failures)
-                + " (use --force to publish anyway; it is recorded)"
+                + " (use --force to publish anyway; it is recorded)",
+                failures,
             )
-        conn = connect(path, read_only=True)
-        try:
-            info = next(v for v in list_versions(conn) if v.version == version)
-        finally:
-            conn.close()
+        info = _snapshot_chunks(path, version)
+        now = _now()
+        publication = Publication(
+            version=version,
+            snapshot=path.name,
+            published_at=now,
+            embedding_model=info.embedding_model,
+            chunker_version=info.chunker_version,
+            chunks=info.chunks,
+            metrics=dict(report.get("metrics", {})),
+            report=report,
+            forced=bool(failures) and force,
+            gate_failures=failures,
+            evaluated_at=now,
+        )
+        _write_baseline(db_path, report)
     except BaseException:
         path.unlink(missing_ok=True)
         raise
-    publication = Publication(
-        version=version,
-        snapshot=path.name,
-        published_at=dt.datetime.now(dt.UTC).isoformat(),
-        embedding_model=info.embedding_model,
-        chunker_version=info.chunker_version,
-        chunks=info.chunks,
-        metrics=dict(report.get("metrics", {})),
-        report=report,
-        forced=bool(failures) and force,
-        gate_failures=failures,
-    )
     _record(db_path, publication)
     _prune_snapshots(db_path)
     return publication
 
 
-def rollback(db_path: Path) -> Publication:
-    """Serve the publication before the current one again (its snapshot is kept)."""
+def refresh_baseline(db_path: Path, *, evaluate: Evaluator = evaluate_snapshot
+                     ) -> Publication | None:
+    """Re-evaluate the serving snapshot and make its new metrics the baseline everywhere (the
+    pointer, the history and the dbt gate's table); None when nothing is published.
+
+    Call it after anything changes what the serving snapshot holds (a purge): the gate must
+    compare a candidate with what serves now, or every honest publish after a purge is refused
+    for the documents the purge removed."""
+    db_path = Path(db_path)
+    serving = current_publication(db_path)
+    if serving is None:
+        return None
+    path = publish_dir(db_path) / serving.snapshot
+    if not path.exists():
+        raise ServingError(f"the serving snapshot {serving.snapshot} of {serving.version} is "
+                           f"gone; publish a version again (ragmart publish {serving.version})")
+    report = evaluate(path, serving.version)
+    refreshed = Publication(**{
+        **asdict(serving),
+        "chunks": _snapshot_chunks(path, serving.version).chunks,
+        "metrics": dict(report.get("metrics", {})),
+        "report": report,
+        "action": "refresh",
+        "evaluated_at": _now(),
+    })
+    _serve(db_path, refreshed)
+    return refreshed
+
+
+def rollback(db_path: Path, *, evaluate: Evaluator = evaluate_snapshot) -> Publication:
+    """Serve the publication before the current one again (its snapshot is kept), re-evaluated:
+    a purge may have changed it since it was published."""
     db_path = Path(db_path)
     serving = current_publication(db_path)
     if serving is None:
@@ -318,17 +449,25 @@ def rollback(db_path: Path) -> Publication:
         raise ServingError(f"no publication before {serving.version} ({serving.snapshot})")
     previous_name = seen[seen.index(serving.snapshot) - 1]
     previous = next(p for p in reversed(history(db_path)) if p.snapshot == previous_name)
-    if not (publish_dir(db_path) / previous.snapshot).exists():
+    path = publish_dir(db_path) / previous.snapshot
+    if not path.exists():
         raise ServingError(f"the snapshot {previous.snapshot} of {previous.version} is gone")
-    restored = Publication(**{**asdict(previous), "action": "rollback",
-                              "published_at": dt.datetime.now(dt.UTC).isoformat()})
-    _record(db_path, restored)
+    report = evaluate(path, previous.version)
+    now = _now()
+    restored = Publication(**{
+        **asdict(previous), "action": "rollback", "published_at": now,
+        "chunks": _snapshot_chunks(path, previous.version).chunks,
+        "metrics": dict(report.get("metrics", {})), "report": report, "evaluated_at": now,
+    })
+    _serve(db_path, restored)
     return restored
 
 
 def _prune_snapshots(db_path: Path) -> None:
-    """Keep the serving snapshot and the KEEP_SNAPSHOTS newest publications (rollback targets)."""
-    keep = {p.snapshot for p in history(db_path)[-KEEP_SNAPSHOTS:]}
+    """Keep the serving snapshot and the KEEP_SNAPSHOTS most recently recorded snapshots
+    (rollback targets; a snapshot refreshed several times counts once)."""
+    keep = set(list(dict.fromkeys(p.snapshot for p in reversed(history(db_path))))
+               [:KEEP_SNAPSHOTS])
     serving = current_publication(db_path)
     if serving:
         keep.add(serving.snapshot)

@@ -37,6 +37,7 @@ from ragmart.evaluation import (
     record_published_metrics,
     version_names,
 )
+from ragmart.exit_codes import Exit
 from ragmart.providers.hashing import HashingProvider
 
 # --------------------------------------------------------------------------- metrics
@@ -273,21 +274,27 @@ def test_cli_eval_compare_writes_report_plot_and_json(versions_db: Path, capsys)
     assert "| policy |" in text and "![" in text
     assert Path(data["plot"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    # the other way round v2 -> v1 is a regression; --fail-on-regression makes it exit 1
-    assert main([*common, "--compare", "v2", "v1", "-k", "1", "--fail-on-regression"]) == 1
+    # the other way round v2 -> v1 is a regression: the exit code is the gate's verdict
+    assert main([*common, "--compare", "v2", "v1", "-k", "1"]) == Exit.GATE_REFUSED
     printed = capsys.readouterr().out
     assert "FAILED" in printed and "mrr fell from 1.0000" in printed
     assert "Gate: **failed**" in (out / "eval_v2_vs_v1.md").read_text()
-    assert main([*common, "--compare", "v2", "v1", "-k", "1", "--tolerance", "mrr=0.5",
-                 "--tolerance", "recall@1=0.5", "--tolerance", "ndcg@10=0.5",
-                 "--fail-on-regression"]) == 0
+    assert main([*common, "--compare", "v2", "v1", "-k", "1", "--json"]) == Exit.GATE_REFUSED
+    assert json.loads(capsys.readouterr().out)["gate"]["passed"] is False
+    # --fail-on-regression, once needed for a failing exit, is accepted and changes nothing
+    for flags in ([], ["--fail-on-regression"]):
+        assert main([*common, "--compare", "v2", "v1", "-k", "1", *flags]) \
+            == Exit.GATE_REFUSED
+        assert main([*common, "--compare", "v2", "v1", "-k", "1", "--tolerance", "mrr=0.5",
+                     "--tolerance", "recall@1=0.5", "--tolerance", "ndcg@10=0.5",
+                     *flags]) == Exit.OK
     capsys.readouterr()
 
     # one version: the newest when none is named
     assert main([*common, "--version", "v2", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["gate"] is None
     assert (out / "eval_v2.md").is_file() and (out / "eval_v2.png").is_file()
-    assert main([*common, "--version", "v9"]) == 2
+    assert main([*common, "--version", "v9"]) == Exit.USAGE
     assert "v9" in capsys.readouterr().err
 
 

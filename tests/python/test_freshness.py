@@ -16,6 +16,7 @@ from cdc_files import document, paragraph
 from dbt_harness import Project
 
 from ragmart.duck import connect
+from ragmart.exit_codes import Exit
 from ragmart.freshness import FreshnessError, freshness, render
 
 TESTS = ("assert_live_versions_are_served", "assert_no_orphaned_embeddings",
@@ -148,7 +149,7 @@ def test_freshness_tests_fail_naming_the_documents_when_tampered(built, capsys) 
     text = render(report)
     assert re.search(r"alpha v1: (\d+)/(\d+) chunks served", text) and "NOT healthy" in text
     cli = project.ragmart("freshness", "--json", "--check", check=False)
-    assert cli.returncode == 1
+    assert cli.returncode == Exit.CHECK_FAILED
     data = json.loads(cli.stdout)
     assert data["stale_count"] == 1 and data["orphans"][0]["document_id"] == "bravo"
     assert set(data["lag_seconds"]) == {"p50", "p90", "p99", "max"}
