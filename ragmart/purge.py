@@ -28,6 +28,10 @@ each idempotent and marked done in the journal when it completes:
    (``ragmart.serving.replace_snapshot``); a reader that has the old file open is never written
    under, it keeps its file until it reopens. The old file is then removed.
 4. ``database``: the build database is purged in place and rewritten.
+5. ``unreadable``: a landing file that ingestion cannot read as records (a corrupt parquet file,
+   a broken CSV header, a name it does not accept) but whose bytes name the id stops the purge
+   here with an error naming it: only the operator can delete or re-land it. The purge stays
+   journaled and the next run finishes it.
 
 An interrupted purge (a locked database, a kill at any point) stays in the journal and the
 next ``ragmart purge`` completes it, as does the start of the next dbt invocation
@@ -57,7 +61,7 @@ from ragmart.serving import ServingError, publish_dir, replace_snapshot
 
 REGISTRY_NAME = "purged_documents.json"
 JOURNAL_NAME = "purge_journal.json"
-STEPS = ("artifacts", "landing", "snapshots", "database")
+STEPS = ("artifacts", "landing", "snapshots", "database", "unreadable")
 TEMP_MARK = ".purge-"
 # artifacts read line by line: a line carrying the document is removed, the rest kept
 LINE_ARTIFACTS = (".log", ".md", ".txt", ".jsonl", ".csv", ".out")
@@ -418,17 +422,19 @@ class PurgePlan:
     databases: dict[str, dict[str, int]] = field(default_factory=dict)  # file -> table -> rows
     snapshots: dict[str, str] = field(default_factory=dict)  # snapshot -> its purged copy
     artifacts: dict[str, str] = field(default_factory=dict)  # file -> what happens to it
+    unreadable: list[str] = field(default_factory=list)  # landing files to delete by hand
     max_change_seq: int | None = None
 
     @property
     def found(self) -> bool:
         """Whether any record of the document exists (artifacts alone do not make one)."""
-        return bool(self.landing or self.databases or self.snapshots)
+        return bool(self.landing or self.databases or self.snapshots or self.unreadable)
 
     def to_dict(self) -> dict:
         return {"document_id": self.document_id, "landing": self.landing,
                 "databases": self.databases, "snapshots": self.snapshots,
-                "artifacts": self.artifacts, "max_change_seq": self.max_change_seq}
+                "artifacts": self.artifacts, "unreadable": self.unreadable,
+                "max_change_seq": self.max_change_seq}
 
 
 def _landing_hits(dep: Deployment, document_id: str) -> list[tuple[Path, str, bytes,
@@ -518,6 +524,7 @@ def plan_purge(dep: Deployment, document_id: str, *, artifacts: bool = True) -> 
         if database != dep.db_path:
             plan.snapshots[str(database)] = _purged_name(database.name)
     plan.max_change_seq = max(seqs) if seqs else None
+    plan.unreadable = _unreadable_mentions(dep, document_id)
     if artifacts:
         plan.artifacts = _artifact_actions(dep, {document_id} | sentences(texts))
     return plan
@@ -595,6 +602,29 @@ def _step_database(dep: Deployment, document_id: str, report: PurgeReport) -> No
     report.files_rewritten.append(str(dep.db_path))
 
 
+def _unreadable_mentions(dep: Deployment, document_id: str) -> list[str]:
+    """Landing files ingestion cannot read as records (an unsupported name, a corrupt parquet
+    file, a broken CSV header) whose bytes name the id: no record of them can be removed."""
+    forms = _byte_forms(document_id)
+    found = []
+    for rel, path in dep.landing_files():
+        data = path.read_bytes()
+        if any(form in data for form in forms) and any(
+                r.span is None for r in landing_records(rel, data)):
+            found.append(str(path))
+    return found
+
+
+def _step_unreadable(dep: Deployment, document_id: str) -> None:
+    unreadable = _unreadable_mentions(dep, document_id)
+    if unreadable:
+        raise PurgeError(
+            f"purge of {document_id!r} done except in {', '.join(unreadable)}: ingestion cannot "
+            "read it (see fct_quarantined_events), so no record of it can be removed, but it "
+            "names the document; delete it or re-land a readable copy, then run `ragmart purge` "
+            "to finish (the purge stays journaled)")
+
+
 def _remove_temporaries(dep: Deployment) -> None:
     folders = {dep.db_path.resolve().parent, dep.publish_dir, registry_path(dep.db_path).parent}
     folders |= {p.parent for _rel, p in dep.landing_files()}
@@ -618,8 +648,10 @@ def _run(dep: Deployment, document_id: str, report: PurgeReport) -> None:
             _step_landing(dep, document_id, report)
         elif step == "snapshots":
             _step_snapshots(dep, document_id, report)
-        else:
+        elif step == "database":
             _step_database(dep, document_id, report)
+        else:
+            _step_unreadable(dep, document_id)
         entry["done"].append(step)
         _write_json(journal_path(dep.db_path), journal)
         fault_point(f"purge_step_{step}")

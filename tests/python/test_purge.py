@@ -311,3 +311,19 @@ def test_dry_run_lists_every_change_and_makes_none(deployment) -> None:
     assert changed - {"purge_journal.json", "purged_documents.json"} <= listed | {
         "published/serving.json", "published/history.jsonl"}
     assert listed <= changed
+
+
+def test_an_unreadable_landing_file_naming_the_document_keeps_the_purge_open(deployment):
+    """Everything else is purged; the file ingestion cannot read is named, and once the
+    operator deletes it the next purge finishes."""
+    project = deployment
+    doc_id, _file, text = VICTIMS["debezium_jsonl"]
+    stray = project.land("dms/0300_export.txt", f"{doc_id}: {text}\n")
+    proc = project.ragmart("purge", "--document-id", doc_id, check=False)
+    assert proc.returncode == 2 and str(stray) in proc.stderr, proc.stderr
+    assert traces(project.workdir, text) == ["landing/dms/0300_export.txt"]
+    assert json.loads((project.workdir / "purge_journal.json").read_text())[doc_id]["done"] == [
+        "artifacts", "landing", "snapshots", "database"]
+    stray.unlink()
+    project.ragmart("purge")
+    assert_purged(project, "debezium_jsonl")
