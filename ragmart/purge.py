@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import functools
 import json
 import os
 import re
@@ -164,14 +165,22 @@ def _text_forms(document_id: str) -> set[str]:
             json.dumps(document_id, ensure_ascii=False)[1:-1], document_id.replace('"', '""')}
 
 
+@functools.lru_cache(maxsize=64)
+def _id_pattern(document_id: str) -> re.Pattern[str]:
+    """The id as a whole word in any of its spellings: "hr-relocation" is not found inside
+    "hr-relocation-assistance", nor a short id inside every longer word."""
+    forms = sorted(_text_forms(document_id), key=len, reverse=True)
+    return re.compile(r"(?<![\w-])(?:" + "|".join(map(re.escape, forms)) + r")(?![\w-])")
+
+
 def belongs(row: dict, document_id: str) -> bool:
     """Whether a row read by ragmart.cdc is a record of the document: its document_id is the id,
-    or it is quarantined without a readable id and its raw text names the id."""
+    or it is quarantined without a readable id and its raw text names the id (a whole word)."""
     if row.get("document_id") is not None:
         return row["document_id"] == document_id
     raw = row.get("raw_record")
     return (row.get("quarantine_reason") is not None and raw is not None
-            and any(form in raw for form in _text_forms(document_id)))
+            and _id_pattern(document_id).search(raw) is not None)
 
 
 def is_purged(row: dict, registry: dict[str, int]) -> bool:
@@ -464,14 +473,38 @@ def _artifact_files(dep: Deployment) -> list[Path]:
     return sorted(files)
 
 
-def _artifact_actions(dep: Deployment, needles: set[str]) -> dict[str, str]:
-    """file -> "remove lines a, b" or "delete", for every artifact carrying a needle."""
-    forms = sorted({form for needle in needles for form in _byte_forms(needle)}, key=len)
-    text_forms = {form for needle in needles for form in _text_forms(needle)}
+@dataclass(frozen=True)
+class _Needles:
+    """What marks an artifact as carrying the document: its id as a whole word (in any of its
+    spellings) or one of its distinctive sentences, in UTF-8, UTF-16 or JSON-escaped form."""
+
+    document_id: str
+    sentences: frozenset[str]
+
+    @functools.cached_property
+    def _bytes(self) -> tuple[bytes, ...]:
+        utf16 = {f for f in _byte_forms(self.document_id) if b"\x00" in f}
+        return tuple({f for s in self.sentences for f in _byte_forms(s)} | utf16)
+
+    @functools.cached_property
+    def _texts(self) -> tuple[str, ...]:
+        return tuple({f for s in self.sentences for f in _text_forms(s)})
+
+    def in_bytes(self, data: bytes) -> bool:
+        return any(form in data for form in self._bytes) or self.in_text(
+            data.decode("utf-8", "replace"))
+
+    def in_text(self, text: str) -> bool:
+        return (any(form in text for form in self._texts)
+                or _id_pattern(self.document_id).search(text) is not None)
+
+
+def _artifact_actions(dep: Deployment, needles: _Needles) -> dict[str, str]:
+    """file -> "remove lines a, b" or "delete", for every artifact carrying the document."""
     actions = {}
     for path in _artifact_files(dep):
         data = path.read_bytes()
-        if not any(form in data for form in forms):
+        if not needles.in_bytes(data):
             continue
         action = "delete"
         if path.suffix.lower() in LINE_ARTIFACTS:
@@ -480,10 +513,9 @@ def _artifact_actions(dep: Deployment, needles: set[str]) -> dict[str, str]:
             except UnicodeDecodeError:
                 lines = None
             if lines is not None:
-                drop = [i + 1 for i, line in enumerate(lines)
-                        if any(form in line for form in text_forms)]
+                drop = [i + 1 for i, line in enumerate(lines) if needles.in_text(line)]
                 rest = "".join(line for i, line in enumerate(lines) if i + 1 not in drop)
-                if drop and not any(form in rest.encode() for form in forms):
+                if drop and not needles.in_bytes(rest.encode()):
                     action = "remove lines " + ", ".join(map(str, drop))
         actions[str(path)] = action
     return actions
@@ -526,7 +558,7 @@ def plan_purge(dep: Deployment, document_id: str, *, artifacts: bool = True) -> 
     plan.max_change_seq = max(seqs) if seqs else None
     plan.unreadable = _unreadable_mentions(dep, document_id)
     if artifacts:
-        plan.artifacts = _artifact_actions(dep, {document_id} | sentences(texts))
+        plan.artifacts = _artifact_actions(dep, _Needles(document_id, frozenset(sentences(texts))))
     return plan
 
 

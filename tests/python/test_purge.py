@@ -327,3 +327,21 @@ def test_an_unreadable_landing_file_naming_the_document_keeps_the_purge_open(dep
     stray.unlink()
     project.ragmart("purge")
     assert_purged(project, "debezium_jsonl")
+
+
+def test_a_quarantined_record_belongs_to_the_id_it_names_as_a_whole_word() -> None:
+    from ragmart.purge import belongs, is_purged
+
+    def broken(raw: str) -> dict:
+        return {"document_id": None, "quarantine_reason": "invalid_json: x", "raw_record": raw,
+                "change_seq": None}
+
+    raw = '{"after": {"document_id": "hr-reloc\\u00e9ation-assistance", "content": "x'
+    assert belongs(broken(raw), "hr-relocéation-assistance")
+    assert not belongs(broken(raw), "hr-relocéation")  # a prefix is not the document
+    assert not belongs(broken(raw), "assistance")
+    csv_raw = 'I,2026-11-02,5,"a,""b""",policy,T,"text'
+    assert belongs(broken(csv_raw), 'a,"b"')
+    valid = {"document_id": "a", "quarantine_reason": None, "raw_record": None, "change_seq": 7}
+    assert is_purged(valid, {"a": 7}) and not is_purged(valid, {"a": 6})
+    assert is_purged(broken(csv_raw), {'a,"b"': 1}) and not is_purged(broken(csv_raw), {"tex": 1})
