@@ -41,14 +41,16 @@ removed by the next run.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import difflib
+import fcntl
 import functools
 import json
 import os
 import re
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -603,6 +605,8 @@ def _step_landing(dep: Deployment, document_id: str, report: PurgeReport) -> Non
 def _step_snapshots(dep: Deployment, document_id: str, report: PurgeReport) -> None:
     for old in dep.snapshots():
         new = old.with_name(_purged_name(old.name))
+        if new.exists() and _inspect_database(new, document_id).counts:
+            new.unlink()  # an interrupted purge of another document made it: make it anew
         if new.exists():
             pass  # a purged copy made by an interrupted run: switch to it
         elif _inspect_database(old, document_id).counts:
@@ -637,11 +641,11 @@ def _step_database(dep: Deployment, document_id: str, report: PurgeReport) -> No
 def _unreadable_mentions(dep: Deployment, document_id: str) -> list[str]:
     """Landing files ingestion cannot read as records (an unsupported name, a corrupt parquet
     file, a broken CSV header) whose bytes name the id: no record of them can be removed."""
-    forms = _byte_forms(document_id)
+    names = _Needles(document_id, frozenset())
     found = []
     for rel, path in dep.landing_files():
         data = path.read_bytes()
-        if any(form in data for form in forms) and any(
+        if names.in_bytes(data) and any(
                 r.span is None for r in landing_records(rel, data)):
             found.append(str(path))
     return found
@@ -727,6 +731,24 @@ def known_document_ids(dep: Deployment) -> set[str]:
     return ids
 
 
+@contextlib.contextmanager
+def _exclusive(dep: Deployment) -> Iterator[None]:
+    """One purge at a time per deployment (the CLI, the dbt plugin): steps of two purges must
+    not interleave."""
+    path = journal_path(dep.db_path).with_suffix(".lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise PurgeError(f"another purge is running ({path} is locked); wait for it to "
+                             "finish") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def purge_document(dep: Deployment, document_id: str, *, dry_run: bool = False
                    ) -> PurgePlan | PurgeReport:
     """Purge one document (or, with `dry_run`, return the plan and change nothing).
@@ -749,16 +771,20 @@ def purge_document(dep: Deployment, document_id: str, *, dry_run: bool = False
         return plan
     report = PurgeReport(document_id, max_change_seq=plan.max_change_seq,
                          completed_interrupted_purge=pending)
-    _begin(dep, plan)
-    _run(dep, document_id, report)
+    with _exclusive(dep):
+        _begin(dep, plan)
+        _run(dep, document_id, report)
     return report
 
 
 def complete_pending(dep: Deployment) -> list[PurgeReport]:
     """Complete every purge the journal holds (interrupted by a lock, an error or a kill)."""
-    reports = []
-    for document_id in list(load_journal(dep.db_path)):
-        report = PurgeReport(document_id, completed_interrupted_purge=True)
-        _run(dep, document_id, report)
-        reports.append(report)
+    reports: list[PurgeReport] = []
+    if not load_journal(dep.db_path):
+        return reports
+    with _exclusive(dep):
+        for document_id in list(load_journal(dep.db_path)):
+            report = PurgeReport(document_id, completed_interrupted_purge=True)
+            _run(dep, document_id, report)
+            reports.append(report)
     return reports
