@@ -249,33 +249,39 @@ def test_purge_under_open_readers_switches_the_snapshot_and_waits_for_the_build_
     from ragmart.retrieval import Retriever
 
     project = deployment
-    doc_id = VICTIMS["dms_csv"][0]
     for name, value in project.env().items():
         monkeypatch.setenv(name, value)
     pointer = project.workdir / "published" / "serving.json"
     held = json.loads(pointer.read_text())["snapshot"]
-    retriever = Retriever()  # holds the serving snapshot open for its lifetime
-    build_reader = connect(project.db_path, read_only=True)  # holds the build database
-    try:
+
+    # A long-lived Retriever holds the serving snapshot: the purge completes without writing
+    # under it, serving switches to a purged copy, the pinned reader keeps reading its file.
+    doc_id = VICTIMS["dms_csv"][0]
+    with Retriever() as retriever:
         assert retriever.path.name == held
-        blocked = project.ragmart("purge", "--document-id", doc_id, check=False)
-        # the build database is locked: a clear one-line error, the purge stays journaled
-        assert blocked.returncode == 2, blocked.stderr
-        assert "locked" in blocked.stderr and "Traceback" not in blocked.stderr
-        assert doc_id in json.loads((project.workdir / "purge_journal.json").read_text())
-        # the snapshot was not written under the reader: a purged copy serves instead
+        project.ragmart("purge", "--document-id", doc_id)
+        assert_purged(project, "dms_csv")
         switched = json.loads(pointer.read_text())["snapshot"]
         assert switched != held and not (project.workdir / "published" / held).exists()
-        assert retriever.retrieve("relocation allowance", k=3)  # the pinned reader still reads
-    finally:
-        build_reader.close()
-        retriever.close()
-    project.ragmart("purge")
-    assert_purged(project, "dms_csv")
+        assert len(retriever.retrieve("relocation allowance", k=3)) == 3
     with Retriever() as fresh:
         assert fresh.path.name == switched
         hits = fresh.retrieve("Élodie's csv heron counted forty-one amber lanterns", k=10)
         assert doc_id not in {h.document_id for h in hits}
+
+    # A reader holding the build database: a one-line error (no traceback), the purge stays
+    # journaled, and once the reader is gone the next purge completes it.
+    doc_id = VICTIMS["dms_parquet"][0]
+    build_reader = connect(project.db_path, read_only=True)
+    try:
+        blocked = project.ragmart("purge", "--document-id", doc_id, check=False)
+        assert blocked.returncode == 2, blocked.stderr
+        assert "locked" in blocked.stderr and "Traceback" not in blocked.stderr
+        assert doc_id in json.loads((project.workdir / "purge_journal.json").read_text())
+    finally:
+        build_reader.close()
+    project.ragmart("purge")
+    assert_purged(project, "dms_parquet")
 
 
 def test_an_id_of_no_document_is_refused_with_the_closest_and_touches_nothing(deployment):
