@@ -1,7 +1,7 @@
 """Compliance purge: remove a document's text and vectors from every file of a deployment.
 
 What belongs to the document is decided by the readers ingestion uses, never by a second
-parser or a byte search: a landing record is the document's when ``ragmart.cdc`` reads its
+parser: a landing record is the document's when ``ragmart.cdc`` reads its
 ``document_id`` as the id (however the file spells it: JSON escapes, CSV quoting, a header in
 another case, a byte-order mark, a JSON array, parquet), or when it is a quarantined record
 that has no readable id and whose raw text names the id (:func:`belongs`). A landing file is
@@ -36,7 +36,12 @@ each idempotent and marked done in the journal when it completes:
 An interrupted purge (a locked database, a kill at any point) stays in the journal and the
 next ``ragmart purge`` completes it, as does the start of the next dbt invocation
 (``ragmart.dbt_plugin``). Temporary files of a purge carry ``.purge-`` in their names and are
-removed by the next run.
+removed by the next run. One purge runs at a time per deployment (``purge_journal.lock``).
+
+Logs, reports and the unreadable files of step 5 are not records, so there the document is
+recognised by bytes: its id as a whole word (``hr-relocation`` does not match inside
+``hr-relocation-assistance``) or one of its distinctive sentences (:func:`sentences`), each in
+UTF-8, UTF-16 and JSON-escaped form.
 """
 
 from __future__ import annotations
