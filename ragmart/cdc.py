@@ -96,6 +96,25 @@ def parse_landing_file(
     picks the layout and its extension the format. Content problems never raise: they become
     quarantined rows.
     """
+    return [record.row for record in landing_records(relative_path, data,
+                                                      max_content_bytes=max_content_bytes)]
+
+
+@dataclass(frozen=True)
+class LandingRecord:
+    """One row of :func:`parse_landing_file` and where its record lies in the file: bytes
+    ``[start, end)`` of a CSV record or JSON line (its line terminator included) or of a JSON
+    array element, the row's index for parquet; ``None`` for a problem of the whole file."""
+
+    row: dict
+    span: tuple[int, int] | None
+
+
+def landing_records(
+    relative_path: str, data: bytes, *, max_content_bytes: int = 1_000_000
+) -> list[LandingRecord]:
+    """:func:`parse_landing_file`'s rows with their records' places (see
+    :func:`without_records`, which removes records from a file: the compliance purge)."""
     path = relative_path.replace("\\", "/").lstrip("/")
     while path.startswith("./"):
         path = path[2:]
@@ -111,7 +130,7 @@ def parse_landing_file(
     ext = name[name.rfind(".") :] if "." in name else ""
     if layout is None:
         return [
-            ctx.file_problem(
+            ctx.file_record(
                 "unsupported_file",
                 f"{relative_path!r} is not under dms/ or debezium/ (move it into the folder of "
                 "the producer that wrote it)",
@@ -120,7 +139,7 @@ def parse_landing_file(
     if ext not in LAYOUT_EXTENSIONS[layout]:
         allowed = ", ".join(LAYOUT_EXTENSIONS[layout])
         return [
-            ctx.file_problem(
+            ctx.file_record(
                 "unsupported_file",
                 f"{relative_path!r} has extension {ext or '(none)'!r}; {layout}/ accepts {allowed}",
             )
@@ -137,6 +156,41 @@ def rows_to_arrow(rows: list[dict]) -> pa.Table:
     if not rows:
         return ROW_SCHEMA.empty_table()
     return pa.Table.from_pylist(rows, schema=ROW_SCHEMA)
+
+
+def without_records(relative_path: str, data: bytes, drop: list[LandingRecord]) -> bytes:
+    """The file's bytes minus the records ``drop`` (from :func:`landing_records` of the same
+    bytes), every other byte kept: a CSV keeps its header, byte-order mark and line endings, a
+    JSON array stays an array (the kept elements joined by its first separator); a parquet file
+    is written anew with the remaining rows and the same schema. Records named by file-level
+    problems (no span) cannot be removed one by one and are ignored."""
+    spans = sorted({record.span for record in drop if record.span is not None})
+    if not spans:
+        return data
+    name = relative_path.lower()
+    if name.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(io.BytesIO(data))
+        keep = [True] * table.num_rows
+        for index, _ in spans:
+            keep[index] = False
+        out = io.BytesIO()
+        pq.write_table(table.filter(pa.array(keep)), out)
+        return out.getvalue()
+    elements = _json_array_elements(data) if name.endswith(".json") else None
+    if elements is not None:
+        places = [span for *_, span in elements]
+        kept = [data[a:b] for a, b in places if (a, b) not in set(spans)]
+        separator = data[places[0][1]:places[1][0]] if len(places) > 1 else b",\n"
+        return data[: places[0][0]] + separator.join(kept) + data[places[-1][1] :]
+    out = bytearray()
+    position = 0
+    for start, end in spans:  # records do not overlap: CSV records and JSON lines
+        out += data[position:start]
+        position = end
+    out += data[position:]
+    return bytes(out)
 
 
 # --------------------------------------------------------------------------- row building
@@ -161,6 +215,9 @@ class _FileContext:
         row = self.new_row(None)
         _quarantine(row, code, detail, raw)
         return row
+
+    def file_record(self, code: str, detail: str, raw: str | None = None) -> LandingRecord:
+        return LandingRecord(self.file_problem(code, detail, raw), None)
 
 
 def _quarantine(row: dict, code: str, detail: str, raw: str | None) -> None:
@@ -494,6 +551,8 @@ _DMS_PRIORITY = {
 class _CsvRecord:
     line: int  # 1-based physical line where the record starts
     raw: bytes  # the record's bytes without its line terminator
+    start: int  # byte offsets of the record in the data, its line terminator included
+    end: int
     fields: list[tuple[bytes, bool]]  # (value, was_quoted)
     error: str | None
 
@@ -578,24 +637,24 @@ def _split_csv(data: bytes) -> list[_CsvRecord]:
             pos += 1
             line += 1
             break
-        records.append(_CsvRecord(start_line, data[start:record_end], fields, error))
+        records.append(_CsvRecord(start_line, data[start:record_end], start, pos, fields, error))
     return records
 
 
-def _parse_dms_csv(ctx: _FileContext, data: bytes) -> list[dict]:
+def _parse_dms_csv(ctx: _FileContext, data: bytes) -> list[LandingRecord]:
     if not data:
-        return [ctx.file_problem("unreadable_file", "file is empty (0 bytes); expected a header")]
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
+        return [ctx.file_record("unreadable_file", "file is empty (0 bytes); expected a header")]
+    bom = 3 if data.startswith(b"\xef\xbb\xbf") else 0
+    data = data[bom:]
     records = [r for r in _split_csv(data) if not r.is_blank]
     if not records:
-        return [ctx.file_problem("unreadable_file", "file has no header row (only blank lines)")]
+        return [ctx.file_record("unreadable_file", "file has no header row (only blank lines)")]
     header_record, body = records[0], records[1:]
     try:
         header = [value.decode("utf-8").strip() for value, _quoted in header_record.fields]
     except UnicodeDecodeError as exc:
         return [
-            ctx.file_problem(
+            ctx.file_record(
                 "unreadable_file",
                 f"CSV header has {_utf8_detail(exc)}",
                 _backslash(header_record.raw),
@@ -603,7 +662,7 @@ def _parse_dms_csv(ctx: _FileContext, data: bytes) -> list[dict]:
         ]
     if header_record.error:
         return [
-            ctx.file_problem(
+            ctx.file_record(
                 "unreadable_file",
                 f"CSV header: {header_record.error}",
                 _backslash(header_record.raw),
@@ -637,21 +696,20 @@ def _parse_dms_csv(ctx: _FileContext, data: bytes) -> list[dict]:
                 values[key] = value
             else:
                 extras[name if name not in extras else f"{name}#{len(extras) + 1}"] = value
-        rows.append(
-            _dms_event(
-                ctx,
-                record.line,
-                values,
-                extras,
-                has_op_column,
-                problems,
-                lambda record=record: _backslash(record.raw),
-            )
+        row = _dms_event(
+            ctx,
+            record.line,
+            values,
+            extras,
+            has_op_column,
+            problems,
+            lambda record=record: _backslash(record.raw),
         )
+        rows.append(LandingRecord(row, (bom + record.start, bom + record.end)))
     return rows
 
 
-def _parse_dms_parquet(ctx: _FileContext, data: bytes) -> list[dict]:
+def _parse_dms_parquet(ctx: _FileContext, data: bytes) -> list[LandingRecord]:
     import pyarrow.parquet as pq
 
     try:
@@ -665,7 +723,7 @@ def _parse_dms_parquet(ctx: _FileContext, data: bytes) -> list[dict]:
         records = table.to_pylist()
     except Exception as exc:  # any reader failure is data, not a crash
         return [
-            ctx.file_problem(
+            ctx.file_record(
                 "unreadable_file",
                 f"cannot read parquet file ({type(exc).__name__}: {_clip(str(exc), 200)}); "
                 "re-land a complete copy",
@@ -684,33 +742,38 @@ def _parse_dms_parquet(ctx: _FileContext, data: bytes) -> list[dict]:
                 values[key] = value
             else:
                 extras[name] = value
-        rows.append(
-            _dms_event(
-                ctx,
-                index,
-                values,
-                extras,
-                has_op_column,
-                _Problems(),
-                lambda record=record: _raw_json(record),
-            )
+        row = _dms_event(
+            ctx,
+            index,
+            values,
+            extras,
+            has_op_column,
+            _Problems(),
+            lambda record=record: _raw_json(record),
         )
+        rows.append(LandingRecord(row, (index - 1, index)))
     return rows
 
 
 # --------------------------------------------------------------------------- Debezium
 
 
-def _parse_debezium(ctx: _FileContext, data: bytes, *, whole_file_json: bool) -> list[dict]:
+def _parse_debezium(
+    ctx: _FileContext, data: bytes, *, whole_file_json: bool
+) -> list[LandingRecord]:
     if whole_file_json:
         elements = _json_array_elements(data)
         if elements is not None:
             return [
-                _debezium_event(ctx, line, value, raw_text, problems=_Problems())
-                for line, value, raw_text in elements
+                LandingRecord(_debezium_event(ctx, line, value, raw_text, problems=_Problems()),
+                              span)
+                for line, value, raw_text, span in elements
             ]
     rows = []
+    offset = 0
     for index, raw_line in enumerate(data.split(b"\n"), start=1):
+        span = (offset, min(offset + len(raw_line) + 1, len(data)))
+        offset = span[1]
         if not raw_line.strip():
             continue  # blank lines are not records
         line_bytes = raw_line[:-1] if raw_line.endswith(b"\r") else raw_line
@@ -722,7 +785,7 @@ def _parse_debezium(ctx: _FileContext, data: bytes, *, whole_file_json: bool) ->
             _quarantine(
                 row, "invalid_utf8", f"line has {_utf8_detail(exc)}", _backslash(line_bytes)
             )
-            rows.append(row)
+            rows.append(LandingRecord(row, span))
             continue
         try:
             value = json.loads(text.lstrip("\ufeff"))
@@ -730,18 +793,36 @@ def _parse_debezium(ctx: _FileContext, data: bytes, *, whole_file_json: bool) ->
             row = ctx.new_row(index)
             detail = f"line is not valid JSON ({_clip(str(exc), 120)}); expected one envelope"
             _quarantine(row, "invalid_json", detail + " per line", text)
-            rows.append(row)
+            rows.append(LandingRecord(row, span))
             continue
-        rows.append(_debezium_event(ctx, index, value, text, problems))
+        rows.append(LandingRecord(_debezium_event(ctx, index, value, text, problems), span))
     return rows
 
 
-def _json_array_elements(data: bytes) -> list[tuple[int, Any, str]] | None:
-    """A whole-file JSON array (or single object) as (line, value, text); None if it is not."""
+def _json_array_elements(data: bytes) -> list[tuple[int, Any, str, tuple[int, int]]] | None:
+    """A whole-file JSON array (or single object) as (line, value, text, byte span); None if it
+    is not."""
     try:
         text = data.decode("utf-8").lstrip("\ufeff")
     except UnicodeDecodeError:
         return None
+    bom = len(data) - len(text.encode("utf-8"))
+    elements = _json_array_texts(text)
+    if elements is None:
+        return None
+    out = []
+    chars = byte = 0  # byte offsets from char offsets, in one pass (elements are in order)
+    for line, value, start, end in elements:
+        byte += len(text[chars:start].encode("utf-8"))
+        first = byte
+        byte += len(text[start:end].encode("utf-8"))
+        chars = end
+        out.append((line, value, text[start:end], (bom + first, bom + byte)))
+    return out
+
+
+def _json_array_texts(text: str) -> list[tuple[int, Any, int, int]] | None:
+    """(line, value, start, end) of each element of a JSON array text, or of a single object."""
     decoder = json.JSONDecoder()
     stripped = text.lstrip()
     try:
@@ -750,7 +831,7 @@ def _json_array_elements(data: bytes) -> list[tuple[int, Any, str]] | None:
             value, end = decoder.raw_decode(text, start)
             if text[end:].strip():
                 return None  # more than one object: a JSON-lines file
-            return [(text.count("\n", 0, start) + 1, value, text[start:end])]
+            return [(text.count("\n", 0, start) + 1, value, start, end)]
         if not stripped.startswith("["):
             return None
         pos = len(text) - len(stripped) + 1
@@ -762,7 +843,7 @@ def _json_array_elements(data: bytes) -> list[tuple[int, Any, str]] | None:
                 pos += 1
                 break
             value, end = decoder.raw_decode(text, pos)
-            elements.append((text.count("\n", 0, pos) + 1, value, text[pos:end]))
+            elements.append((text.count("\n", 0, pos) + 1, value, pos, end))
             pos = end
             while pos < len(text) and text[pos] in " \t\r\n":
                 pos += 1

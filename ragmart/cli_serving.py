@@ -60,27 +60,43 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def _cmd_purge(args: argparse.Namespace) -> int:
-    from ragmart.purge import purge_document
+    from ragmart.exit_codes import Exit
+    from ragmart.purge import (
+        Deployment,
+        complete_pending,
+        load_registry,
+        purge_document,
+        registry_path,
+    )
 
-    settings = Settings.from_env()
+    deployment = Deployment.from_env()
     ids = list(args.document_id or [])
     if args.flagged:
         from ragmart.duck import connect
 
-        conn = connect(settings.db_path, read_only=True)
+        conn = connect(deployment.db_path, read_only=True)
         try:
-            ids += [r[0] for r in conn.execute(
+            flagged = [r[0] for r in conn.execute(
                 "select distinct document_id from stg_cdc__document_events where op = 'D' "
                 "and try_cast(json_extract_string(metadata, '$.purge') as boolean)"
             ).fetchall()]
         finally:
             conn.close()
-    if not ids:
+        done = load_registry(registry_path(deployment.db_path))
+        ids += [d for d in flagged if d not in done]
+    outputs = []
+    if not args.dry_run:
+        # an interrupted purge is completed before anything new starts
+        outputs += [r.__dict__ for r in complete_pending(deployment)]
+    elif not ids:
+        raise ValueError("--dry-run needs --document-id ID (or --flagged)")
+    if not ids and not outputs and not args.flagged:
         raise ValueError("nothing to purge: pass --document-id ID or --flagged")
     for document_id in dict.fromkeys(ids):
-        report = purge_document(settings.db_path, document_id, landing_dir=settings.landing_dir)
-        print(json.dumps(report.__dict__, indent=2))
-    return 0
+        result = purge_document(deployment, document_id, dry_run=args.dry_run)
+        outputs.append(result.to_dict() if args.dry_run else result.__dict__)
+    print(json.dumps(outputs, indent=2, ensure_ascii=False))
+    return Exit.OK
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -100,4 +116,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--document-id", action="append", metavar="ID")
     p.add_argument("--flagged", action="store_true",
                    help="purge documents whose CDC delete carries purge=true")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list every file and row the purge would change; change nothing")
     p.set_defaults(func=_cmd_purge)

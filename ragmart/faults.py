@@ -19,6 +19,13 @@ Points in the pipeline (see the ``fault_point(...)`` calls):
 ``ingest_done``           after all new landing files are parsed, before the rows are returned
 ``embedding_batch``       after each provider call of ragmart.pipeline.embed_texts
 ``embeddings_recorded``   int_chunk_embeddings: the run is recorded, the vectors not yet written
+``purge_journaled``        ragmart.purge: the id is in the journal and registry, nothing changed
+``purge_step_<step>``      after a purge step is marked done (artifacts, landing, snapshots,
+                          database)
+``purge_landing_file``     after each landing file a purge rewrites
+``purge_snapshot_copied``  a purged snapshot copy is written, serving not yet switched to it
+``purge_snapshot_switched`` serving switched to the purged copy, the old file not yet removed
+``purge_database_deleted`` the build database's rows are deleted, the file not yet rewritten
 """
 
 from __future__ import annotations

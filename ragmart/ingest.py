@@ -18,6 +18,7 @@ import pyarrow as pa
 from ragmart.cdc import parse_landing_file, rows_to_arrow
 from ragmart.faults import fault_point
 from ragmart.lineage import current_invocation_id, utc_now
+from ragmart.purge import is_purged
 
 LAYOUTS = ("dms", "debezium")
 
@@ -73,11 +74,7 @@ def ingest_files(
             continue
         rows = parse_landing_file(landed.relative_path, data, max_content_bytes=max_content_bytes)
         if purged:
-            rows = [
-                r for r in rows
-                if r["document_id"] not in purged
-                or (r["change_seq"] is not None and r["change_seq"] > purged[r["document_id"]])
-            ]
+            rows = [r for r in rows if not is_purged(r, purged)]
         table = rows_to_arrow(rows)
         n = table.num_rows
         table = (

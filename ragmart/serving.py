@@ -1,4 +1,4 @@
-"""Index versions, published snapshots, atomic switch, rollback and compliance purge.
+"""Index versions, published snapshots, atomic switch and rollback (purge: ragmart.purge).
 
 The build database (RAGMART_DB) is written by `dbt build` and locked while it runs. Serving never
 reads it directly once something is published: `publish` copies the database, under a shared
@@ -461,6 +461,34 @@ def rollback(db_path: Path, *, evaluate: Evaluator = evaluate_snapshot) -> Publi
     })
     _serve(db_path, restored)
     return restored
+
+
+def replace_snapshot(db_path: Path, old_name: str, new_name: str) -> bool:
+    """Serve `new_name` wherever `old_name` served or may be rolled back to (a purged copy of a
+    snapshot, ragmart.purge): the history is rewritten with the new name, then serving.json is
+    switched with one atomic rename, the same switch as a publish. A reader that opened the old
+    file keeps reading it until it reopens; the next reader opens the new one. Returns whether
+    serving.json was switched. Idempotent."""
+    db_path = Path(db_path)
+    history_file = _history_path(db_path)
+    if history_file.exists():
+        lines = []
+        for line in history_file.read_text().splitlines():
+            if line:
+                entry = json.loads(line)
+                if entry.get("snapshot") == old_name:
+                    entry["snapshot"] = new_name
+                line = json.dumps(entry, sort_keys=True)
+            lines.append(line)
+        text = "\n".join(lines) + "\n" if lines else ""
+        if text != history_file.read_text():
+            _write_atomic(history_file, text)
+    serving = current_publication(db_path)
+    if serving is None or serving.snapshot != old_name:
+        return False
+    serving.snapshot = new_name
+    _write_atomic(_pointer_path(db_path), json.dumps(asdict(serving), indent=2))
+    return True
 
 
 def _prune_snapshots(db_path: Path) -> None:

@@ -15,7 +15,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ragmart.cdc import ROW_SCHEMA, parse_landing_file, rows_to_arrow
+from ragmart.cdc import (
+    ROW_SCHEMA,
+    landing_records,
+    parse_landing_file,
+    rows_to_arrow,
+    without_records,
+)
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "cdc"
 BASECAMP = Path(__file__).resolve().parents[3] / "shared" / "corpora" / "basecamp-policies"
@@ -750,3 +756,60 @@ def test_debezium_lone_surrogate_escape_is_quarantined() -> None:
     assert_well_formed(rows)
     assert reason(rows[0]) == "invalid_utf8"
     assert "title" in rows[0]["quarantine_reason"]
+
+
+# --------------------------------------------------------------------------- record removal
+
+
+def _comparable(row: dict) -> tuple:
+    """A row without what removing other records may change (its file hash and position)."""
+    return tuple((k, v) for k, v in row.items() if k not in ("file_sha256", "source_line"))
+
+
+def _landing_files() -> list[tuple[str, bytes]]:
+    sample = Path(__file__).resolve().parents[2] / "sample" / "landing"
+    files = []
+    for root in (sample, FIXTURES / "landing"):
+        for path in sorted(root.rglob("*")):
+            rel = path.relative_to(root).as_posix()
+            if path.is_file() and rel.split("/")[0] in ("dms", "debezium"):
+                files.append((rel, path.read_bytes()))
+    return files
+
+
+@pytest.mark.parametrize(("rel", "data"), _landing_files(), ids=lambda v: str(v)[:40])
+def test_without_records_removes_exactly_one_documents_records(rel: str, data: bytes) -> None:
+    """The purge's rewrite, read back by the same reader, leaves every other record as it was
+    (same order, same values) and none of the removed document's; with nothing removed the
+    bytes are untouched."""
+    records = landing_records(rel, data)
+    assert [r.row for r in records] == parse_landing_file(rel, data)
+    assert without_records(rel, data, []) == data
+    ids = {r.row["document_id"] for r in records if r.span is not None} - {None}
+    for document_id in sorted(ids)[:6]:
+        drop = [r for r in records if r.row["document_id"] == document_id]
+        rest = without_records(rel, data, drop)
+        after = parse_landing_file(rel, rest)
+        assert [_comparable(r) for r in after] == [
+            _comparable(r.row) for r in records if r.row["document_id"] != document_id
+        ]
+
+
+@pytest.mark.parametrize("layout_file", ["debezium/a.json", "debezium/a.jsonl", "dms/a.csv"])
+def test_without_records_of_every_record_leaves_a_file_with_no_records(layout_file: str) -> None:
+    docs = [dict(DOC, document_id=f"d{i}") for i in range(3)]
+    lines = [envelope("c", None, d, i + 1, TS) for i, d in enumerate(docs)]
+    if layout_file.endswith(".json"):
+        data = ("\ufeff[\n  " + ",\n  ".join(lines) + "\n]\n").encode()
+    elif layout_file.endswith(".jsonl"):
+        data = ("\ufeff" + "\r\n".join(lines)).encode()
+    else:
+        data = ("\ufeff" + HEADER + "".join(
+            f'I,2026-11-02,{i},"d{i}",p,A,b,\r\n' for i in range(3))).encode()
+    records = landing_records(layout_file, data)
+    assert len(records) == 3
+    for keep in range(3):
+        drop = [r for i, r in enumerate(records) if i != keep]
+        rest = parse_landing_file(layout_file, without_records(layout_file, data, drop))
+        assert [r["document_id"] for r in rest] == [f"d{keep}"]
+    assert parse_landing_file(layout_file, without_records(layout_file, data, records)) == []
