@@ -36,11 +36,10 @@
     {%- endfor -%}
     {{- return(
         "index version " ~ version ~ " is bound to " ~ described.bound
-        ~ " (recorded " ~ bound.bound_at ~ "); this build asks for " ~ described.asked
+        ~ " (" ~ bound.evidence ~ "); this build asks for " ~ described.asked
         ~ ". Nothing was built: one version holds the chunks of one chunker and the vectors of"
         ~ " one model, never a mix.\n"
-        ~ "Build them as a new version beside " ~ version ~ " (then ragmart eval --compare "
-        ~ version ~ " " ~ new_version ~ ", ragmart publish " ~ new_version ~ "):\n"
+        ~ "Build them as a new version beside " ~ version ~ ":\n"
         ~ "    dbt build --vars '" ~ _yaml_flow(new_vars) ~ "'\n"
         ~ "or rebuild " ~ version ~ " completely with them (its serving set, history and vector"
         ~ " index are replaced; other versions' tables are untouched):\n"

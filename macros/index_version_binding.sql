@@ -4,10 +4,11 @@
 
 {% macro default__index_version_binding(index_version) %}
     {#- What `index_version` is bound to, as a dict (chunker_version, embedding_model,
-        embedding_dimensions, bound_at), or none for a version never built. Its row in
-        index_versions; for a version built before that table existed, what its serving rows
-        were made with (several chunkers or models there: a mix, bound to none of them). Runs
-        queries: call it only when executing. -#}
+        embedding_dimensions, and evidence: where that is known from), or none for a version
+        never built. Its row in index_versions; for a version built before that table existed,
+        what its serving rows were made with (several chunkers or models there: a mix, bound
+        to none of them, so any build of it is refused but --full-refresh). Runs queries: call
+        it only when executing. -#}
     {%- set registry = index_versions_relation() -%}
     {%- if adapter.get_relation(registry.database, registry.schema, registry.identifier) -%}
         {%- set rows = run_query(
@@ -20,7 +21,7 @@
                 'chunker_version': rows[0][0],
                 'embedding_model': rows[0][1],
                 'embedding_dimensions': rows[0][2] | int,
-                'bound_at': rows[0][3] ~ ' UTC',
+                'evidence': 'recorded ' ~ rows[0][3] ~ ' UTC',
             }) -}}
         {%- endif -%}
     {%- endif -%}
@@ -42,6 +43,6 @@
         'chunker_version': rows[0][0],
         'embedding_model': rows[0][1],
         'embedding_dimensions': rows[0][2] | int,
-        'bound_at': 'its serving rows (built before index versions were recorded)',
+        'evidence': 'read from its serving rows: built before index_versions existed',
     }) -}}
 {% endmacro %}

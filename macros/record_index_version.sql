@@ -1,8 +1,8 @@
-{% macro record_index_version(serving_relation, versions_relation) %}
-    {{- return(adapter.dispatch('record_index_version', 'ragmart')(serving_relation, versions_relation)) -}}
+{% macro record_index_version(versions_relation) %}
+    {{- return(adapter.dispatch('record_index_version', 'ragmart')(versions_relation)) -}}
 {% endmacro %}
 
-{% macro default__record_index_version(serving_relation, versions_relation) %}
+{% macro default__record_index_version(versions_relation) %}
     {#- Post-hook SQL of the serving set, in its transaction: bind var index_version to the
         chunker, embedding model and dimensions this build made it with (when it is first
         built, even empty, and anew after a --full-refresh: the only build check_index_version

@@ -115,11 +115,12 @@ def report(
     except ServingError as exc:
         raise FreshnessError(str(exc)) from None
     facts = FRESHNESS_PREFIX + index_version
+    build = "dbt build" + ("" if index_version == "v1"  # the dbt var's default
+                           else f" --vars '{{index_version: {index_version}}}'")
     for name in (facts, VERSIONS_TABLE):
         if not _exists(conn, name):
             raise FreshnessError(
-                f"{name} is missing from {database or 'the database'}; run `dbt build --vars "
-                f"'{{index_version: {index_version}}}'` first"
+                f"{name} is missing from {database or 'the database'}; run `{build}` first"
             )
     binding = None
     if _exists(conn, INDEX_VERSIONS_TABLE):
