@@ -53,10 +53,11 @@ def _touched(project: Project) -> tuple:
     )
 
 
-def _refused(project: Project, version: str, bound: str, asked: str, *extra: str) -> str:
-    """Build `version` with chunker `asked`: refused, nothing touched. Returns the message."""
+def _refused(project: Project, version: str, bound: str, asked: str, dbt_vars: str) -> str:
+    """Build `version` with chunker `asked` (`dbt_vars`): refused before anything was touched.
+    Returns the message."""
     before = _touched(project)
-    proc = project.build("--vars", _vars(version, asked), *extra, check=False)
+    proc = project.build("--vars", dbt_vars, check=False)
     output = _output(proc)
     assert proc.returncode != 0, output[-3000:]
     assert f"index version {version} is bound to chunker {bound}" in output, output[-3000:]
@@ -90,20 +91,19 @@ def test_a_version_is_bound_to_its_chunker_and_a_change_is_refused_both_ways(tmp
     project.land_sample()
     project.build()  # v1, md-sections-v1
     v1_facts = _freshness(project, "v1")
-    _refused(project, "v2", V1_CHUNKER, V2_CHUNKER)
 
-    # v2 filled with the chunker it is bound to, then asked for the other one: refused, v2 kept
-    project.build("--vars", _vars("v2", V1_CHUNKER))
-    output = _refused(project, "v2", V1_CHUNKER, V2_CHUNKER, "--vars",
+    # v2 asked for the other chunker (the build of the issue): refused, v2 kept
+    output = _refused(project, "v2", V1_CHUNKER, V2_CHUNKER,
                       "{index_version: v2, chunker_version: md-sections-v2, "
                       "evaluate_retrieval: true}")
-    # the remedy: rebuild v2 completely with the new chunker
+    # the remedy taken: rebuild v2 completely with the new chunker
     rebuilt = project.build(*_remedy(output, "--full-refresh"))
     _assert_complete(project, "v2", V2_CHUNKER, rebuilt)
     assert _rows(project, "v1")[0][1] == V1_CHUNKER
 
-    # and back: v2 is now bound to md-sections-v2; the remedy taken is a new version
-    output = _refused(project, "v2", V2_CHUNKER, V1_CHUNKER)
+    # and back: v2, now filled and bound to md-sections-v2, asked for md-sections-v1: refused,
+    # its rows untouched; the remedy taken: a new version
+    output = _refused(project, "v2", V2_CHUNKER, V1_CHUNKER, _vars("v2", V1_CHUNKER))
     args = _remedy(output, "index_version: v3")
     assert "--full-refresh" not in args
     built = project.build(*args)
