@@ -17,11 +17,13 @@ from pathlib import Path
 
 import duckdb
 
+from ragmart import chunking
 from ragmart.duck import connect
 
 FRESHNESS_PREFIX = "int_document_versions_served_"  # + index version, one table per version
 VERSIONS_TABLE = "int_document_versions"
 INDEX_VERSIONS_TABLE = "index_versions"  # macros/index_versions_relation.sql
+DEFAULT_CHUNKER = chunking.CHUNKER_VERSION  # the dbt var chunker_version's default
 RUNS_TABLE = "embedding_runs"
 SLA_ENV = "RAGMART_EMBEDDING_LAG_SLA_MINUTES"
 DEFAULT_SLA_MINUTES = 1440  # the dbt var embedding_lag_sla_minutes
@@ -115,19 +117,20 @@ def report(
     except ServingError as exc:
         raise FreshnessError(str(exc)) from None
     facts = FRESHNESS_PREFIX + index_version
-    build = "dbt build" + ("" if index_version == "v1"  # the dbt var's default
-                           else f" --vars '{{index_version: {index_version}}}'")
-    for name in (facts, VERSIONS_TABLE):
-        if not _exists(conn, name):
-            raise FreshnessError(
-                f"{name} is missing from {database or 'the database'}; run `{build}` first"
-            )
     binding = None
     if _exists(conn, INDEX_VERSIONS_TABLE):
         binding = conn.execute(
             f"select chunker_version, embedding_model, built_at, last_change_seq "
             f"from {INDEX_VERSIONS_TABLE} where index_version = $v", {"v": index_version},
         ).fetchone()
+    build_vars = ([f"index_version: {index_version}"] if index_version != "v1" else []) + (
+        [f"chunker_version: {binding[0]}"] if binding and binding[0] != DEFAULT_CHUNKER else [])
+    build = "dbt build" + (f" --vars '{{{', '.join(build_vars)}}}'" if build_vars else "")
+    for name in (facts, VERSIONS_TABLE):
+        if not _exists(conn, name):
+            raise FreshnessError(
+                f"{name} is missing from {database or 'the database'}; run `{build}` first"
+            )
     sla = float(sla_minutes) if sla_minutes is not None else sla_minutes_default()
     now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
     params = {"sla": sla * 60, "now": now}
