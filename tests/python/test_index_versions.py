@@ -59,7 +59,7 @@ def _refused(project: Project, version: str, bound: str, asked: str, dbt_vars: s
     before = _touched(project)
     proc = project.build("--vars", dbt_vars, check=False)
     output = _output(proc)
-    assert proc.returncode != 0, output[-3000:]
+    assert proc.returncode == 2, output[-3000:]  # dbt: an error outside any node
     assert f"index version {version} is bound to chunker {bound}" in output, output[-3000:]
     assert f"this build asks for chunker {asked}" in output, output[-3000:]
     # refused before any node ran: nothing built, nothing sent to the provider
@@ -104,6 +104,9 @@ def test_a_version_is_bound_to_its_chunker_and_a_change_is_refused_both_ways(tmp
     # and back: v2, now filled and bound to md-sections-v2, asked for md-sections-v1: refused,
     # its rows untouched; the remedy taken: a new version
     output = _refused(project, "v2", V2_CHUNKER, V1_CHUNKER, _vars("v2", V1_CHUNKER))
+    # (a build that forgot its chunker var is told how to build v2 as it is bound)
+    assert _remedy(output, "index_version: v2, chunker_version: md-sections-v2}") == [
+        "--vars", _vars("v2", V2_CHUNKER)]
     args = _remedy(output, "index_version: v3")
     assert "--full-refresh" not in args
     built = project.build(*args)
@@ -115,7 +118,7 @@ def test_a_version_is_bound_to_its_chunker_and_a_change_is_refused_both_ways(tmp
     proc = project.build("--vars", "{index_version: v3, embedding_model: other-model}",
                          check=False)
     output = _output(proc)
-    assert proc.returncode != 0
+    assert proc.returncode == 2
     assert "embedding model hash-384-v1" in output and "embedding model other-model" in output
     assert _touched(project) == before
     # nothing done to v2 and v3 (a full refresh included) changed a figure of v1
