@@ -13,6 +13,7 @@ import shlex
 import pyarrow as pa
 from dbt_harness import Project
 
+from ragmart.duck import connect
 from ragmart.pipeline import chunk_versions
 
 V1_CHUNKER, V2_CHUNKER = "md-sections-v1", "md-sections-v2"
@@ -123,6 +124,15 @@ def test_a_version_is_bound_to_its_chunker_and_a_change_is_refused_both_ways(tmp
     assert _touched(project) == before
     # nothing done to v2 and v3 (a full refresh included) changed a figure of v1
     assert _freshness(project, "v1") == v1_facts
+
+    # a database built before index_versions existed: the binding is read from the rows
+    conn = connect(project.db_path)
+    try:
+        conn.execute("drop table index_versions")
+    finally:
+        conn.close()
+    output = _refused(project, "v2", V2_CHUNKER, V1_CHUNKER, _vars("v2", V1_CHUNKER))
+    assert "read from its serving rows" in output
 
 
 def _freshness(project: Project, version: str) -> dict:
