@@ -33,14 +33,17 @@ def _rows(project: Project, version: str) -> list[tuple]:
         f"from fct_chunk_embeddings_{version} order by chunk_id")
 
 
-def _expected_live_chunks(project: Project, chunker: str) -> int:
-    """The live versions chunked here, in Python, independently of the dbt models."""
+def _expected_live_chunks(project: Project, chunker: str) -> list[tuple[str, str]]:
+    """(chunk_id, chunk_hash) of the live versions chunked here, in Python, independently of
+    the dbt models."""
     live = project.query(
         "select document_id, document_version, document_checksum, title, content "
         "from int_document_versions where is_current")
     names = ["document_id", "document_version", "document_checksum", "title", "content"]
     table = pa.table({n: [row[i] for row in live] for i, n in enumerate(names)})
-    return chunk_versions(table, chunker).num_rows
+    chunks = chunk_versions(table, chunker)
+    return sorted(zip(chunks["chunk_id"].to_pylist(), chunks["chunk_hash"].to_pylist(),
+                      strict=True))
 
 
 def _touched(project: Project) -> tuple:
@@ -79,7 +82,9 @@ def _remedy(output: str, flag: str) -> list[str]:
 
 def _assert_complete(project: Project, version: str, chunker: str, proc) -> None:
     rows = _rows(project, version)
-    assert len(rows) == _expected_live_chunks(project, chunker) > 0
+    # complete: exactly the chunks this chunker makes of the live versions
+    assert sorted((r[0], r[3]) for r in rows) == _expected_live_chunks(project, chunker)
+    assert len(rows) > 0
     assert {(r[1], r[2]) for r in rows} == {(chunker, "hash-384-v1")}
     assert re.search(r"PASS assert_live_versions_are_served", _output(proc)), _output(proc)[-3000:]
 
