@@ -76,7 +76,8 @@ def _cmd_freshness(args: argparse.Namespace) -> int:
     from ragmart.config import Settings
     from ragmart.freshness import freshness, render
 
-    result = freshness(args.db or Settings.from_env().db_path, sla_minutes=args.sla_minutes)
+    result = freshness(args.db or Settings.from_env().db_path, index_version=args.index_version,
+                       sla_minutes=args.sla_minutes)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2, default=str, ensure_ascii=False))
     else:
@@ -232,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("freshness", help="lag, stale and orphaned embeddings, last change applied")
     p.add_argument("--db", help="database file (default $RAGMART_DB)")
+    p.add_argument("--index-version", metavar="vN",
+                   help="the version to report (default: the published one, else "
+                        "$RAGMART_INDEX_VERSION or v1)")
     p.add_argument("--sla-minutes", type=float, metavar="M",
                    help="lag SLA (default $RAGMART_EMBEDDING_LAG_SLA_MINUTES or 1440)")
     p.add_argument("--check", action="store_true",

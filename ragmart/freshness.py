@@ -1,10 +1,11 @@
 """Serving freshness for a person: `ragmart freshness`.
 
-Reads the same facts the dbt tests check (the view int_document_versions_served, see
-tests/dbt/assert_*): stale live versions (not fully served with the configured chunker and
-model), orphans (served rows of a deleted or superseded version), the lag from each live
-version's commit_ts to its vectors being ready (percentiles, and how many exceed the SLA), and
-the last change the build applied.
+Reads the same facts the dbt tests check (the table int_document_versions_served_<v>, see
+tests/dbt/assert_*), for one index version: stale live versions (not fully served with the
+version's chunker and model), orphans (served rows of a deleted or superseded version), the lag
+from each live version's commit_ts to its vectors being ready (percentiles, and how many exceed
+the SLA), and the last change and build of that version (table index_versions). Every figure is
+the version's own: building v2 changes none of v1's.
 """
 
 from __future__ import annotations
@@ -16,10 +17,13 @@ from pathlib import Path
 
 import duckdb
 
+from ragmart import chunking
 from ragmart.duck import connect
 
-FRESHNESS_VIEW = "int_document_versions_served"
+FRESHNESS_PREFIX = "int_document_versions_served_"  # + index version, one table per version
 VERSIONS_TABLE = "int_document_versions"
+INDEX_VERSIONS_TABLE = "index_versions"  # macros/index_versions_relation.sql
+DEFAULT_CHUNKER = chunking.CHUNKER_VERSION  # the dbt var chunker_version's default
 RUNS_TABLE = "embedding_runs"
 SLA_ENV = "RAGMART_EMBEDDING_LAG_SLA_MINUTES"
 DEFAULT_SLA_MINUTES = 1440  # the dbt var embedding_lag_sla_minutes
@@ -33,6 +37,10 @@ class FreshnessError(RuntimeError):
 @dataclass(frozen=True)
 class FreshnessReport:
     database: str
+    index_version: str
+    # what the version is bound to (None for a database built before index_versions existed)
+    chunker_version: str | None
+    embedding_model: str | None
     checked_at: str
     live_versions: int
     fully_served_versions: int
@@ -84,18 +92,44 @@ def sla_minutes_default() -> float:
     return minutes
 
 
+def default_version(db_path: str | Path) -> str:
+    """The version `ragmart retrieve` reads: the published one, else $RAGMART_INDEX_VERSION
+    or v1."""
+    from ragmart.serving import resolve_target
+
+    return resolve_target(Path(db_path)).version
+
+
 def report(
     conn: duckdb.DuckDBPyConnection,
     *,
+    index_version: str = "v1",
     database: str = "",
     sla_minutes: float | None = None,
     now: dt.datetime | None = None,
 ) -> FreshnessReport:
-    """The freshness facts of the database `conn` has open (current catalog)."""
-    for name in (FRESHNESS_VIEW, VERSIONS_TABLE):
+    """The freshness facts of index version `index_version` in the database `conn` has open
+    (current catalog)."""
+    from ragmart.serving import ServingError, check_version
+
+    try:
+        check_version(index_version)
+    except ServingError as exc:
+        raise FreshnessError(str(exc)) from None
+    facts = FRESHNESS_PREFIX + index_version
+    binding = None
+    if _exists(conn, INDEX_VERSIONS_TABLE):
+        binding = conn.execute(
+            f"select chunker_version, embedding_model, built_at, last_change_seq "
+            f"from {INDEX_VERSIONS_TABLE} where index_version = $v", {"v": index_version},
+        ).fetchone()
+    build_vars = ([f"index_version: {index_version}"] if index_version != "v1" else []) + (
+        [f"chunker_version: {binding[0]}"] if binding and binding[0] != DEFAULT_CHUNKER else [])
+    build = "dbt build" + (f" --vars '{{{', '.join(build_vars)}}}'" if build_vars else "")
+    for name in (facts, VERSIONS_TABLE):
         if not _exists(conn, name):
             raise FreshnessError(
-                f"{name} is missing from {database or 'the database'}; run `dbt build` first"
+                f"{name} is missing from {database or 'the database'}; run `{build}` first"
             )
     sla = float(sla_minutes) if sla_minutes is not None else sla_minutes_default()
     now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
@@ -115,21 +149,21 @@ def report(
             quantile_cont(lag_seconds, 0.9) filter (where is_live and lag_seconds is not null),
             quantile_cont(lag_seconds, 0.99) filter (where is_live and lag_seconds is not null),
             max(lag_seconds) filter (where is_live and lag_seconds is not null)
-        from {FRESHNESS_VIEW}
+        from {facts}
         """,
         params,
     ).fetchone()
     stale = _records(conn.execute(
         f"""
         select document_id, document_version, committed_at, expected_chunks, served_chunks
-        from {FRESHNESS_VIEW} where is_stale
+        from {facts} where is_stale
         order by committed_at, document_id limit {LISTED}
         """
     ))
     orphans = _records(conn.execute(
         f"""
         select document_id, document_version, version_state, superseded_by_version, served_rows
-        from {FRESHNESS_VIEW} where is_orphan
+        from {facts} where is_orphan
         order by document_id, document_version limit {LISTED}
         """
     ))
@@ -137,26 +171,34 @@ def report(
         f"""
         select document_id, document_version, committed_at, embedded_at,
             {lag_sql} as lag_seconds
-        from {FRESHNESS_VIEW}
+        from {facts}
         where is_live and expected_chunks > 0 and {lag_sql} > $sla
         order by lag_seconds desc, document_id limit {LISTED}
         """,
         params,
     ))
+    # the last change and build of this version (a database built before index_versions
+    # existed: of the database)
+    last_seq = binding[3] if binding and binding[3] is not None else None
     last = _records(conn.execute(
         f"""
         select document_id, document_version as change_seq,
             case when is_deleted then 'D' when version_number = 1 then 'I' else 'U' end as op,
             valid_from as commit_ts
         from {VERSIONS_TABLE}
+        where $last_seq is null or document_version <= $last_seq
         order by document_version desc, document_id desc limit 1
-        """
+        """,
+        {"last_seq": last_seq},
     ))
-    last_build = None
-    if _exists(conn, RUNS_TABLE):
+    last_build = binding[2] if binding else None
+    if last_build is None and _exists(conn, RUNS_TABLE):
         last_build = conn.execute(f"select max(finished_at) from {RUNS_TABLE}").fetchone()[0]
     return FreshnessReport(
         database=database,
+        index_version=index_version,
+        chunker_version=binding[0] if binding else None,
+        embedding_model=binding[1] if binding else None,
         checked_at=now.isoformat(),
         live_versions=int(summary[0]),
         fully_served_versions=int(summary[1]),
@@ -175,15 +217,19 @@ def report(
     )
 
 
-def freshness(db_path: str | Path, *, sla_minutes: float | None = None,
-              now: dt.datetime | None = None) -> FreshnessReport:
-    """Open `db_path` read-only and report its freshness."""
+def freshness(db_path: str | Path, *, index_version: str | None = None,
+              sla_minutes: float | None = None, now: dt.datetime | None = None
+              ) -> FreshnessReport:
+    """Open `db_path` read-only and report the freshness of `index_version` (default: the
+    version retrieval reads, see default_version)."""
     path = Path(db_path)
     if not path.exists():
         raise FreshnessError(f"database {path} does not exist; run `make run` or `dbt build`")
+    version = index_version or default_version(path)
     conn = connect(path, read_only=True)
     try:
-        return report(conn, database=str(path), sla_minutes=sla_minutes, now=now)
+        return report(conn, index_version=version, database=str(path),
+                      sla_minutes=sla_minutes, now=now)
     finally:
         conn.close()
 
@@ -202,7 +248,10 @@ def render(result: FreshnessReport) -> str:
     """The report as text for a person."""
     lag = result.lag_seconds
     lines = [
-        f"freshness of {result.database} at {result.checked_at} (UTC)",
+        f"freshness of index version {result.index_version} in {result.database} at "
+        f"{result.checked_at} (UTC)",
+        f"  built with chunker {result.chunker_version or 'unknown'}, embedding model "
+        f"{result.embedding_model or 'unknown'}",
         f"  live document versions: {result.live_versions} "
         f"({result.fully_served_versions} fully served)",
         f"  lag commit -> vectors ready: p50 {_duration(lag['p50'])}, p90 "

@@ -46,7 +46,7 @@ import datetime as dt
 import json
 import math
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, overload
 
@@ -177,6 +177,9 @@ class RetrievedChunk:
     document_valid_from: dt.datetime | None = None
     document_valid_to: dt.datetime | None = None
     completeness: str | None = None
+    # the index version the chunk was served from: a chunk_id names a document version and a
+    # position, so (index_version, chunk_id) is the citation (each version has one chunker)
+    index_version: str | None = None
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -187,7 +190,8 @@ class RetrievedChunk:
 
 
 _COLUMNS = [
-    name for name in RetrievedChunk.__dataclass_fields__ if name not in ("rank", "distance")
+    name for name in RetrievedChunk.__dataclass_fields__
+    if name not in ("rank", "distance", "index_version")
 ]
 
 
@@ -967,6 +971,7 @@ def search_contract(
         elif plan.strategy == "index":
             strategy, chunks = _via_index(conn, p, params, tables, k=k,
                                           selectivity=plan.selectivity)
+    chunks = tuple(replace(chunk, index_version=tables.version) for chunk in chunks)
     if chunks:
         return RetrievalResult(chunks=chunks, strategy=strategy, eligible_chunks=eligible,
                                **common)

@@ -1,10 +1,14 @@
--- Serving freshness, one row per document version that is live or has rows in the serving set:
--- how many chunks it should serve (int_chunks, configured chunker) and serves (configured
--- chunker and embedding model), when its last vector was ready and the lag since its change
--- was committed. Rebuilt by every build after the serving set; the dbt tests
+-- Serving freshness of one index version (relation int_document_versions_served_<index_version>):
+-- one row per document version that is live or has rows in the version's serving set: how many
+-- chunks it should serve (int_chunks, the version's chunker) and serves (the version's chunker
+-- and embedding model), when its last vector was ready and the lag since its change was
+-- committed. Per version, like the serving set it describes: building v2 rewrites v2's facts
+-- and leaves v1's as v1's last build left them (its serving set has not changed either).
+-- Rebuilt by every build of the version after its serving set; the dbt tests
 -- (tests/dbt/assert_*) and `ragmart freshness` both read it. A table, not a view: generic
 -- maintenance (ragmart purge rewrites every table holding a document_id) must be able to
 -- delete from it.
+{{ config(alias='int_document_versions_served_' ~ var('index_version')) }}
 
 with
 

@@ -14,6 +14,7 @@
     on_schema_change='fail',
     post_hook=[
         "{{ prune_serving_set(this, ref('int_document_versions')) }}",
+        "{{ record_index_version(ref('int_document_versions')) }}",
     ]
 ) }}
 

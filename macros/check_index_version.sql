@@ -1,0 +1,43 @@
+{% macro check_index_version() %}
+    {{- return(adapter.dispatch('check_index_version', 'ragmart')()) -}}
+{% endmacro %}
+
+{% macro default__check_index_version() %}
+    {#- on-run-start: refuse, before any node runs, a build of an index version with another
+        chunker, embedding model or dimensions than the version is bound to
+        (index_version_binding). The serving set inserts only chunk ids it does not hold yet,
+        and a chunk id names the document version and position, not the chunker: building a
+        version with another chunker would keep the old rows under the ids both chunkers share
+        and prune the rest, a mix of two chunkers (53 of 658 rows were left once). A version's
+        name is also what publish, eval --compare, snapshots and citations refer to, and a
+        forgotten var must not re-chunk and re-embed a whole version silently: so the build is
+        refused, naming the two commands that do what was meant. --full-refresh rebuilds the
+        version completely (every versioned relation) and binds it anew. Returns no SQL. -#}
+    {%- if not execute or flags.WHICH not in ('build', 'run', 'test', 'retry') -%}
+        {{- return('') -}}
+    {%- endif -%}
+    {%- set version = var('index_version') | string -%}
+    {%- set asked = {
+        'chunker_version': var('chunker_version') | string,
+        'embedding_model': embedding_model(),
+        'embedding_dimensions': var('embedding_dimensions') | int,
+    } -%}
+    {%- if not modules.re.match('^v[0-9]+$', version) -%}
+        {{- exceptions.raise_compiler_error(
+            "var index_version must be written v1, v2, ... (it names relations and is what "
+            ~ "ragmart retrieve and publish take), got '" ~ version ~ "'"
+        ) -}}
+    {%- endif -%}
+    {%- set bound = index_version_binding(version) -%}
+    {%- if bound is none or flags.FULL_REFRESH -%}
+        {{- return('') -}}
+    {%- endif -%}
+    {%- set differs = [] -%}
+    {%- for key in asked if bound[key] != asked[key] -%}
+        {%- do differs.append(key) -%}
+    {%- endfor -%}
+    {%- if not differs -%}
+        {{- return('') -}}
+    {%- endif -%}
+    {{- exceptions.raise_compiler_error(_index_version_refusal(version, bound, asked)) -}}
+{% endmacro %}
