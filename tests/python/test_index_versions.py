@@ -175,7 +175,8 @@ def test_a_backfill_leaves_every_figure_of_the_serving_version_unchanged(tmp_pat
         "where v1.chunk_text <> v2.chunk_text order by 1 limit 1")[0]
     for version, text in (("v1", v1_text), ("v2", v2_text)):
         project.extra_env["RAGMART_INDEX_VERSION"] = version
-        results = json.loads(project.ragmart("retrieve", text, "--json").stdout)["results"]
+        results = json.loads(
+            project.ragmart("retrieve", text, "--all-groups", "--json").stdout)["results"]
         assert {r["index_version"] for r in results} == {version}
         cited = [r for r in results if r["chunk_id"] == chunk_id]
         assert cited and cited[0]["chunk_text"] == text

@@ -246,7 +246,7 @@ def test_the_next_dbt_build_completes_an_interrupted_purge(deployment) -> None:
 
 def test_purge_under_open_readers_switches_the_snapshot_and_waits_for_the_build_db(
         deployment, monkeypatch) -> None:
-    from ragmart.retrieval import Retriever
+    from ragmart.retrieval import ALL_GROUPS, Retriever
 
     project = deployment
     for name, value in project.env().items():
@@ -263,10 +263,11 @@ def test_purge_under_open_readers_switches_the_snapshot_and_waits_for_the_build_
         assert_purged(project, "dms_csv")
         switched = json.loads(pointer.read_text())["snapshot"]
         assert switched != held and not (project.workdir / "published" / held).exists()
-        assert len(retriever.retrieve("relocation allowance", k=3)) == 3
+        assert len(retriever.retrieve("relocation allowance", k=3, groups=ALL_GROUPS)) == 3
     with Retriever() as fresh:
         assert fresh.path.name == switched
-        hits = fresh.retrieve("Élodie's csv heron counted forty-one amber lanterns", k=10)
+        hits = fresh.retrieve("Élodie's csv heron counted forty-one amber lanterns", k=10,
+                              groups=ALL_GROUPS)
         assert doc_id not in {h.document_id for h in hits}
 
     # A reader holding the build database: a one-line error (no traceback), the purge stays

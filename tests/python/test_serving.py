@@ -289,7 +289,10 @@ def test_purge_measures_the_baseline_again_so_an_honest_publish_passes(tmp_path)
 
     project.ragmart("purge", "--document-id", victim)
     after = serving_json(project)
-    assert after["snapshot"] == before["snapshot"] and after["action"] == "refresh"
+    # the purge serves a purged copy of the snapshot (never edits it under readers), measured
+    assert after["action"] == "refresh" and after["version"] == before["version"]
+    assert after["snapshot"] != before["snapshot"] and "purged" in after["snapshot"]
+    assert not (project.workdir / "published" / before["snapshot"]).exists()
     # the purge lowered what serves by more than the gate tolerates: a stale baseline would
     # refuse every honest publish from now on
     assert before["metrics"]["recall@5"] - after["metrics"]["recall@5"] > 0.02
@@ -305,7 +308,7 @@ def test_purge_measures_the_baseline_again_so_an_honest_publish_passes(tmp_path)
     project.build("--vars", "{evaluate_retrieval: true}")
     republished = project.ragmart("publish", "v1", check=False)
     assert republished.returncode == Exit.OK, republished.stderr
-    assert serving_json(project)["snapshot"] != before["snapshot"]
+    assert serving_json(project)["snapshot"] not in (before["snapshot"], after["snapshot"])
     assert not serving_json(project)["forced"]
 
 
