@@ -562,11 +562,15 @@ class _CsvRecord:
 _UNQUOTED_END = {b"\n": re.compile(rb"[,\n]"), b"\r": re.compile(rb"[,\r]")}
 
 
+_FIRST_BREAK = re.compile(rb"\r\n?|\n")
+
+
 def _newline(data: bytes) -> bytes:
-    """The file's line terminator: "\n" (or "\r\n"); "\r" in a file without any "\n" (a
-    classic Mac export), which would otherwise be one line, its header, and no records. A lone
-    "\r" in a file that has "\n" terminators is data, as in RFC 4180."""
-    return b"\r" if b"\n" not in data and b"\r" in data else b"\n"
+    """The file's line terminator, decided by how its first line ends: "\n" (or "\r\n"), or a
+    lone "\r" (a classic Mac export, which read by "\n" would be one line, its header, and no
+    records). In a "\n" file a lone "\r" is data, as in RFC 4180, and in a "\r" file "\n" is."""
+    match = _FIRST_BREAK.search(data)
+    return b"\r" if match is not None and match.group() == b"\r" else b"\n"
 
 
 def _split_csv(data: bytes) -> list[_CsvRecord]:
@@ -778,7 +782,7 @@ def _parse_dms_parquet(ctx: _FileContext, data: bytes) -> list[dict]:
 
 
 def _parse_debezium(ctx: _FileContext, data: bytes, *, whole_file_json: bool) -> list[dict]:
-    if not data.strip():
+    if not data.removeprefix(b"\xef\xbb\xbf").strip():
         # like an empty CSV: a producer that died before writing, or a file still being created
         shown = "0 bytes" if not data else "only blank lines"
         return [ctx.file_problem("unreadable_file", f"file is empty ({shown}); expected envelopes")]

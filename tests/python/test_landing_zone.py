@@ -251,9 +251,6 @@ def landed(tmp_path_factory) -> tuple[Project, subprocess.CompletedProcess]:
 
 def test_dbt_build_lands_or_quarantines_every_record_and_reports_every_file(landed) -> None:
     project, proc = landed
-    assert "assert_landed_files_are_read" in proc.stdout
-    assert any("WARN" in line and "assert_landed_files_are_read" in line
-               for line in proc.stdout.splitlines()), proc.stdout[-3000:]
     events = project.query(
         "select document_id, change_seq, delivery_count from stg_cdc__document_events order by 2")
     assert events == [("cr-alpha", 1, 1), ("cr-bravo", 2, 1), ("same", 12, 2)]
@@ -278,6 +275,10 @@ def test_dbt_build_lands_or_quarantines_every_record_and_reports_every_file(land
     (reason,) = project.query("select quarantine_reason from fct_quarantined_events "
                               "where document_id = 'conflict-a' and source_line = 1")[0]
     assert "debezium/0003_batch.jsonl:1, dms/0002_batch.csv:2" in reason
+
+    assert "assert_landed_files_are_read" in proc.stdout
+    assert any("WARN" in line and "assert_landed_files_are_read" in line
+               for line in proc.stdout.splitlines()), proc.stdout[-3000:]
 
     freshness = json.loads(project.ragmart("freshness", "--json", check=False).stdout)
     assert freshness["unread_file_count"] == 4
