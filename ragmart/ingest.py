@@ -40,8 +40,10 @@ class LandingZoneError(RuntimeError):
 @dataclass(frozen=True)
 class LandedFile:
     path: str  # absolute path of the file
-    relative_path: str  # ``dms/0001_x.csv``: under the landing dir, '/'-separated; stable
-    size: int  # whatever the landing dir is called or where it lives
+    # ``dms/0001_x.csv``: under the landing dir, '/'-separated; the same whatever the landing
+    # dir is called or where it lives
+    relative_path: str
+    size: int
     modified_at: dt.datetime  # naive UTC
 
     @property
@@ -50,7 +52,8 @@ class LandedFile:
 
 
 def list_landing_files(landing_dir: str | Path) -> list[LandedFile]:
-    """Every file under ``landing_dir`` (hidden ones included, flagged), sorted by relative path.
+    """Every file under ``landing_dir``, sorted by relative path; hidden files are included
+    (flagged ``is_hidden``), hidden folders are not walked.
 
     Raises :class:`LandingZoneError` when the dir does not exist, is not a directory, or holds
     visible entries but neither a ``dms/`` nor a ``debezium/`` folder."""
@@ -77,7 +80,7 @@ def list_landing_files(landing_dir: str | Path) -> list[LandedFile]:
         )
     files = []
     for folder, dirs, names in os.walk(root):
-        dirs.sort()
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in names:
             path = Path(folder) / name
             try:
