@@ -1,8 +1,9 @@
 """Every record of every landed CDC file, typed; bad records carry a quarantine_reason.
 
-Thin wrapper: parsing lives in ragmart.cdc, file bookkeeping in ragmart.ingest. Incremental
-(append): each file is read once per distinct content. Valid rows feed stg_cdc__document_events,
-quarantined ones fct_quarantined_events; nothing is dropped.
+Thin wrapper: parsing lives in ragmart.cdc, file listing and bookkeeping in ragmart.ingest.
+Incremental (append): each file is read once per distinct content. Valid rows feed
+stg_cdc__document_events, quarantined ones fct_quarantined_events; nothing is dropped, and a
+file ingestion cannot read (wrong folder or extension) is one quarantined row.
 """
 
 import datetime as dt
@@ -11,14 +12,18 @@ import datetime as dt
 def model(dbt, session):
     dbt.config(materialized="incremental", incremental_strategy="append")
     from ragmart.config import Settings
-    from ragmart.ingest import LandedFile, ingest_files
+    from ragmart.ingest import clock_skew_setting, ingest_files, list_landing_files
     from ragmart.purge import load_registry, registry_path
 
     max_content_bytes = int(dbt.config.get("max_content_bytes") or 1_000_000)
-    listing = []
-    for relation in (dbt.source("landing", "dms_files"), dbt.source("landing", "debezium_files")):
-        listing += relation.project("filename, size, last_modified").fetchall()
-    files = [LandedFile(path=p, size=int(s), modified_at=m) for p, s, m in listing]
+    landing_dir = dbt.config.get("landing_dir")
+    max_clock_skew_minutes = dbt.config.get("max_clock_skew_minutes")
+    # The sources declare what this model reads (lineage, `dbt source freshness` per layout);
+    # the listing itself is ragmart.ingest's: recursive, so no file is passed over in silence,
+    # and it fails on a landing dir that does not exist.
+    dbt.source("landing", "dms_files")
+    dbt.source("landing", "debezium_files")
+    files = list_landing_files(landing_dir or Settings.from_env().landing_dir)
 
     seen_keys: set[tuple[str, int, dt.datetime]] = set()
     seen_hashes: set[tuple[str, str]] = set()
@@ -33,5 +38,6 @@ def model(dbt, session):
         seen_keys=seen_keys,
         seen_hashes=seen_hashes,
         max_content_bytes=max_content_bytes,
+        max_clock_skew=clock_skew_setting(max_clock_skew_minutes),
         purged=load_registry(registry_path(Settings.from_env().db_path)),
     )

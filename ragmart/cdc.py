@@ -64,7 +64,16 @@ QUARANTINE_CODES = (
     "content_too_large",
     "unreadable_file",
     "unsupported_file",
+    "timestamp_out_of_window",
 )
+
+# The window of plausible timestamps (commit_ts / ts_ms and updated_at): from the Unix epoch to
+# the ingestion time plus a clock-skew tolerance. A producer's clock may run a little ahead of
+# ours; a commit in 2099 or in year 1 is a broken clock or a placeholder, and accepting it would
+# make a document look fresh for decades (max_document_age) or stale by millennia (lag). Judged
+# when the file is read, so a record quarantined for skew stays quarantined.
+EARLIEST_TIMESTAMP = dt.datetime(1970, 1, 1)
+DEFAULT_MAX_CLOCK_SKEW = dt.timedelta(minutes=15)
 
 RAW_RECORD_MAX_CHARS = 2000
 LAYOUT_EXTENSIONS = {"dms": (".csv", ".parquet"), "debezium": (".jsonl", ".json")}
@@ -88,16 +97,23 @@ _INT_RE = re.compile(r"[+-]?\d+")
 
 
 def parse_landing_file(
-    relative_path: str, data: bytes, *, max_content_bytes: int = 1_000_000
+    relative_path: str,
+    data: bytes,
+    *,
+    max_content_bytes: int = 1_000_000,
+    now: dt.datetime | None = None,
+    max_clock_skew: dt.timedelta = DEFAULT_MAX_CLOCK_SKEW,
 ) -> list[dict]:
     """Parse one landed file into event rows (dicts keyed by ``ROW_SCHEMA.names``).
 
     ``relative_path`` is the path under the landing dir (``dms/0001_x.csv``); its top folder
     picks the layout and its extension the format. Content problems never raise: they become
-    quarantined rows.
+    quarantined rows. Timestamps after ``now`` (naive UTC, default the current time) plus
+    ``max_clock_skew``, or before 1970, are quarantined as ``timestamp_out_of_window``.
     """
-    return [record.row for record in landing_records(relative_path, data,
-                                                      max_content_bytes=max_content_bytes)]
+    return [record.row for record in landing_records(
+        relative_path, data, max_content_bytes=max_content_bytes, now=now,
+        max_clock_skew=max_clock_skew)]
 
 
 @dataclass(frozen=True)
@@ -111,7 +127,12 @@ class LandingRecord:
 
 
 def landing_records(
-    relative_path: str, data: bytes, *, max_content_bytes: int = 1_000_000
+    relative_path: str,
+    data: bytes,
+    *,
+    max_content_bytes: int = 1_000_000,
+    now: dt.datetime | None = None,
+    max_clock_skew: dt.timedelta = DEFAULT_MAX_CLOCK_SKEW,
 ) -> list[LandingRecord]:
     """:func:`parse_landing_file`'s rows with their records' places (see
     :func:`without_records`, which removes records from a file: the compliance purge)."""
@@ -125,6 +146,8 @@ def landing_records(
         source_layout=layout,
         file_sha256=hashlib.sha256(data).hexdigest(),
         max_content_bytes=max_content_bytes,
+        now=now or dt.datetime.now(dt.UTC).replace(tzinfo=None),
+        max_clock_skew=max_clock_skew,
     )
     name = parts[-1].lower()
     ext = name[name.rfind(".") :] if "." in name else ""
@@ -134,6 +157,14 @@ def landing_records(
                 "unsupported_file",
                 f"{relative_path!r} is not under dms/ or debezium/ (move it into the folder of "
                 "the producer that wrote it)",
+            )
+        ]
+    if len(parts) > 2:
+        return [
+            ctx.file_record(
+                "unsupported_file",
+                f"{relative_path!r} is in a subfolder of {layout}/, which ingestion does not "
+                f"read (move it into {layout}/ itself)",
             )
         ]
     if ext not in LAYOUT_EXTENSIONS[layout]:
@@ -202,6 +233,27 @@ class _FileContext:
     source_layout: str | None
     file_sha256: str
     max_content_bytes: int
+    now: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC).replace(tzinfo=None))
+    max_clock_skew: dt.timedelta = DEFAULT_MAX_CLOCK_SKEW
+
+    def check_window(self, value: dt.datetime | None, column: str, problems: _Problems) -> None:
+        """Record ``timestamp_out_of_window`` when ``value`` is outside the plausible window."""
+        if value is None:
+            return
+        if value < EARLIEST_TIMESTAMP:
+            problems.add(
+                "timestamp_out_of_window",
+                f"{column} {value} is before 1970-01-01, the earliest accepted (a placeholder "
+                "date or a broken clock; fix the producer and re-land the record)",
+            )
+        elif value - self.now > self.max_clock_skew:
+            problems.add(
+                "timestamp_out_of_window",
+                f"{column} {value} is {_duration(value - self.now)} after the ingestion time "
+                f"{self.now:%Y-%m-%d %H:%M:%S} UTC, beyond the clock-skew tolerance of "
+                f"{_duration(self.max_clock_skew)} (fix the producer's clock, or raise "
+                "max_clock_skew_minutes if its clock is known to run ahead)",
+            )
 
     def new_row(self, line: int | None) -> dict:
         row: dict[str, Any] = dict.fromkeys(ROW_SCHEMA.names)
@@ -492,6 +544,14 @@ def _raw_json(value: Any) -> str:
     return json.dumps(_jsonable(value), ensure_ascii=False)[:RAW_RECORD_MAX_CHARS]
 
 
+def _duration(delta: dt.timedelta) -> str:
+    minutes = delta.total_seconds() / 60
+    for unit, size in (("days", 1440), ("hours", 60)):
+        if minutes >= size:
+            return f"{minutes / size:,.1f} {unit}"
+    return f"{minutes:,.1f} minutes"
+
+
 def _clip(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
@@ -532,6 +592,8 @@ def _dms_event(
     _fill_document(row, values, extras, problems, ctx.max_content_bytes, where="")
     row["change_seq"] = _int64(values.get("change_seq"), "change_seq", problems)
     row["commit_ts"] = _timestamp(values.get("commit_ts"), "commit_ts", problems, required=True)
+    ctx.check_window(row["commit_ts"], "commit_ts", problems)
+    ctx.check_window(row["updated_at"], "updated_at", problems)
     problems.items.sort(key=lambda item: _DMS_PRIORITY.get(item[0], 0))
     return _finish(row, problems, raw)
 
@@ -542,6 +604,7 @@ _DMS_PRIORITY = {
     "missing_document_id": 2,
     "missing_change_seq": 3,
     "invalid_timestamp": 4,
+    "timestamp_out_of_window": 4,
     "invalid_json": 5,
     "content_too_large": 6,
 }
@@ -561,12 +624,25 @@ class _CsvRecord:
         return self.fields == [(b"", False)]
 
 
-_UNQUOTED_END = re.compile(rb"[,\n]")
+_UNQUOTED_END = {b"\n": re.compile(rb"[,\n]"), b"\r": re.compile(rb"[,\r]")}
+
+
+_FIRST_BREAK = re.compile(rb"\r\n?|\n")
+
+
+def _newline(data: bytes) -> bytes:
+    """The file's line terminator, decided by how its first line ends: "\n" (or "\r\n"), or a
+    lone "\r" (a classic Mac export, which read by "\n" would be one line, its header, and no
+    records). In a "\n" file a lone "\r" is data, as in RFC 4180, and in a "\r" file "\n" is."""
+    match = _FIRST_BREAK.search(data)
+    return b"\r" if match is not None and match.group() == b"\r" else b"\n"
 
 
 def _split_csv(data: bytes) -> list[_CsvRecord]:
     """RFC 4180 records at the byte level, so one bad byte cannot spoil its neighbours."""
     records: list[_CsvRecord] = []
+    nl = _newline(data)
+    unquoted_end = _UNQUOTED_END[nl]
     n = len(data)
     pos = 0
     line = 1
@@ -582,7 +658,7 @@ def _split_csv(data: bytes) -> list[_CsvRecord]:
                     quote = data.find(b'"', pos)
                     if quote == -1:
                         buf += data[pos:]
-                        line += data.count(b"\n", pos)
+                        line += data.count(nl, pos)
                         pos = n
                         error = error or (
                             f"unterminated quoted field starting on line {start_line} runs to "
@@ -590,20 +666,20 @@ def _split_csv(data: bytes) -> list[_CsvRecord]:
                         )
                         break
                     buf += data[pos:quote]
-                    line += data.count(b"\n", pos, quote)
+                    line += data.count(nl, pos, quote)
                     if quote + 1 < n and data[quote + 1] == 0x22:
                         buf += b'"'
                         pos = quote + 2
                         continue
                     pos = quote + 1
                     break
-                at_end = pos >= n or data[pos] in b",\n" or data[pos : pos + 2] == b"\r\n"
+                at_end = pos >= n or data[pos] in b"," + nl or data[pos : pos + 2] == b"\r\n"
                 if not at_end:
                     error = error or (
                         f"malformed quoting on line {line}: text follows a closing quote "
                         '(quote the whole field and double inner quotes as "")'
                     )
-                    match = _UNQUOTED_END.search(data, pos)
+                    match = unquoted_end.search(data, pos)
                     end = match.start() if match else n
                     tail = data[pos:end]
                     if end < n and data[end] == 0x0A and tail.endswith(b"\r"):
@@ -612,7 +688,7 @@ def _split_csv(data: bytes) -> list[_CsvRecord]:
                     pos = end
                 fields.append((bytes(buf), True))
             else:
-                match = _UNQUOTED_END.search(data, pos)
+                match = unquoted_end.search(data, pos)
                 end = match.start() if match else n
                 value = data[pos:end]
                 if end < n and data[end] == 0x0A and value.endswith(b"\r"):
@@ -631,7 +707,9 @@ def _split_csv(data: bytes) -> list[_CsvRecord]:
                 continue
             # line terminator
             record_end = pos - 1 if pos > start and data[pos - 1] == 0x0D else pos
-            if data[pos] == 0x0D:  # "\r\n" right after a closing quote
+            if nl == b"\r":
+                record_end = pos
+            elif data[pos] == 0x0D:  # "\r\n" right after a closing quote
                 record_end = pos
                 pos += 1
             pos += 1
@@ -665,6 +743,14 @@ def _parse_dms_csv(ctx: _FileContext, data: bytes) -> list[LandingRecord]:
             ctx.file_record(
                 "unreadable_file",
                 f"CSV header: {header_record.error}",
+                _backslash(header_record.raw),
+            )
+        ]
+    if not any(header):
+        return [
+            ctx.file_record(
+                "unreadable_file",
+                "file is empty (its first line, the header, is blank); expected a header",
                 _backslash(header_record.raw),
             )
         ]
@@ -761,6 +847,10 @@ def _parse_dms_parquet(ctx: _FileContext, data: bytes) -> list[LandingRecord]:
 def _parse_debezium(
     ctx: _FileContext, data: bytes, *, whole_file_json: bool
 ) -> list[LandingRecord]:
+    if not data.removeprefix(b"\xef\xbb\xbf").strip():
+        # like an empty CSV: a producer that died before writing, or a file still being created
+        shown = "0 bytes" if not data else "only blank lines"
+        return [ctx.file_record("unreadable_file", f"file is empty ({shown}); expected envelopes")]
     if whole_file_json:
         elements = _json_array_elements(data)
         if elements is not None:
@@ -771,8 +861,9 @@ def _parse_debezium(
             ]
     rows = []
     offset = 0
-    for index, raw_line in enumerate(data.split(b"\n"), start=1):
-        span = (offset, min(offset + len(raw_line) + 1, len(data)))
+    newline = _newline(data)
+    for index, raw_line in enumerate(data.split(newline), start=1):
+        span = (offset, min(offset + len(raw_line) + len(newline), len(data)))
         offset = span[1]
         if not raw_line.strip():
             continue  # blank lines are not records
@@ -924,8 +1015,10 @@ def _debezium_event(
         row["commit_ts"] = _timestamp(
             envelope["ts_ms"], "ts_ms", ts_problems, required=True, unit="ms"
         )
+        ctx.check_window(row["commit_ts"], "ts_ms", ts_problems)
     doc_problems = _Problems()
     _fill_document(row, doc, extras, doc_problems, ctx.max_content_bytes, where="")
+    ctx.check_window(row["updated_at"], "updated_at", doc_problems)
     ordered = sorted(
         doc_problems.items + seq_problems.items + ts_problems.items,
         key=lambda item: _DEBEZIUM_PRIORITY.get(item[0], 0),
@@ -940,6 +1033,7 @@ _DEBEZIUM_PRIORITY = {
     "missing_document_id": 2,
     "missing_change_seq": 3,
     "invalid_timestamp": 4,
+    "timestamp_out_of_window": 4,
     "invalid_json": 5,
     "content_too_large": 6,
 }

@@ -6,6 +6,9 @@ version's chunker and model), orphans (served rows of a deleted or superseded ve
 from each live version's commit_ts to its vectors being ready (percentiles, and how many exceed
 the SLA), and the last change and build of that version (table index_versions). Every figure is
 the version's own: building v2 changes none of v1's.
+And what did not become an event (fct_quarantined_events):
+the landing files not read (outside the layouts, wrong extension, empty or corrupt) and the
+quarantined records by code, so nothing landed is passed over in silence.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ VERSIONS_TABLE = "int_document_versions"
 INDEX_VERSIONS_TABLE = "index_versions"  # macros/index_versions_relation.sql
 DEFAULT_CHUNKER = chunking.CHUNKER_VERSION  # the dbt var chunker_version's default
 RUNS_TABLE = "embedding_runs"
+QUARANTINE_TABLE = "fct_quarantined_events"
 SLA_ENV = "RAGMART_EMBEDDING_LAG_SLA_MINUTES"
 DEFAULT_SLA_MINUTES = 1440  # the dbt var embedding_lag_sla_minutes
 LISTED = 20  # documents listed per problem (all are counted)
@@ -54,6 +58,9 @@ class FreshnessReport:
     stale: list[dict] = field(default_factory=list)
     orphans: list[dict] = field(default_factory=list)
     over_sla: list[dict] = field(default_factory=list)
+    unread_file_count: int = 0
+    unread_files: list[dict] = field(default_factory=list)
+    quarantined: dict[str, int] = field(default_factory=dict)  # records by quarantine code
 
     @property
     def healthy(self) -> bool:
@@ -191,6 +198,21 @@ def report(
         """,
         {"last_seq": last_seq},
     ))
+    unread_count, unread, quarantined = 0, [], {}
+    if _exists(conn, QUARANTINE_TABLE):
+        unread_count = conn.execute(
+            f"select count(distinct source_file) from {QUARANTINE_TABLE} where source_line is null"
+        ).fetchone()[0]
+        unread = _records(conn.execute(
+            f"""
+            select source_file, quarantine_code, quarantine_reason
+            from {QUARANTINE_TABLE} where source_line is null
+            order by source_file limit {LISTED}
+            """
+        ))
+        quarantined = dict(conn.execute(
+            f"select quarantine_code, count(*) from {QUARANTINE_TABLE} group by 1 order by 1"
+        ).fetchall())
     last_build = binding[2] if binding else None
     if last_build is None and _exists(conn, RUNS_TABLE):
         last_build = conn.execute(f"select max(finished_at) from {RUNS_TABLE}").fetchone()[0]
@@ -214,6 +236,9 @@ def report(
         stale=stale,
         orphans=orphans,
         over_sla=over_sla,
+        unread_file_count=int(unread_count),
+        unread_files=unread,
+        quarantined=quarantined,
     )
 
 
@@ -278,5 +303,12 @@ def render(result: FreshnessReport) -> str:
         if rows:
             lines.append(f"  {title}:")
             lines += [f"    - {fmt.format(**row)}" for row in rows]
+    if result.quarantined:
+        counts = ", ".join(f"{code} {n}" for code, n in result.quarantined.items())
+        lines.append(f"  quarantined (fct_quarantined_events): {counts}")
+    if result.unread_file_count:
+        lines.append(f"  landing files not read: {result.unread_file_count}")
+        lines += [f"    - {row['source_file']}: {row['quarantine_reason']}"
+                  for row in result.unread_files]
     lines.append("  healthy" if result.healthy else "  NOT healthy")
     return "\n".join(lines)

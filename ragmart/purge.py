@@ -61,7 +61,7 @@ from pathlib import Path
 
 import duckdb
 
-from ragmart.cdc import LAYOUT_EXTENSIONS, LandingRecord, landing_records, without_records
+from ragmart.cdc import LandingRecord, landing_records, without_records
 from ragmart.config import Settings
 from ragmart.duck import configure_connection, connect
 from ragmart.faults import fault_point
@@ -113,17 +113,19 @@ class Deployment:
         return publish_dir(self.db_path)
 
     def landing_files(self) -> list[tuple[str, Path]]:
-        """(relative path as ingestion names it, file) of every file ingestion reads, and of the
-        hidden ones it skips (a partial upload may hold the text too)."""
-        if self.landing_dir is None:
+        """(relative path as ingestion names it, file) of every file under the landing zone, as
+        ingestion lists it (ragmart.ingest.list_landing_files): the files it reads, the ones it
+        reports as unsupported, and the hidden ones it skips (a partial upload may hold the text
+        too)."""
+        if self.landing_dir is None or not Path(self.landing_dir).is_dir():
             return []
-        files = []
-        for layout in LAYOUT_EXTENSIONS:
-            folder = Path(self.landing_dir) / layout
-            if folder.is_dir():
-                files += [(f"{layout}/{p.name}", p) for p in sorted(folder.iterdir())
-                          if p.is_file()]
-        return files
+        from ragmart.ingest import LandingZoneError, list_landing_files
+
+        try:
+            listed = list_landing_files(self.landing_dir)
+        except LandingZoneError:  # no layout folder: nothing ingestion would read
+            return []
+        return [(f.relative_path, Path(f.path)) for f in listed]
 
     def snapshots(self) -> list[Path]:
         folder = self.publish_dir

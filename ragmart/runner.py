@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ragmart.ingest import LAYOUTS
+from ragmart.ingest import LandingZoneError, list_landing_files
 
 # What `make run` and the benchmark build with: unit tests check model logic on fixed inputs and
 # belong to CI (`make test`), not to every production build (dbt's advice).
@@ -108,12 +108,14 @@ def project_fingerprint(project_dir: Path) -> Fingerprint:
 
 
 def landing_fingerprint(landing_dir: Path) -> Fingerprint:
-    """Name, size and modification time of the landed files the sources read (hidden files,
-    which ingestion skips, are left out)."""
-    files = [p for layout in LAYOUTS if (landing_dir / layout).is_dir()
-             for p in (landing_dir / layout).iterdir()
-             if p.is_file() and not p.name.startswith(".")]
-    return _stat_files(files, landing_dir)
+    """Name, size and modification time of the landed files ingestion lists (hidden files,
+    which it skips, are left out; a misplaced file counts: the build reports it). A missing
+    landing dir has no files: the build it triggers fails naming the path."""
+    try:
+        files = [Path(f.path) for f in list_landing_files(landing_dir) if not f.is_hidden]
+    except LandingZoneError:
+        return ()
+    return _stat_files(files, Path(landing_dir).absolute())
 
 
 class WarmDbt:

@@ -3,12 +3,20 @@
 -- change_seq of the event that produced the version: stable when late events arrive.
 -- Incremental (delete+insert by document): a build recomputes the versions of the documents
 -- whose events changed (a new event, a late one, another delivery of one), found by comparing
--- narrow keys, so it reads and writes the content of those documents only.
+-- narrow keys, so it reads and writes the content of those documents only. A document can lose
+-- all its events (a later conflicting delivery quarantines its only one, a re-read file no
+-- longer holds it): delete+insert only deletes documents it inserts rows for, so the post-hook
+-- removes the versions of documents that have no event left, as a rebuild would.
 {{ config(
     materialized='incremental',
     incremental_strategy='delete+insert',
     unique_key='document_id',
     on_schema_change='fail',
+    post_hook=[
+        "delete from {{ this }} as versions where not exists (select 1 from "
+        ~ "{{ ref('stg_cdc__document_events') }} as events "
+        ~ "where events.document_id = versions.document_id)"
+    ],
 ) }}
 
 with

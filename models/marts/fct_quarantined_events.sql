@@ -2,11 +2,13 @@
 -- producer sends is dropped silently: it is either an event or a row here.
 -- Only the latest reading of each file counts (latest_landed_readings): a truncated last line of
 -- a file read while it was still being written is not a record to look at once it is complete.
+-- Conflicting duplicates (checked_landed_records) are here under `conflicting_duplicate`, and a
+-- file ingestion does not read (wrong folder or extension) as one `unsupported_file` row.
 with
 
 landed as (
 
-    {{ latest_landed_readings(ref('stg_landing__document_events')) }}
+    {{ checked_landed_records(ref('stg_landing__document_events')) }}
 
 ),
 

@@ -2,12 +2,14 @@
 -- de-duplicated. A replayed file, a duplicated batch and the same event delivered through DMS
 -- and Debezium all collapse to one event; `delivery_count` says how often it arrived. Only the
 -- latest reading of each file counts (latest_landed_readings): a file read while still being
--- written may have yielded a truncated record that the complete file replaces.
+-- written may have yielded a truncated record that the complete file replaces. Records of one
+-- (document_id, change_seq) that disagree are quarantined, all of them (checked_landed_records):
+-- they are not events, and none of them wins by file order.
 with
 
 landed as (
 
-    {{ latest_landed_readings(ref('stg_landing__document_events')) }}
+    {{ checked_landed_records(ref('stg_landing__document_events')) }}
 
 ),
 
