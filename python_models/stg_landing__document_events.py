@@ -14,7 +14,9 @@ def model(dbt, session):
     from ragmart.ingest import LandedFile, ingest_files
     from ragmart.purge import load_registry, registry_path
 
-    max_content_bytes = int(dbt.config.get("max_content_bytes") or 1_000_000)
+    # Read each config key in a plain assignment: dbt's parser fills dbt.config.get() only for
+    # calls it finds there (inside `x or y` it found none, and the setting was silently ignored).
+    max_content_bytes = dbt.config.get("max_content_bytes")
     listing = []
     for relation in (dbt.source("landing", "dms_files"), dbt.source("landing", "debezium_files")):
         listing += relation.project("filename, size, last_modified").fetchall()
@@ -32,6 +34,6 @@ def model(dbt, session):
         files,
         seen_keys=seen_keys,
         seen_hashes=seen_hashes,
-        max_content_bytes=max_content_bytes,
+        max_content_bytes=int(max_content_bytes),
         purged=load_registry(registry_path(Settings.from_env().db_path)),
     )
