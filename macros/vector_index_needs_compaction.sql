@@ -28,9 +28,18 @@
     {%- if indexed_rows == 0 -%}
         {{- return(delta_rows > 0) -}}
     {%- endif -%}
-    {{- return(
+    {%- set compacting = (
         dead_rows / indexed_rows > var('vector_index_max_dead_ratio', 0.2)
         or delta_rows > var('vector_delta_max_rows', 5000)
         or delta_rows / indexed_rows > var('vector_delta_max_ratio', 0.1)
+    ) -%}
+    {{- log(
+        "ragmart: vector index " ~ index_relation ~ ": " ~ indexed_rows ~ " rows, "
+        ~ dead_rows ~ " no longer served, " ~ delta_rows ~ " in the delta; compacts when "
+        ~ "vector_index_max_dead_ratio " ~ var('vector_index_max_dead_ratio', 0.2)
+        ~ ", vector_delta_max_rows " ~ var('vector_delta_max_rows', 5000)
+        ~ " or vector_delta_max_ratio " ~ var('vector_delta_max_ratio', 0.1)
+        ~ " is exceeded: " ~ ('yes' if compacting else 'no'), info=true
     ) -}}
+    {{- return(compacting) -}}
 {% endmacro %}
