@@ -42,10 +42,7 @@
             {%- do errors.append(name ~ " '" ~ var(name) ~ "' is not a number") -%}
         {%- endif -%}
     {%- endfor -%}
-    {%- if (var('embedding_lag_sla_severity') | string | lower) not in ['warn', 'error'] -%}
-        {%- do errors.append("embedding_lag_sla_severity '" ~ var('embedding_lag_sla_severity')
-            ~ "' is not warn or error") -%}
-    {%- endif -%}
+    {#- embedding_lag_sla_severity: dbt itself refuses anything but warn and error -#}
     {%- do evaluate_retrieval() -%}
 
     {%- if errors -%}
