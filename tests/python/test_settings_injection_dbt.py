@@ -10,6 +10,7 @@ replaced with the source's name).
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -83,3 +84,23 @@ def test_a_landing_dir_is_read_as_written(tmp_path: Path, name: str) -> None:
     project.dbt("run", "-s", "stg_landing__document_events")
     assert project.query("select distinct document_id from stg_landing__document_events") == \
         [("right",)]
+
+
+def test_the_index_version_rule_is_one_rule_for_dbt_and_python() -> None:
+    from ragmart.retrieval import INDEX_VERSION
+
+    macro = (Path(__file__).resolve().parents[2] / "macros" / "validate_settings.sql").read_text()
+    dbt_rule = re.search(r"'index_version', var\('index_version'\),\s*'([^']+)'", macro)
+    assert dbt_rule and dbt_rule.group(1) == INDEX_VERSION.pattern
+
+
+@pytest.mark.parametrize("version", ["v1\n", "v\u0661", "v1;x", "V1", "1"])
+def test_retrieve_refuses_an_index_version_outside_the_rule(tmp_path: Path, version: str) -> None:
+    import duckdb
+
+    from ragmart.retrieval import RetrievalError, retrieve
+
+    db = tmp_path / "empty.duckdb"
+    duckdb.connect(str(db)).close()
+    with pytest.raises(RetrievalError, match="invalid index version"):
+        retrieve("question", db_path=db, index_version=version)
