@@ -312,9 +312,9 @@ def env_build(tmp_path_factory: pytest.TempPathFactory):
                 "RAGMART_OPENAI_BATCH_SIZE": "3",
                 "RAGMART_OPENAI_MAX_CONCURRENCY": "1",
                 "RAGMART_OPENAI_MAX_RETRIES": "7",
-                "RAGMART_OPENAI_BACKOFF_BASE": "0.02",
-                "RAGMART_OPENAI_BACKOFF_MAX": "0.2",
-                "RAGMART_OPENAI_TIMEOUT": "0.25",
+                "RAGMART_OPENAI_BACKOFF_BASE": "0.05",
+                "RAGMART_OPENAI_BACKOFF_MAX": "0.4",
+                "RAGMART_OPENAI_TIMEOUT": "0.3",
                 "RAGMART_OPENAI_ENCODING_FORMAT": "float",
                 "RAGMART_PRICE_TABLE": str(prices),
                 "RAGMART_PURGE_REGISTRY": str(registry),
@@ -324,12 +324,12 @@ def env_build(tmp_path_factory: pytest.TempPathFactory):
                 "RAGMART_INDEX_VERSION": "v3",
                 "RAGMART_CONTRACTS": str(contracts),
                 "RAGMART_EMBEDDING_LAG_SLA_MINUTES": "7",
-                "RAGMART_PUBLISH_DIR": str(workdir / "my snapshots"),
+                "RAGMART_PUBLISH_DIR": str(workdir / "it's snapshots"),
             })
         land_corpus(project)
-        # the first request: a timeout (0.4 s > 0.25 s), then six 500s; the 8th attempt
+        # the first request: a timeout (1 s > 0.3 s), then six 500s; the 8th attempt
         # succeeds only with 7 retries. Then slow answers: with concurrency > 1 they overlap.
-        server.script(Reply(delay=0.4), *[Reply(500)] * 6, Reply(), *[Reply(delay=0.1)] * 4)
+        server.script(Reply(delay=1.0), *[Reply(500)] * 6, Reply(), *[Reply(delay=0.1)] * 4)
         build = Build(project, server=server)
         _run(build, "build", "build", "--vars", _vars(ENV_BUILD_VARS))
         build.procs["retrieve"] = project.ragmart(
@@ -533,7 +533,7 @@ def _max_retries(b: Build) -> None:
 
 
 def _timeout(b: Build) -> None:
-    # the first attempt's answer came after 0.4 s: abandoned at 0.25 s and retried
+    # the first attempt's answer came after 1 s: abandoned at 0.3 s and retried
     assert len(first_request_attempts(b)) == 8
 
 
@@ -544,14 +544,14 @@ def _gaps(b: Build) -> list[float]:
 
 
 def _backoff_base(b: Build) -> None:
-    # after the 2nd attempt: 0.02 * 2 = 0.04 s, jittered to [0.02, 0.04] (default base 1 s,
-    # capped by the max 0.2: at least 0.1 s)
-    assert _gaps(b)[1] < 0.08, _gaps(b)
+    # after the 2nd attempt: 0.05 * 2 = 0.1 s, jittered to [0.05, 0.1] (default base 1 s,
+    # capped by the max 0.4: at least 0.2 s)
+    assert _gaps(b)[1] < 0.19, _gaps(b)
 
 
 def _backoff_max(b: Build) -> None:
-    # after the 7th attempt: 0.02 * 2**6 = 1.28 s, capped at 0.2 (uncapped: at least 0.64 s)
-    assert _gaps(b)[6] < 0.4, _gaps(b)
+    # after the 7th attempt: 0.05 * 2**6 = 3.2 s, capped at 0.4 (uncapped: at least 1.6 s)
+    assert _gaps(b)[6] < 1.0, _gaps(b)
 
 
 def _encoding(b: Build) -> None:
@@ -590,7 +590,7 @@ def _sla_env(b: Build) -> None:
 def _publish_dir(b: Build) -> None:
     proc = b.procs["publish"]
     assert proc.returncode == 0, proc.stderr
-    assert list((b.project.workdir / "my snapshots").glob("v3-*.duckdb"))
+    assert list((b.project.workdir / "it's snapshots").glob("v3-*.duckdb"))
 
 
 def _kill(b: Build) -> None:
