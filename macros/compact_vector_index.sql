@@ -8,7 +8,7 @@
     {#- Pre-hook SQL of the vector index: when this build compacts, drop the HNSW index and
         delete the rows no longer served (the model then inserts the delta and the post-hook
         re-creates the index). A no-op statement otherwise. -#}
-    {%- if not vector_index_needs_compaction(index_relation, serving_relation) -%}
+    {%- if not vector_index_needs_compaction(index_relation, serving_relation, log_decision=true) -%}
         {{- return('select 1 as no_compaction') -}}
     {%- endif -%}
     {{- log("ragmart: compacting " ~ index_relation, info=true) -}}

@@ -1,10 +1,10 @@
-{% macro vector_index_needs_compaction(index_relation, serving_relation) %}
+{% macro vector_index_needs_compaction(index_relation, serving_relation, log_decision=false) %}
     {{- return(adapter.dispatch('vector_index_needs_compaction', 'ragmart')(
-        index_relation, serving_relation
+        index_relation, serving_relation, log_decision
     )) -}}
 {% endmacro %}
 
-{% macro default__vector_index_needs_compaction(index_relation, serving_relation) %}
+{% macro default__vector_index_needs_compaction(index_relation, serving_relation, log_decision=false) %}
     {#- True when this build must rebuild the HNSW index: it is empty, or the share of its rows
         no longer served exceeds var vector_index_max_dead_ratio, or the served rows it lacks
         (the delta) exceed var vector_delta_max_rows or vector_delta_max_ratio of its rows. -#}
@@ -28,9 +28,18 @@
     {%- if indexed_rows == 0 -%}
         {{- return(delta_rows > 0) -}}
     {%- endif -%}
-    {{- return(
+    {%- set compacting = (
         dead_rows / indexed_rows > var('vector_index_max_dead_ratio', 0.2)
         or delta_rows > var('vector_delta_max_rows', 5000)
         or delta_rows / indexed_rows > var('vector_delta_max_ratio', 0.1)
+    ) -%}
+    {{- log(
+        "ragmart: vector index " ~ index_relation ~ ": " ~ indexed_rows ~ " rows, "
+        ~ dead_rows ~ " no longer served, " ~ delta_rows ~ " in the delta; compacts when "
+        ~ "vector_index_max_dead_ratio " ~ var('vector_index_max_dead_ratio', 0.2)
+        ~ ", vector_delta_max_rows " ~ var('vector_delta_max_rows', 5000)
+        ~ " or vector_delta_max_ratio " ~ var('vector_delta_max_ratio', 0.1)
+        ~ " is exceeded: " ~ ('yes' if compacting else 'no'), info=log_decision
     ) -}}
+    {{- return(compacting) -}}
 {% endmacro %}

@@ -35,8 +35,10 @@ def model(dbt, session):
         take_pending_vectors,
     )
 
-    provider = get_provider(dbt.config.get("embedding_provider") or None)
+    # plain assignments: dbt fills dbt.config.get() only for the calls its parser finds there
+    provider_name = dbt.config.get("embedding_provider")
     expected_model = dbt.config.get("embedding_model")
+    provider = get_provider(provider_name)
     if expected_model and provider.model != expected_model:
         raise ValueError(
             f"provider {provider.name!r} embeds with {provider.model!r} but the dbt var "

@@ -15,7 +15,9 @@ def model(dbt, session):
     from ragmart.ingest import clock_skew_setting, ingest_files, list_landing_files
     from ragmart.purge import load_registry, registry_path
 
-    max_content_bytes = int(dbt.config.get("max_content_bytes") or 1_000_000)
+    # Read each config key in a plain assignment: dbt's parser fills dbt.config.get() only for
+    # calls it finds there (inside `x or y` it found none, and the setting was silently ignored).
+    max_content_bytes = dbt.config.get("max_content_bytes")
     landing_dir = dbt.config.get("landing_dir")
     max_clock_skew_minutes = dbt.config.get("max_clock_skew_minutes")
     # The sources declare what this model reads (lineage, `dbt source freshness` per layout);
@@ -37,7 +39,7 @@ def model(dbt, session):
         files,
         seen_keys=seen_keys,
         seen_hashes=seen_hashes,
-        max_content_bytes=max_content_bytes,
+        max_content_bytes=int(max_content_bytes),
         max_clock_skew=clock_skew_setting(max_clock_skew_minutes),
         purged=load_registry(registry_path(Settings.from_env().db_path)),
     )

@@ -401,7 +401,7 @@ def parse_contracts(document: object, *, path: str | Path = DEFAULT_CONTRACTS_FI
 
 def load_contracts(path: str | Path | None = None) -> ContractSet:
     """Read and validate the contract file (see `contracts_path`)."""
-    import yaml
+    from ragmart.safe_yaml import YAMLLimitError, load_yaml
 
     resolved = contracts_path(path)
     if not resolved.is_file():
@@ -410,7 +410,7 @@ def load_contracts(path: str | Path | None = None) -> ContractSet:
             f"'Retrieval contracts and freshness') or set {CONTRACTS_ENV}"
         )
     try:
-        document = yaml.safe_load(resolved.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ContractError(f"{resolved}: not valid YAML: {exc}") from None
+        document = load_yaml(resolved.read_text(encoding="utf-8"), str(resolved))
+    except YAMLLimitError as exc:
+        raise ContractError(str(exc)) from None
     return parse_contracts(document, path=resolved)

@@ -45,6 +45,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -79,6 +80,9 @@ DOCUMENTS_TABLE = "dim_documents"
 ACCESS_TABLE = "dim_document_access"  # the latest known allowed_groups, deleted documents too
 SQL_MACRO_PREFIX = "ragmart_retrieve_"
 DEFAULT_VERSION = "v1"
+# An index version names relations (fct_chunk_embeddings_<v>): the one rule, also applied to
+# the dbt var index_version by macros/validate_settings.sql (a test compares the two patterns).
+INDEX_VERSION = re.compile(r"v[0-9]+", re.ASCII)
 SERVING_TABLE = SERVING_PREFIX + DEFAULT_VERSION
 INDEX_TABLE = INDEX_PREFIX + DEFAULT_VERSION
 HISTORY_TABLE = HISTORY_PREFIX + DEFAULT_VERSION
@@ -132,7 +136,7 @@ class Tables:
 
     @classmethod
     def for_version(cls, version: str = DEFAULT_VERSION) -> Tables:
-        if not version.startswith("v") or not version[1:].isdigit():
+        if not isinstance(version, str) or not INDEX_VERSION.fullmatch(version):
             raise RetrievalError(f"invalid index version {version!r}: write it as v1, v2, ...")
         return cls(SERVING_PREFIX + version, INDEX_PREFIX + version, DELTA_PREFIX + version,
                    HISTORY_PREFIX + version)

@@ -94,7 +94,7 @@ class Document:
 
 def read_document(path: Path) -> Document:
     """One Markdown file with front matter; ``content`` is the body after the front matter."""
-    import yaml
+    from ragmart.safe_yaml import YAMLLimitError, load_yaml
 
     text = path.read_text(encoding="utf-8").replace("\r\n", "\n")
     how = (
@@ -110,9 +110,9 @@ def read_document(path: Path) -> Document:
         else:
             raise ValueError(f"{path}: front matter is not closed; {how}")
     try:
-        meta = yaml.safe_load(text[4:end] or "{}")
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: front matter is not valid YAML ({exc}); {how}") from None
+        meta = load_yaml(text[4:end] or "{}", f"{path} (front matter)")
+    except YAMLLimitError as exc:
+        raise ValueError(f"{exc}; {how}") from None
     if not isinstance(meta, dict):
         raise ValueError(f"{path}: front matter must be key: value lines; {how}")
     values = {}

@@ -24,7 +24,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -36,10 +35,10 @@ import duckdb
 
 from ragmart.config import Settings
 from ragmart.duck import connect
+from ragmart.retrieval import INDEX_VERSION as VERSION_RE  # the one rule for index versions
 
 SERVING_PREFIX = "fct_chunk_embeddings_"
 INDEX_PREFIX = "fct_chunk_vector_index_"
-VERSION_RE = re.compile(r"^v[0-9]+$")
 KEEP_SNAPSHOTS = 3
 # How long writing the baseline into the build database waits for a build's lock to go away.
 LOCK_WAIT_ENV = "RAGMART_LOCK_WAIT_SECONDS"
@@ -92,7 +91,7 @@ class Publication:
 
 
 def check_version(version: str) -> str:
-    if not VERSION_RE.match(version or ""):
+    if not isinstance(version, str) or not VERSION_RE.fullmatch(version):
         raise ServingError(f"invalid index version {version!r}: write it as v1, v2, ...")
     return version
 
@@ -197,7 +196,7 @@ def list_versions(conn: duckdb.DuckDBPyConnection) -> list[VersionInfo]:
     out = []
     for name in names:
         version = name.removeprefix(SERVING_PREFIX)
-        if not VERSION_RE.match(version):
+        if not VERSION_RE.fullmatch(version):
             continue
         chunks, documents, model, chunker, built, size = conn.execute(
             f"select count(*), count(distinct document_id), min(embedding_model), "

@@ -27,7 +27,8 @@ final as (
             lag_seconds,
             date_diff('second', committed_at, timezone('UTC', current_timestamp))
         ) as lag_seconds,
-        {{ var('embedding_lag_sla_minutes') }} * 60 as sla_seconds,
+        -- double: an SLA of years in minutes overflows an integer product
+        cast({{ var('embedding_lag_sla_minutes') }} as double) * 60 as sla_seconds,
         is_stale
     from versions
 

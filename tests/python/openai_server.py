@@ -50,6 +50,8 @@ class Request:
     headers: dict[str, str]
     body: dict[str, Any]
     reply: Reply
+    received_at: float = 0.0  # time.monotonic() on arrival
+    in_flight_at_arrival: int = 0  # requests being answered when it arrived, itself included
 
     @property
     def inputs(self) -> list[str]:
@@ -132,10 +134,11 @@ class EmbeddingServer:
         with self._lock:
             return self._faults.popleft() if self._faults else Reply()
 
-    def _enter(self) -> None:
+    def _enter(self) -> int:
         with self._lock:
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            return self.in_flight
 
     def _leave(self) -> None:
         with self._lock:
@@ -188,7 +191,7 @@ def _handler(server: EmbeddingServer) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:  # noqa: N802 - http.server's naming
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length)
-            server._enter()
+            in_flight = server._enter()
             try:
                 reply = server._next_reply()
                 try:
@@ -196,7 +199,8 @@ def _handler(server: EmbeddingServer) -> type[BaseHTTPRequestHandler]:
                 except ValueError:
                     body = {"_raw": raw.decode("utf-8", "replace")}
                 headers = {k.lower(): v for k, v in self.headers.items()}
-                server._record(Request(self.path, headers, body, reply))
+                server._record(
+                    Request(self.path, headers, body, reply, time.monotonic(), in_flight))
                 if reply.delay:
                     time.sleep(reply.delay)
                 status, payload = self._respond(body, headers, reply)

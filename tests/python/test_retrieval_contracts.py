@@ -58,7 +58,8 @@ def _mart_columns() -> dict[str, list[tuple[str, str]]]:
         for model in yaml.safe_load(path.read_text()).get("models", []):
             columns = model.get("columns") or []
             if columns and all("data_type" in c for c in columns):
-                out[model["name"]] = [(c["name"], c["data_type"]) for c in columns]
+                dims = ("{{ var('embedding_dimensions') }}", str(DIMS))
+                out[model["name"]] = [(c["name"], c["data_type"].replace(*dims)) for c in columns]
     return out
 
 

@@ -1,0 +1,112 @@
+"""User YAML is loaded within bounds: alias bombs and deep nesting are refused with one line.
+
+Through the CLI a user runs (`ragmart retrieve --contracts FILE`), and in process with
+tracemalloc for what a refused file may cost.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import pytest
+from dbt_harness import ROOT
+
+from ragmart import cli
+from ragmart.exit_codes import Exit
+from ragmart.safe_yaml import MAX_DEPTH, MAX_EXPANDED_NODES, load_yaml
+
+
+def alias_bomb(levels: int = 9, width: int = 9) -> str:
+    """The classic billion laughs: each level a list of `width` aliases of the one before."""
+    lines = ['a0: &a0 "lol"']
+    for level in range(1, levels):
+        items = ", ".join([f"*a{level - 1}"] * width)
+        lines.append(f"a{level}: &a{level} [{items}]")
+    lines.append(f"contracts: {{bomb: {{doc_types: *a{levels - 1}}}}}")
+    return "\n".join(lines) + "\n"
+
+
+def deep(levels: int) -> str:
+    return "contracts: " + "[" * levels + "]" * levels + "\n"
+
+
+def _retrieve(contracts: Path, tmp_path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "ragmart.cli", "retrieve", "anything", "--contract", "bomb",
+         "--contracts", str(contracts), "--db", str(tmp_path / "none.duckdb")],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "expect"),
+    [
+        pytest.param(alias_bomb(), f"expand to more than {MAX_EXPANDED_NODES:,} nodes",
+                     id="aliases"),
+        pytest.param(deep(20_000), f"nested more than {MAX_DEPTH} levels", id="deep-20000"),
+    ],
+)
+def test_retrieve_refuses_a_hostile_contract_file_quickly_in_one_line(
+    tmp_path: Path, text: str, expect: str
+) -> None:
+    contracts = tmp_path / "contracts.yml"
+    contracts.write_text(text)
+    assert len(text.encode()) < 1024 or text.startswith("contracts: [[")
+    started = time.monotonic()
+    proc = _retrieve(contracts, tmp_path)
+    elapsed = time.monotonic() - started
+    assert proc.returncode == Exit.USAGE, proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert str(contracts) in lines[0] and expect in lines[0]
+    assert elapsed < 10, f"took {elapsed:.1f} s"
+
+
+def test_a_refused_alias_bomb_costs_at_most_a_few_megabytes(tmp_path: Path, capsys) -> None:
+    contracts = tmp_path / "contracts.yml"
+    contracts.write_text(alias_bomb())
+    assert contracts.stat().st_size < 1024
+    argv = ["retrieve", "anything", "--contract", "bomb", "--contracts", str(contracts),
+            "--db", str(tmp_path / "none.duckdb")]
+    warm = tmp_path / "warm.yml"  # imports are not what is measured
+    warm.write_text("contracts: {")
+    cli.main([*argv[:4], "--contracts", str(warm)])
+    tracemalloc.start()
+    try:
+        code = cli.main(argv)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert code == Exit.USAGE
+    assert "expand to more than" in capsys.readouterr().err
+    assert peak < 5 * 2**20, f"peak {peak / 2**20:.1f} MB"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # aliases used as YAML means them: shared defaults, merged keys
+        "defaults: &d {max_age: 30d}\ncontracts:\n  a: *d\n  b: {<<: *d, doc_types: [policy]}\n",
+        "contracts:\n  a: {doc_types: &t [policy, runbook]}\n  b: {doc_types: *t}\n",
+        deep(MAX_DEPTH - 1),
+    ],
+    ids=["anchor-merge", "anchor-list", "deep-within-bound"],
+)
+def test_ordinary_aliases_and_nesting_load_as_safe_load_does(text: str) -> None:
+    import yaml
+
+    assert load_yaml(text, "x.yml") == yaml.safe_load(text)
+
+
+def test_the_expansion_bound_is_exact_and_names_the_source() -> None:
+    # 1 mapping + key + list of n scalars: n + 3 nodes; an alias of the list adds n + 1
+    n = MAX_EXPANDED_NODES // 2 - 3
+    ok = f"a: &l [{', '.join(['x'] * n)}]\nb: *l\n"
+    load_yaml(ok, "ok.yml")
+    with pytest.raises(ValueError, match=r"^over\.yml: its aliases expand"):
+        load_yaml(ok.replace("b: *l", "b: *l\nc: *l"), "over.yml")
