@@ -627,15 +627,12 @@ class _CsvRecord:
 _UNQUOTED_END = {b"\n": re.compile(rb"[,\n]"), b"\r": re.compile(rb"[,\r]")}
 
 
-_FIRST_BREAK = re.compile(rb"\r\n?|\n")
-
-
 def _newline(data: bytes) -> bytes:
-    """The file's line terminator, decided by how its first line ends: "\n" (or "\r\n"), or a
-    lone "\r" (a classic Mac export, which read by "\n" would be one line, its header, and no
-    records). In a "\n" file a lone "\r" is data, as in RFC 4180, and in a "\r" file "\n" is."""
-    match = _FIRST_BREAK.search(data)
-    return b"\r" if match is not None and match.group() == b"\r" else b"\n"
+    """The file's line terminator: a lone "\r" when the file has no "\n" at all (a classic
+    Mac export, which read by "\n" would be one line, its header, and no records), else "\n"
+    (or "\r\n"). In a "\n" file a lone "\r" is data, as in RFC 4180 (and whitespace in JSON):
+    one stray "\r" in a first line must not turn a whole file's records into garbage."""
+    return b"\r" if b"\n" not in data and b"\r" in data else b"\n"
 
 
 def _split_csv(data: bytes) -> list[_CsvRecord]:

@@ -604,9 +604,21 @@ def _write_bytes_atomic(path: Path, data: bytes) -> None:
 
 def _step_landing(dep: Deployment, document_id: str, report: PurgeReport) -> None:
     for path, rel, data, records in _landing_hits(dep, document_id):
-        _write_bytes_atomic(path, without_records(rel, data, records))
-        report.files_rewritten.append(str(path))
+        if _only_records(rel, data, records):
+            # nothing of another document is left: the file goes (an emptied JSONL would be
+            # read as an empty, unreadable file and quarantined on the next build)
+            path.unlink(missing_ok=True)
+            report.files_deleted.append(str(path))
+        else:
+            _write_bytes_atomic(path, without_records(rel, data, records))
+            report.files_rewritten.append(str(path))
         fault_point("purge_landing_file")
+
+
+def _only_records(rel: str, data: bytes, records: list[LandingRecord]) -> bool:
+    """Whether `records` are every record of the file (nothing else would be left in it)."""
+    every = {r.span for r in landing_records(rel, data)}
+    return None not in every and every <= {r.span for r in records}
 
 
 def _step_snapshots(dep: Deployment, document_id: str, report: PurgeReport) -> None:

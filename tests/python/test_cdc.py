@@ -680,6 +680,9 @@ def test_every_jsonl_line_becomes_exactly_one_row(lines: list[bytes]) -> None:
     data = b"\n".join(lines)
     rows = parse_landing_file("debezium/p.jsonl", data)
     assert_well_formed(rows)
+    # a file without any "\n" but with a "\r" is a carriage-return-only file (classic Mac)
+    if b"\n" not in data and b"\r" in data:
+        lines = data.split(b"\r")
     assert len(rows) == max(sum(1 for line in lines if line.strip()), 1)  # empty: one row
 
 
@@ -794,9 +797,13 @@ def test_without_records_removes_exactly_one_documents_records(rel: str, data: b
         drop = [r for r in records if r.row["document_id"] == document_id]
         rest = without_records(rel, data, drop)
         after = parse_landing_file(rel, rest)
-        assert [_comparable(r) for r in after] == [
-            _comparable(r.row) for r in records if r.row["document_id"] != document_id
-        ]
+        expected = [_comparable(r.row) for r in records if r.row["document_id"] != document_id]
+        if not expected and not rel.endswith((".csv", ".parquet")):
+            # a JSON file left without records reads as an empty file (purge deletes it)
+            assert [(r["quarantine_reason"] or "").split(":")[0] for r in after] == [
+                "unreadable_file"]
+            continue
+        assert [_comparable(r) for r in after] == expected
 
 
 @pytest.mark.parametrize("layout_file", ["debezium/a.json", "debezium/a.jsonl", "dms/a.csv"])
@@ -816,4 +823,10 @@ def test_without_records_of_every_record_leaves_a_file_with_no_records(layout_fi
         drop = [r for i, r in enumerate(records) if i != keep]
         rest = parse_landing_file(layout_file, without_records(layout_file, data, drop))
         assert [r["document_id"] for r in rest] == [f"d{keep}"]
-    assert parse_landing_file(layout_file, without_records(layout_file, data, records)) == []
+    emptied = parse_landing_file(layout_file, without_records(layout_file, data, records))
+    if layout_file.endswith(".jsonl"):
+        # a JSONL file left with only a byte-order mark reads as empty (purge deletes it)
+        assert [(r["quarantine_reason"] or "").split(":")[0] for r in emptied] == [
+            "unreadable_file"]
+    else:
+        assert emptied == []

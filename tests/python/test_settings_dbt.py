@@ -234,6 +234,7 @@ VARS_BUILD = {
     "embedding_lag_sla_minutes": 100_000_000,
     "embedding_lag_sla_severity": "error",
     "eval_baseline": HIGH_BASELINE,
+    "max_clock_skew_minutes": 4321,
 }
 COMPACTION_VARS = {
     "vector_index_max_dead_ratio": 0.77,
@@ -256,6 +257,7 @@ def vars_build(tmp_path_factory: pytest.TempPathFactory) -> Build:
         "RAGMART_EMBEDDING_MODEL": "decoy-model",  # would fail: not the provider's model
         "RAGMART_MAX_CONTENT_BYTES": "50",  # would quarantine every document
         "RAGMART_EVALUATE_RETRIEVAL": "false",
+        "RAGMART_MAX_CLOCK_SKEW_MINUTES": "-5",  # would fail the build: not a number >= 0
     })
     land_corpus(project)
     (decoy / "dms").mkdir(parents=True)
@@ -325,6 +327,7 @@ def env_build(tmp_path_factory: pytest.TempPathFactory):
                 "RAGMART_CONTRACTS": str(contracts),
                 "RAGMART_EMBEDDING_LAG_SLA_MINUTES": "7",
                 "RAGMART_PUBLISH_DIR": str(workdir / "it's snapshots"),
+                "RAGMART_MAX_CLOCK_SKEW_MINUTES": "2880",
             })
         land_corpus(project)
         # the first request: a timeout (1 s > 0.3 s), then six 500s; the 8th attempt
@@ -337,6 +340,15 @@ def env_build(tmp_path_factory: pytest.TempPathFactory):
             check=False)
         build.procs["freshness"] = project.ragmart("freshness", "--json", check=False)
         build.procs["publish"] = project.ragmart("publish", "v3", "--force", check=False)
+        # a "build" holding the database: publish waits RAGMART_LOCK_WAIT_SECONDS, then gives up
+        held = duckdb.connect(str(project.db_path))
+        try:
+            project.extra_env["RAGMART_LOCK_WAIT_SECONDS"] = "0.75"
+            build.procs["publish_locked"] = project.ragmart("publish", "v3", "--force",
+                                                            check=False)
+        finally:
+            del project.extra_env["RAGMART_LOCK_WAIT_SECONDS"]
+            held.close()
         yield build
 
 
@@ -429,6 +441,20 @@ def _max_bytes(b: Build) -> None:
     assert quarantined(b).get("huge") == "content_too_large"
     assert {"alpha", "bravo", "long"} <= documents(b)
     assert str(b.compiled_config("stg_landing__document_events")["max_content_bytes"]) == str(BIG)
+
+
+def _clock_skew(minutes: int) -> Callable[[Build], None]:
+    def check(b: Build) -> None:
+        config = b.compiled_config("stg_landing__document_events")
+        assert str(config["max_clock_skew_minutes"]) == str(minutes)
+        assert {"alpha", "bravo"} <= documents(b)
+    return check
+
+
+def _lock_wait(b: Build) -> None:
+    proc = b.procs["publish_locked"]
+    assert proc.returncode == 2, proc.stderr
+    assert "stayed locked" in proc.stderr and "for 0.75 s" in proc.stderr, proc.stderr
 
 
 def _evaluate(b: Build) -> None:
@@ -632,12 +658,15 @@ CHECKS: dict[str, tuple[str, Callable[[Build], None]]] = {
     "RAGMART_INDEX_VERSION": ("env_build", _index_version_env),
     "RAGMART_PUBLISH_DIR": ("env_build", _publish_dir),
     "RAGMART_EMBEDDING_LAG_SLA_MINUTES": ("env_build", _sla_env),
+    "RAGMART_MAX_CLOCK_SKEW_MINUTES": ("env_build", _clock_skew(2880)),
+    "RAGMART_LOCK_WAIT_SECONDS": ("env_build", _lock_wait),
     "RAGMART_KILL_AT": ("kill_run", _kill),
     "RAGMART_FAULT_LOG": ("kill_run", _fault_log),
     "landing_dir": ("vars_build", _landing_var),
     "embedding_provider": ("vars_build", _provider_var),
     "embedding_model": ("vars_build", _model_var),
     "max_content_bytes": ("vars_build", _max_bytes),
+    "max_clock_skew_minutes": ("vars_build", _clock_skew(4321)),
     "evaluate_retrieval": ("vars_build", _evaluate),
     "embedding_dimensions": ("env_build", _dimensions),
     "index_version": ("vars_build", _index_version_var),
