@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
-from ragmart.config import Settings
+
+def _db(args: argparse.Namespace) -> Path:
+    """--db, else $RAGMART_DB: an existing DuckDB file (ragmart.cli._database)."""
+    from ragmart.cli import _database
+
+    return _database(args)
 
 
 def _cmd_versions(args: argparse.Namespace) -> int:
     from ragmart.duck import connect
     from ragmart.serving import current_publication, history, list_versions
 
-    db = Settings.from_env().db_path
+    db = _db(args)
     conn = connect(db, read_only=True)
     try:
         versions = list_versions(conn)
@@ -44,9 +50,10 @@ def _cmd_versions(args: argparse.Namespace) -> int:
 
 
 def _cmd_publish(args: argparse.Namespace) -> int:
-    from ragmart.serving import publish
+    from ragmart.serving import check_version, publish
 
-    pub = publish(Settings.from_env().db_path, args.version, force=args.force)
+    check_version(args.version)  # the argument first, then the file
+    pub = publish(_db(args), args.version, force=args.force)
     print(json.dumps(pub.__dict__, indent=2))
     return 0
 
@@ -54,20 +61,22 @@ def _cmd_publish(args: argparse.Namespace) -> int:
 def _cmd_rollback(args: argparse.Namespace) -> int:
     from ragmart.serving import rollback
 
-    pub = rollback(Settings.from_env().db_path)
+    pub = rollback(_db(args))
     print(f"serving {pub.version} again ({pub.snapshot})")
     return 0
 
 
 def _cmd_purge(args: argparse.Namespace) -> int:
+    from ragmart.config import Settings
     from ragmart.purge import purge_document
 
     settings = Settings.from_env()
+    db = _db(args)
     ids = list(args.document_id or [])
     if args.flagged:
         from ragmart.duck import connect
 
-        conn = connect(settings.db_path, read_only=True)
+        conn = connect(db, read_only=True)
         try:
             ids += [r[0] for r in conn.execute(
                 "select distinct document_id from stg_cdc__document_events where op = 'D' "
@@ -78,26 +87,33 @@ def _cmd_purge(args: argparse.Namespace) -> int:
     if not ids:
         raise ValueError("nothing to purge: pass --document-id ID or --flagged")
     for document_id in dict.fromkeys(ids):
-        report = purge_document(settings.db_path, document_id, landing_dir=settings.landing_dir)
+        report = purge_document(db, document_id, landing_dir=settings.landing_dir)
         print(json.dumps(report.__dict__, indent=2))
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from ragmart.cli import _text
+
+    db_help = "database file (default $RAGMART_DB)"
     p = sub.add_parser("versions", help="index versions, their metrics, which one serves")
+    p.add_argument("--db", help=db_help)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_versions)
 
     p = sub.add_parser("publish", help="snapshot a version and serve it if the eval gate passes")
-    p.add_argument("version", help="index version, e.g. v2")
+    p.add_argument("version", type=_text, help="index version, e.g. v2")
+    p.add_argument("--db", help=db_help)
     p.add_argument("--force", action="store_true", help="publish despite the gate (recorded)")
     p.set_defaults(func=_cmd_publish)
 
     p = sub.add_parser("rollback", help="serve the previously published snapshot again")
+    p.add_argument("--db", help=db_help)
     p.set_defaults(func=_cmd_rollback)
 
     p = sub.add_parser("purge", help="remove a document's text and vectors from every file")
-    p.add_argument("--document-id", action="append", metavar="ID")
+    p.add_argument("--document-id", action="append", metavar="ID", type=_text)
+    p.add_argument("--db", help=db_help)
     p.add_argument("--flagged", action="store_true",
                    help="purge documents whose CDC delete carries purge=true")
     p.set_defaults(func=_cmd_purge)
