@@ -7,13 +7,19 @@ held by another process)."""
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
+import io
 import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from dbt_harness import ROOT, Project
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ragmart.cli import main
 from ragmart.exit_codes import Exit
@@ -197,3 +203,174 @@ def test_a_database_locked_by_a_build_names_the_lock_and_the_retry(built, capsys
     finally:
         holder.stdin.close()
         holder.wait(timeout=30)
+
+
+# ------------------------------------------------------------------ property: any arguments
+
+SQL_ERROR_TEXT = ("Binder Error", "Parser Error", "Catalog Error", "Conversion Error",
+                  "Invalid Input Error", "Out of Range Error", "Constraint Error", "IO Error",
+                  "duckdb.", "Traceback")
+# strings that mean something to SQL, YAML, shells, JSON paths or format strings
+HOSTILE = ["'", "''", "\"", "'; drop table dim_documents; --", "' or 1=1 --", "$1", "$k", "?",
+           "%", "_", "%s", "{0}", "{{ var('x') }}", "\\", "\\'", "*", "[]", "{}", "null",
+           "NaN", "-", "--", "-k", ",", ",,", " ", "\t", "\n", "é", "文", "🙂", "\u202e",
+           "\ufeff", "a" * 5000]
+# text as a command line delivers it: any characters but NUL (argv cannot hold one), lone
+# surrogates included (bytes that are not UTF-8, through os.fsdecode)
+ARGV_TEXT = st.one_of(
+    st.text(st.characters(codec=None, exclude_characters="\x00"), max_size=40),
+    st.sampled_from(HOSTILE),
+    st.binary(max_size=12).map(os.fsdecode).filter(lambda t: "\x00" not in t),
+)
+NUMBERS = st.one_of(
+    st.integers(-5, 50).map(str),
+    st.integers(-(2**70), 2**70).map(str),
+    st.sampled_from(["0", "-1", str(2**63 - 1), str(2**63), "99999999999999999999", "1e3",
+                     "5.0", " 5 ", "1_000", "٥", "five", "", "inf", "nan", "-inf", "1e308"]),
+    ARGV_TEXT,
+)
+ZONES = st.integers(-14 * 60, 14 * 60).map(lambda m: dt.timezone(dt.timedelta(minutes=m)))
+DATES = st.one_of(
+    st.datetimes(timezones=st.none() | ZONES).map(lambda d: d.isoformat()),
+    st.dates().map(str),
+    st.sampled_from(["9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00", "2026-02-30",
+                     "2026-11-02T25:00", "now", "today", "1970-01-01", "9999-12-31",
+                     "2026-11-02 09:30:00Z", "+002026-11-02", ""]),
+    ARGV_TEXT,
+)
+
+
+def _paths(root: Path, db: Path) -> list[str]:
+    """Database and contract paths a careless user passes: the real ones, missing files, a
+    directory, files that are not databases or YAML, names with quotes, spaces, non-ASCII, a
+    leading dash and bytes that are not UTF-8."""
+    odd = root / "it's a \"db\" ü -x.duckdb"
+    shutil.copy(db, odd)
+    (root / "notes.txt").write_text("not a database\n")
+    (root / "empty").write_bytes(b"")
+    (root / "contracts.yml").write_text(
+        "version: 1\ncontracts:\n  mine:\n    document_types: [policy]\n")
+    (root / "broken.yml").write_text("contracts: [\n  'unclosed\n")
+    (root / "latin1.yml").write_bytes("contracts:\n  caf\xe9: {}\n".encode("latin-1"))
+    return [str(db), str(odd), str(root), str(root / "missing.duckdb"), str(root / "notes.txt"),
+            str(root / "empty"), str(root / "contracts.yml"), str(root / "broken.yml"),
+            str(root / "latin1.yml"), str(ROOT / "retrieval_contracts.yml"), "-", "",
+            os.fsdecode(b"/tmp/\xff\xfe.duckdb"), "/dev/null", "relative/none.duckdb"]
+
+
+@st.composite
+def cli_arguments(draw: st.DrawFn, paths: list[str], commands: list[str]) -> list[str]:
+    """One `ragmart` command line, most of it plausible, any of it hostile."""
+    contract_names = ["policy_answers", "current_handbook", "whole_sections", "public_faq",
+                      "mine"]
+    doc_types = ["policy", "procedure", "handbook", "standard", "guideline"]
+    maybe = st.booleans()
+    path = st.sampled_from(paths) | ARGV_TEXT
+    command = draw(st.sampled_from(commands))
+    argv = [command]
+    if command == "retrieve":
+        argv.append(draw(st.sampled_from(["leave policy", "travel rules"]) | ARGV_TEXT))
+        if draw(maybe):
+            argv += ["-k", draw(NUMBERS)]
+        for _ in range(draw(st.integers(0, 2))):
+            argv += ["--doc-type", draw(st.sampled_from(doc_types) | ARGV_TEXT)]
+        if draw(maybe):
+            argv += ["--contract", draw(st.sampled_from(contract_names) | ARGV_TEXT)]
+        if draw(maybe):
+            argv += ["--contracts", draw(path)]
+        access = draw(st.sampled_from(["none", "all", "groups", "both"]))
+        if access in ("all", "both"):
+            argv.append("--all-groups")
+        if access in ("groups", "both"):
+            for _ in range(draw(st.integers(1, 2))):
+                argv += ["--groups", draw(st.sampled_from(["hr", "hr,managers", "all-staff"])
+                                          | ARGV_TEXT)]
+        if draw(maybe):
+            argv += ["--as-of", draw(DATES)]
+    elif command == "stats":
+        if draw(maybe):
+            argv += ["--last", draw(NUMBERS)]
+    elif command == "freshness":
+        if draw(maybe):
+            argv += ["--sla-minutes", draw(NUMBERS)]
+        if draw(maybe):
+            argv.append("--check")
+    elif command == "eval":
+        if draw(maybe):
+            argv += ["-k", draw(NUMBERS)]
+        if draw(maybe):
+            argv += ["--version", draw(st.sampled_from(["v1", "v2", "v0"]) | ARGV_TEXT)]
+        if draw(maybe):
+            argv += ["--tolerance", draw(st.sampled_from(["mrr=0.5", "recall@5=x", "x=1"])
+                                         | ARGV_TEXT)]
+        argv += ["--out", paths[0] + ".eval"]
+    if draw(maybe):
+        argv += ["--db", draw(path)]
+    if draw(maybe):
+        argv.append("--json")
+    return argv
+
+
+def run_like_a_terminal(argv: list[str]) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of main(argv), with streams that encode as a UTF-8 terminal
+    does: stdout strict (a character it cannot encode is an error), stderr backslashreplace."""
+    out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="strict", write_through=True)
+    err = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="backslashreplace",
+                           write_through=True)
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as exc:
+            code = exc.code
+    return (int(code), out.buffer.getvalue().decode("utf-8"),
+            err.buffer.getvalue().decode("utf-8"))
+
+
+@pytest.fixture(scope="module")
+def cli_paths(built, tmp_path_factory) -> list[str]:
+    return _paths(tmp_path_factory.mktemp("paths"), built.db_path)
+
+
+@pytest.fixture(scope="module")
+def cli_env(built):
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in built.env().items():
+            mp.setenv(name, value)
+        mp.delenv("RAGMART_CONTRACTS", raising=False)
+        mp.chdir(ROOT)
+        yield built
+
+
+def check_any_arguments(argv: list[str]) -> None:
+    code, out, err = run_like_a_terminal(argv)
+    shown = f"ragmart {argv!r} -> {code}\nstdout: {out[-800:]}\nstderr: {err}"
+    assert code in (Exit.OK, Exit.USAGE, Exit.ABSTAINED, Exit.GATE_REFUSED,
+                    Exit.CHECK_FAILED), shown  # INTERNAL (1) is a defect
+    for text in SQL_ERROR_TEXT:
+        assert text not in out and text not in err, shown
+    assert err.count("\n") <= 1, shown
+    if code == Exit.USAGE:  # the one line that says what to change
+        assert err.startswith("ragmart") and err.endswith("\n"), shown
+
+
+PROPERTY_SETTINGS = dict(deadline=None, derandomize=False, print_blob=True,
+                         suppress_health_check=[HealthCheck.too_slow,
+                                                HealthCheck.function_scoped_fixture])
+
+
+@settings(max_examples=30, **PROPERTY_SETTINGS)
+@given(data=st.data())
+def test_any_arguments_end_in_a_table_exit_code_without_traceback_or_sql_error(
+    cli_env, cli_paths, data
+) -> None:
+    check_any_arguments(data.draw(cli_arguments(
+        cli_paths, ["retrieve", "retrieve", "retrieve", "stats", "versions", "freshness"])))
+
+
+@pytest.mark.slow
+@settings(max_examples=600, **PROPERTY_SETTINGS)
+@given(data=st.data())
+def test_any_arguments_many_examples(cli_env, cli_paths, data) -> None:
+    check_any_arguments(data.draw(cli_arguments(
+        cli_paths, ["retrieve", "retrieve", "retrieve", "stats", "versions", "freshness",
+                    "eval"])))
