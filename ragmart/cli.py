@@ -309,8 +309,17 @@ def _cmd_build(args: argparse.Namespace) -> int:
     from ragmart.runner import WarmDbt, watch
 
     dbt_args = args.dbt_args[1:] if args.dbt_args[:1] == ["--"] else args.dbt_args
-    if args.db:  # profiles.yml attaches $RAGMART_DB; dbt reads it in this process
-        os.environ["RAGMART_DB"] = str(_database(args, must_exist=False))
+    if args.db:  # profiles.yml attaches $RAGMART_DB: dbt reads it in this process
+        db = str(_database(args, must_exist=False).resolve())
+        previous = os.environ.get("RAGMART_DB")
+        os.environ["RAGMART_DB"] = db
+        try:
+            return _cmd_build(argparse.Namespace(**{**vars(args), "db": None}))
+        finally:  # an in-process caller gets its environment back
+            if previous is None:
+                os.environ.pop("RAGMART_DB", None)
+            else:
+                os.environ["RAGMART_DB"] = previous
     warm = WarmDbt(dbt_args=dbt_args)
 
     def report(n: int, outcome) -> None:
