@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from dbt_harness import ROOT, Project
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from ragmart.cli import main
@@ -234,7 +234,7 @@ HOSTILE = ["'", "''", "\"", "'; drop table dim_documents; --", "' or 1=1 --", "$
 ARGV_TEXT = st.one_of(
     st.text(st.characters(codec=None, exclude_characters="\x00"), max_size=40),
     st.sampled_from(HOSTILE),
-    st.binary(max_size=12).map(os.fsdecode).filter(lambda t: "\x00" not in t),
+    st.binary(max_size=12).map(lambda raw: os.fsdecode(raw.replace(b"\x00", b""))),
 )
 NUMBERS = st.one_of(
     st.integers(-5, 50).map(str),
@@ -272,6 +272,17 @@ def _paths(root: Path, db: Path) -> list[str]:
             os.fsdecode(b"/tmp/\xff\xfe.duckdb"), "/dev/null", "relative/none.duckdb"]
 
 
+def mostly(plausible: st.SearchStrategy[str], hostile: st.SearchStrategy[str]
+           ) -> st.SearchStrategy[str]:
+    """Plausible four times in five: a command line with one bad piece in many good ones
+    reaches deep into the command, one made of bad pieces only stops at the first."""
+    return st.integers(0, 4).flatmap(lambda n: plausible if n else hostile)
+
+
+PLAUSIBLE_DATES = st.datetimes(dt.datetime(2020, 1, 1), dt.datetime(2030, 12, 31),
+                               timezones=st.none() | ZONES).map(lambda d: d.isoformat())
+
+
 @st.composite
 def cli_arguments(draw: st.DrawFn, paths: list[str], commands: list[str]) -> list[str]:
     """One `ragmart` command line, most of it plausible, any of it hostile."""
@@ -279,47 +290,51 @@ def cli_arguments(draw: st.DrawFn, paths: list[str], commands: list[str]) -> lis
                       "mine"]
     doc_types = ["policy", "procedure", "handbook", "standard", "guideline"]
     maybe = st.booleans()
-    path = st.sampled_from(paths) | ARGV_TEXT
+    any_path = st.sampled_from(paths) | ARGV_TEXT
+    small = st.integers(1, 30).map(str)
     command = draw(st.sampled_from(commands))
     argv = [command]
     if command == "retrieve":
-        argv.append(draw(st.sampled_from(["leave policy", "travel rules"]) | ARGV_TEXT))
+        argv.append(draw(mostly(st.sampled_from(["leave policy", "travel rules", "who approves"]),
+                                ARGV_TEXT)))
         if draw(maybe):
-            argv += ["-k", draw(NUMBERS)]
+            argv += ["-k", draw(mostly(small, NUMBERS))]
         for _ in range(draw(st.integers(0, 2))):
-            argv += ["--doc-type", draw(st.sampled_from(doc_types) | ARGV_TEXT)]
+            argv += ["--doc-type", draw(mostly(st.sampled_from(doc_types), ARGV_TEXT))]
         if draw(maybe):
-            argv += ["--contract", draw(st.sampled_from(contract_names) | ARGV_TEXT)]
+            argv += ["--contract", draw(mostly(st.sampled_from(contract_names), ARGV_TEXT))]
         if draw(maybe):
-            argv += ["--contracts", draw(path)]
-        access = draw(st.sampled_from(["none", "all", "groups", "both"]))
+            argv += ["--contracts", draw(mostly(st.sampled_from([paths[6], paths[9]]),
+                                                any_path))]
+        access = draw(st.sampled_from(["all", "all", "groups", "none", "both"]))
         if access in ("all", "both"):
             argv.append("--all-groups")
         if access in ("groups", "both"):
             for _ in range(draw(st.integers(1, 2))):
-                argv += ["--groups", draw(st.sampled_from(["hr", "hr,managers", "all-staff"])
-                                          | ARGV_TEXT)]
+                argv += ["--groups", draw(mostly(
+                    st.sampled_from(["hr", "hr,managers", "all-staff", "finance"]), ARGV_TEXT))]
         if draw(maybe):
-            argv += ["--as-of", draw(DATES)]
+            argv += ["--as-of", draw(mostly(PLAUSIBLE_DATES, DATES))]
     elif command == "stats":
         if draw(maybe):
-            argv += ["--last", draw(NUMBERS)]
+            argv += ["--last", draw(mostly(small, NUMBERS))]
     elif command == "freshness":
         if draw(maybe):
-            argv += ["--sla-minutes", draw(NUMBERS)]
+            argv += ["--sla-minutes", draw(mostly(st.integers(1, 10**6).map(str), NUMBERS))]
         if draw(maybe):
             argv.append("--check")
     elif command == "eval":
         if draw(maybe):
-            argv += ["-k", draw(NUMBERS)]
+            argv += ["-k", draw(mostly(small, NUMBERS))]
         if draw(maybe):
-            argv += ["--version", draw(st.sampled_from(["v1", "v2", "v0"]) | ARGV_TEXT)]
+            argv += ["--version", draw(mostly(st.sampled_from(["v1", "v2"]), ARGV_TEXT))]
         if draw(maybe):
-            argv += ["--tolerance", draw(st.sampled_from(["mrr=0.5", "recall@5=x", "x=1"])
-                                         | ARGV_TEXT)]
+            argv += ["--tolerance", draw(mostly(st.sampled_from(["mrr=0.5", "recall@5=0"]),
+                                                st.sampled_from(["recall@5=x", "x=1", "mrr"])
+                                                | ARGV_TEXT))]
         argv += ["--out", str(Path(paths[0]).parent / "eval-out")]
     if draw(maybe):
-        argv += ["--db", draw(path)]
+        argv += ["--db", draw(mostly(st.sampled_from(paths[:2]), any_path))]
     if draw(maybe):
         argv.append("--json")
     return argv
@@ -357,6 +372,7 @@ def cli_env(built):
 
 def check_any_arguments(argv: list[str]) -> None:
     code, out, err = run_like_a_terminal(argv)
+    event(f"{argv[0]} exit {code}")  # --hypothesis-show-statistics: how deep the examples go
     shown = f"ragmart {argv!r} -> {code}\nstdout: {out[-800:]}\nstderr: {err}"
     assert code in (Exit.OK, Exit.USAGE, Exit.ABSTAINED, Exit.GATE_REFUSED,
                     Exit.CHECK_FAILED), shown  # INTERNAL (1) is a defect
