@@ -81,6 +81,11 @@ def _database(args: argparse.Namespace, *, must_exist: bool = True) -> Path:
     path = Path(given) if given else Settings.from_env().db_path
     source = "--db" if given else "RAGMART_DB"
     fix = "pass the database file `dbt build` writes with --db FILE (or set RAGMART_DB)"
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:  # a name of bytes that are not UTF-8 (os.fsdecode)
+        raise UsageError(f"{source} {path!r} is not a UTF-8 path and DuckDB opens UTF-8 paths "
+                         "only; rename the file (or link it) under a UTF-8 name") from None
     if path.is_dir():
         raise UsageError(f"{source} {path} is a directory, not a database file; {fix}")
     if not path.exists():

@@ -79,6 +79,16 @@ def test_a_question_that_is_not_utf8_is_an_input_error(env, capsys) -> None:
     one_line_error(err, "--groups", "UTF-8")
 
 
+def test_a_database_path_that_is_not_utf8_is_an_input_error(env, capsys, tmp_path) -> None:
+    # a file name is any bytes, but DuckDB opens UTF-8 paths only
+    db = Path(os.fsdecode(bytes(tmp_path) + b"/caf\xe9.duckdb"))
+    shutil.copy(env.db_path, db)
+    for command in (["retrieve", "leave", "--all-groups"], ["stats"], ["versions"]):
+        code, out, err = run(capsys, *command, "--db", str(db))
+        assert code == Exit.USAGE and out == "", err
+        one_line_error(err, "--db", "UTF-8", "rename")
+
+
 def test_a_k_out_of_range_is_an_input_error(env, capsys) -> None:
     code, out, err = run(capsys, "retrieve", "leave", "--all-groups", "-k",
                          "99999999999999999999")
@@ -260,6 +270,8 @@ def _paths(root: Path, db: Path) -> list[str]:
     leading dash and bytes that are not UTF-8."""
     odd = root / "it's a \"db\" ü -x.duckdb"
     shutil.copy(db, odd)
+    not_utf8 = Path(os.fsdecode(bytes(root) + b"/\xff.duckdb"))
+    shutil.copy(db, not_utf8)
     (root / "notes.txt").write_text("not a database\n")
     (root / "empty").write_bytes(b"")
     (root / "contracts.yml").write_text(
@@ -269,7 +281,8 @@ def _paths(root: Path, db: Path) -> list[str]:
     return [str(db), str(odd), str(root), str(root / "missing.duckdb"), str(root / "notes.txt"),
             str(root / "empty"), str(root / "contracts.yml"), str(root / "broken.yml"),
             str(root / "latin1.yml"), str(ROOT / "retrieval_contracts.yml"), "-", "",
-            os.fsdecode(b"/tmp/\xff\xfe.duckdb"), "/dev/null", "relative/none.duckdb"]
+            os.fsdecode(b"/tmp/\xff\xfe.duckdb"), "/dev/null", "relative/none.duckdb",
+            str(not_utf8)]
 
 
 def mostly(plausible: st.SearchStrategy[str], hostile: st.SearchStrategy[str]
