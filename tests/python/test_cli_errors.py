@@ -246,20 +246,25 @@ ARGV_TEXT = st.one_of(
     st.sampled_from(HOSTILE),
     st.binary(max_size=12).map(lambda raw: os.fsdecode(raw.replace(b"\x00", b""))),
 )
+# hostile numbers: the edges where parsers and SQL types end, just past a bigint, negative, text
 NUMBERS = st.one_of(
-    st.integers(-5, 50).map(str),
-    st.integers(-(2**70), 2**70).map(str),
     st.sampled_from(["0", "-1", str(2**63 - 1), str(2**63), "99999999999999999999", "1e3",
                      "5.0", " 5 ", "1_000", "٥", "five", "", "inf", "nan", "-inf", "1e308"]),
+    st.integers(2**63 - 2, 2**66).map(str),
+    st.integers(-(2**70), 0).map(str),
     ARGV_TEXT,
 )
 ZONES = st.integers(-14 * 60, 14 * 60).map(lambda m: dt.timezone(dt.timedelta(minutes=m)))
+# hostile dates: the first and last days Python has, in any zone (UTC may be past them), bad
+# calendars and formats, text
 DATES = st.one_of(
-    st.datetimes(timezones=st.none() | ZONES).map(lambda d: d.isoformat()),
-    st.dates().map(str),
     st.sampled_from(["9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00", "2026-02-30",
                      "2026-11-02T25:00", "now", "today", "1970-01-01", "9999-12-31",
-                     "2026-11-02 09:30:00Z", "+002026-11-02", ""]),
+                     "2026-11-02 09:30:00Z", "+002026-11-02", "", "0001-01-01"]),
+    st.datetimes(dt.datetime(9999, 12, 31), timezones=st.none() | ZONES).map(dt.datetime.isoformat),
+    st.datetimes(max_value=dt.datetime(1, 1, 1, 23, 59), timezones=st.none() | ZONES)
+    .map(dt.datetime.isoformat),
+    st.datetimes(timezones=st.none() | ZONES).map(dt.datetime.isoformat),
     ARGV_TEXT,
 )
 
@@ -287,9 +292,9 @@ def _paths(root: Path, db: Path) -> list[str]:
 
 def mostly(plausible: st.SearchStrategy[str], hostile: st.SearchStrategy[str]
            ) -> st.SearchStrategy[str]:
-    """Plausible four times in five: a command line with one bad piece in many good ones
+    """Plausible three times in four: a command line with one bad piece in many good ones
     reaches deep into the command, one made of bad pieces only stops at the first."""
-    return st.integers(0, 4).flatmap(lambda n: plausible if n else hostile)
+    return st.integers(0, 3).flatmap(lambda n: plausible if n else hostile)
 
 
 PLAUSIBLE_DATES = st.datetimes(dt.datetime(2020, 1, 1), dt.datetime(2030, 12, 31),
