@@ -221,7 +221,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     queries = load_judged_queries(args.queries)
     tolerance = effective_tolerance(parse_tolerances(args.tolerance or []), args.k)
-    db = _database(args)
+    # without --db, each version is read where it lives (its published snapshot when serving)
+    db = _database(args) if args.db else None
     versions = list(args.compare or [args.version or default_version(db)])
     reports = []
     for version in versions:
