@@ -155,6 +155,17 @@ def test_every_command_that_opens_a_database_takes_db(env, capsys, tmp_path) -> 
     code, out, err = run(capsys, "publish", "v1", "--db", str(db))
     assert code == Exit.OK, err
     assert (tmp_path / "published" / "serving.json").exists()
+    # without --db, readers go to what serves: the snapshot, which no build locks
+    with holding(db) as pid:
+        os.environ["RAGMART_DB"] = str(db)
+        for argv in (["eval", "--out", str(tmp_path / "e")], ["retrieve", "leave",
+                                                              "--all-groups"]):
+            code, out, err = run(capsys, *argv)
+            assert code == Exit.OK, (argv, err)
+            code, out, err = run(capsys, *argv, "--db", str(db))
+            assert code == Exit.USAGE, (argv, err)
+            one_line_error(err, str(db), f"PID {pid}", "locked")
+    os.environ["RAGMART_DB"] = str(tmp_path / "elsewhere" / "none.duckdb")
     code, _, err = run(capsys, "rollback", "--db", str(db))
     assert code == Exit.USAGE
     one_line_error(err, "no publication before v1")
@@ -174,6 +185,21 @@ def test_every_command_that_opens_a_database_takes_db(env, capsys, tmp_path) -> 
     assert proc.returncode == Exit.OK, proc.stdout[-3000:] + proc.stderr[-3000:]
     code, out, err = run(capsys, "stats", "--db", str(written), "--json")
     assert code == Exit.OK and json.loads(out), err
+
+
+@contextlib.contextmanager
+def holding(db: Path):
+    """Another process holds `db` open for writing, as a running build does; yields its PID."""
+    hold = ("import sys; from ragmart.duck import connect; c = connect(sys.argv[1]); "
+            "print('held', flush=True); sys.stdin.read(); c.close()")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(db)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        yield holder.pid
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
 
 
 def ragmart_process(project: Project, *args: str, **kwargs) -> subprocess.Popen:
@@ -200,19 +226,13 @@ def test_a_reader_that_closes_the_pipe_ends_the_command_quietly(built, argv) -> 
 
 def test_a_database_locked_by_a_build_names_the_lock_and_the_retry(built, capsys, monkeypatch,
                                                                    ) -> None:
-    hold = ("import sys, time; from ragmart.duck import connect; c = connect(sys.argv[1]); "
-            "print('held', flush=True); sys.stdin.read(); c.close()")
-    holder = subprocess.Popen([sys.executable, "-c", hold, str(built.db_path)],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                              env=built.env())
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with holding(built.db_path) as pid:
         # a real process: retrieve from the unpublished build database
         proc = ragmart_process(built, "retrieve", "leave", "--all-groups",
                                stdout=subprocess.PIPE)
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == Exit.USAGE and out == ""
-        one_line_error(err, str(built.db_path), "locked", f"PID {holder.pid}", "retry")
+        one_line_error(err, str(built.db_path), "locked", f"PID {pid}", "retry")
         # in-process: every reading command says the same
         for name, value in built.env().items():
             monkeypatch.setenv(name, value)
@@ -222,9 +242,6 @@ def test_a_database_locked_by_a_build_names_the_lock_and_the_retry(built, capsys
             code, out, err = run(capsys, *argv)
             assert code == Exit.USAGE, (argv, err)
             one_line_error(err, str(built.db_path), "locked", "retry")
-    finally:
-        holder.stdin.close()
-        holder.wait(timeout=30)
 
 
 # ------------------------------------------------------------------ property: any arguments
