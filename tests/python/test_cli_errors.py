@@ -116,13 +116,14 @@ def test_an_as_of_out_of_range_is_an_input_error(env, capsys, as_of) -> None:
     assert code in (Exit.OK, Exit.ABSTAINED), err
 
 
+@pytest.mark.xfail(strict=False, reason="YAML depth and alias expansion are bounded in "
+                   "ragmart/contracts.py on branch i13-settings, not merged here: until then a "
+                   "RecursionError exits 1 (INTERNAL)")
 def test_a_contract_file_nested_20000_levels_is_an_input_error(env, capsys, tmp_path) -> None:
     deep = tmp_path / "deep.yml"
     deep.write_text("contracts:\n  deep: " + "[" * 20_000 + "]" * 20_000 + "\n")
     code, out, err = run(capsys, "retrieve", "leave", "--all-groups", "--contracts", str(deep),
                          "--contract", "deep")
-    if code == Exit.INTERNAL:
-        pytest.xfail("contracts.py bounds YAML depth on branch i13-settings (not merged here)")
     assert code == Exit.USAGE and out == ""
     one_line_error(err, str(deep))
 
