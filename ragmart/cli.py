@@ -4,14 +4,133 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from ragmart.exit_codes import Exit
 
 # the names earlier versions exported (ragmart.exit_codes.Exit is the table)
 EXIT_ERROR = Exit.USAGE
 EXIT_ABSTAINED = Exit.ABSTAINED
+
+
+class UsageError(ValueError):
+    """A bad argument, file or database, said in one line with the fix (exit code USAGE)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its usage errors on one line, like every other error of the command."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(Exit.USAGE, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
+def _text(value: str) -> str:
+    """An argument that is text (a question, group, type, name): valid UTF-8. A command line
+    holding bytes that are not UTF-8 reaches Python as lone surrogates (os.fsdecode), which no
+    provider can embed and no output can print. Paths are not checked: any bytes name a file."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        char = ord(value[exc.start])
+        what = f"the byte 0x{char - 0xDC00:02x}" if 0xDC80 <= char <= 0xDCFF else f"U+{char:04X}"
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not valid UTF-8 text ({what} at character {exc.start}); pass the "
+            "text in UTF-8") from None
+    return value
+
+
+# the largest count DuckDB takes (a bigint): LIMIT and k beyond it are a conversion error
+MAX_COUNT = 2**63 - 1
+
+
+def _count(value: str) -> int:
+    """A positive integer that SQL can carry (1 to MAX_COUNT)."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an integer; write e.g. 10") from None
+    if not 1 <= number <= MAX_COUNT:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is out of range; write an integer from 1 to {MAX_COUNT}")
+    return number
+
+
+def _positive(value: str) -> float:
+    """A finite number > 0 (minutes, seconds)."""
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not (math.isfinite(number) and number > 0):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a positive number; write e.g. 30 or 2.5")
+    return number
+
+
+def _database(args: argparse.Namespace, *, must_exist: bool = True) -> Path:
+    """The database file a command opens: --db, else $RAGMART_DB; a UsageError naming the path
+    and the fix unless it is a DuckDB file (or, for a build that may create it, could be)."""
+    from ragmart.config import Settings
+
+    given = getattr(args, "db", None)
+    path = Path(given) if given else Settings.from_env().db_path
+    source = "--db" if given else "RAGMART_DB"
+    fix = "pass the database file `dbt build` writes with --db FILE (or set RAGMART_DB)"
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:  # a name of bytes that are not UTF-8 (os.fsdecode)
+        raise UsageError(f"{source} {path!r} is not a UTF-8 path and DuckDB opens UTF-8 paths "
+                         "only; rename the file (or link it) under a UTF-8 name") from None
+    if path.is_dir():
+        raise UsageError(f"{source} {path} is a directory, not a database file; {fix}")
+    if not path.exists():
+        if not must_exist:
+            if not path.parent.is_dir():
+                raise UsageError(f"{source} {path}: the directory {path.parent} does not "
+                                 "exist; create it or pass another path with --db FILE")
+            return path
+        raise UsageError(f"database {path} does not exist; run `dbt build` first, or {fix}")
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(12)
+    except OSError as exc:
+        raise UsageError(f"{source} {path} cannot be read ({exc.strerror}); {fix}") from None
+    if header[8:12] != b"DUCK":  # every DuckDB file carries its magic bytes there
+        raise UsageError(f"{source} {path} is not a DuckDB database file; {fix}")
+    return path
+
+
+def _explain(exc: BaseException) -> str | None:
+    """One line for a DuckDB error that reached the command while opening a file (a lock held
+    by another process, a file that is not a database), naming the path and the fix."""
+    import duckdb
+
+    if not isinstance(exc, duckdb.IOException):
+        return None
+    text = str(exc)
+    found = re.search(r'(?:file|database) "(.*?)"', text)
+    path = found.group(1) if found else "the database"
+    if "lock" in text.lower():
+        pid = re.search(r"\(PID (\d+)\)", text)
+        holder = f"another process (PID {pid.group(1)})" if pid else "another process"
+        return (f"{path} is locked by {holder}, a `dbt build` or `ragmart build` writing it; "
+                "retry when it has finished (readers of a published snapshot never wait: "
+                "`ragmart publish v1`)")
+    if "not a valid DuckDB database" in text:
+        return (f"{path} is not a DuckDB database file; pass the database file `dbt build` "
+                "writes with --db FILE (or set RAGMART_DB)")
+    if "Is a directory" in text:
+        return (f"{path} is a directory, not a database file; pass the database file with "
+                "--db FILE (or set RAGMART_DB)")
+    if "does not exist" in text:
+        return (f"database {path} does not exist; run `dbt build` first, or pass the "
+                "database file with --db FILE (or set RAGMART_DB)")
+    return f"cannot open {path}: " + " ".join(text.removeprefix("IO Error: ").split())
 
 
 def _parse_as_of(value: str | None):
@@ -30,7 +149,12 @@ def _parse_as_of(value: str | None):
             "2026-11-02T09:30:00 (UTC) or 2026-11-02T10:30:00+01:00"
         ) from None
     if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(dt.UTC).replace(tzinfo=None)
+        try:
+            parsed = parsed.astimezone(dt.UTC).replace(tzinfo=None)
+        except OverflowError:  # 9999-12-31T23:59:59-14:00 is past the last instant in UTC
+            raise ValueError(
+                f"--as-of {value!r} is out of range once converted to UTC; write a time from "
+                "0001-01-01 to 9999-12-31 UTC") from None
     return parsed
 
 
@@ -52,7 +176,7 @@ def _cmd_retrieve(args: argparse.Namespace) -> int:
         contract=args.contract,
         groups=ALL_GROUPS if args.all_groups else _groups(args.groups),
         as_of=_parse_as_of(args.as_of),
-        db_path=args.db,
+        db_path=_database(args) if args.db else None,
         contracts_path=args.contracts,
     )
     if args.json:
@@ -73,10 +197,9 @@ def _cmd_retrieve(args: argparse.Namespace) -> int:
 
 
 def _cmd_freshness(args: argparse.Namespace) -> int:
-    from ragmart.config import Settings
     from ragmart.freshness import freshness, render
 
-    result = freshness(args.db or Settings.from_env().db_path, index_version=args.index_version,
+    result = freshness(_database(args), index_version=args.index_version,
                        sla_minutes=args.sla_minutes)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2, default=str, ensure_ascii=False))
@@ -99,10 +222,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     queries = load_judged_queries(args.queries)
     tolerance = effective_tolerance(parse_tolerances(args.tolerance or []), args.k)
-    versions = list(args.compare or [args.version or default_version(args.db)])
+    # without --db, each version is read where it lives (its published snapshot when serving)
+    db = _database(args) if args.db else None
+    versions = list(args.compare or [args.version or default_version(db)])
     reports = []
     for version in versions:
-        conn = open_version(version, args.db)
+        conn = open_version(version, db)
         try:
             reports.append(evaluate_version(conn, version, queries, k=args.k))
         finally:
@@ -138,12 +263,17 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_stats(args: argparse.Namespace) -> int:
-    from ragmart.config import Settings
     from ragmart.duck import connect
-    from ragmart.runs import recent_runs
+    from ragmart.runs import RUNS_TABLE, recent_runs
 
-    conn = connect(Settings.from_env().db_path, read_only=True)
+    db = _database(args)
+    conn = connect(db, read_only=True)
     try:
+        if not conn.execute("select count(*) from information_schema.tables where "
+                            "table_name = $t and table_catalog = current_database()",
+                            {"t": RUNS_TABLE}).fetchone()[0]:
+            raise UsageError(f"{db} has no {RUNS_TABLE} table: no build has run on it; run "
+                             "`dbt build` first, or pass the database it built with --db FILE")
         data = recent_runs(conn, args.last)
     finally:
         conn.close()
@@ -186,6 +316,17 @@ def _cmd_build(args: argparse.Namespace) -> int:
     from ragmart.runner import WarmDbt, watch
 
     dbt_args = args.dbt_args[1:] if args.dbt_args[:1] == ["--"] else args.dbt_args
+    if args.db:  # profiles.yml attaches $RAGMART_DB: dbt reads it in this process
+        db = str(_database(args, must_exist=False).resolve())
+        previous = os.environ.get("RAGMART_DB")
+        os.environ["RAGMART_DB"] = db
+        try:
+            return _cmd_build(argparse.Namespace(**{**vars(args), "db": None}))
+        finally:  # an in-process caller gets its environment back
+            if previous is None:
+                os.environ.pop("RAGMART_DB", None)
+            else:
+                os.environ["RAGMART_DB"] = previous
     warm = WarmDbt(dbt_args=dbt_args)
 
     def report(n: int, outcome) -> None:
@@ -206,24 +347,24 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ragmart", description=__doc__)
+    parser = _Parser(prog="ragmart", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("retrieve", help="top-k chunks for a question (exit 3: abstained)")
-    p.add_argument("question")
+    p.add_argument("question", type=_text)
     p.add_argument("-k", type=int, default=5, help="number of chunks (default 5)")
-    p.add_argument("--doc-type", action="append", metavar="T",
+    p.add_argument("--doc-type", action="append", metavar="T", type=_text,
                    help="only chunks of this document type (repeatable)")
-    p.add_argument("--contract", metavar="NAME",
+    p.add_argument("--contract", metavar="NAME", type=_text,
                    help="apply this retrieval contract (retrieval_contracts.yml)")
     access = p.add_mutually_exclusive_group()
-    access.add_argument("--groups", action="append", metavar="G[,G...]",
+    access.add_argument("--groups", action="append", metavar="G[,G...]", type=_text,
                         help="the caller's groups, checked against each document's "
                              "allowed_groups (repeatable or comma-separated); without it the "
                              "caller is in no group")
     access.add_argument("--all-groups", action="store_true",
                         help="operator switch: see every document whatever its allowed_groups")
-    p.add_argument("--as-of", metavar="TIMESTAMP",
+    p.add_argument("--as-of", metavar="TIMESTAMP", type=_text,
                    help="answer from the document versions live at this time (ISO, UTC)")
     p.add_argument("--contracts", metavar="FILE",
                    help="contract file (default $RAGMART_CONTRACTS or retrieval_contracts.yml)")
@@ -236,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--index-version", metavar="vN",
                    help="the version to report (default: the published one, else "
                         "$RAGMART_INDEX_VERSION or v1)")
-    p.add_argument("--sla-minutes", type=float, metavar="M",
+    p.add_argument("--sla-minutes", type=_positive, metavar="M",
                    help="lag SLA (default $RAGMART_EMBEDDING_LAG_SLA_MINUTES or 1440)")
     p.add_argument("--check", action="store_true",
                    help=f"exit {Exit.CHECK_FAILED} when anything is stale, orphaned or over "
@@ -246,9 +387,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="recall@k, MRR and nDCG@10 of versions on the judged set")
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--version", metavar="vN",
+    which.add_argument("--version", metavar="vN", type=_text,
                        help="version to evaluate (default: the serving or newest version)")
-    which.add_argument("--compare", nargs=2, metavar=("BASELINE", "CANDIDATE"),
+    which.add_argument("--compare", nargs=2, metavar=("BASELINE", "CANDIDATE"), type=_text,
                        help="evaluate two versions and gate the candidate on the baseline")
     p.add_argument("-k", type=int, default=5, help="recall@k cut-off (default 5)")
     p.add_argument("--out", default="target/eval",
@@ -257,7 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queries", metavar="FILE",
                    help="judged queries CSV (default seeds/judged_queries.csv, in the working "
                         "directory or under $DBT_PROJECT_DIR)")
-    p.add_argument("--tolerance", action="append", metavar="METRIC=VALUE",
+    p.add_argument("--tolerance", action="append", metavar="METRIC=VALUE", type=_text,
                    help="largest allowed drop of a metric for --compare (repeatable; defaults "
                         "recall@5=0.02 mrr=0.03 ndcg@10=0.03)")
     p.add_argument("--fail-on-regression", action="store_true",
@@ -273,15 +414,18 @@ def build_parser() -> argparse.ArgumentParser:
                     "whenever a file lands in the landing zone: each build costs its nodes, "
                     "not dbt's ~6 s start-up. dbt arguments go after --.")
     p.add_argument("--watch", action="store_true", help="keep building as files land")
-    p.add_argument("--interval", type=float, default=5.0, metavar="S",
+    p.add_argument("--interval", type=_positive, default=5.0, metavar="S",
                    help="seconds between looks at the landing zone (default 5)")
-    p.add_argument("--max-builds", type=int, metavar="N", help="stop after N builds")
+    p.add_argument("--max-builds", type=_count, metavar="N", help="stop after N builds")
+    p.add_argument("--db", help="database file the build writes (default $RAGMART_DB)")
     p.add_argument("dbt_args", nargs=argparse.REMAINDER,
                    help="arguments passed to dbt build, after --")
     p.set_defaults(func=_cmd_build)
 
     p = sub.add_parser("stats", help="what recent builds asked of the embedding provider")
-    p.add_argument("--last", type=int, default=10)
+    p.add_argument("--last", type=_count, default=10, metavar="N",
+                   help="the N most recent builds (default 10)")
+    p.add_argument("--db", help="database file (default $RAGMART_DB)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_stats)
     from ragmart.cli_serving import register as register_serving
@@ -306,12 +450,32 @@ def _known_errors() -> tuple[type[BaseException], ...]:
             ReadOnlyRequiredError, ValueError, OSError, duckdb.IOException)
 
 
+def _quiet_stdout() -> None:
+    """The reader of stdout is gone (`ragmart versions --json | head`): point stdout at
+    /dev/null so that Python's flush at exit does not fail again (the Python docs' recipe for
+    SIGPIPE, signal module)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # not a real file (in-process callers): nothing to silence
+        pass
+
+
+def _run(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    code = int(func(args))
+    sys.stdout.flush()  # a closed pipe fails here, inside the command, not at exit
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; its exit code is one of ragmart.exit_codes.Exit (argparse's own usage
-    errors exit 2, Exit.USAGE, too)."""
+    errors exit 2, Exit.USAGE, too). Every failure is one line on stderr."""
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args))
+        return _run(args.func, args)
+    except BrokenPipeError:  # the reader stopped reading: not a failure of the command
+        _quiet_stdout()
+        return Exit.OK
     except Exception as exc:  # every failure becomes one clear line and an exit code
         from ragmart.serving import GateRefused
 
@@ -319,7 +483,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"ragmart {args.command}: {exc}", file=sys.stderr)
             return Exit.GATE_REFUSED
         if isinstance(exc, _known_errors()):
-            print(f"ragmart {args.command}: {exc}", file=sys.stderr)
+            message = _explain(exc) or " ".join(str(exc).split())
+            print(f"ragmart {args.command}: {message}", file=sys.stderr)
             return Exit.USAGE
         message = " ".join(str(exc).split())  # one line, whatever the exception wrote
         print(f"ragmart {args.command}: internal error: {type(exc).__name__}: {message} (a "

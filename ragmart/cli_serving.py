@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+from pathlib import Path
 
-from ragmart.config import Settings
+
+def _db(args: argparse.Namespace) -> Path:
+    """--db, else $RAGMART_DB: an existing DuckDB file (ragmart.cli._database)."""
+    from ragmart.cli import _database
+
+    return _database(args)
 
 
 def _cmd_versions(args: argparse.Namespace) -> int:
     from ragmart.duck import connect
     from ragmart.serving import current_publication, history, list_versions
 
-    db = Settings.from_env().db_path
+    db = _db(args)
     conn = connect(db, read_only=True)
     try:
         versions = list_versions(conn)
@@ -44,9 +51,10 @@ def _cmd_versions(args: argparse.Namespace) -> int:
 
 
 def _cmd_publish(args: argparse.Namespace) -> int:
-    from ragmart.serving import publish
+    from ragmart.serving import check_version, publish
 
-    pub = publish(Settings.from_env().db_path, args.version, force=args.force)
+    check_version(args.version)  # the argument first, then the file
+    pub = publish(_db(args), args.version, force=args.force)
     print(json.dumps(pub.__dict__, indent=2))
     return 0
 
@@ -54,7 +62,7 @@ def _cmd_publish(args: argparse.Namespace) -> int:
 def _cmd_rollback(args: argparse.Namespace) -> int:
     from ragmart.serving import rollback
 
-    pub = rollback(Settings.from_env().db_path)
+    pub = rollback(_db(args))
     print(f"serving {pub.version} again ({pub.snapshot})")
     return 0
 
@@ -70,6 +78,8 @@ def _cmd_purge(args: argparse.Namespace) -> int:
     )
 
     deployment = Deployment.from_env()
+    if args.db:  # --db names the build database; the rest of the deployment is as configured
+        deployment = dataclasses.replace(deployment, db_path=_db(args))
     ids = list(args.document_id or [])
     if args.flagged:
         from ragmart.duck import connect
@@ -100,20 +110,27 @@ def _cmd_purge(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from ragmart.cli import _text
+
+    db_help = "database file (default $RAGMART_DB)"
     p = sub.add_parser("versions", help="index versions, their metrics, which one serves")
+    p.add_argument("--db", help=db_help)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_versions)
 
     p = sub.add_parser("publish", help="snapshot a version and serve it if the eval gate passes")
-    p.add_argument("version", help="index version, e.g. v2")
+    p.add_argument("version", type=_text, help="index version, e.g. v2")
+    p.add_argument("--db", help=db_help)
     p.add_argument("--force", action="store_true", help="publish despite the gate (recorded)")
     p.set_defaults(func=_cmd_publish)
 
     p = sub.add_parser("rollback", help="serve the previously published snapshot again")
+    p.add_argument("--db", help=db_help)
     p.set_defaults(func=_cmd_rollback)
 
     p = sub.add_parser("purge", help="remove a document's text and vectors from every file")
-    p.add_argument("--document-id", action="append", metavar="ID")
+    p.add_argument("--document-id", action="append", metavar="ID", type=_text)
+    p.add_argument("--db", help=db_help)
     p.add_argument("--flagged", action="store_true",
                    help="purge documents whose CDC delete carries purge=true")
     p.add_argument("--dry-run", action="store_true",

@@ -95,6 +95,7 @@ EXACT_SCAN_MAX_ROWS = 25_000  # a serving set this small: scan it exactly (~30 m
 OVERSAMPLE = 4.0  # HNSW candidates per expected eligible row needed (recall >= 0.99)
 MIN_CANDIDATES = 40
 MAX_CANDIDATES = 4_096  # a larger pool is slower than the exact scan: fall back
+MAX_K = 2**63 - 1  # k is a bigint in the search SQL (limit $k)
 
 
 class RetrievalError(RuntimeError):
@@ -896,6 +897,9 @@ def _check_inputs(
 ) -> None:
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise RetrievalError(f"k must be a positive integer, got {k!r}")
+    if k > MAX_K:
+        raise RetrievalError(f"k must be at most {MAX_K} (a bigint in SQL), got {k}; ask for "
+                             "fewer chunks")
     checked = (("groups", None if groups is ALL_GROUPS else groups,
                 " (or ALL_GROUPS, the operator switch)"), ("doc_types", doc_types, ""))
     for name, values, hint in checked:

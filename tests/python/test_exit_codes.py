@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+import duckdb
 import pytest
 from dbt_harness import ROOT
 
@@ -37,7 +38,9 @@ def test_an_unexpected_error_exits_internal_with_one_line_and_no_traceback(
         raise ZeroDivisionError("division by zero\n  (a second line)")
 
     monkeypatch.setattr(ragmart.freshness, "freshness", broken)
-    assert main(["freshness", "--db", str(tmp_path / "x.duckdb")]) == Exit.INTERNAL
+    db = tmp_path / "x.duckdb"
+    duckdb.connect(str(db)).close()  # a database file: the command gets as far as its work
+    assert main(["freshness", "--db", str(db)]) == Exit.INTERNAL
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert "internal error: ZeroDivisionError: division by zero (a second line)" in err
