@@ -10,8 +10,11 @@ question is embedded by the model of the version it searches.
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 
-from dbt_harness import Project
+from dbt_harness import Project, copy_project
 from openai_server import EmbeddingServer
 from test_index_versions import _output, _touched
 
@@ -84,6 +87,10 @@ def test_a_1536_version_builds_beside_a_384_one_and_serves_after_publish(tmp_pat
         assert big.query("select count(*) from ragmart_retrieve_v2("
                          "(select embedding from fct_chunk_embeddings_v2 limit 1), 3, "
                          "all_groups := true)") == [(3,)]
+        # a version's size counts its vectors at its model's size (same chunker, same texts)
+        sizes = {v["version"]: v["size_bytes"]
+                 for v in json.loads(big.ragmart("versions", "--json").stdout)}
+        assert sizes["v2"] - sizes["v1"] == len(v1_rows) * 4 * (1536 - 384)
         # v1 was not touched
         assert big.query("select chunk_id, embedding from fct_chunk_embeddings_v1 "
                          "order by 1") == v1_rows
@@ -154,3 +161,26 @@ def test_a_version_keeps_its_size_and_a_3072_version_builds_beside(tmp_path):
         assert {c["index_version"] for c in _retrieved(wider)["results"]} == {"v3"}
         assert server.texts == [QUESTION]
     assert small.query("select count(*) from fct_chunk_embeddings_v1")[0][0] > 0
+
+
+def test_a_contract_typed_with_another_size_is_named_before_any_node_runs(tmp_path):
+    # the contracts render the provider's size in yml (no macros there), the casts call
+    # embedding_dimensions(): were the two rules to drift apart, the build names the contract
+    copy = copy_project(tmp_path / "project")
+    history = copy / "models" / "marts" / "_marts__history.yml"
+    text = history.read_text()
+    assert text.count("data_type: \"float[{{") == 1
+    history.write_text(re.sub(r'data_type: "float\[\{\{.*\}\}\]"', 'data_type: "float[384]"',
+                              text))
+    project = Project(tmp_path / "run", provider="openai",
+                      extra_env={"RAGMART_OPENAI_DIMENSIONS": "1536", "OPENAI_API_KEY": "unused",
+                                 "DBT_PROJECT_DIR": str(copy)})
+    project.workdir.mkdir()
+    project.land_sample()
+    proc = subprocess.run([sys.executable, "-m", "dbt.cli.main", "build"], cwd=copy,
+                          env=project.env(), capture_output=True, text=True)
+    output = _output(proc)
+    assert proc.returncode == 2, output[-3000:]
+    assert ("the contract of fct_chunk_history types its embedding column float[384] but the "
+            "embedding provider makes float[1536]") in output, output[-3000:]
+    assert not re.search(r"START (sql|python) ", output), output[-3000:]
