@@ -1216,7 +1216,8 @@ class Retriever:
     publish) when one serves, else $RAGMART_DB and `index_version`, or `db_path`. A Retriever
     pins what it opened: open a new one to follow a publish. With `vectors_in_memory` (the
     default) it copies the serving set's vectors into memory once (ragmart.memory_vectors:
-    ~1.5 KB per chunk at 384 dimensions) and live searches score candidates there; the answers
+    float32, 4 bytes per dimension: ~1.5 KB per chunk at 384 dimensions, 6 KB at 1536, 12 KB
+    at 3072) and live searches score candidates there; the answers
     are those of the exact search. Close it (or use `with`): while it is open, DuckDB's shared
     lock keeps writers (a `dbt build` on that file) out, which is why it should read a
     published snapshot rather than the build database. Like a DuckDB connection, a Retriever
