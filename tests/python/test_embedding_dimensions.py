@@ -19,6 +19,7 @@ from openai_server import EmbeddingServer
 from test_index_versions import _output, _touched
 
 from ragmart.exit_codes import Exit
+from ragmart.retrieval import ALL_GROUPS, Retriever
 
 QUESTION = "who has to okay a business class seat on a long flight to a customer"
 V2 = "{index_version: v2, evaluate_retrieval: true}"
@@ -63,7 +64,7 @@ def _retrieved(project: Project) -> dict:
     return json.loads(project.ragmart("retrieve", QUESTION, "--all-groups", "--json").stdout)
 
 
-def test_a_1536_version_builds_beside_a_384_one_and_serves_after_publish(tmp_path):
+def test_a_1536_version_builds_beside_a_384_one_and_serves_after_publish(tmp_path, monkeypatch):
     small = _hash_v1(tmp_path)
     small.ragmart("publish", "v1")
     v1_rows = small.query("select chunk_id, embedding from fct_chunk_embeddings_v1 order by 1")
@@ -116,6 +117,16 @@ def test_a_1536_version_builds_beside_a_384_one_and_serves_after_publish(tmp_pat
         assert {c["index_version"] for c in answer["results"]} == {"v2"}
         assert server.texts == [QUESTION]
         assert "hr-travel-expenses" in [c["document_id"] for c in answer["results"]]
+        # a long-lived reader of the published v2 holds 1536-dimensional vectors and answers
+        # as the command does, whatever provider the environment names for builds
+        for name, value in {"RAGMART_DB": str(big.db_path), "RAGMART_EMBEDDING_PROVIDER": "hash",
+                            "OPENAI_API_KEY": server.api_key,
+                            "RAGMART_OPENAI_BASE_URL": server.base_url}.items():
+            monkeypatch.setenv(name, value)
+        with Retriever() as reader:
+            assert reader.vectors.matrix.shape == (len(v1_rows), 1536)
+            held = reader.retrieve(QUESTION, groups=ALL_GROUPS)
+        assert [c.chunk_id for c in held] == [c["chunk_id"] for c in answer["results"]]
 
         # where the openai provider is not configured, v2 cannot embed a question: one line
         # naming the missing setting, the usage exit
