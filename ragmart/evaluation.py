@@ -474,7 +474,7 @@ def evaluate_version(
             conn.close()
     conn = source
     model = _version_model(conn, version)
-    provider = provider or provider_for_model(model)
+    provider = provider or provider_for_model(model, version=version, purpose="evaluate")
     if provider.model != model:
         raise ValueError(
             f"version {version} holds vectors of {model!r} but the provider {provider.name!r} "

@@ -67,12 +67,7 @@ from ragmart.contracts import (
 from ragmart.duck import connect
 from ragmart.lineage import utc_now
 from ragmart.memory_vectors import ServingVectors
-from ragmart.providers import (
-    EmbeddingError,
-    EmbeddingProvider,
-    get_provider,
-    provider_for_model,
-)
+from ragmart.providers import EmbeddingProvider, get_provider, provider_for_model
 
 # Relations of one index version <v> (see ragmart.serving): the serving set, its HNSW index, the
 # vectors not indexed yet (searched exactly beside the index) and the history for as-of search.
@@ -1187,18 +1182,11 @@ def _question_provider(version: str, models: list[str], settings: Settings
                        ) -> EmbeddingProvider:
     """The provider that embeds questions for `version`: the one of the model its vectors were
     made with (the version's size is that model's), whatever provider the environment selects
-    for builds; that provider (else the environment's, for an empty version) with its settings
-    present, or RetrievalError naming the missing one."""
-    provider = (provider_for_model(models[0]) if len(models) == 1
-                else get_provider(settings.embedding_provider))
-    require = getattr(provider, "require_settings", None)
-    if require is not None:
-        try:
-            require(f"to search index version {version} (its vectors are {provider.model}: "
-                    "questions are embedded by the same model)")
-        except EmbeddingError as exc:
-            raise RetrievalError(str(exc)) from None
-    return provider
+    for builds, with its settings present (else EmbeddingError naming the missing one); the
+    environment's for a version without rows."""
+    if len(models) == 1:
+        return provider_for_model(models[0], version=version)
+    return get_provider(settings.embedding_provider)
 
 
 def default_missing_allowed_groups(path: str | Path | None = None) -> str:

@@ -61,20 +61,25 @@ def get_provider(name: str | None = None, **kwargs: Any) -> EmbeddingProvider:
     )
 
 
-def provider_for_model(model: str) -> EmbeddingProvider:
+def provider_for_model(model: str, *, version: str | None = None, purpose: str = "search"
+                       ) -> EmbeddingProvider:
     """A provider that embeds with `model`, the model an index version's vectors were made
     with, whatever provider the environment selects: a question must be embedded by the model
     of the version it searches (and a version's size is its model's). `local` and `hash` by
     their model name; ``<id>@<dimensions>`` by the openai provider asking that model at that
-    size (its endpoint and key from the environment, see ``OpenAIProvider.require_settings``).
-    """
+    size (its endpoint and key from the environment). With `version`, a provider that lacks a
+    setting is refused now (EmbeddingError naming it, and why: to `purpose` that version)."""
     if model in FIXED_MODELS:
         return get_provider(FIXED_MODELS[model])
     name, at, size = model.rpartition("@")
-    if at and name and size.isdigit():
-        return OpenAIProvider(model=name, dimensions=int(size))
-    raise ValueError(
-        f"no embedding provider embeds with {model!r}: known models are "
-        f"{', '.join(f'{m} ({p})' for m, p in sorted(FIXED_MODELS.items()))} and "
-        "<model>@<dimensions> (openai). Rebuild the version with one of them"
-    )
+    if not (at and name and size.isdigit()):
+        raise ValueError(
+            f"no embedding provider embeds with {model!r}: known models are "
+            f"{', '.join(f'{m} ({p})' for m, p in sorted(FIXED_MODELS.items()))} and "
+            "<model>@<dimensions> (openai). Rebuild the version with one of them"
+        )
+    provider = OpenAIProvider(model=name, dimensions=int(size))
+    if version is not None:
+        provider.require_settings(f"to {purpose} index version {version} (its vectors are "
+                                  f"{model}: questions are embedded by the same model)")
+    return provider

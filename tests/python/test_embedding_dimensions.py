@@ -134,7 +134,14 @@ def test_a_1536_version_builds_beside_a_384_one_and_serves_after_publish(tmp_pat
         assert missing.returncode == Exit.USAGE, missing.stderr
         lines = missing.stderr.strip().splitlines()
         assert len(lines) == 1 and "OPENAI_API_KEY is not set" in lines[0], missing.stderr
-        assert "index version v2" in lines[0] and "text-embedding-3-small@1536" in lines[0]
+        assert "to search index version v2" in lines[0], lines[0]
+        assert "text-embedding-3-small@1536" in lines[0]
+        # the same for an evaluation of v2 (ragmart eval, and publish's gate)
+        missing = small.ragmart("eval", "--version", "v2", check=False)
+        assert missing.returncode == Exit.USAGE, missing.stderr
+        lines = missing.stderr.strip().splitlines()
+        assert len(lines) == 1 and "OPENAI_API_KEY is not set" in lines[0], missing.stderr
+        assert "to evaluate index version v2" in lines[0], lines[0]
 
         big.ragmart("rollback")
     assert _serving(small)["version"] == "v1"
