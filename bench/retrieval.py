@@ -1,11 +1,12 @@
 """Filtered retrieval benchmark: contract search vs the plain vss pattern.
 
 Builds (once, cached under bench/out/) a synthetic serving set with the schema of
-fct_chunk_embeddings_v1 / fct_chunk_vector_index_v1 / dim_documents: N chunks of 384
-dimensions in documents of 10 chunks, clustered like real embeddings, with an HNSW (cosine)
-index. Document types are assigned so that a `document_types` clause admits 100%, 50%, 10%,
-1% or 0.1% of the chunks. For each selectivity it runs Q queries (vectors near the data) and
-prints, measured in this run:
+fct_chunk_embeddings_v1 / fct_chunk_vector_index_v1 / dim_documents: N chunks of 384 dimensions
+(and of each `--dims` size, beside it in the same run) in documents of 10 chunks, clustered like
+real embeddings, with an HNSW (cosine) index. Document types are assigned so that a
+`document_types` clause admits 100%, 50%, 10%, 1% or 0.1% of the chunks. For each selectivity it
+runs Q queries (vectors near the data) and prints,
+measured in this run:
 
   - contract search (ragmart.retrieval.search_contract), one query on an open connection (as
     `ragmart retrieve` runs it: plan, HNSW or exact): p50 / p95 latency, recall@10 against the
@@ -19,10 +20,14 @@ prints, measured in this run:
   - the exact filtered scan itself (the SQL table macro's plan): p50 / p95.
 
 Building the HNSW index takes minutes at 100k here (NOTES: 614 s); the file is reused while
-its parameters match. Timings are in-process (no embedding, no process start).
+its parameters match, and the build time is kept in it. With `--dims 1536` (or 3072, or
+several) the same figures are measured at those sizes too, and a last line compares the sizes:
+HNSW build time, the long-lived reader's memory and load time, filtered p50/p95. Timings are
+in-process (no embedding, no process start).
 
     .venv/bin/python bench/retrieval.py [--chunks 100000] [--queries 200] [--k 10]
     .venv/bin/python bench/retrieval.py --chunks 20000        # quick run
+    .venv/bin/python bench/retrieval.py --chunks 10000 --dims 1536 --dims 3072
 """
 
 from __future__ import annotations
@@ -45,12 +50,11 @@ from ragmart.duck import connect  # noqa: E402
 from ragmart.serving import add_lookup_indexes  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
-DIMS = 384
+DIMS = 384  # the embedded default model's size: always measured, the others beside it
 CHUNKS_PER_DOCUMENT = 10
 CLUSTERS = 200
 SEED = 20261125
 LAYOUT_VERSION = 2  # bump when the synthetic data changes: the cached file is rebuilt
-MODEL = "bench-synthetic-384"
 CHUNKER = "md-sections-v1"
 # document type -> share of documents; a selectivity admits a prefix of these types
 TYPE_SHARES = [("t_0001", 0.001), ("t_0009", 0.009), ("t_0090", 0.09), ("t_0400", 0.4),
@@ -64,14 +68,14 @@ def unit(rows: np.ndarray) -> np.ndarray:
     return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
 
 
-def synthetic_vectors(n_chunks: int, rng: np.random.Generator) -> np.ndarray:
+def synthetic_vectors(n_chunks: int, rng: np.random.Generator, dims: int) -> np.ndarray:
     """Clustered unit vectors: cluster centre + document offset + chunk noise."""
     n_docs = n_chunks // CHUNKS_PER_DOCUMENT
-    centres = unit(rng.normal(size=(CLUSTERS, DIMS)))
+    centres = unit(rng.normal(size=(CLUSTERS, dims)))
     doc_cluster = rng.integers(0, CLUSTERS, size=n_docs)
-    docs = unit(centres[doc_cluster] + 0.6 * unit(rng.normal(size=(n_docs, DIMS))))
+    docs = unit(centres[doc_cluster] + 0.6 * unit(rng.normal(size=(n_docs, dims))))
     chunks = np.repeat(docs, CHUNKS_PER_DOCUMENT, axis=0)
-    return unit(chunks + 0.7 * unit(rng.normal(size=(n_chunks, DIMS))))
+    return unit(chunks + 0.7 * unit(rng.normal(size=(n_chunks, dims))))
 
 
 def document_types(n_docs: int) -> list[str]:
@@ -85,13 +89,14 @@ def document_types(n_docs: int) -> list[str]:
 
 
 def fixed_list(matrix: np.ndarray) -> pa.FixedSizeListArray:
-    return pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1), pa.float32()), DIMS)
+    return pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1), pa.float32()),
+                                             matrix.shape[1])
 
 
-def build(path: Path, n_chunks: int) -> None:
+def build(path: Path, n_chunks: int, dims: int) -> None:
     """Write the synthetic serving set, documents and HNSW-indexed vectors to `path`."""
     rng = np.random.default_rng(SEED)
-    vectors = synthetic_vectors(n_chunks, rng)
+    vectors = synthetic_vectors(n_chunks, rng, dims)
     n_docs = n_chunks // CHUNKS_PER_DOCUMENT
     types = document_types(n_docs)
     doc_ids = [f"doc-{i:06d}" for i in range(n_docs)]
@@ -141,8 +146,8 @@ def build(path: Path, n_chunks: int) -> None:
                 ['all-staff'] as allowed_groups,
                 document_valid_from as document_updated_at,
                 document_valid_from,
-                '{MODEL}' as embedding_model,
-                cast(embedding as float[{DIMS}]) as embedding,
+                'bench-synthetic-{dims}' as embedding_model,
+                cast(embedding as float[{dims}]) as embedding,
                 document_valid_from + interval 1 minute as created_at,
                 'bench' as embedding_invocation_id,
                 document_valid_from + interval 1 minute as chunk_created_at,
@@ -168,19 +173,21 @@ def build(path: Path, n_chunks: int) -> None:
         conn.execute("alter table dim_documents add primary key (document_id)")
         conn.execute(f"""
             create table fct_chunk_vector_index_v1 as
-            select chunk_id, cast(embedding as float[{DIMS}]) as embedding,
+            select chunk_id, cast(embedding as float[{dims}]) as embedding,
                 timestamp '2026-01-01' as indexed_at, 'bench' as dbt_invocation_id,
                 document_type
             from fct_chunk_embeddings_v1 order by chunk_id
         """)
         started = time.monotonic()
-        print(f"building the HNSW index on {n_chunks:,} x {DIMS} (minutes at 100k)...",
+        print(f"building the HNSW index on {n_chunks:,} x {dims} (minutes at 100k)...",
               flush=True)
         conn.execute("create index fct_chunk_vector_index_v1_hnsw on fct_chunk_vector_index_v1 "
                      "using hnsw (embedding) with (metric = 'cosine')")
-        print(f"index built in {time.monotonic() - started:.0f}s", flush=True)
+        seconds = time.monotonic() - started
+        print(f"index built in {seconds:.0f}s", flush=True)
         conn.execute("create table bench_meta as select $meta as meta",
-                     {"meta": json.dumps(meta(n_chunks))})
+                     {"meta": json.dumps(meta(n_chunks, dims))})
+        conn.execute("create table bench_build as select $s as hnsw_build_s", {"s": seconds})
         conn.execute("checkpoint")
     finally:
         conn.close()
@@ -192,18 +199,20 @@ def _upgrade_from_layout_1(path: Path, n_chunks: int) -> None:
     try:
         conn.execute("alter table fct_chunk_embeddings_v1 add primary key (chunk_id)")
         conn.execute("alter table dim_documents add primary key (document_id)")
-        conn.execute("update bench_meta set meta = $meta", {"meta": json.dumps(meta(n_chunks))})
+        conn.execute("update bench_meta set meta = $meta",
+                     {"meta": json.dumps(meta(n_chunks, DIMS))})
         conn.execute("checkpoint")
     finally:
         conn.close()
 
 
-def meta(n_chunks: int) -> dict:
-    return {"chunks": n_chunks, "seed": SEED, "layout": LAYOUT_VERSION, "dims": DIMS}
+def meta(n_chunks: int, dims: int) -> dict:
+    return {"chunks": n_chunks, "seed": SEED, "layout": LAYOUT_VERSION, "dims": dims}
 
 
-def cached_database(n_chunks: int) -> Path:
-    path = OUT / f"retrieval-{n_chunks}.duckdb"
+def cached_database(n_chunks: int, dims: int = DIMS) -> Path:
+    suffix = "" if dims == DIMS else f"-{dims}"  # the 384 file keeps its older name
+    path = OUT / f"retrieval-{n_chunks}{suffix}.duckdb"
     if path.exists():
         conn = connect(path, read_only=True)
         try:
@@ -212,16 +221,27 @@ def cached_database(n_chunks: int) -> Path:
             stored = None
         finally:
             conn.close()
-        if stored == meta(n_chunks):
+        if stored == meta(n_chunks, dims):
             print(f"reusing {path.relative_to(ROOT)}", flush=True)
             return path
-        if stored and {**stored, "layout": LAYOUT_VERSION} == meta(n_chunks) \
+        if stored and {**stored, "layout": LAYOUT_VERSION} == meta(n_chunks, dims) \
                 and stored["layout"] == 1:
             _upgrade_from_layout_1(path, n_chunks)  # the index is kept (minutes at 100k)
             return path
         path.unlink()
-    build(path, n_chunks)
+    build(path, n_chunks, dims)
     return path
+
+
+def hnsw_build_seconds(path: Path) -> float | None:
+    """The HNSW build time kept in the bench file (None for a file built before it was kept)."""
+    conn = connect(path, read_only=True)
+    try:
+        return round(conn.execute("select hnsw_build_s from bench_build").fetchone()[0], 1)
+    except Exception:  # noqa: BLE001 - an older file: not measured
+        return None
+    finally:
+        conn.close()
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -242,7 +262,7 @@ def exact_ids(conn, vector: list[float], types: list[str] | None, k: int) -> lis
     """Exact filtered search: the truth recall is measured against."""
     rows = conn.execute(
         f"select chunk_id from fct_chunk_embeddings_v1 {_types_filter(types)} "
-        f"order by array_cosine_distance(embedding, cast($q as float[{DIMS}])), chunk_id "
+        f"order by array_cosine_distance(embedding, cast($q as float[{len(vector)}])), chunk_id "
         f"limit {k}",
         {"q": _vector_text(vector)},
     ).fetchall()
@@ -253,13 +273,15 @@ def plain_vss(conn, vector: list[float], types: list[str] | None, k: int) -> lis
     """The plain vss pattern: WHERE on the HNSW-indexed table, ORDER BY distance LIMIT k."""
     rows = conn.execute(
         f"select chunk_id from fct_chunk_vector_index_v1 {_types_filter(types)} "
-        f"order by array_cosine_distance(embedding, cast($q as float[{DIMS}])) limit {k}",
+        f"order by array_cosine_distance(embedding, cast($q as float[{len(vector)}])) "
+        f"limit {k}",
         {"q": _vector_text(vector)},
     ).fetchall()
     return [r[0] for r in rows]
 
 
-def run(path: Path, n_queries: int, k: int) -> list[dict]:
+def run(path: Path, n_queries: int, k: int) -> tuple[dict, list[dict]]:
+    """The reader's load figures and one report per selectivity."""
     from ragmart.contracts import Contract
     from ragmart.memory_vectors import ServingVectors
     from ragmart.retrieval import search_contract
@@ -267,15 +289,17 @@ def run(path: Path, n_queries: int, k: int) -> list[dict]:
     conn = connect(path, read_only=True)
     started = time.perf_counter()
     vectors = ServingVectors.load(conn, "fct_chunk_embeddings_v1")
-    print(json.dumps({"retriever_load_s": round(time.perf_counter() - started, 2),
-                      "retriever_memory_mb": round(vectors.nbytes / 2**20, 1)}), flush=True)
+    dims = vectors.matrix.shape[1]
+    loaded = {"dims": dims, "retriever_load_s": round(time.perf_counter() - started, 2),
+              "retriever_memory_mb": round(vectors.nbytes / 2**20, 1)}
+    print(json.dumps(loaded), flush=True)
     rng = np.random.default_rng(SEED + 1)
     sample = conn.execute(
         "select embedding from fct_chunk_embeddings_v1 using sample reservoir("
         f"{n_queries} rows) repeatable ({SEED % 1000})"
     ).fetchall()
     queries = unit(np.array([r[0] for r in sample], np.float32)
-                   + 0.5 * unit(rng.normal(size=(len(sample), DIMS))))
+                   + 0.5 * unit(rng.normal(size=(len(sample), dims))))
     report = []
     try:
         for selectivity, types in SELECTIVITIES.items():
@@ -311,7 +335,7 @@ def run(path: Path, n_queries: int, k: int) -> list[dict]:
                     measured[name]["recall"].append(
                         len(set(ids) & set(truth)) / max(1, len(truth)))
                     measured[name]["full"] += len(ids) == k
-            figures: dict = {"selectivity": selectivity}
+            figures: dict = {"dims": dims, "selectivity": selectivity}
             for name, m in measured.items():
                 figures[name] = {
                     "p50_ms": round(statistics.median(m["ms"]), 1),
@@ -327,7 +351,27 @@ def run(path: Path, n_queries: int, k: int) -> list[dict]:
             print(json.dumps(figures), flush=True)
     finally:
         conn.close()
-    return report
+    return loaded, report
+
+
+def comparison(n_chunks: int, measured: dict[int, tuple[Path, dict, list[dict]]]) -> list[dict]:
+    """Per size: HNSW build time, the long-lived reader's memory and load time, and the
+    filtered p50/p95 of a search from it and of `ragmart retrieve`'s one-off search, at 10%
+    and 1% selectivity (what a contract filter usually admits)."""
+    rows = []
+    for dims, (path, loaded, report) in sorted(measured.items()):
+        row: dict = {"dims": dims, "chunks": n_chunks, "hnsw_build_s": hnsw_build_seconds(path),
+                     "retriever_memory_mb": loaded["retriever_memory_mb"],
+                     "retriever_load_s": loaded["retriever_load_s"]}
+        for figures in report:
+            if figures["selectivity"] in (0.1, 0.01):
+                tag = f"{figures['selectivity']:g}"
+                for name in ("retriever", "contract"):
+                    row[f"{name}_{tag}_p50_ms"] = figures[name]["p50_ms"]
+                    row[f"{name}_{tag}_p95_ms"] = figures[name]["p95_ms"]
+                    row[f"{name}_{tag}_recall"] = figures[name]["recall_at_k"]
+        rows.append(row)
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -336,15 +380,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunks", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("-k", "--k", type=int, default=10)
+    parser.add_argument("--dims", type=int, action="append", default=[], metavar="N",
+                        help=f"also measure vectors of N dimensions, beside {DIMS} (repeatable: "
+                        "--dims 1536 --dims 3072)")
     parser.add_argument("--build-only", action="store_true",
-                        help="build (or check) the cached database and stop")
+                        help="build (or check) the cached databases and stop")
     args = parser.parse_args(argv)
     if args.chunks < 10_000 or args.chunks % CHUNKS_PER_DOCUMENT:
         parser.error("--chunks must be a multiple of 10, at least 10,000")
-    path = cached_database(args.chunks)
+    if any(d < 2 or d > 16_384 for d in args.dims):
+        parser.error("--dims must be between 2 and 16384 (an embedding model's vector size)")
+    sizes = sorted({DIMS, *args.dims})
+    paths = {dims: cached_database(args.chunks, dims) for dims in sizes}
     if args.build_only:
         return 0
-    run(path, args.queries, args.k)
+    measured = {}
+    for dims, path in paths.items():
+        loaded, report = run(path, args.queries, args.k)
+        measured[dims] = (path, loaded, report)
+    if len(sizes) > 1:
+        for row in comparison(args.chunks, measured):
+            print(json.dumps({"comparison": row}), flush=True)
     return 0
 
 

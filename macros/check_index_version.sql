@@ -20,7 +20,7 @@
     {%- set asked = {
         'chunker_version': var('chunker_version') | string,
         'embedding_model': embedding_model(),
-        'embedding_dimensions': var('embedding_dimensions') | int,
+        'embedding_dimensions': embedding_dimensions(),
     } -%}
     {%- if not modules.re.match('^v[0-9]+$', version) -%}
         {{- exceptions.raise_compiler_error(
@@ -28,6 +28,21 @@
             ~ "ragmart retrieve and publish take), got '" ~ version ~ "'"
         ) -}}
     {%- endif -%}
+    {#- the contracts render the provider's size from the same settings as
+        embedding_dimensions() (yml has no macros): a contract typed otherwise would fail
+        every build with a cast error; name it instead -#}
+    {%- set expected = 'float[' ~ asked.embedding_dimensions ~ ']' -%}
+    {%- for node in graph.nodes.values() if node.resource_type == 'model'
+        and node.package_name == 'ragmart' and 'embedding' in node.columns
+        and node.columns['embedding'].data_type
+        and node.columns['embedding'].data_type | lower != expected -%}
+        {{- exceptions.raise_compiler_error(
+            "the contract of " ~ node.name ~ " types its embedding column "
+            ~ node.columns['embedding'].data_type ~ " but the embedding provider makes "
+            ~ expected ~ " (macros/embedding_dimensions.sql): render its data_type with the"
+            ~ " same rule"
+        ) -}}
+    {%- endfor -%}
     {%- set bound = index_version_binding(version) -%}
     {%- if bound is none or flags.FULL_REFRESH -%}
         {{- return('') -}}

@@ -13,7 +13,7 @@
     {%- set version = "'" ~ var('index_version') ~ "'" -%}
     {%- set chunker = "'" ~ var('chunker_version') ~ "'" -%}
     {%- set model = "'" ~ embedding_model() ~ "'" -%}
-    {%- set dimensions = var('embedding_dimensions') | int -%}
+    {%- set dimensions = embedding_dimensions() -%}
     create table if not exists {{ registry }} (
         index_version varchar not null,
         chunker_version varchar not null,

@@ -30,7 +30,6 @@
         var('eval_baseline_relation', 'published_eval_metrics'), '[A-Za-z_][A-Za-z0-9_]*',
         'a table name: letters, digits and _') -%}
 
-    {%- do _ragmart_check_integer(errors, 'embedding_dimensions', var('embedding_dimensions'), 1) -%}
     {%- do _ragmart_check_integer(errors, 'max_content_bytes (RAGMART_MAX_CONTENT_BYTES)',
         var('max_content_bytes', env_var('RAGMART_MAX_CONTENT_BYTES', '1000000')), 1) -%}
     {%- for name in ['source_freshness_warn_after_hours', 'source_freshness_error_after_hours'] -%}

@@ -36,7 +36,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from ragmart.providers import PROVIDER_NAMES, EmbeddingProvider, get_provider
+from ragmart.providers import EmbeddingProvider, provider_for_model
 
 JUDGED_QUERIES = Path("seeds/judged_queries.csv")
 NDCG_DEPTH = 10
@@ -49,8 +49,6 @@ DEFAULT_TOLERANCE: dict[str, float] = {"recall@5": 0.02, "mrr": 0.03, "ndcg@10":
 # Where `record_published_metrics` keeps the metrics of published versions: the dbt test's
 # baseline when the var eval_baseline is not set.
 PUBLISHED_METRICS_TABLE = "published_eval_metrics"
-# Model name -> provider name, for models whose provider has no settings to read.
-MODEL_PROVIDERS = {"all-MiniLM-L6-v2-onnx-int8": "local", "hash-384-v1": "hash"}
 
 _VERSION = re.compile(r"v[0-9]+")  # as ragmart.serving.VERSION_RE
 _METRIC = re.compile(r"(recall@[1-9][0-9]*|mrr|ndcg@10)")
@@ -392,25 +390,6 @@ def version_names(conn: duckdb.DuckDBPyConnection) -> list[str]:
     return sorted((v for v in names if _VERSION.fullmatch(v)), key=lambda v: int(v[1:]))
 
 
-def provider_for_model(model: str) -> EmbeddingProvider:
-    """A provider that embeds with `model`: the one whose vectors a version holds."""
-    if model in MODEL_PROVIDERS:
-        return get_provider(MODEL_PROVIDERS[model])
-    known = dict(MODEL_PROVIDERS)
-    for name in PROVIDER_NAMES:  # providers configured by the environment (openai)
-        if name in MODEL_PROVIDERS.values():
-            continue
-        provider = get_provider(name)
-        if provider.model == model:
-            return provider
-        known[provider.model] = name
-    raise ValueError(
-        f"no embedding provider embeds with {model!r}; known models: "
-        f"{', '.join(f'{m} ({p})' for m, p in sorted(known.items()))}. Configure the provider "
-        "that built this version (e.g. RAGMART_OPENAI_MODEL for openai)"
-    )
-
-
 def _version_model(conn: duckdb.DuckDBPyConnection, version: str) -> str:
     table = serving_table(version)
     versions = version_names(conn)
@@ -495,7 +474,7 @@ def evaluate_version(
             conn.close()
     conn = source
     model = _version_model(conn, version)
-    provider = provider or provider_for_model(model)
+    provider = provider or provider_for_model(model, version=version, purpose="evaluate")
     if provider.model != model:
         raise ValueError(
             f"version {version} holds vectors of {model!r} but the provider {provider.name!r} "

@@ -68,7 +68,7 @@ from ragmart.contracts import (
 from ragmart.duck import connect
 from ragmart.lineage import utc_now
 from ragmart.memory_vectors import ServingVectors
-from ragmart.providers import EmbeddingProvider, get_provider
+from ragmart.providers import EmbeddingProvider, get_provider, provider_for_model
 
 # Relations of one index version <v> (see ragmart.serving): the serving set, its HNSW index, the
 # vectors not indexed yet (searched exactly beside the index) and the history for as-of search.
@@ -1037,6 +1037,16 @@ def _exact(conn: duckdb.DuckDBPyConnection, p: Render, source: str, params: dict
     return tuple(out)
 
 
+def embedding_dimensions(relation: duckdb.DuckDBPyRelation) -> int:
+    """The vector size of a serving relation's `embedding` column (FLOAT[n]): an index
+    version's size, which its model declared when the version was built."""
+    kind = str(relation.project("embedding").types[0])
+    size = kind.rpartition("[")[2].rstrip("]")
+    if not kind.upper().startswith("FLOAT[") or not size.isdigit():
+        raise RetrievalError(f"the embedding column is {kind}, not FLOAT[n]; rebuild with dbt")
+    return int(size)
+
+
 def _table_exists(conn: duckdb.DuckDBPyConnection, name: str) -> bool:
     return bool(conn.execute(
         "select count(*) from duckdb_tables() "
@@ -1176,6 +1186,17 @@ def _serving_models(conn: duckdb.DuckDBPyConnection, table: str) -> list[str]:
     return [row[0] for row in rows]
 
 
+def _question_provider(version: str, models: list[str], settings: Settings
+                       ) -> EmbeddingProvider:
+    """The provider that embeds questions for `version`: the one of the model its vectors were
+    made with (the version's size is that model's), whatever provider the environment selects
+    for builds, with its settings present (else EmbeddingError naming the missing one); the
+    environment's for a version without rows."""
+    if len(models) == 1:
+        return provider_for_model(models[0], version=version)
+    return get_provider(settings.embedding_provider)
+
+
 def default_missing_allowed_groups(path: str | Path | None = None) -> str:
     """The configured rule for documents without allowed_groups when no contract is named: the
     contract file's `defaults: missing_allowed_groups` when the file exists, else deny."""
@@ -1191,7 +1212,8 @@ class Retriever:
     publish) when one serves, else $RAGMART_DB and `index_version`, or `db_path`. A Retriever
     pins what it opened: open a new one to follow a publish. With `vectors_in_memory` (the
     default) it copies the serving set's vectors into memory once (ragmart.memory_vectors:
-    ~1.5 KB per chunk at 384 dimensions) and live searches score candidates there; the answers
+    float32, 4 bytes per dimension: ~1.5 KB per chunk at 384 dimensions, 6 KB at 1536, 12 KB
+    at 3072) and live searches score candidates there; the answers
     are those of the exact search. Close it (or use `with`): while it is open, DuckDB's shared
     lock keeps writers (a `dbt build` on that file) out, which is why it should read a
     published snapshot rather than the build database. Like a DuckDB connection, a Retriever
@@ -1221,10 +1243,10 @@ class Retriever:
         if not path.exists():
             raise RetrievalError(
                 f"database {path} does not exist; run `make run` or `dbt build`")
-        self.provider = provider or get_provider(settings.embedding_provider)
         self.conn = connect(path, read_only=True)
         try:
             models = _serving_models(self.conn, self.tables.serving)
+            self.provider = provider or _question_provider(version, models, settings)
             if models and self.provider.model not in models:
                 raise RetrievalError(
                     f"the index holds vectors of {models} but the provider "
@@ -1320,9 +1342,9 @@ def retrieve(
                                groups=groups, as_of=as_of, now=now)
 
 
-def sql_macro_catalog(conn: duckdb.DuckDBPyConnection, dims: int) -> Any:
+def sql_macro_catalog(conn: duckdb.DuckDBPyConnection) -> Any:
     """One row per ragmart_retrieve_<v> macro in the current database (name, signature,
-    description) as a pyarrow table."""
+    description) as a pyarrow table; each query vector has its version's size."""
 
     arguments = ", ".join(
         ["query_vector", "k"] + [f"{n} := {MACRO_DEFAULTS[n]}" for n in MACRO_DEFAULTS]
@@ -1332,12 +1354,14 @@ def sql_macro_catalog(conn: duckdb.DuckDBPyConnection, dims: int) -> Any:
         "and function_name like $prefix and database_name = current_database()",
         {"prefix": SQL_MACRO_PREFIX + "%"},
     ).fetchall()})
+    sizes = {name: embedding_dimensions(conn.table(
+        Tables.for_version(name.removeprefix(SQL_MACRO_PREFIX)).serving)) for name in names}
     return pa.table({
         "macro_name": names,
         "signature": [f"{name}({arguments})" for name in names],
         "description": [
             f"The k nearest chunks of index version {name.removeprefix(SQL_MACRO_PREFIX)} to "
-            f"query_vector (float[{dims}]) that the caller's groups may see (no groups: no "
+            f"query_vector (float[{sizes[name]}]) that the caller's groups may see (no groups: no "
             "group; all_groups := true: the operator's view of everything), eligible under the "
             "contract clauses given as named arguments, exact, ordered by (distance, "
             "chunk_id); as_of searches the versions live at that time. Open the database (or "

@@ -201,7 +201,7 @@ def list_versions(conn: duckdb.DuckDBPyConnection) -> list[VersionInfo]:
         chunks, documents, model, chunker, built, size = conn.execute(
             f"select count(*), count(distinct document_id), min(embedding_model), "
             f"min(chunker_version), max(created_at), coalesce(sum(length(chunk_text)), 0) "
-            f"+ count(*) * 4 * 384 from {name}"
+            f"+ coalesce(sum(len(embedding)), 0) * 4 from {name}"  # float32 at its model's size
         ).fetchone()
         index_rows = 0
         if conn.execute(

@@ -86,7 +86,7 @@ final as (
         live_versions.updated_at as document_updated_at,
         live_versions.valid_from as document_valid_from,
         vectors.embedding_model,
-        cast(vectors.embedding as float[{{ var('embedding_dimensions') }}]) as embedding,
+        cast(vectors.embedding as float[{{ embedding_dimensions() }}]) as embedding,
         vectors.created_at,
         vectors.dbt_invocation_id as embedding_invocation_id,
         chunks.created_at as chunk_created_at,

@@ -124,7 +124,7 @@ final as (
         versions.valid_to as document_valid_to,
         versions.superseded_by_version,
         vectors.embedding_model,
-        cast(vectors.embedding as float[{{ var('embedding_dimensions') }}]) as embedding,
+        cast(vectors.embedding as float[{{ embedding_dimensions() }}]) as embedding,
         vectors.created_at,
         vectors.dbt_invocation_id as embedding_invocation_id,
         chunks.created_at as chunk_created_at,

@@ -32,7 +32,7 @@ questions as (
         judged.query_id,
         judged.question,
         question_vectors.embedding_model,
-        cast(question_vectors.embedding as float[{{ var('embedding_dimensions') }}]) as embedding
+        cast(question_vectors.embedding as float[{{ embedding_dimensions() }}]) as embedding
     from judged
     inner join question_vectors
         on

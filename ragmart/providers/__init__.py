@@ -30,7 +30,11 @@ __all__ = [
     "PartialEmbeddingError",
     "ProviderStats",
     "get_provider",
+    "provider_for_model",
 ]
+
+# the models of the providers without settings; an openai model is named <model>@<dimensions>
+FIXED_MODELS = {"all-MiniLM-L6-v2-onnx-int8": "local", "hash-384-v1": "hash"}
 
 
 def get_provider(name: str | None = None, **kwargs: Any) -> EmbeddingProvider:
@@ -55,3 +59,27 @@ def get_provider(name: str | None = None, **kwargs: Any) -> EmbeddingProvider:
         f"unknown {what}; supported providers: {', '.join(PROVIDER_NAMES)}. "
         f"Pass one of them to get_provider() or set {PROVIDER_ENV}."
     )
+
+
+def provider_for_model(model: str, *, version: str | None = None, purpose: str = "search"
+                       ) -> EmbeddingProvider:
+    """A provider that embeds with `model`, the model an index version's vectors were made
+    with, whatever provider the environment selects: a question must be embedded by the model
+    of the version it searches (and a version's size is its model's). `local` and `hash` by
+    their model name; ``<id>@<dimensions>`` by the openai provider asking that model at that
+    size (its endpoint and key from the environment). With `version`, a provider that lacks a
+    setting is refused now (EmbeddingError naming it, and why: to `purpose` that version)."""
+    if model in FIXED_MODELS:
+        return get_provider(FIXED_MODELS[model])
+    name, at, size = model.rpartition("@")
+    if not (at and name and size.isdigit()):
+        raise ValueError(
+            f"no embedding provider embeds with {model!r}: known models are "
+            f"{', '.join(f'{m} ({p})' for m, p in sorted(FIXED_MODELS.items()))} and "
+            "<model>@<dimensions> (openai). Rebuild the version with one of them"
+        )
+    provider = OpenAIProvider(model=name, dimensions=int(size))
+    if version is not None:
+        provider.require_settings(f"to {purpose} index version {version} (its vectors are "
+                                  f"{model}: questions are embedded by the same model)")
+    return provider

@@ -391,17 +391,25 @@ class OpenAIProvider:
 
     # ------------------------------------------------------------------ requests
 
+    def require_settings(self, alternative: str = "or set RAGMART_EMBEDDING_PROVIDER=local "
+                         "to use the embedded model") -> str:
+        """The API key, or EmbeddingError naming the setting that is missing (the only one
+        without a default: the endpoint defaults to api.openai.com), ending with
+        `alternative`."""
+        key = os.environ.get(API_KEY_ENV, "").strip()
+        if not key:
+            raise EmbeddingError(
+                f"{API_KEY_ENV} is not set: the openai embedding provider reads its API "
+                f"key from the environment only. Export {API_KEY_ENV} (for a local "
+                f"OpenAI-compatible server any non-empty value, with {BASE_URL_ENV}), "
+                f"{alternative}."
+            )
+        return key
+
     def _ensure_client(self) -> Any:
         with self._lock:
             if self._client is None:
-                key = os.environ.get(API_KEY_ENV, "").strip()
-                if not key:
-                    raise EmbeddingError(
-                        f"{API_KEY_ENV} is not set: the openai embedding provider reads its API "
-                        f"key from the environment only. Export {API_KEY_ENV} (for a local "
-                        f"OpenAI-compatible server any non-empty value), or set "
-                        f"RAGMART_EMBEDDING_PROVIDER=local to use the embedded model."
-                    )
+                key = self.require_settings()
                 import openai
 
                 self._client = openai.OpenAI(

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import traceback
 
 import duckdb
@@ -268,14 +269,14 @@ class _Return(Exception):
     pass
 
 
-def render_embedding_model_macro(environ: dict[str, str]) -> str:
-    """macros/embedding_model.sql rendered with the environment (dbt's var/env_var/return)."""
+def render_macro(name: str, environ: dict[str, str]) -> str:
+    """macros/<name>.sql rendered with the environment (dbt's var/env_var/return/modules)."""
 
-    def env_var(name: str, default: str | None = None) -> str:
-        if name in environ:
-            return environ[name]
+    def env_var(var: str, default: str | None = None) -> str:
+        if var in environ:
+            return environ[var]
         if default is None:
-            raise KeyError(name)
+            raise KeyError(var)
         return default
 
     def _return(value: object) -> None:
@@ -286,22 +287,30 @@ def render_embedding_model_macro(environ: dict[str, str]) -> str:
         def raise_compiler_error(message: str) -> None:
             raise RuntimeError(message)
 
+    class Modules:
+        re = re
+
     env = jinja2.Environment(extensions=["jinja2.ext.do"])
     env.globals.update(
         {"env_var": env_var, "var": lambda name, default=None: default,
-         "return": _return, "exceptions": Exceptions}
+         "return": _return, "exceptions": Exceptions, "modules": Modules}
     )
-    module = env.from_string((ROOT / "macros" / "embedding_model.sql").read_text()).module
+    module = env.from_string((ROOT / "macros" / f"{name}.sql").read_text()).module
     try:
-        module.default__embedding_model()
+        getattr(module, f"default__{name}")()
     except _Return as returned:
         return str(returned.args[0])
-    raise AssertionError("embedding_model() returned nothing")
+    raise AssertionError(f"{name}() returned nothing")
+
+
+def render_embedding_model_macro(environ: dict[str, str]) -> str:
+    return render_macro("embedding_model", environ)
 
 
 @pytest.mark.parametrize(
     "openai_env",
-    [{}, {"RAGMART_OPENAI_MODEL": " text-embedding-3-large ", "RAGMART_OPENAI_DIMENSIONS": "256"}],
+    [{}, {"RAGMART_OPENAI_MODEL": " text-embedding-3-large ", "RAGMART_OPENAI_DIMENSIONS": "256"},
+     {"RAGMART_OPENAI_DIMENSIONS": "3072"}],
 )
 def test_macro_and_providers_agree_on_model_names(clean_env, openai_env):
     for name, value in openai_env.items():
@@ -309,6 +318,9 @@ def test_macro_and_providers_agree_on_model_names(clean_env, openai_env):
     for provider_name in PROVIDER_NAMES:
         clean_env.setenv("RAGMART_EMBEDDING_PROVIDER", provider_name)
         assert render_embedding_model_macro(dict(os.environ)) == get_provider().model
+        # the size an index version is typed with is the one its provider declares
+        assert render_macro("embedding_dimensions", dict(os.environ)) == str(
+            get_provider().dimensions)
     clean_env.setenv("RAGMART_EMBEDDING_PROVIDER", "cohere")
     with pytest.raises(RuntimeError, match="hash, local, openai"):
         render_embedding_model_macro(dict(os.environ))

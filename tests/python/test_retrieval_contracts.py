@@ -15,6 +15,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import jinja2
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -52,14 +53,18 @@ TABLES = Tables.for_version("v1")
 
 
 def _mart_columns() -> dict[str, list[tuple[str, str]]]:
-    """Column names and types of every contracted mart, from the models' YAML."""
+    """Column names and types of every contracted mart, from the models' YAML, rendered as dbt
+    renders them for the hash provider (the embedding's size is the provider's)."""
+    env = {"RAGMART_EMBEDDING_PROVIDER": "hash"}
+    render = {"env_var": lambda name, default=None: env.get(name, default),
+              "var": lambda name, default=None: default}
     out: dict[str, list[tuple[str, str]]] = {}
     for path in sorted((ROOT / "models" / "marts").glob("_*.yml")):
         for model in yaml.safe_load(path.read_text()).get("models", []):
             columns = model.get("columns") or []
             if columns and all("data_type" in c for c in columns):
-                dims = ("{{ var('embedding_dimensions') }}", str(DIMS))
-                out[model["name"]] = [(c["name"], c["data_type"].replace(*dims)) for c in columns]
+                out[model["name"]] = [(c["name"], jinja2.Template(c["data_type"]).render(render))
+                                      for c in columns]
     return out
 
 

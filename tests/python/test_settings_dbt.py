@@ -281,7 +281,6 @@ def vars_build(tmp_path_factory: pytest.TempPathFactory) -> Build:
 
 
 ENV_BUILD_VARS = {
-    "embedding_dimensions": 256,
     "index_version": "v3",
     "eval_baseline": HIGH_BASELINE,
     "eval_tolerance_recall_at_5": 1.0,
@@ -466,6 +465,11 @@ def _dimensions(b: Build) -> None:
                    "'fct_chunk_embeddings_v3' and column_name = 'embedding'") == [("FLOAT[256]",)]
 
 
+def _openai_and_table_dimensions(b: Build) -> None:
+    _openai_dimensions(b)
+    _dimensions(b)  # the version's vectors have the provider's size, contracts included
+
+
 def _index_version_var(b: Build) -> None:
     assert b.query("select count(*) from information_schema.tables "
                    "where table_name = 'fct_chunk_embeddings_v7'")[0][0] == 1
@@ -642,7 +646,7 @@ CHECKS: dict[str, tuple[str, Callable[[Build], None]]] = {
     "RAGMART_ONNX_THREADS": ("onnx_run", _onnx),
     "OPENAI_API_KEY": ("env_build", _api_key),
     "RAGMART_OPENAI_MODEL": ("env_build", _openai_model),
-    "RAGMART_OPENAI_DIMENSIONS": ("env_build", _openai_dimensions),
+    "RAGMART_OPENAI_DIMENSIONS": ("env_build", _openai_and_table_dimensions),
     "RAGMART_OPENAI_BASE_URL": ("env_build", _base_url),
     "RAGMART_OPENAI_LONG_TEXT": ("env_build", _long_text),
     "RAGMART_OPENAI_BATCH_SIZE": ("env_build", _batch_size),
@@ -668,7 +672,6 @@ CHECKS: dict[str, tuple[str, Callable[[Build], None]]] = {
     "max_content_bytes": ("vars_build", _max_bytes),
     "max_clock_skew_minutes": ("vars_build", _clock_skew(4321)),
     "evaluate_retrieval": ("vars_build", _evaluate),
-    "embedding_dimensions": ("env_build", _dimensions),
     "index_version": ("vars_build", _index_version_var),
     "chunker_version": ("vars_build", _chunker),
     "vector_index_max_dead_ratio": ("vars_build", _compaction("vector_index_max_dead_ratio", 0.77)),
