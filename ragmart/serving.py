@@ -38,6 +38,7 @@ from ragmart.config import Settings
 from ragmart.duck import connect
 
 SERVING_PREFIX = "fct_chunk_embeddings_"
+LANDED_TABLE = "stg_landing__document_events"  # every reading of every landed file
 INDEX_PREFIX = "fct_chunk_vector_index_"
 VERSION_RE = re.compile(r"^v[0-9]+$")
 KEEP_SNAPSHOTS = 3
@@ -89,6 +90,12 @@ class Publication:
     gate_failures: list[str] = field(default_factory=list)
     action: str = "publish"  # publish, rollback, or refresh (re-evaluated after a purge)
     evaluated_at: str | None = None  # when `report` was measured on the snapshot
+    # freshness marks of the snapshot (ragmart.serving_lag): when its version was last built,
+    # the newest ingested_at of the landed files it holds, and the build database's
+    # modification time just after the publish (a later one means something wrote it since)
+    built_at: str | None = None
+    ingested_through: str | None = None
+    build_db_mtime_ns: int | None = None
 
 
 def check_version(version: str) -> str:
@@ -337,6 +344,7 @@ def _serve(db_path: Path, publication: Publication) -> None:
     """Make `publication` the one serving: its metrics become the dbt gate's baseline, then the
     pointer switches (see the module docstring for the order)."""
     _write_baseline(db_path, publication.report)
+    publication.build_db_mtime_ns = _mtime_ns(db_path)
     _record(db_path, publication)
 
 
@@ -350,6 +358,31 @@ def _snapshot_chunks(path: Path, version: str) -> VersionInfo:
 
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat()
+
+
+def _snapshot_marks(path: Path, version: str) -> tuple[str | None, str | None]:
+    """(when `version` was last built, the newest ingested_at of its landed files) in the
+    snapshot `path`, as naive-UTC ISO text; None where the database predates the table."""
+    from ragmart.freshness import INDEX_VERSIONS_TABLE, _exists
+
+    conn = connect(path, read_only=True)
+    try:
+        built = ingested = None
+        if _exists(conn, INDEX_VERSIONS_TABLE):
+            row = conn.execute(f"select built_at from {INDEX_VERSIONS_TABLE} "
+                               "where index_version = $v", {"v": version}).fetchone()
+            built = row[0] if row else None
+        if _exists(conn, LANDED_TABLE):
+            ingested = conn.execute(f"select max(ingested_at) from {LANDED_TABLE}").fetchone()[0]
+        return (built.isoformat() if built else None, ingested.isoformat() if ingested else None)
+    finally:
+        conn.close()
+
+
+def _mtime_ns(db_path: Path) -> int:
+    """The newest modification time of the database file and its WAL (0 when absent)."""
+    paths = (Path(db_path), Path(f"{db_path}.wal"))
+    return max([0, *(path.stat().st_mtime_ns for path in paths if path.exists())])
 
 
 def publish(
@@ -381,6 +414,7 @@ def publish(
                 failures,
             )
         info = _snapshot_chunks(path, version)
+        built_at, ingested_through = _snapshot_marks(path, version)
         now = _now()
         publication = Publication(
             version=version,
@@ -394,14 +428,73 @@ def publish(
             forced=bool(failures) and force,
             gate_failures=failures,
             evaluated_at=now,
+            built_at=built_at,
+            ingested_through=ingested_through,
         )
         _write_baseline(db_path, report)
+        publication.build_db_mtime_ns = _mtime_ns(db_path)
     except BaseException:
         path.unlink(missing_ok=True)
         raise
     _record(db_path, publication)
     _prune_snapshots(db_path)
     return publication
+
+
+AUTO_PUBLISH_FILE = "auto_publish.json"  # in the publish dir: the watch loop's last attempt
+
+
+@dataclass
+class AutoPublish:
+    """One publish the watch loop attempted after a green build (`ragmart build --watch
+    --publish`): published, refused (by the gate) or failed (any other error). What serves is
+    unchanged unless it was published; the next green build tries again."""
+
+    outcome: str
+    version: str
+    attempted_at: str
+    message: str
+    snapshot: str | None = None
+    gate_failures: list[str] = field(default_factory=list)
+
+    @property
+    def published(self) -> bool:
+        return self.outcome == "published"
+
+    def summary(self) -> str:
+        if self.published:
+            return f"published {self.version} ({self.snapshot})"
+        return (f"publish {self.version} {self.outcome.upper()}, still serving the previous "
+                f"snapshot (retried after the next build): {self.message}")
+
+
+def auto_publish_status(db_path: Path) -> AutoPublish | None:
+    """The watch loop's last publish attempt, None when it never attempted one."""
+    path = publish_dir(Path(db_path)) / AUTO_PUBLISH_FILE
+    if not path.exists():
+        return None
+    return AutoPublish(**json.loads(path.read_text()))
+
+
+def publish_after_build(db_path: Path, version: str, *, evaluate: Evaluator = evaluate_snapshot,
+                        gate: Gate = gate_on_serving) -> AutoPublish:
+    """`publish` without force, as the watch loop runs it after every green build: never
+    raises for a refused or failed publish (what serves stays as it was), records the attempt
+    for `ragmart freshness` (auto_publish_status) and returns it."""
+    try:
+        pub = publish(db_path, version, evaluate=evaluate, gate=gate)
+        attempt = AutoPublish("published", version, _now(), "", pub.snapshot)
+    except GateRefused as exc:
+        attempt = AutoPublish("refused", version, _now(), str(exc), None, exc.failures)
+    except Exception as exc:  # any failure leaves the previous snapshot serving
+        message = " ".join(f"{type(exc).__name__}: {exc}".split())
+        attempt = AutoPublish("failed", version, _now(), message)
+    try:
+        _write_atomic(publish_dir(Path(db_path)) / AUTO_PUBLISH_FILE,
+                      json.dumps(asdict(attempt), indent=2))
+    except OSError as exc:
+        attempt.message += f" (its status could not be recorded: {exc})"
+    return attempt
 
 
 def refresh_baseline(db_path: Path, *, evaluate: Evaluator = evaluate_snapshot

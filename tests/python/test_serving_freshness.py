@@ -1,0 +1,127 @@
+"""Freshness end to end: the watch loop publishes, readers are told when what serves is behind
+the newest build, and the serving lag is measured (ragmart.serving_lag)."""
+
+from __future__ import annotations
+
+import json
+import queue
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from cdc_files import document, dms_csv
+from dbt_harness import ROOT, Project
+
+from ragmart.exit_codes import Exit
+
+
+def serving_json(project: Project) -> dict:
+    return json.loads((project.workdir / "published" / "serving.json").read_text())
+
+
+def land_note(project: Project, n: int, sentence: str) -> None:
+    """A new document whose one paragraph is `sentence` (a one-paragraph change)."""
+    content = document(f"Freshness note {n}", {"Note": [sentence]})
+    project.land(f"dms/20{n:02d}_note.csv", dms_csv([{
+        "op": "I", "seq": 1, "document_id": f"freshness-note-{n}", "title": f"Note {n}",
+        "content": content}]))
+
+
+def found(project: Project, sentence: str) -> dict:
+    """`ragmart retrieve --json` for the sentence; the payload, with found = a result holds it."""
+    proc = project.ragmart("retrieve", sentence, "--all-groups", "-k", "3", "--json",
+                           check=False)
+    assert proc.returncode in (Exit.OK, Exit.ABSTAINED), proc.stderr
+    payload = json.loads(proc.stdout)
+    payload["found"] = any(sentence in r["chunk_text"] for r in payload["results"])
+    return payload
+
+
+class Lines:
+    """A subprocess's stdout, line by line, with a timeout."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.queue: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._pump, args=(proc,), daemon=True).start()
+
+    def _pump(self, proc: subprocess.Popen) -> None:
+        for line in proc.stdout:
+            self.queue.put(line)
+
+    def wait_for(self, needle: str, timeout: float = 180) -> str:
+        while True:
+            try:
+                line = self.queue.get(timeout=timeout)
+            except queue.Empty:
+                raise AssertionError(f"no line with {needle!r}; seen:\n{''.join(self.seen)}")
+            self.seen.append(line)
+            if needle in line:
+                return line
+
+
+def test_watch_publish_serves_every_green_build_and_survives_a_refusal(tmp_path) -> None:
+    project = Project(tmp_path)
+    project.land_sample()
+    loop = subprocess.Popen(
+        [sys.executable, "-m", "ragmart.cli", "build", "--watch", "--publish",
+         "--max-builds", "4", "--interval", "0.5", "--", "--quiet"],
+        cwd=ROOT, env=project.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = Lines(loop)
+    try:
+        first = lines.wait_for("ragmart build #1")
+        assert "OK" in first and "published v1" in first, first
+        published = serving_json(project)
+        assert published["built_at"] and published["ingested_through"]
+
+        sentence = "The quokka stipend covers one marmalade workshop per quarter."
+        land_note(project, 1, sentence)
+        second = lines.wait_for("ragmart build #2")
+        assert "published v1" in second, second
+        answer = found(project, sentence)
+        assert answer["found"] and answer["serving_behind_build"] is False, answer
+        assert serving_json(project)["snapshot"] != published["snapshot"]
+
+        # the gate refuses the next candidate (the baseline claims perfect metrics): the
+        # previous snapshot keeps serving, the loop says so and goes on
+        honest = serving_json(project)
+        pointer = project.workdir / "published" / "serving.json"
+        inflated = {k: 1.0 for k in honest["report"]["metrics"]}
+        pointer.write_text(json.dumps(
+            {**honest, "report": {**honest["report"], "metrics": inflated}}))
+        refused_sentence = "Walrus mileage claims are settled by the harbour committee."
+        land_note(project, 2, refused_sentence)
+        third = lines.wait_for("ragmart build #3")
+        assert "OK" in third and "REFUSED" in third and "recall@5" in third, third
+        assert serving_json(project)["snapshot"] == honest["snapshot"]
+        answer = found(project, refused_sentence)
+        assert not answer["found"]
+        # readers are told the snapshot is behind the build, with both times
+        assert answer["serving_behind_build"] is True, answer
+        assert answer["serving"]["build_built_at"] > answer["serving"]["serving_built_at"]
+        human = project.ragmart("retrieve", refused_sentence, "--all-groups", check=False)
+        assert "older than the newest build" in human.stderr, human.stderr
+        report = json.loads(project.ragmart("freshness", "--json").stdout)["serving"]
+        assert report["auto_publish"]["outcome"] == "refused"
+        assert report["serving_behind_build"] is True
+        assert "REFUSED" in project.ragmart("freshness").stdout
+
+        # the next build publishes again, and the refused change becomes visible with it
+        pointer.write_text(json.dumps(honest))
+        land_note(project, 3, "Heron parking permits renew every spring.")
+        fourth = lines.wait_for("ragmart build #4")
+        assert "published v1" in fourth, fourth
+        assert loop.wait(timeout=60) == Exit.OK
+    finally:
+        if loop.poll() is None:
+            loop.kill()
+    answer = found(project, refused_sentence)
+    assert answer["found"] and answer["serving_behind_build"] is False
+    report = json.loads(project.ragmart("freshness", "--json").stdout)["serving"]
+    assert report["auto_publish"]["outcome"] == "published"
+    lag = {layout["layout"]: layout for layout in report["serving_lag"]["layouts"]}
+    assert set(lag) == {"dms", "debezium"}
+    assert lag["dms"]["pending"] == 0 and lag["dms"]["current_lag_seconds"] == 0
+    # the refused note waited for a later publish: its lag is the longest of the recent ones
+    assert lag["dms"]["lag_seconds"]["max"] > lag["dms"]["lag_seconds"]["p50"] > 0
