@@ -125,3 +125,46 @@ def test_watch_publish_serves_every_green_build_and_survives_a_refusal(tmp_path)
     assert lag["dms"]["pending"] == 0 and lag["dms"]["current_lag_seconds"] == 0
     # the refused note waited for a later publish: its lag is the longest of the recent ones
     assert lag["dms"]["lag_seconds"]["max"] > lag["dms"]["lag_seconds"]["p50"] > 0
+
+
+def test_a_long_lived_retriever_follows_a_publish_without_a_failed_query(tmp_path,
+                                                                          monkeypatch) -> None:
+    import time
+
+    import duckdb
+    import pytest
+
+    from ragmart.retrieval import ALL_GROUPS, Retriever
+
+    project = Project(tmp_path)
+    project.land_sample()
+    project.build()
+    project.ragmart("publish", "v1")
+    for key, value in project.env().items():
+        monkeypatch.setenv(key, value)
+    sentence = "Otter canteen vouchers expire after ninety days."
+    with Retriever(recheck_seconds=1.0) as reader:
+        first_path, first_conn = reader.path, reader.conn
+        assert reader.retrieve(sentence, k=3, groups=ALL_GROUPS)  # answers from snapshot 1
+        land_note(project, 4, sentence)
+        project.build()
+        project.ragmart("publish", "v1")
+        second = project.workdir / "published" / serving_json(project)["snapshot"]
+        # queries go on meanwhile; within the interval the new text answers, none fails
+        deadline, texts = time.monotonic() + 1.5, []
+        while time.monotonic() < deadline:
+            texts = [r.chunk_text for r in reader.retrieve(sentence, k=3, groups=ALL_GROUPS)]
+            time.sleep(0.1)
+        assert any(sentence in text for text in texts)
+        assert reader.path == second != first_path
+        # the old connection was closed once the new one had taken over
+        with pytest.raises(duckdb.ConnectionException):
+            first_conn.execute("select 1")
+
+        # a pointer naming a snapshot that cannot be opened: the open one keeps answering
+        pointer = project.workdir / "published" / "serving.json"
+        pointer.write_text(json.dumps({**serving_json(project), "snapshot": "v1-gone.duckdb"}))
+        time.sleep(1.1)
+        assert any(sentence in r.chunk_text
+                   for r in reader.retrieve(sentence, k=3, groups=ALL_GROUPS))
+        assert reader.path == second
