@@ -322,9 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"exit {Exit.CHECK_FAILED} when anything is stale, orphaned or over "
                         "the SLA")
     p.add_argument("--serving-sla-seconds", type=float, metavar="S",
-                   help=f"serving lag SLA: exit {Exit.CHECK_FAILED} when a landed change has "
-                        "not been visible to readers for longer, or the p95 of recent changes "
-                        "exceeds it (default $RAGMART_SERVING_SLA_SECONDS; none: report only)")
+                   help=f"serving lag SLA: exit {Exit.CHECK_FAILED} while a landed change has "
+                        "waited longer than this to become visible to readers (default "
+                        "$RAGMART_SERVING_SLA_SECONDS; none: report only)")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(func=_cmd_freshness)
 

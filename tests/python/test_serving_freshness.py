@@ -8,9 +8,8 @@ import queue
 import subprocess
 import sys
 import threading
-from pathlib import Path
 
-from cdc_files import document, dms_csv
+from cdc_files import debezium_jsonl, dms_csv, document
 from dbt_harness import ROOT, Project
 
 from ragmart.exit_codes import Exit
@@ -55,7 +54,8 @@ class Lines:
             try:
                 line = self.queue.get(timeout=timeout)
             except queue.Empty:
-                raise AssertionError(f"no line with {needle!r}; seen:\n{''.join(self.seen)}")
+                raise AssertionError(
+                    f"no line with {needle!r}; seen:\n{''.join(self.seen)}") from None
             self.seen.append(line)
             if needle in line:
                 return line
@@ -168,3 +168,51 @@ def test_a_long_lived_retriever_follows_a_publish_without_a_failed_query(tmp_pat
         assert any(sentence in r.chunk_text
                    for r in reader.retrieve(sentence, k=3, groups=ALL_GROUPS))
         assert reader.path == second
+
+
+def test_freshness_measures_the_serving_lag_per_layout_and_an_sla_fails_it(tmp_path) -> None:
+    import os
+    import time
+
+    project = Project(tmp_path)
+    project.land_sample()
+    project.build()
+    project.ragmart("publish", "v1")
+    fresh = project.ragmart("freshness", "--serving-sla-seconds", "600", "--json")
+    lag = {lay["layout"]: lay for lay in json.loads(fresh.stdout)["serving"]["serving_lag"]
+           ["layouts"]}
+    assert lag["dms"]["pending"] == lag["debezium"]["pending"] == 0
+    assert lag["dms"]["newest_visible_landed_at"] == lag["dms"]["newest_landed_at"]
+    debezium_changes = lag["debezium"]["changes"]
+
+    # a debezium batch landed two minutes ago, not built: the debezium lag, not the dms one
+    late = project.land("debezium/3000_late.jsonl", debezium_jsonl([{
+        "op": "c", "seq": 1, "document_id": "late-note", "content": "# Late\n\nA late note."}]))
+    # an empty file carries no change: nothing to wait for
+    project.land("dms/3001_empty.csv", "")
+    two_minutes_ago = time.time() - 120
+    os.utime(late, (two_minutes_ago, two_minutes_ago))
+    over = project.ragmart("freshness", "--serving-sla-seconds", "60", "--json", check=False)
+    assert over.returncode == Exit.CHECK_FAILED, over.stderr
+    report = json.loads(over.stdout)["serving"]["serving_lag"]
+    lag = {lay["layout"]: lay for lay in report["layouts"]}
+    assert report["over_sla"] and lag["debezium"]["pending"] == 1
+    assert 115 < lag["debezium"]["current_lag_seconds"] < 180
+    assert lag["dms"]["pending"] == 0 and lag["dms"]["current_lag_seconds"] == 0
+    assert lag["debezium"]["changes"] == debezium_changes + 1
+    # the same SLA from the environment; a looser one passes
+    env_sla = Project(tmp_path, extra_env={"RAGMART_SERVING_SLA_SECONDS": "60"})
+    assert env_sla.ragmart("freshness", check=False).returncode == Exit.CHECK_FAILED
+    assert project.ragmart("freshness", "--serving-sla-seconds", "600",
+                           check=False).returncode == Exit.OK
+    bad = Project(tmp_path, extra_env={"RAGMART_SERVING_SLA_SECONDS": "soon"})
+    refused = bad.ragmart("freshness", check=False)
+    assert refused.returncode == Exit.USAGE and "RAGMART_SERVING_SLA_SECONDS" in refused.stderr
+    # built and published: visible, the alert clears; the slow change stays in the p95
+    project.build()
+    project.ragmart("publish", "v1")
+    cleared = project.ragmart("freshness", "--serving-sla-seconds", "60", "--json", check=False)
+    assert cleared.returncode == Exit.OK
+    lag = {lay["layout"]: lay for lay in json.loads(cleared.stdout)["serving"]["serving_lag"]
+           ["layouts"]}
+    assert lag["debezium"]["pending"] == 0 and lag["debezium"]["lag_seconds"]["max"] > 115
