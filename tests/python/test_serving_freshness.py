@@ -216,3 +216,41 @@ def test_freshness_measures_the_serving_lag_per_layout_and_an_sla_fails_it(tmp_p
     lag = {lay["layout"]: lay for lay in json.loads(cleared.stdout)["serving"]["serving_lag"]
            ["layouts"]}
     assert lag["debezium"]["pending"] == 0 and lag["debezium"]["lag_seconds"]["max"] > 115
+
+
+def test_a_failed_publish_is_recorded_and_a_failed_build_is_not_published(tmp_path,
+                                                                          monkeypatch) -> None:
+    from ragmart.runner import BuildOutcome, then_publish
+    from ragmart.serving import auto_publish_status, publish_after_build
+
+    monkeypatch.delenv("RAGMART_PUBLISH_DIR", raising=False)
+    db = tmp_path / "never-built.duckdb"
+    attempt = publish_after_build(db, "v1")
+    assert attempt.outcome == "failed" and "does not exist" in attempt.message
+    assert "FAILED, still serving the previous snapshot" in attempt.summary()
+    assert auto_publish_status(db) == attempt
+    assert not (tmp_path / "published" / "serving.json").exists()
+
+    calls: list[str] = []
+    outcomes = iter([BuildOutcome(False, 1.0, False, failures=["model.x: error"]),
+                     BuildOutcome(True, 1.0, False)])
+    run = then_publish(lambda: next(outcomes), lambda: calls.append("publish") or attempt)
+    failed, green = run(), run()
+    assert calls == ["publish"]  # once, after the green build only
+    assert failed.published is None and green.published is attempt
+    assert "publish v1 FAILED" in green.summary()
+
+    from ragmart.cli import _build_exit
+
+    assert _build_exit(green) == Exit.CHECK_FAILED
+    green.published = type(attempt)("refused", "v1", attempt.attempted_at, "recall@5 fell")
+    assert _build_exit(green) == Exit.GATE_REFUSED
+    monkeypatch.setenv("RAGMART_BUILD_PUBLISH", "maybe")
+    from ragmart.cli import main
+
+    assert main(["build", "--max-builds", "1"]) == Exit.USAGE
+    from ragmart.cli import _built_version
+
+    assert _built_version(["--vars", "{index_version: v2, chunker_version: x}"]) == "v2"
+    assert _built_version(["--vars={index_version: v3}"]) == "v3"
+    assert _built_version(["--quiet"]) == "v1"
