@@ -178,6 +178,7 @@ def test_freshness_measures_the_serving_lag_per_layout_and_an_sla_fails_it(tmp_p
     project.land_sample()
     project.build()
     project.ragmart("publish", "v1")
+    assert_slim_snapshot(project)
     fresh = project.ragmart("freshness", "--serving-sla-seconds", "600", "--json")
     lag = {lay["layout"]: lay for lay in json.loads(fresh.stdout)["serving"]["serving_lag"]
            ["layouts"]}
@@ -254,3 +255,27 @@ def test_a_failed_publish_is_recorded_and_a_failed_build_is_not_published(tmp_pa
     assert _built_version(["--vars", "{index_version: v2, chunker_version: x}"]) == "v2"
     assert _built_version(["--vars={index_version: v3}"]) == "v3"
     assert _built_version(["--quiet"]) == "v1"
+
+
+def assert_slim_snapshot(project: Project) -> None:
+    """The published snapshot holds what serving v1 needs and nothing else, and serves."""
+    from ragmart.duck import connect
+
+    snapshot = project.workdir / "published" / serving_json(project)["snapshot"]
+    conn = connect(snapshot, read_only=True)
+    try:
+        tables = {t for (t,) in conn.execute("select table_name from duckdb_tables()").fetchall()}
+        macro = conn.execute(
+            "select count(*) from ragmart_retrieve_v1((select embedding from "
+            "fct_chunk_embeddings_v1 limit 1), 3, all_groups := true)").fetchone()[0]
+        bound = conn.execute("select index_version from index_versions").fetchall()
+    finally:
+        conn.close()
+    assert tables == {"fct_chunk_embeddings_v1", "fct_chunk_vector_delta_v1",
+                      "fct_chunk_history_v1", "dim_documents", "dim_document_access",
+                      "index_versions", "published_snapshot_marks"}
+    assert macro == 3 and bound == [("v1",)]
+    assert snapshot.stat().st_size < project.db_path.stat().st_size * 0.6
+    as_of = project.ragmart("retrieve", "refund", "--all-groups", "--as-of", "2026-11-02T10:00",
+                            "--json")
+    assert json.loads(as_of.stdout)["results"]
