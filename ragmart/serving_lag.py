@@ -15,9 +15,11 @@ separate them, and this module measures both, for the CLI (`ragmart freshness`, 
   publication whose snapshot holds it (the publication's `ingested_through` covers the file's
   ingestion), or to now while no publication does yet; files in the landing zone that no
   build ingested yet count as landed and not visible. Percentiles over those changes, the
-  current lag (the age of the oldest change landed and not visible yet), and an SLA on the
-  current lag, like a consumer-lag alert: it fires while a change waits too long and clears
-  once it is visible (a past slow change stays in the percentiles, not in the alert).
+  current lag (the age of the oldest change landed and not visible yet; with nothing
+  published, readers read the build database, where a change is visible once ingested), and
+  an SLA on the current lag, like a consumer-lag alert: it fires while a change waits too long
+  and clears once it is visible (a past slow change stays in the percentiles, not in the
+  alert).
 """
 
 from __future__ import annotations
@@ -254,7 +256,9 @@ def serving_lag(db_path: str | Path, landing_dir: str | Path, *,
     by_layout: dict[str, list[tuple[dt.datetime, dt.datetime | None]]] = {}
     for layout, _, _, landed_at, ingested_at in readings or []:
         visible_at = None
-        if through is not None and ingested_at <= through:
+        if serving is None:
+            visible_at = ingested_at  # nothing published: readers read the build database
+        elif through is not None and ingested_at <= through:
             visible_at = next((at for at, covered in published if covered >= ingested_at),
                               None) or _naive(serving.published_at)
         by_layout.setdefault(layout, []).append((landed_at, visible_at))

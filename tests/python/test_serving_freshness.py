@@ -177,6 +177,10 @@ def test_freshness_measures_the_serving_lag_per_layout_and_an_sla_fails_it(tmp_p
     project = Project(tmp_path)
     project.land_sample()
     project.build()
+    # nothing published: readers read the build database, where every built change is visible
+    unpublished = project.ragmart("freshness", "--serving-sla-seconds", "60", "--json")
+    assert all(lay["pending"] == 0 for lay in json.loads(unpublished.stdout)["serving"]
+               ["serving_lag"]["layouts"])
     project.ragmart("publish", "v1")
     assert_slim_snapshot(project)
     fresh = project.ragmart("freshness", "--serving-sla-seconds", "600", "--json")
