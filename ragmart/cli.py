@@ -179,10 +179,20 @@ def _cmd_retrieve(args: argparse.Namespace) -> int:
         db_path=_database(args) if args.db else None,
         contracts_path=args.contracts,
     )
+    state = None
+    if args.db is None:  # what serves; --db names a file to read as it is
+        from ragmart.config import Settings
+        from ragmart.serving_lag import serving_state
+
+        state = serving_state(Settings.from_env().db_path)
     if args.json:
-        print(json.dumps({"question": args.question, **result.to_dict()}, indent=2,
+        print(json.dumps({"question": args.question, **result.to_dict(),
+                          "serving_behind_build": state.serving_behind_build if state else False,
+                          "serving": state.to_dict() if state else None}, indent=2,
                          ensure_ascii=False))
         return Exit.ABSTAINED if result.abstained else Exit.OK
+    if state is not None and state.warning():
+        print(f"ragmart retrieve: warning: {state.warning()}", file=sys.stderr)
     if result.abstained:
         print(f"abstained: {result.reason}")
         for clause in result.clauses:
@@ -197,15 +207,43 @@ def _cmd_retrieve(args: argparse.Namespace) -> int:
 
 
 def _cmd_freshness(args: argparse.Namespace) -> int:
-    from ragmart.freshness import freshness, render
+    import dataclasses
 
-    result = freshness(_database(args), index_version=args.index_version,
-                       sla_minutes=args.sla_minutes)
+    import duckdb
+
+    from ragmart.config import Settings
+    from ragmart.freshness import freshness, render
+    from ragmart.serving import auto_publish_status
+    from ragmart.serving_lag import render as render_serving
+    from ragmart.serving_lag import serving_lag, serving_state
+
+    settings = Settings.from_env()
+    db = _database(args)
+    try:
+        result = freshness(db, index_version=args.index_version, sla_minutes=args.sla_minutes)
+    except duckdb.IOException as exc:
+        if "lock" not in str(exc).lower():
+            raise
+        result = None  # a build holds the build database: its own facts are unknown for now
+    state = serving_state(db)
+    lag = serving_lag(db, settings.landing_dir, sla_seconds=args.serving_sla_seconds)
+    attempt = auto_publish_status(db)
     if args.json:
-        print(json.dumps(result.to_dict(), indent=2, default=str, ensure_ascii=False))
+        print(json.dumps({
+            **(result.to_dict() if result else {"database": str(db), "healthy": None}),
+            "serving": {
+                **(state.to_dict() if state else {"published": False}),
+                "auto_publish": dataclasses.asdict(attempt) if attempt else None,
+                "serving_lag": lag.to_dict(),
+            },
+        }, indent=2, default=str, ensure_ascii=False))
     else:
-        print(render(result))
-    return Exit.CHECK_FAILED if args.check and not result.healthy else Exit.OK
+        print(render(result) if result else
+              f"freshness of {db}: unknown (a build holds the database; retry when it ends)")
+        print(render_serving(state, lag, db))
+    if lag.over_sla:
+        return Exit.CHECK_FAILED
+    return Exit.CHECK_FAILED if args.check and result and not result.healthy else Exit.OK
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -301,7 +339,11 @@ GATE_TEST = "assert_candidate_does_not_regress"
 
 def _build_exit(outcome) -> Exit:
     """OK; GATE_REFUSED when the evaluation gate is the only node that failed (the build is
-    sound, the candidate retrieves worse than what serves); else CHECK_FAILED."""
+    sound, the candidate retrieves worse than what serves) or refused its publish; else
+    CHECK_FAILED (a failed node, or a publish that failed)."""
+    if outcome is not None and outcome.success and outcome.published is not None:
+        return {"published": Exit.OK, "refused": Exit.GATE_REFUSED}.get(
+            outcome.published.outcome, Exit.CHECK_FAILED)
     if outcome is None or outcome.success:
         return Exit.OK
     failed = [f.split(":", 1)[0] for f in outcome.failures]
@@ -311,9 +353,41 @@ def _build_exit(outcome) -> Exit:
     return Exit.CHECK_FAILED
 
 
+PUBLISH_ENV = "RAGMART_BUILD_PUBLISH"  # true: `ragmart build` publishes as with --publish
+
+
+def _built_version(dbt_args: Sequence[str]) -> str:
+    """The index version a build with these dbt arguments builds: --vars index_version, else
+    the project's default (v1)."""
+    import yaml
+
+    from ragmart.serving import check_version
+
+    for i, arg in enumerate(dbt_args):
+        text = dbt_args[i + 1] if arg == "--vars" and i + 1 < len(dbt_args) else (
+            arg.removeprefix("--vars=") if arg.startswith("--vars=") else None)
+        if text is not None:
+            try:
+                given = yaml.safe_load(text)
+            except yaml.YAMLError as exc:
+                raise ValueError(f"--vars {text!r} is not YAML: {exc}") from None
+            if isinstance(given, dict) and given.get("index_version"):
+                return check_version(str(given["index_version"]))
+    return "v1"
+
+
+def _publish_on_build(flag: bool) -> bool:
+    import os
+
+    value = os.environ.get(PUBLISH_ENV, "").strip().lower()
+    if value not in ("", "true", "1", "yes", "on", "false", "0", "no", "off"):
+        raise ValueError(f"{PUBLISH_ENV}={value!r} is not a boolean; write true or false")
+    return flag or value in ("true", "1", "yes", "on")
+
+
 def _cmd_build(args: argparse.Namespace) -> int:
     from ragmart.config import Settings
-    from ragmart.runner import WarmDbt, watch
+    from ragmart.runner import WarmDbt, then_publish, watch
 
     dbt_args = args.dbt_args[1:] if args.dbt_args[:1] == ["--"] else args.dbt_args
     if args.db:  # profiles.yml attaches $RAGMART_DB: dbt reads it in this process
@@ -328,18 +402,24 @@ def _cmd_build(args: argparse.Namespace) -> int:
             else:
                 os.environ["RAGMART_DB"] = previous
     warm = WarmDbt(dbt_args=dbt_args)
+    build = warm.build
+    if _publish_on_build(args.publish):
+        from ragmart.serving import publish_after_build
+
+        db_path, version = Settings.from_env().db_path, _built_version(dbt_args)
+        build = then_publish(build, lambda: publish_after_build(db_path, version))
 
     def report(n: int, outcome) -> None:
         print(f"ragmart build #{n}: {outcome.summary()}", flush=True)
 
     if not args.watch:
-        outcome = warm.build()
+        outcome = build()
         report(1, outcome)
         return _build_exit(outcome)
     landing = Settings.from_env().landing_dir
     print(f"ragmart build: watching {landing} every {args.interval:g}s (Ctrl-C stops)", flush=True)
     try:
-        last = watch(warm.build, landing, interval=args.interval, max_builds=args.max_builds,
+        last = watch(build, landing, interval=args.interval, max_builds=args.max_builds,
                      report=report)
     except KeyboardInterrupt:
         return Exit.OK
@@ -382,6 +462,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true",
                    help=f"exit {Exit.CHECK_FAILED} when anything is stale, orphaned or over "
                         "the SLA")
+    p.add_argument("--serving-sla-seconds", type=float, metavar="S",
+                   help=f"serving lag SLA: exit {Exit.CHECK_FAILED} while a landed change has "
+                        "waited longer than this to become visible to readers (default "
+                        "$RAGMART_SERVING_SLA_SECONDS; none: report only)")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(func=_cmd_freshness)
 
@@ -418,6 +502,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds between looks at the landing zone (default 5)")
     p.add_argument("--max-builds", type=_count, metavar="N", help="stop after N builds")
     p.add_argument("--db", help="database file the build writes (default $RAGMART_DB)")
+    p.add_argument("--publish", action="store_true",
+                   help=f"after every green build, publish the built version through the "
+                        f"evaluation gate (as `ragmart publish`); a refused or failed publish "
+                        f"keeps the previous snapshot serving and is retried after the next "
+                        f"build (default ${PUBLISH_ENV})")
     p.add_argument("dbt_args", nargs=argparse.REMAINDER,
                    help="arguments passed to dbt build, after --")
     p.set_defaults(func=_cmd_build)

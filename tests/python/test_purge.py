@@ -147,12 +147,27 @@ def assert_purged(project: Project, layout: str) -> None:
     for database in [project.db_path, *(project.workdir / "published").glob("v*.duckdb")]:
         conn = connect(database, read_only=True)
         try:
-            assert conn.execute(
-                "select count(*) from stg_landing__document_events where document_id = $d "
-                "or raw_record like '%' || $e || '%'",
-                {"d": doc_id, "e": json.dumps(doc_id)[1:-1]}).fetchone()[0] == 0
-            assert conn.execute("select count(*) from duckdb_indexes() where sql ilike '%hnsw%'"
-                                ).fetchone()[0] >= 1
+            # a slim snapshot (ragmart.serving.snapshot) holds only the serving tables: no
+            # staging, no HNSW index; every table keyed by document_id lacks the document
+            tables = {t for (t,) in conn.execute(
+                "select table_name from duckdb_tables() where database_name = "
+                "current_database()").fetchall()}
+            keyed = {t for (t,) in conn.execute(
+                "select table_name from duckdb_columns() where column_name = 'document_id' "
+                "and database_name = current_database()").fetchall()} & tables
+            assert keyed, database
+            for table in keyed:
+                assert conn.execute(f'select count(*) from "{table}" where document_id = $d',
+                                    {"d": doc_id}).fetchone()[0] == 0, (database, table)
+            if "stg_landing__document_events" in tables:
+                assert conn.execute(
+                    "select count(*) from stg_landing__document_events where document_id = $d "
+                    "or raw_record like '%' || $e || '%'",
+                    {"d": doc_id, "e": json.dumps(doc_id)[1:-1]}).fetchone()[0] == 0
+            if "fct_chunk_vector_index_v1" in tables:
+                assert conn.execute(
+                    "select count(*) from duckdb_indexes() where sql ilike '%hnsw%'"
+                ).fetchone()[0] >= 1
         finally:
             conn.close()
     assert json.loads((project.workdir / "purge_journal.json").read_text()) == {}

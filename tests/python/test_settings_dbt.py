@@ -26,6 +26,7 @@ import ast
 import json
 import re
 import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -339,6 +340,25 @@ def env_build(tmp_path_factory: pytest.TempPathFactory):
             check=False)
         build.procs["freshness"] = project.ragmart("freshness", "--json", check=False)
         build.procs["publish"] = project.ragmart("publish", "v3", "--force", check=False)
+        # the CLI's serving settings: the freshness SLA, the Retriever's recheck interval, and
+        # the build's publish switch (a value that is not a boolean ends the build at once)
+        for name, value in (("RAGMART_SERVING_SLA_SECONDS", "12.5"),
+                            ("RAGMART_SERVING_RECHECK_SECONDS", "7.25"),
+                            ("RAGMART_BUILD_PUBLISH", "sometimes")):
+            project.extra_env[name] = value
+            try:
+                if name == "RAGMART_SERVING_SLA_SECONDS":
+                    proc = project.ragmart("freshness", "--json", check=False)
+                elif name == "RAGMART_SERVING_RECHECK_SECONDS":
+                    proc = subprocess.run(
+                        [sys.executable, "-c", "from ragmart.retrieval import Retriever\n"
+                         "with Retriever() as r: print(r._recheck)"],
+                        cwd=ROOT, env=project.env(), capture_output=True, text=True)
+                else:
+                    proc = project.ragmart("build", "--max-builds", "1", check=False)
+            finally:
+                del project.extra_env[name]
+            build.procs[name] = proc
         # a "build" holding the database: publish waits RAGMART_LOCK_WAIT_SECONDS, then gives up
         held = duckdb.connect(str(project.db_path))
         try:
@@ -448,6 +468,22 @@ def _clock_skew(minutes: int) -> Callable[[Build], None]:
         assert str(config["max_clock_skew_minutes"]) == str(minutes)
         assert {"alpha", "bravo"} <= documents(b)
     return check
+
+
+def _serving_sla(b: Build) -> None:
+    proc = b.procs["RAGMART_SERVING_SLA_SECONDS"]
+    assert json.loads(proc.stdout)["serving"]["serving_lag"]["sla_seconds"] == 12.5, proc.stderr
+
+
+def _recheck(b: Build) -> None:
+    proc = b.procs["RAGMART_SERVING_RECHECK_SECONDS"]
+    assert proc.returncode == 0 and proc.stdout.strip() == "7.25", proc.stderr[-3000:]
+
+
+def _build_publish(b: Build) -> None:
+    proc = b.procs["RAGMART_BUILD_PUBLISH"]
+    assert proc.returncode == 2 and "RAGMART_BUILD_PUBLISH='sometimes'" in proc.stderr, \
+        proc.stderr[-3000:]
 
 
 def _lock_wait(b: Build) -> None:
@@ -664,6 +700,9 @@ CHECKS: dict[str, tuple[str, Callable[[Build], None]]] = {
     "RAGMART_EMBEDDING_LAG_SLA_MINUTES": ("env_build", _sla_env),
     "RAGMART_MAX_CLOCK_SKEW_MINUTES": ("env_build", _clock_skew(2880)),
     "RAGMART_LOCK_WAIT_SECONDS": ("env_build", _lock_wait),
+    "RAGMART_SERVING_SLA_SECONDS": ("env_build", _serving_sla),
+    "RAGMART_SERVING_RECHECK_SECONDS": ("env_build", _recheck),
+    "RAGMART_BUILD_PUBLISH": ("env_build", _build_publish),
     "RAGMART_KILL_AT": ("kill_run", _kill),
     "RAGMART_FAULT_LOG": ("kill_run", _fault_log),
     "landing_dir": ("vars_build", _landing_var),

@@ -1,0 +1,285 @@
+"""Freshness end to end: the watch loop publishes, readers are told when what serves is behind
+the newest build, and the serving lag is measured (ragmart.serving_lag)."""
+
+from __future__ import annotations
+
+import json
+import queue
+import subprocess
+import sys
+import threading
+
+from cdc_files import debezium_jsonl, dms_csv, document
+from dbt_harness import ROOT, Project
+
+from ragmart.exit_codes import Exit
+
+
+def serving_json(project: Project) -> dict:
+    return json.loads((project.workdir / "published" / "serving.json").read_text())
+
+
+def land_note(project: Project, n: int, sentence: str) -> None:
+    """A new document whose one paragraph is `sentence` (a one-paragraph change)."""
+    content = document(f"Freshness note {n}", {"Note": [sentence]})
+    project.land(f"dms/20{n:02d}_note.csv", dms_csv([{
+        "op": "I", "seq": 1, "document_id": f"freshness-note-{n}", "title": f"Note {n}",
+        "content": content}]))
+
+
+def found(project: Project, sentence: str) -> dict:
+    """`ragmart retrieve --json` for the sentence; the payload, with found = a result holds it."""
+    proc = project.ragmart("retrieve", sentence, "--all-groups", "-k", "3", "--json",
+                           check=False)
+    assert proc.returncode in (Exit.OK, Exit.ABSTAINED), proc.stderr
+    payload = json.loads(proc.stdout)
+    payload["found"] = any(sentence in r["chunk_text"] for r in payload["results"])
+    return payload
+
+
+class Lines:
+    """A subprocess's stdout, line by line, with a timeout."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.queue: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._pump, args=(proc,), daemon=True).start()
+
+    def _pump(self, proc: subprocess.Popen) -> None:
+        for line in proc.stdout:
+            self.queue.put(line)
+
+    def wait_for(self, needle: str, timeout: float = 180) -> str:
+        while True:
+            try:
+                line = self.queue.get(timeout=timeout)
+            except queue.Empty:
+                raise AssertionError(
+                    f"no line with {needle!r}; seen:\n{''.join(self.seen)}") from None
+            self.seen.append(line)
+            if needle in line:
+                return line
+
+
+def test_watch_publish_serves_every_green_build_and_survives_a_refusal(tmp_path) -> None:
+    project = Project(tmp_path)
+    project.land_sample()
+    loop = subprocess.Popen(
+        [sys.executable, "-m", "ragmart.cli", "build", "--watch", "--publish",
+         "--max-builds", "4", "--interval", "0.5", "--", "--quiet"],
+        cwd=ROOT, env=project.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = Lines(loop)
+    try:
+        first = lines.wait_for("ragmart build #1")
+        assert "OK" in first and "published v1" in first, first
+        published = serving_json(project)
+        assert published["built_at"] and published["ingested_through"]
+
+        sentence = "The quokka stipend covers one marmalade workshop per quarter."
+        land_note(project, 1, sentence)
+        second = lines.wait_for("ragmart build #2")
+        assert "published v1" in second, second
+        answer = found(project, sentence)
+        assert answer["found"] and answer["serving_behind_build"] is False, answer
+        assert serving_json(project)["snapshot"] != published["snapshot"]
+
+        # the gate refuses the next candidate (the baseline claims perfect metrics): the
+        # previous snapshot keeps serving, the loop says so and goes on
+        honest = serving_json(project)
+        pointer = project.workdir / "published" / "serving.json"
+        inflated = {k: 1.0 for k in honest["report"]["metrics"]}
+        pointer.write_text(json.dumps(
+            {**honest, "report": {**honest["report"], "metrics": inflated}}))
+        refused_sentence = "Walrus mileage claims are settled by the harbour committee."
+        land_note(project, 2, refused_sentence)
+        third = lines.wait_for("ragmart build #3")
+        assert "OK" in third and "REFUSED" in third and "recall@5" in third, third
+        assert serving_json(project)["snapshot"] == honest["snapshot"]
+        answer = found(project, refused_sentence)
+        assert not answer["found"]
+        # readers are told the snapshot is behind the build, with both times
+        assert answer["serving_behind_build"] is True, answer
+        assert answer["serving"]["build_built_at"] > answer["serving"]["serving_built_at"]
+        human = project.ragmart("retrieve", refused_sentence, "--all-groups", check=False)
+        assert "older than the newest build" in human.stderr, human.stderr
+        report = json.loads(project.ragmart("freshness", "--json").stdout)["serving"]
+        assert report["auto_publish"]["outcome"] == "refused"
+        assert report["serving_behind_build"] is True
+        assert "REFUSED" in project.ragmart("freshness").stdout
+
+        # the next build publishes again, and the refused change becomes visible with it
+        pointer.write_text(json.dumps(honest))
+        land_note(project, 3, "Heron parking permits renew every spring.")
+        fourth = lines.wait_for("ragmart build #4")
+        assert "published v1" in fourth, fourth
+        assert loop.wait(timeout=60) == Exit.OK
+    finally:
+        if loop.poll() is None:
+            loop.kill()
+    answer = found(project, refused_sentence)
+    assert answer["found"] and answer["serving_behind_build"] is False
+    report = json.loads(project.ragmart("freshness", "--json").stdout)["serving"]
+    assert report["auto_publish"]["outcome"] == "published"
+    lag = {layout["layout"]: layout for layout in report["serving_lag"]["layouts"]}
+    assert set(lag) == {"dms", "debezium"}
+    assert lag["dms"]["pending"] == 0 and lag["dms"]["current_lag_seconds"] == 0
+    # the refused note waited for a later publish: its lag is the longest of the recent ones
+    assert lag["dms"]["lag_seconds"]["max"] > lag["dms"]["lag_seconds"]["p50"] > 0
+
+
+def test_a_long_lived_retriever_follows_a_publish_without_a_failed_query(tmp_path,
+                                                                          monkeypatch) -> None:
+    import time
+
+    import duckdb
+    import pytest
+
+    from ragmart.retrieval import ALL_GROUPS, Retriever
+
+    project = Project(tmp_path)
+    project.land_sample()
+    project.build()
+    project.ragmart("publish", "v1")
+    for key, value in project.env().items():
+        monkeypatch.setenv(key, value)
+    sentence = "Otter canteen vouchers expire after ninety days."
+    with Retriever(recheck_seconds=1.0) as reader:
+        first_path, first_conn = reader.path, reader.conn
+        assert reader.retrieve(sentence, k=3, groups=ALL_GROUPS)  # answers from snapshot 1
+        land_note(project, 4, sentence)
+        project.build()
+        project.ragmart("publish", "v1")
+        second = project.workdir / "published" / serving_json(project)["snapshot"]
+        # queries go on meanwhile; within the interval the new text answers, none fails
+        deadline, texts = time.monotonic() + 1.5, []
+        while time.monotonic() < deadline:
+            texts = [r.chunk_text for r in reader.retrieve(sentence, k=3, groups=ALL_GROUPS)]
+            time.sleep(0.1)
+        assert any(sentence in text for text in texts)
+        assert reader.path == second != first_path
+        # the old connection was closed once the new one had taken over
+        with pytest.raises(duckdb.ConnectionException):
+            first_conn.execute("select 1")
+
+        # a pointer naming a snapshot that cannot be opened: the open one keeps answering
+        pointer = project.workdir / "published" / "serving.json"
+        pointer.write_text(json.dumps({**serving_json(project), "snapshot": "v1-gone.duckdb"}))
+        time.sleep(1.1)
+        assert any(sentence in r.chunk_text
+                   for r in reader.retrieve(sentence, k=3, groups=ALL_GROUPS))
+        assert reader.path == second
+
+
+def test_freshness_measures_the_serving_lag_per_layout_and_an_sla_fails_it(tmp_path) -> None:
+    import os
+    import time
+
+    project = Project(tmp_path)
+    project.land_sample()
+    project.build()
+    # nothing published: readers read the build database, where every built change is visible
+    unpublished = project.ragmart("freshness", "--serving-sla-seconds", "60", "--json")
+    assert all(lay["pending"] == 0 for lay in json.loads(unpublished.stdout)["serving"]
+               ["serving_lag"]["layouts"])
+    project.ragmart("publish", "v1")
+    assert_slim_snapshot(project)
+    fresh = project.ragmart("freshness", "--serving-sla-seconds", "600", "--json")
+    lag = {lay["layout"]: lay for lay in json.loads(fresh.stdout)["serving"]["serving_lag"]
+           ["layouts"]}
+    assert lag["dms"]["pending"] == lag["debezium"]["pending"] == 0
+    assert lag["dms"]["newest_visible_landed_at"] == lag["dms"]["newest_landed_at"]
+    debezium_changes = lag["debezium"]["changes"]
+
+    # a debezium batch landed two minutes ago, not built: the debezium lag, not the dms one
+    late = project.land("debezium/3000_late.jsonl", debezium_jsonl([{
+        "op": "c", "seq": 1, "document_id": "late-note", "content": "# Late\n\nA late note."}]))
+    # an empty file carries no change: nothing to wait for
+    project.land("dms/3001_empty.csv", "")
+    two_minutes_ago = time.time() - 120
+    os.utime(late, (two_minutes_ago, two_minutes_ago))
+    over = project.ragmart("freshness", "--serving-sla-seconds", "60", "--json", check=False)
+    assert over.returncode == Exit.CHECK_FAILED, over.stderr
+    report = json.loads(over.stdout)["serving"]["serving_lag"]
+    lag = {lay["layout"]: lay for lay in report["layouts"]}
+    assert report["over_sla"] and lag["debezium"]["pending"] == 1
+    assert 115 < lag["debezium"]["current_lag_seconds"] < 180
+    assert lag["dms"]["pending"] == 0 and lag["dms"]["current_lag_seconds"] == 0
+    assert lag["debezium"]["changes"] == debezium_changes + 1
+    # the same SLA from the environment; a looser one passes
+    env_sla = Project(tmp_path, extra_env={"RAGMART_SERVING_SLA_SECONDS": "60"})
+    assert env_sla.ragmart("freshness", check=False).returncode == Exit.CHECK_FAILED
+    assert project.ragmart("freshness", "--serving-sla-seconds", "600",
+                           check=False).returncode == Exit.OK
+    bad = Project(tmp_path, extra_env={"RAGMART_SERVING_SLA_SECONDS": "soon"})
+    refused = bad.ragmart("freshness", check=False)
+    assert refused.returncode == Exit.USAGE and "RAGMART_SERVING_SLA_SECONDS" in refused.stderr
+    # built and published: visible, the alert clears; the slow change stays in the p95
+    project.build()
+    project.ragmart("publish", "v1")
+    cleared = project.ragmart("freshness", "--serving-sla-seconds", "60", "--json", check=False)
+    assert cleared.returncode == Exit.OK
+    lag = {lay["layout"]: lay for lay in json.loads(cleared.stdout)["serving"]["serving_lag"]
+           ["layouts"]}
+    assert lag["debezium"]["pending"] == 0 and lag["debezium"]["lag_seconds"]["max"] > 115
+
+
+def test_a_failed_publish_is_recorded_and_a_failed_build_is_not_published(tmp_path,
+                                                                          monkeypatch) -> None:
+    from ragmart.runner import BuildOutcome, then_publish
+    from ragmart.serving import auto_publish_status, publish_after_build
+
+    monkeypatch.delenv("RAGMART_PUBLISH_DIR", raising=False)
+    db = tmp_path / "never-built.duckdb"
+    attempt = publish_after_build(db, "v1")
+    assert attempt.outcome == "failed" and "does not exist" in attempt.message
+    assert "FAILED, still serving the previous snapshot" in attempt.summary()
+    assert auto_publish_status(db) == attempt
+    assert not (tmp_path / "published" / "serving.json").exists()
+
+    calls: list[str] = []
+    outcomes = iter([BuildOutcome(False, 1.0, False, failures=["model.x: error"]),
+                     BuildOutcome(True, 1.0, False)])
+    run = then_publish(lambda: next(outcomes), lambda: calls.append("publish") or attempt)
+    failed, green = run(), run()
+    assert calls == ["publish"]  # once, after the green build only
+    assert failed.published is None and green.published is attempt
+    assert "publish v1 FAILED" in green.summary()
+
+    from ragmart.cli import _build_exit
+
+    assert _build_exit(green) == Exit.CHECK_FAILED
+    green.published = type(attempt)("refused", "v1", attempt.attempted_at, "recall@5 fell")
+    assert _build_exit(green) == Exit.GATE_REFUSED
+    monkeypatch.setenv("RAGMART_BUILD_PUBLISH", "maybe")
+    from ragmart.cli import main
+
+    assert main(["build", "--max-builds", "1"]) == Exit.USAGE
+    from ragmart.cli import _built_version
+
+    assert _built_version(["--vars", "{index_version: v2, chunker_version: x}"]) == "v2"
+    assert _built_version(["--vars={index_version: v3}"]) == "v3"
+    assert _built_version(["--quiet"]) == "v1"
+
+
+def assert_slim_snapshot(project: Project) -> None:
+    """The published snapshot holds what serving v1 needs and nothing else, and serves."""
+    from ragmart.duck import connect
+
+    snapshot = project.workdir / "published" / serving_json(project)["snapshot"]
+    conn = connect(snapshot, read_only=True)
+    try:
+        tables = {t for (t,) in conn.execute("select table_name from duckdb_tables()").fetchall()}
+        macro = conn.execute(
+            "select count(*) from ragmart_retrieve_v1((select embedding from "
+            "fct_chunk_embeddings_v1 limit 1), 3, all_groups := true)").fetchone()[0]
+        bound = conn.execute("select index_version from index_versions").fetchall()
+    finally:
+        conn.close()
+    assert tables == {"fct_chunk_embeddings_v1", "fct_chunk_vector_delta_v1",
+                      "fct_chunk_history_v1", "dim_documents", "dim_document_access",
+                      "index_versions", "published_snapshot_marks"}
+    assert macro == 3 and bound == [("v1",)]
+    assert snapshot.stat().st_size < project.db_path.stat().st_size * 0.6
+    as_of = project.ragmart("retrieve", "refund", "--all-groups", "--as-of", "2026-11-02T10:00",
+                            "--json")
+    assert json.loads(as_of.stdout)["results"]
