@@ -91,7 +91,9 @@ def _assert_complete(project: Project, version: str, chunker: str, proc) -> None
 
 def test_a_version_is_bound_to_its_chunker_and_a_change_is_refused_both_ways(tmp_path) -> None:
     project = Project(tmp_path)
-    # v2 is first built while nothing has landed: bound although it has no rows
+    # v2 is first built while nothing has landed (an empty landing zone that exists is a valid
+    # state): bound although it has no rows
+    (project.landing / "dms").mkdir(parents=True)
     project.build("--vars", _vars("v2", V1_CHUNKER))
     assert _rows(project, "v2") == []
     project.land_sample()

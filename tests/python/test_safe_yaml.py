@@ -12,6 +12,7 @@ import time
 import tracemalloc
 from pathlib import Path
 
+import duckdb
 import pytest
 from dbt_harness import ROOT
 
@@ -34,10 +35,19 @@ def deep(levels: int) -> str:
     return "contracts: " + "[" * levels + "]" * levels + "\n"
 
 
+def empty_database(tmp_path: Path) -> Path:
+    """A real DuckDB file with nothing in it: the CLI checks --db first, the contract file is
+    what fails."""
+    path = tmp_path / "empty.duckdb"
+    if not path.exists():
+        duckdb.connect(str(path)).close()
+    return path
+
+
 def _retrieve(contracts: Path, tmp_path: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "ragmart.cli", "retrieve", "anything", "--contract", "bomb",
-         "--contracts", str(contracts), "--db", str(tmp_path / "none.duckdb")],
+         "--contracts", str(contracts), "--db", str(empty_database(tmp_path))],
         cwd=ROOT, capture_output=True, text=True, timeout=60,
     )
 
@@ -72,7 +82,7 @@ def test_a_refused_alias_bomb_costs_at_most_a_few_megabytes(tmp_path: Path, caps
     contracts.write_text(alias_bomb())
     assert contracts.stat().st_size < 1024
     argv = ["retrieve", "anything", "--contract", "bomb", "--contracts", str(contracts),
-            "--db", str(tmp_path / "none.duckdb")]
+            "--db", str(empty_database(tmp_path))]
     warm = tmp_path / "warm.yml"  # imports are not what is measured
     warm.write_text("contracts: {")
     cli.main([*argv[:4], "--contracts", str(warm)])
