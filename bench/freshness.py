@@ -50,13 +50,9 @@ LINE = re.compile(r"ragmart build #(\d+): (\w+) in ([0-9.]+)s.*?(?:; (published|
 
 
 def pct(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q
-    low = int(pos)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+    from ragmart.serving_lag import quantile
+
+    return quantile(values, q)
 
 
 class Corpus:

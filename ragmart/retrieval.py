@@ -45,7 +45,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-import os
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -1213,16 +1212,15 @@ DEFAULT_RECHECK_SECONDS = 2.0
 
 def _recheck_seconds(value: float | None) -> float:
     if value is None:
-        text = os.environ.get(RECHECK_ENV, "").strip()
-        if not text:
-            return DEFAULT_RECHECK_SECONDS
+        from ragmart.config import seconds_from_env
+
         try:
-            value = float(text)
-        except ValueError:
-            value = -1.0
-        if not value >= 0:
-            raise RetrievalError(f"{RECHECK_ENV}={text!r} is not a number of seconds >= 0; "
-                                 f"unset it (default {DEFAULT_RECHECK_SECONDS:g}) or write e.g. 5")
+            value = seconds_from_env(RECHECK_ENV)
+        except ValueError as exc:
+            raise RetrievalError(f"{exc}; unset it (default {DEFAULT_RECHECK_SECONDS:g}) or "
+                                 "write e.g. 5") from None
+        if value is None:
+            return DEFAULT_RECHECK_SECONDS
     if not value >= 0:
         raise RetrievalError(f"recheck_seconds must be >= 0, got {value!r}")
     return float(value)

@@ -378,17 +378,14 @@ def gate_on_serving(candidate: dict, baseline: dict | None) -> list[str]:
 
 
 def _lock_wait_seconds() -> float:
-    value = os.environ.get(LOCK_WAIT_ENV, "").strip()
-    if not value:
-        return DEFAULT_LOCK_WAIT_SECONDS
+    from ragmart.config import seconds_from_env
+
     try:
-        seconds = float(value)
-    except ValueError:
-        seconds = -1.0
-    if not seconds >= 0:
-        raise ServingError(f"{LOCK_WAIT_ENV}={value!r} is not a number of seconds >= 0; "
-                           f"unset it (default {DEFAULT_LOCK_WAIT_SECONDS:g}) or write e.g. 30")
-    return seconds
+        seconds = seconds_from_env(LOCK_WAIT_ENV)
+    except ValueError as exc:
+        raise ServingError(f"{exc}; unset it (default {DEFAULT_LOCK_WAIT_SECONDS:g}) or write "
+                           "e.g. 30") from None
+    return DEFAULT_LOCK_WAIT_SECONDS if seconds is None else seconds
 
 
 def _write_baseline(db_path: Path, report: dict) -> None:

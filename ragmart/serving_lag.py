@@ -25,7 +25,6 @@ separate them, and this module measures both, for the CLI (`ragmart freshness`, 
 from __future__ import annotations
 
 import datetime as dt
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -128,17 +127,12 @@ def _build_built_at(db_path: Path, pub: Publication) -> str | None:
 
 
 def sla_seconds_default() -> float | None:
-    value = os.environ.get(SLA_ENV, "").strip()
-    if not value:
-        return None
+    from ragmart.config import seconds_from_env
+
     try:
-        seconds = float(value)
-    except ValueError:
-        seconds = -1.0
-    if not seconds > 0:
-        raise ServingLagError(f"{SLA_ENV}={value!r} is not a positive number of seconds; "
-                              "write e.g. 60, or unset it")
-    return seconds
+        return seconds_from_env(SLA_ENV, strictly_positive=True)
+    except ValueError as exc:
+        raise ServingLagError(f"{exc}; write e.g. 60, or unset it") from None
 
 
 @dataclass(frozen=True)
@@ -169,7 +163,8 @@ class ServingLag:
         return asdict(self) | {"over_sla": self.over_sla}
 
 
-def _quantile(values: list[float], q: float) -> float | None:
+def quantile(values: list[float], q: float) -> float | None:
+    """The q-quantile of `values` by linear interpolation (None for no values)."""
     if not values:
         return None
     ordered = sorted(values)
@@ -278,7 +273,7 @@ def serving_lag(db_path: str | Path, landing_dir: str | Path, *,
             newest_landed_at=changes[0][0].isoformat() if changes else None,
             newest_visible_landed_at=max(visible).isoformat() if visible else None,
             current_lag_seconds=max(((now - t).total_seconds() for t in pending), default=0.0),
-            lag_seconds={"p50": _quantile(lags, 0.5), "p95": _quantile(lags, 0.95),
+            lag_seconds={"p50": quantile(lags, 0.5), "p95": quantile(lags, 0.95),
                          "max": max(lags, default=None)},
         ))
     return ServingLag(now.isoformat(), UNKNOWN if readings is None else str(db_path), sla,
