@@ -250,6 +250,8 @@ def serving_lag(db_path: str | Path, landing_dir: str | Path, *,
                        key=lambda pair: pair[0])
     by_layout: dict[str, list[tuple[dt.datetime, dt.datetime | None]]] = {}
     for layout, _, _, landed_at, ingested_at in readings or []:
+        if layout is None:
+            continue  # a file outside the layouts carries no change (freshness lists it unread)
         visible_at = None
         if serving is None:
             visible_at = ingested_at  # nothing published: readers read the build database

@@ -280,7 +280,9 @@ def test_dbt_build_lands_or_quarantines_every_record_and_reports_every_file(land
     assert any("WARN" in line and "assert_landed_files_are_read" in line
                for line in proc.stdout.splitlines()), proc.stdout[-3000:]
 
-    freshness = json.loads(project.ragmart("freshness", "--json", check=False).stdout)
+    shown = project.ragmart("freshness", "--json", check=False)
+    assert shown.stdout, shown.stderr
+    freshness = json.loads(shown.stdout)
     assert freshness["unread_file_count"] == 4
     assert [f["source_file"] for f in freshness["unread_files"]] == [
         "0008_top.csv", "debezium/0006_empty.jsonl", "dms/0009_notes.txt",

@@ -52,7 +52,6 @@ BAD = {
     "chunker_version": "md-sections-v1'; drop table int_chunks; --",
     "embedding_model": "hash-384-v1' or '1'='1",
     "eval_baseline_relation": "published_eval_metrics; drop table x",
-    "embedding_dimensions": "384]; drop table x; --",
     "max_content_bytes": "1e9",
     "embedding_lag_sla_minutes": "1 or true",
     "vector_delta_max_rows": "5000); drop table x; --",
