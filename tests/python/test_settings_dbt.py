@@ -23,11 +23,12 @@ must arrive quoted.
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import re
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -342,33 +343,36 @@ def env_build(tmp_path_factory: pytest.TempPathFactory):
         build.procs["publish"] = project.ragmart("publish", "v3", "--force", check=False)
         # the CLI's serving settings: the freshness SLA, the Retriever's recheck interval, and
         # the build's publish switch (a value that is not a boolean ends the build at once)
-        for name, value in (("RAGMART_SERVING_SLA_SECONDS", "12.5"),
-                            ("RAGMART_SERVING_RECHECK_SECONDS", "7.25"),
-                            ("RAGMART_BUILD_PUBLISH", "sometimes")):
-            project.extra_env[name] = value
-            try:
-                if name == "RAGMART_SERVING_SLA_SECONDS":
-                    proc = project.ragmart("freshness", "--json", check=False)
-                elif name == "RAGMART_SERVING_RECHECK_SECONDS":
-                    proc = subprocess.run(
-                        [sys.executable, "-c", "from ragmart.retrieval import Retriever\n"
-                         "with Retriever() as r: print(r._recheck)"],
-                        cwd=ROOT, env=project.env(), capture_output=True, text=True)
-                else:
-                    proc = project.ragmart("build", "--max-builds", "1", check=False)
-            finally:
-                del project.extra_env[name]
-            build.procs[name] = proc
+        with _env(project, "RAGMART_SERVING_SLA_SECONDS", "12.5"):
+            build.procs["RAGMART_SERVING_SLA_SECONDS"] = project.ragmart(
+                "freshness", "--json", check=False)
+        with _env(project, "RAGMART_SERVING_RECHECK_SECONDS", "7.25"):
+            build.procs["RAGMART_SERVING_RECHECK_SECONDS"] = subprocess.run(
+                [sys.executable, "-c", "from ragmart.retrieval import Retriever\n"
+                 "with Retriever() as r: print(r._recheck)"],
+                cwd=ROOT, env=project.env(), capture_output=True, text=True)
+        with _env(project, "RAGMART_BUILD_PUBLISH", "sometimes"):
+            build.procs["RAGMART_BUILD_PUBLISH"] = project.ragmart(
+                "build", "--max-builds", "1", check=False)
         # a "build" holding the database: publish waits RAGMART_LOCK_WAIT_SECONDS, then gives up
         held = duckdb.connect(str(project.db_path))
         try:
-            project.extra_env["RAGMART_LOCK_WAIT_SECONDS"] = "0.75"
-            build.procs["publish_locked"] = project.ragmart("publish", "v3", "--force",
-                                                            check=False)
+            with _env(project, "RAGMART_LOCK_WAIT_SECONDS", "0.75"):
+                build.procs["publish_locked"] = project.ragmart("publish", "v3", "--force",
+                                                                check=False)
         finally:
-            del project.extra_env["RAGMART_LOCK_WAIT_SECONDS"]
             held.close()
         yield build
+
+
+@contextlib.contextmanager
+def _env(project: Project, name: str, value: str) -> Iterator[None]:
+    """`name=value` in the project's environment for the commands run inside the block."""
+    project.extra_env[name] = value
+    try:
+        yield
+    finally:
+        del project.extra_env[name]
 
 
 @pytest.fixture(scope="module")
