@@ -456,13 +456,18 @@ class PurgePlan:
 
 
 def _landing_hits(dep: Deployment, document_id: str) -> list[tuple[Path, str, bytes,
-                                                                    list[LandingRecord]]]:
+                                                                    list[LandingRecord], bool]]:
+    """(file, relative path, bytes, the document's records, whether they are every record of
+    the file) of each landing file holding a record of the document."""
     hits = []
     for rel, path in dep.landing_files():
         data = path.read_bytes()
-        records = [r for r in landing_records(rel, data) if belongs(r.row, document_id)]
+        every = landing_records(rel, data)
+        records = [r for r in every if belongs(r.row, document_id)]
         if records:
-            hits.append((path, rel, data, records))
+            spans = {r.span for r in every}
+            only = None not in spans and spans <= {r.span for r in records}
+            hits.append((path, rel, data, records, only))
     return hits
 
 
@@ -546,7 +551,7 @@ def plan_purge(dep: Deployment, document_id: str, *, artifacts: bool = True) -> 
     plan = PurgePlan(document_id)
     texts: list[str] = [document_id]
     seqs: list[int] = []
-    for path, _rel, _data, records in _landing_hits(dep, document_id):
+    for path, _rel, _data, records, _only in _landing_hits(dep, document_id):
         plan.landing[str(path)] = [r.row["source_line"] for r in records]
         for r in records:
             texts += [r.row["content"], r.row["title"], r.row["raw_record"]]
@@ -603,8 +608,8 @@ def _write_bytes_atomic(path: Path, data: bytes) -> None:
 
 
 def _step_landing(dep: Deployment, document_id: str, report: PurgeReport) -> None:
-    for path, rel, data, records in _landing_hits(dep, document_id):
-        if _only_records(rel, data, records):
+    for path, rel, data, records, only in _landing_hits(dep, document_id):
+        if only:
             # nothing of another document is left: the file goes (an emptied JSONL would be
             # read as an empty, unreadable file and quarantined on the next build)
             path.unlink(missing_ok=True)
@@ -613,12 +618,6 @@ def _step_landing(dep: Deployment, document_id: str, report: PurgeReport) -> Non
             _write_bytes_atomic(path, without_records(rel, data, records))
             report.files_rewritten.append(str(path))
         fault_point("purge_landing_file")
-
-
-def _only_records(rel: str, data: bytes, records: list[LandingRecord]) -> bool:
-    """Whether `records` are every record of the file (nothing else would be left in it)."""
-    every = {r.span for r in landing_records(rel, data)}
-    return None not in every and every <= {r.span for r in records}
 
 
 def _step_snapshots(dep: Deployment, document_id: str, report: PurgeReport) -> None:
