@@ -50,7 +50,7 @@ LINE = re.compile(r"ragmart build #(\d+): (\w+) in ([0-9.]+)s.*?(?:; (published|
 
 
 def pct(values: list[float], q: float) -> float | None:
-    from ragmart.serving_lag import quantile
+    from ragmart.serving.lag import quantile
 
     return quantile(values, q)
 
@@ -89,7 +89,7 @@ class Reader(threading.Thread):
 
     def __init__(self, recheck: float) -> None:
         super().__init__(daemon=True)
-        from ragmart.retrieval import Retriever
+        from ragmart.retrieval.engine import Retriever
 
         self.retriever = Retriever(recheck_seconds=recheck)
         self.pending: dict[str, float] = {}
@@ -103,7 +103,7 @@ class Reader(threading.Thread):
             self.pending[sentence] = time.time()
 
     def run(self) -> None:
-        from ragmart.retrieval import ALL_GROUPS
+        from ragmart.retrieval.engine import ALL_GROUPS
 
         while not self.stop.is_set():
             with self.lock:
@@ -123,14 +123,15 @@ class Reader(threading.Thread):
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ragmart.cli", *args], cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "ragmart.cli.main", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True)
 
 
 def automatic(corpus: Corpus, env: dict[str, str], landing: Path, edits: int, every: float,
               recheck: float, timeout: float) -> dict:
     loop = subprocess.Popen(
-        [sys.executable, "-m", "ragmart.cli", "build", "--watch", "--publish", "--interval", "1",
+        [sys.executable, "-m", "ragmart.cli.main", "build", "--watch", "--publish",
+         "--interval", "1",
          "--", "--quiet"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True)
     lines: list[tuple[float, str]] = []

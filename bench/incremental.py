@@ -8,7 +8,8 @@ and builds again. Prints, measured in this run:
   - incremental build wall time vs a full rebuild (target <= 10%), and vs a no-change build
     (dbt's fixed start-up),
   - the same builds in a warm process (`ragmart build --watch`: dbt imported and the project
-    parsed once, ragmart.runner.WarmDbt), where a build costs its nodes and not dbt's start-up,
+    parsed once, ragmart.build.runner.WarmDbt), where a build costs its nodes and not dbt's
+    start-up,
 for each corpus size (default 2,000 and 10,000 documents). Every build is the production build
 (`make build`: unit tests excluded).
 
@@ -34,10 +35,10 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ragmart.chunking import chunk_document  # noqa: E402
+from ragmart.build.runner import PRODUCTION_BUILD_ARGS, WarmDbt, split_seconds  # noqa: E402
+from ragmart.chunking.chunkers import chunk_document  # noqa: E402
 from ragmart.duck import connect  # noqa: E402
-from ragmart.runner import PRODUCTION_BUILD_ARGS, WarmDbt, split_seconds  # noqa: E402
-from ragmart.runs import recent_runs  # noqa: E402
+from ragmart.embedding.runs import recent_runs  # noqa: E402
 
 WORDS = (
     "employee manager approval request days policy company budget travel leave security access "

@@ -3,7 +3,8 @@
     .venv/bin/python bench/providers.py [--repeats N] [--openai-texts N]
 
 1. The embedded default (local all-MiniLM-L6-v2 int8) on the chunk texts of sample/documents
-   (ragmart.chunking): through the pipeline (ragmart.pipeline.embed_texts, its batching and
+   (ragmart.chunking.chunkers): through the pipeline (ragmart.embedding.pipeline.embed_texts, its
+   batching and
    Arrow output) against the model's raw speed (one LocalOnnxProvider.embed call on the same
    texts). Runs alternate and the best of each is compared; target: the pipeline adds < 10%.
 2. The openai provider against the local OpenAI-compatible test server
@@ -27,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def chunk_texts() -> list[str]:
-    from ragmart import chunking
+    from ragmart.chunking import chunkers as chunking
 
     texts: list[str] = []
     for path in sorted((ROOT / "sample" / "documents").glob("*.md")):
@@ -54,8 +55,8 @@ def load_test_server() -> ModuleType:
 
 
 def bench_local(texts: list[str], repeats: int) -> None:
-    from ragmart.pipeline import embed_texts
-    from ragmart.providers.local import LocalOnnxProvider
+    from ragmart.embedding.pipeline import embed_texts
+    from ragmart.embedding.providers.local import LocalOnnxProvider
 
     items = [(f"{i:06d}", text) for i, text in enumerate(texts)]
     provider = LocalOnnxProvider()
@@ -79,8 +80,8 @@ def bench_local(texts: list[str], repeats: int) -> None:
 
 def bench_openai(texts: list[str], n_texts: int) -> None:
     server_module = load_test_server()
-    from ragmart.pipeline import embed_texts
-    from ragmart.providers.openai import OpenAIProvider
+    from ragmart.embedding.pipeline import embed_texts
+    from ragmart.embedding.providers.openai import OpenAIProvider
 
     corpus = [f"{texts[i % len(texts)]} [{i}]" for i in range(n_texts)]
     items = [(f"{i:06d}", text) for i, text in enumerate(corpus)]

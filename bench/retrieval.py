@@ -8,7 +8,7 @@ real embeddings, with an HNSW (cosine) index. Document types are assigned so tha
 runs Q queries (vectors near the data) and prints,
 measured in this run:
 
-  - contract search (ragmart.retrieval.search_contract), one query on an open connection (as
+  - contract search (ragmart.retrieval.engine.search_contract), one query on an open connection (as
     `ragmart retrieve` runs it: plan, HNSW or exact): p50 / p95 latency, recall@10 against the
     exact filtered search, the share of queries answered with k rows, the strategy used;
   - the same search from a long-lived reader (ragmart.Retriever: the serving vectors kept in
@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ragmart.duck import connect  # noqa: E402
-from ragmart.serving import add_lookup_indexes  # noqa: E402
+from ragmart.serving.publish import add_lookup_indexes  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
 DIMS = 384  # the embedded default model's size: always measured, the others beside it
@@ -282,9 +282,9 @@ def plain_vss(conn, vector: list[float], types: list[str] | None, k: int) -> lis
 
 def run(path: Path, n_queries: int, k: int) -> tuple[dict, list[dict]]:
     """The reader's load figures and one report per selectivity."""
-    from ragmart.contracts import Contract
-    from ragmart.memory_vectors import ServingVectors
-    from ragmart.retrieval import search_contract
+    from ragmart.retrieval.contracts import Contract
+    from ragmart.retrieval.engine import search_contract
+    from ragmart.retrieval.memory import ServingVectors
 
     conn = connect(path, read_only=True)
     started = time.perf_counter()

@@ -4,7 +4,7 @@
 
 {% macro default__embedding_dimensions() %}
     {#- The vector size of the configured provider's model, as the provider declares it
-        (ragmart.providers: `local` and `hash` 384, `openai` RAGMART_OPENAI_DIMENSIONS, the
+        (ragmart.embedding.providers: `local` and `hash` 384, `openai` RAGMART_OPENAI_DIMENSIONS, the
         `@<dims>` of its model name). An index version is typed with it: the casts of the
         serving set, history and evaluation, the contracts (their data_type renders the same
         rule from the same settings, checked equal by check_index_version), the HNSW index and

@@ -9,7 +9,7 @@
         {{- return(explicit) -}}
     {%- endif -%}
     {%- set provider = var('embedding_provider', env_var('RAGMART_EMBEDDING_PROVIDER', 'local')) -%}
-    {#- openai: <model>@<dimensions>, from the env vars ragmart.providers.openai reads -#}
+    {#- openai: <model>@<dimensions>, from the env vars ragmart.embedding.providers.openai reads -#}
     {%- set openai_model = (env_var('RAGMART_OPENAI_MODEL', '') | trim) or 'text-embedding-3-small' -%}
     {%- set openai_dimensions = (env_var('RAGMART_OPENAI_DIMENSIONS', '') | trim) or '384' -%}
     {%- set models = {

@@ -6,7 +6,7 @@
     {#- The table binding each index version to the chunker, embedding model and dimensions it
         was built with: one row per version, written by record_index_version when the
         version's serving set is built, read by check_index_version before a build touches
-        anything (ragmart.freshness reads it too, as INDEX_VERSIONS_TABLE). -#}
+        anything (ragmart.quality.freshness reads it too, as INDEX_VERSIONS_TABLE). -#}
     {{- return(api.Relation.create(
         database=target.database, schema=target.schema, identifier='index_versions'
     )) -}}

@@ -5,11 +5,12 @@ the provider, so an unchanged text (another document, an earlier version, a reve
 never embedded twice. Each build appends a row to the `embedding_runs` table.
 
 Every provider call's vectors are committed at once to `embedding_cache_pending`
-(ragmart.runs.commit_pending_vectors), apart from this model's transaction: a build killed
+(ragmart.embedding.runs.commit_pending_vectors), apart from this model's transaction: a build killed
 mid-way has still paid for them only once, and the next build takes them from there
 (take_pending_vectors) instead of sending their texts again. The post-hook
 clear_pending_vectors deletes them once the cache holds them. When the provider fails for good,
-the vectors obtained are committed to this table (ragmart.runs.keep_obtained_vectors) and the
+the vectors obtained are committed to this table (ragmart.embedding.runs.keep_obtained_vectors)
+and the
 model fails.
 """
 
@@ -23,10 +24,10 @@ def model(dbt, session):
     )
     import pyarrow as pa
 
-    from ragmart.faults import fault_point
-    from ragmart.pipeline import EMBEDDING_SCHEMA, EmbeddingIncompleteError, embed_texts
-    from ragmart.providers import get_provider
-    from ragmart.runs import (
+    from ragmart.build.faults import fault_point
+    from ragmart.embedding.pipeline import EMBEDDING_SCHEMA, EmbeddingIncompleteError, embed_texts
+    from ragmart.embedding.providers import get_provider
+    from ragmart.embedding.runs import (
         PENDING_TABLE,
         EmbeddingRun,
         commit_pending_vectors,

@@ -2,14 +2,14 @@
 
 Append-only cache keyed by (query_id, question_hash, embedding_model): a question is embedded
 once per model, again only when its text changes. Feeds fct_retrieval_eval. Thin wrapper around
-ragmart.evaluation.embed_judged_questions.
+ragmart.quality.evaluation.embed_judged_questions.
 """
 
 
 def model(dbt, session):
     dbt.config(materialized="incremental", incremental_strategy="append")
-    from ragmart.evaluation import embed_judged_questions
-    from ragmart.providers import get_provider
+    from ragmart.embedding.providers import get_provider
+    from ragmart.quality.evaluation import embed_judged_questions
 
     # plain assignments: dbt fills dbt.config.get() only for the calls its parser finds there
     provider_name = dbt.config.get("embedding_provider")

@@ -1,6 +1,7 @@
 """Every record of every landed CDC file, typed; bad records carry a quarantine_reason.
 
-Thin wrapper: parsing lives in ragmart.cdc, file listing and bookkeeping in ragmart.ingest.
+Thin wrapper: parsing lives in ragmart.ingest.cdc, file listing and bookkeeping in
+ragmart.ingest.landing.
 Incremental (append): each file is read once per distinct content. Valid rows feed
 stg_cdc__document_events, quarantined ones fct_quarantined_events; nothing is dropped, and a
 file ingestion cannot read (wrong folder or extension) is one quarantined row.
@@ -12,8 +13,8 @@ import datetime as dt
 def model(dbt, session):
     dbt.config(materialized="incremental", incremental_strategy="append")
     from ragmart.config import Settings
-    from ragmart.ingest import clock_skew_setting, ingest_files, list_landing_files
-    from ragmart.purge import load_registry, registry_path
+    from ragmart.ingest.landing import clock_skew_setting, ingest_files, list_landing_files
+    from ragmart.serving.purge import load_registry, registry_path
 
     # Read each config key in a plain assignment: dbt's parser fills dbt.config.get() only for
     # calls it finds there (inside `x or y` it found none, and the setting was silently ignored).
@@ -21,7 +22,8 @@ def model(dbt, session):
     landing_dir = dbt.config.get("landing_dir")
     max_clock_skew_minutes = dbt.config.get("max_clock_skew_minutes")
     # The sources declare what this model reads (lineage, `dbt source freshness` per layout);
-    # the listing itself is ragmart.ingest's: recursive, so no file is passed over in silence,
+    # the listing itself is ragmart.ingest.landing's: recursive, so no file is passed over in
+    # silence,
     # and it fails on a landing dir that does not exist.
     dbt.source("landing", "dms_files")
     dbt.source("landing", "debezium_files")

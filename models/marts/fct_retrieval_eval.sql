@@ -1,7 +1,7 @@
 {{ config(enabled=evaluate_retrieval()) }}
 
 -- Retrieval quality of the serving set built in this run, one row per judged question:
--- recall@5, reciprocal rank and nDCG@10 at document level, as ragmart.evaluation computes them.
+-- recall@5, reciprocal rank and nDCG@10 at document level, as ragmart.quality.evaluation computes them.
 -- Exact search: documents are ranked by their best chunk, the least (cosine distance to the
 -- question, chunk_id). The test
 -- assert_candidate_does_not_regress compares the averages with the published baseline.

@@ -6,10 +6,10 @@
 --               mrr: 0.72, ndcg_at_10: 0.66}}' (EvalReport.dbt_vars() writes it), else the
 --               latest value per metric in the table published_eval_metrics (var
 --               eval_baseline_relation): the metrics of what serves, written by
---               `ragmart publish`, `rollback` and `purge` (ragmart.serving), else, before
+--               `ragmart publish`, `rollback` and `purge` (ragmart.serving.publish), else, before
 --               anything is published, none: the test passes.
 --   tolerances: the vars eval_tolerance_recall_at_5 (default 0.02), eval_tolerance_mrr (0.03)
---               and eval_tolerance_ndcg_at_10 (0.03), as ragmart.evaluation.DEFAULT_TOLERANCE.
+--               and eval_tolerance_ndcg_at_10 (0.03), as ragmart.quality.evaluation.DEFAULT_TOLERANCE.
 {% set columns = {'recall_at_5': 'recall_at_5', 'mrr': 'reciprocal_rank', 'ndcg_at_10': 'ndcg_at_10'} -%}
 {%- set default_tolerances = {'recall_at_5': 0.02, 'mrr': 0.03, 'ndcg_at_10': 0.03} -%}
 {%- set errors = [] -%}

@@ -84,7 +84,7 @@ class Project:
 
     def ragmart(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         proc = subprocess.run(
-            [sys.executable, "-m", "ragmart.cli", *args],
+            [sys.executable, "-m", "ragmart.cli.main", *args],
             cwd=ROOT,
             env=self.env(),
             capture_output=True,
@@ -105,7 +105,7 @@ class Project:
 
     def last_run(self) -> dict:
         from ragmart.duck import connect
-        from ragmart.runs import recent_runs
+        from ragmart.embedding.runs import recent_runs
 
         conn = connect(self.db_path, read_only=True)
         try:

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ragmart.providers.hashing import HashingProvider
+from ragmart.embedding.providers.hashing import HashingProvider
 
 NATIVE_DIMENSIONS = 1536
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from ragmart.duck import connect
-from ragmart.retrieval import ALL_GROUPS, search
-from ragmart.serving import resolve_target
+from ragmart.retrieval.engine import ALL_GROUPS, search
+from ragmart.serving.publish import resolve_target
 
 
 def main(db_path: str, stop_file: str, out: str, max_seconds: float = 600) -> None:

@@ -1,4 +1,4 @@
-"""Tests for ragmart.cdc: one landing file -> typed event rows, bad records quarantined."""
+"""Tests for ragmart.ingest.cdc: one landing file -> typed event rows, bad records quarantined."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ragmart.cdc import (
+from ragmart.ingest.cdc import (
     ROW_SCHEMA,
     landing_records,
     parse_landing_file,

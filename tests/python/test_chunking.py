@@ -1,4 +1,4 @@
-"""Tests for the versioned Markdown chunker (ragmart.chunking)."""
+"""Tests for the versioned Markdown chunker (ragmart.chunking.chunkers)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ragmart.chunking import (
+from ragmart.chunking.chunkers import (
     CHUNKER_VERSION,
     SECTION_TYPES,
     Chunk,

@@ -2,7 +2,7 @@
 error with one line that names the input and the fix, and an exit code of ragmart.exit_codes.
 
 One tiny database is built once for the module; the commands run in-process through
-`ragmart.cli.main`, except where only a real process shows the failure (a closed pipe, a lock
+`ragmart.cli.main.main`, except where only a real process shows the failure (a closed pipe, a lock
 held by another process)."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from dbt_harness import ROOT, Project
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from ragmart.cli import main
+from ragmart.cli.main import main
 from ragmart.exit_codes import Exit
 
 # What a DuckDB or Python failure leaks when it reaches the user unexplained.
@@ -176,7 +176,7 @@ def test_every_command_that_opens_a_database_takes_db(env, capsys, tmp_path) -> 
     one_line_error(err, str(tmp_path / "no" / "such"), "--db")
     written = tmp_path / "built here.duckdb"
     proc = subprocess.run(
-        [sys.executable, "-m", "ragmart.cli", "build", "--db", str(written)], cwd=ROOT,
+        [sys.executable, "-m", "ragmart.cli.main", "build", "--db", str(written)], cwd=ROOT,
         env={**env.env(), "RAGMART_DB": os.environ["RAGMART_DB"],
              "DBT_TARGET_PATH": str(tmp_path / "target")},
         capture_output=True, text=True, timeout=300)
@@ -201,7 +201,7 @@ def holding(db: Path):
 
 
 def ragmart_process(project: Project, *args: str, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "ragmart.cli", *args], cwd=ROOT,
+    return subprocess.Popen([sys.executable, "-m", "ragmart.cli.main", *args], cwd=ROOT,
                             env=project.env(), stderr=subprocess.PIPE, text=True, **kwargs)
 
 
@@ -217,7 +217,7 @@ def test_a_reader_that_closes_the_pipe_ends_the_command_quietly(built, argv) -> 
     assert err == ""
     # and through a real shell pipe
     shell = subprocess.run(
-        f"{sys.executable} -m ragmart.cli {' '.join(argv)} | head -c 1",
+        f"{sys.executable} -m ragmart.cli.main {' '.join(argv)} | head -c 1",
         shell=True, cwd=ROOT, env=built.env(), capture_output=True, text=True, timeout=60)
     assert shell.stdout in ("[", "{") and shell.stderr == ""
 

@@ -52,7 +52,7 @@ from dbt_harness import ROOT
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
-from ragmart.runner import close_duckdb, failed_nodes
+from ragmart.build.runner import close_duckdb, failed_nodes
 
 SERVING = "fct_chunk_embeddings_v1"
 # the dbt project under test (a copy can be tested by pointing this at it)

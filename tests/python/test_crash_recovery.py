@@ -1,7 +1,7 @@
 """A `dbt build` killed with SIGKILL at any point leaves a database from which the next build
 converges, with nothing lost or duplicated and no text embedded twice by a completed build.
 
-Real `dbt build` processes are killed: at named fault points (``ragmart.faults``:
+Real `dbt build` processes are killed: at named fault points (``ragmart.build.faults``:
 RAGMART_KILL_AT makes the process SIGKILL itself there), when a given line appears in dbt's
 output (the embeddings model committed, the vector index model started), at the first commit
 after such a line (the WAL file changes size: committed, not yet checkpointed), and at seeded
@@ -9,7 +9,8 @@ random offsets after the first node started. After each kill the database must o
 loaded before the file is attached, so a WAL holding HNSW changes replays), a clean `dbt build`
 must succeed, and its state must equal a from-scratch build of the same landing zone
 (``test_convergence.snapshot``); every HNSW index must answer k-NN queries with k rows, exact
-top-k and ``ragmart.retrieval.search`` must answer as from scratch; the recovery must send the
+top-k and ``ragmart.retrieval.engine.search`` must answer as from scratch; the recovery must send
+the
 provider exactly the texts missing from the cache.
 
 The killed builds are subprocesses (`python -m dbt.cli.main build`, data tests excluded so that
@@ -47,7 +48,7 @@ from test_convergence import (
     state_differences,
 )
 
-from ragmart.faults import parse_spec
+from ragmart.build.faults import parse_spec
 
 FIRST_BATCH = ("0001_initial_load.csv", "0002_initial_snapshot.jsonl", "0003_edits.csv")
 QUESTIONS = (
@@ -252,8 +253,8 @@ def embedding_counts(db: Path) -> tuple[int, dict[str, int]]:
 def serving_answers(db: Path) -> dict[str, Any]:
     """What retrieval sees: every HNSW index answers k-NN with k rows; exact top-k per question."""
     from ragmart.duck import connect
-    from ragmart.providers import HashingProvider
-    from ragmart.retrieval import ALL_GROUPS, search
+    from ragmart.embedding.providers import HashingProvider
+    from ragmart.retrieval.engine import ALL_GROUPS, search
 
     vectors = HashingProvider().embed(list(QUESTIONS))
     conn = connect(db, read_only=True)
@@ -457,10 +458,10 @@ def run_scenario(bed: CrashBed, scenario: Scenario, *, data_tests: bool = False)
 
 
 def test_fault_point_kills_the_process_at_the_nth_hit(tmp_path: Path) -> None:
-    from ragmart import faults
+    from ragmart.build import faults
 
     faults.fault_point("anything")  # no RAGMART_KILL_AT: a no-op in this very process
-    code = ("from ragmart.faults import fault_point\n"
+    code = ("from ragmart.build.faults import fault_point\n"
             "for i in range(3):\n"
             "    fault_point('other')\n"
             "    fault_point('here')\n"

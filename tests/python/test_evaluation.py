@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 from dbt_harness import ROOT, Project
 
-from ragmart.cli import main
+from ragmart.cli.main import main
 from ragmart.duck import connect
-from ragmart.eval_report import render_markdown, report_stem
-from ragmart.evaluation import (
+from ragmart.embedding.providers.hashing import HashingProvider
+from ragmart.exit_codes import Exit
+from ragmart.quality.evaluation import (
     DEFAULT_TOLERANCE,
     UNKNOWN_TYPE,
     EvalReport,
@@ -37,8 +38,7 @@ from ragmart.evaluation import (
     record_published_metrics,
     version_names,
 )
-from ragmart.exit_codes import Exit
-from ragmart.providers.hashing import HashingProvider
+from ragmart.quality.report import render_markdown, report_stem
 
 # --------------------------------------------------------------------------- metrics
 

@@ -10,7 +10,7 @@ import pytest
 from dbt_harness import ROOT
 
 import ragmart.exit_codes
-from ragmart.cli import main
+from ragmart.cli.main import main
 from ragmart.exit_codes import Exit
 
 
@@ -32,12 +32,12 @@ def test_the_readme_table_is_the_exit_codes_table() -> None:
 def test_an_unexpected_error_exits_internal_with_one_line_and_no_traceback(
     monkeypatch, capsys, tmp_path
 ) -> None:
-    import ragmart.freshness
+    import ragmart.quality.freshness
 
     def broken(*args, **kwargs):
         raise ZeroDivisionError("division by zero\n  (a second line)")
 
-    monkeypatch.setattr(ragmart.freshness, "freshness", broken)
+    monkeypatch.setattr(ragmart.quality.freshness, "freshness", broken)
     db = tmp_path / "x.duckdb"
     duckdb.connect(str(db)).close()  # a database file: the command gets as far as its work
     assert main(["freshness", "--db", str(db)]) == Exit.INTERNAL
@@ -63,8 +63,8 @@ def test_usage_and_input_errors_exit_usage(monkeypatch, capsys, tmp_path) -> Non
 def test_a_failed_build_exits_gate_refused_when_only_the_gate_failed_else_check_failed(
     monkeypatch, capsys
 ) -> None:
-    import ragmart.runner
-    from ragmart.runner import BuildOutcome
+    import ragmart.build.runner
+    from ragmart.build.runner import BuildOutcome
 
     gate = "test.ragmart.assert_candidate_does_not_regress: fail: Got 1 result"
     other = "test.ragmart.assert_live_versions_are_served: fail: Got 2 results"
@@ -86,7 +86,7 @@ def test_a_failed_build_exits_gate_refused_when_only_the_gate_failed_else_check_
         def build(self) -> BuildOutcome:
             return next(outcomes)
 
-    monkeypatch.setattr(ragmart.runner, "WarmDbt", FakeDbt)
+    monkeypatch.setattr(ragmart.build.runner, "WarmDbt", FakeDbt)
     for failures, code in cases:
         assert main(["build"]) == code, failures
         assert "FAILED" in capsys.readouterr().out
@@ -102,7 +102,7 @@ def test_every_code_is_distinct_and_stable() -> None:
 def test_judged_queries_are_found_from_any_directory_through_dbt_project_dir(
     monkeypatch, capsys, tmp_path
 ) -> None:
-    from ragmart.evaluation import load_judged_queries
+    from ragmart.quality.evaluation import load_judged_queries
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("DBT_PROJECT_DIR", raising=False)

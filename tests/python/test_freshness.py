@@ -17,7 +17,7 @@ from dbt_harness import Project
 
 from ragmart.duck import connect
 from ragmart.exit_codes import Exit
-from ragmart.freshness import FreshnessError, freshness, render
+from ragmart.quality.freshness import FreshnessError, freshness, render
 
 TESTS = ("assert_live_versions_are_served", "assert_no_orphaned_embeddings",
          "assert_embedding_lag_within_sla")

@@ -14,7 +14,7 @@ import pyarrow as pa
 from dbt_harness import Project
 
 from ragmart.duck import connect
-from ragmart.pipeline import chunk_versions
+from ragmart.embedding.pipeline import chunk_versions
 
 V1_CHUNKER, V2_CHUNKER = "md-sections-v1", "md-sections-v2"
 

@@ -3,7 +3,8 @@ reported, every record is an event or a quarantine row with a stable code, confl
 duplicates are quarantined, implausible timestamps are quarantined, and a landing dir that is
 missing or holds no layout fails the build naming the path it looked at.
 
-Package-level tests call what the dbt Python model calls (ragmart.ingest, ragmart.cdc); the dbt
+Package-level tests call what the dbt Python model calls (ragmart.ingest.landing,
+ragmart.ingest.cdc); the dbt
 tests at the end check the same promises through `dbt build` and `ragmart freshness`.
 """
 
@@ -20,8 +21,8 @@ import pytest
 from cdc_files import debezium_jsonl, dms_csv
 from dbt_harness import Project
 
-from ragmart.cdc import DEFAULT_MAX_CLOCK_SKEW, parse_landing_file
-from ragmart.ingest import (
+from ragmart.ingest.cdc import DEFAULT_MAX_CLOCK_SKEW, parse_landing_file
+from ragmart.ingest.landing import (
     LandingZoneError,
     clock_skew_setting,
     ingest_files,

@@ -23,16 +23,16 @@ from cdc_files import dms_csv, document, paragraph
 from dbt_harness import ROOT, Project
 from openai_server import EmbeddingServer, Reply, expected_vectors, usage_tokens
 
-from ragmart.pipeline import EmbeddingIncompleteError, embed_texts
-from ragmart.providers import PROVIDER_NAMES, get_provider
-from ragmart.providers.openai import (
+from ragmart.embedding.pipeline import EmbeddingIncompleteError, embed_texts
+from ragmart.embedding.providers import PROVIDER_NAMES, get_provider
+from ragmart.embedding.providers.openai import (
     OpenAIProvider,
     OpenAISettings,
     PartialEmbeddingError,
     estimate_tokens,
     parse_retry_after,
 )
-from ragmart.runs import EmbeddingRun, load_price_table, record_run
+from ragmart.embedding.runs import EmbeddingRun, load_price_table, record_run
 
 TEXTS = [f"Policy {i}: employees file expense reports within {i + 3} days." for i in range(10)]
 

@@ -162,7 +162,7 @@ def test_hnsw_returns_k_rows_after_deletes_and_reopen(project: Project) -> None:
     deleted = {r["document_id"] for r in deletes}
 
     from ragmart.duck import connect
-    from ragmart.retrieval import ALL_GROUPS, search
+    from ragmart.retrieval.engine import ALL_GROUPS, search
 
     for _ in range(2):  # reopen the file each round
         conn = connect(project.db_path, read_only=True)

@@ -1,4 +1,4 @@
-"""Tests for the embedding providers (ragmart.providers)."""
+"""Tests for the embedding providers (ragmart.embedding.providers)."""
 
 from __future__ import annotations
 
@@ -9,16 +9,16 @@ import sys
 import numpy as np
 import pytest
 
-from ragmart.providers import (
+from ragmart.embedding.providers import (
     PROVIDER_NAMES,
     EmbeddingError,
     EmbeddingProvider,
     ProviderStats,
     get_provider,
 )
-from ragmart.providers import local as local_mod
-from ragmart.providers.hashing import HashingProvider
-from ragmart.providers.local import LocalOnnxProvider
+from ragmart.embedding.providers import local as local_mod
+from ragmart.embedding.providers.hashing import HashingProvider
+from ragmart.embedding.providers.local import LocalOnnxProvider
 
 PTO = "Full-time employees receive 20 days of paid vacation (PTO) each year."
 PASSWORD = "Passwords must be at least 14 characters and rotated after a breach."
@@ -61,7 +61,7 @@ def test_hash_provider_is_deterministic_and_batch_independent():
 
 def test_hash_provider_does_not_depend_on_python_hash_seed():
     code = (
-        "import hashlib;from ragmart.providers.hashing import HashingProvider;"
+        "import hashlib;from ragmart.embedding.providers.hashing import HashingProvider;"
         "v=HashingProvider().embed(['Sick leave is paid from day one.', 'x y z']);"
         "print(hashlib.sha256(v.tobytes()).hexdigest())"
     )

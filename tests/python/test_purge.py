@@ -147,7 +147,7 @@ def assert_purged(project: Project, layout: str) -> None:
     for database in [project.db_path, *(project.workdir / "published").glob("v*.duckdb")]:
         conn = connect(database, read_only=True)
         try:
-            # a slim snapshot (ragmart.serving.snapshot) holds only the serving tables: no
+            # a slim snapshot (ragmart.serving.publish.snapshot) holds only the serving tables: no
             # staging, no HNSW index; every table keyed by document_id lacks the document
             tables = {t for (t,) in conn.execute(
                 "select table_name from duckdb_tables() where database_name = "
@@ -261,7 +261,7 @@ def test_the_next_dbt_build_completes_an_interrupted_purge(deployment) -> None:
 
 def test_purge_under_open_readers_switches_the_snapshot_and_waits_for_the_build_db(
         deployment, monkeypatch) -> None:
-    from ragmart.retrieval import ALL_GROUPS, Retriever
+    from ragmart.retrieval.engine import ALL_GROUPS, Retriever
 
     project = deployment
     for name, value in project.env().items():
@@ -352,7 +352,7 @@ def test_an_unreadable_landing_file_naming_the_document_keeps_the_purge_open(dep
 
 
 def test_a_quarantined_record_belongs_to_the_id_it_names_as_a_whole_word() -> None:
-    from ragmart.purge import belongs, is_purged
+    from ragmart.serving.purge import belongs, is_purged
 
     def broken(raw: str) -> dict:
         return {"document_id": None, "quarantine_reason": "invalid_json: x", "raw_record": raw,

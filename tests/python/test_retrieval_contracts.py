@@ -23,24 +23,24 @@ import yaml
 from cdc_files import debezium_jsonl, dms_csv, document, paragraph
 from dbt_harness import ROOT, Project
 
-import ragmart.retrieval as retrieval
-from ragmart import cli
-from ragmart.contracts import (
+import ragmart.retrieval.engine as retrieval
+from ragmart.cli import main as cli
+from ragmart.duck import connect
+from ragmart.embedding.providers import HashingProvider
+from ragmart.retrieval.contracts import (
     Contract,
     ContractError,
     load_contracts,
     parse_contracts,
 )
-from ragmart.duck import connect
-from ragmart.memory_vectors import ReadOnlyRequiredError, ServingVectors
-from ragmart.providers import HashingProvider
-from ragmart.retrieval import (
+from ragmart.retrieval.engine import (
     ALL_GROUPS,
     Retriever,
     Tables,
     install_sql_macros,
     search_contract,
 )
+from ragmart.retrieval.memory import ReadOnlyRequiredError, ServingVectors
 
 DIMS = 384
 MODEL = HashingProvider().model
@@ -1237,8 +1237,8 @@ def test_ties_break_on_chunk_id(conn, tiny) -> None:
 
 
 def test_ragmart_retrieve_is_exported_lazily() -> None:
-    code = ("import sys, ragmart; assert 'ragmart.retrieval' not in sys.modules; "
-            "from ragmart.retrieval import retrieve; assert ragmart.retrieve is retrieve")
+    code = ("import sys, ragmart; assert 'ragmart.retrieval.engine' not in sys.modules; "
+            "from ragmart.retrieval.engine import retrieve; assert ragmart.retrieve is retrieve")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 

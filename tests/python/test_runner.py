@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from dbt_harness import SAMPLE_LANDING, Project, copy_project
 
+from ragmart.build.runner import BuildOutcome, WarmDbt, landing_fingerprint, watch
 from ragmart.duck import connect
-from ragmart.runner import BuildOutcome, WarmDbt, landing_fingerprint, watch
 
 SAMPLE_FILES = sorted((p for layout in ("dms", "debezium")
                        for p in (SAMPLE_LANDING / layout).iterdir()), key=lambda p: p.name)
@@ -121,7 +121,7 @@ def test_a_failed_parse_is_a_failed_build_not_a_crash(tmp_path, monkeypatch) -> 
 
 
 def test_the_cli_documents_build(capsys) -> None:
-    from ragmart.cli import main
+    from ragmart.cli.main import main
 
     with pytest.raises(SystemExit) as done:
         main(["build", "--help"])

@@ -16,7 +16,7 @@ import duckdb
 import pytest
 from dbt_harness import ROOT
 
-from ragmart import cli
+from ragmart.cli import main as cli
 from ragmart.exit_codes import Exit
 from ragmart.safe_yaml import MAX_DEPTH, MAX_EXPANDED_NODES, load_yaml
 
@@ -46,7 +46,7 @@ def empty_database(tmp_path: Path) -> Path:
 
 def _retrieve(contracts: Path, tmp_path: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "ragmart.cli", "retrieve", "anything", "--contract", "bomb",
+        [sys.executable, "-m", "ragmart.cli.main", "retrieve", "anything", "--contract", "bomb",
          "--contracts", str(contracts), "--db", str(empty_database(tmp_path))],
         cwd=ROOT, capture_output=True, text=True, timeout=60,
     )

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ragmart.cdc import parse_landing_file
+from ragmart.ingest.cdc import parse_landing_file
 from ragmart.sample import build_sample_landing, main
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -16,7 +16,7 @@ from dbt_harness import ROOT, SAMPLE_LANDING, Project
 
 from ragmart.duck import connect
 from ragmart.exit_codes import Exit
-from ragmart.serving import ServingError, add_lookup_indexes
+from ragmart.serving.publish import ServingError, add_lookup_indexes
 
 
 def serving_json(project: Project) -> dict:
@@ -176,7 +176,8 @@ def test_purge_removes_a_document_from_every_file_and_rollback_cannot_resurrect(
                 ).fetchone()[0]
                 assert hits == 0, (database.name, table, column)
             # indexes survive the rewrite: the HNSW index where the file has the index table
-            # (the build database; a slim snapshot has neither, ragmart.serving.snapshot), the
+            # (the build database; a slim snapshot has neither, ragmart.serving.publish.snapshot),
+            # the
             # chunk_id lookup indexes in snapshots
             names = {n for (n,) in conn.execute(
                 "select index_name from duckdb_indexes() where database_name = "
@@ -338,7 +339,7 @@ def test_publish_waits_for_a_build_holding_the_database_and_switches_nothing_if_
 
     # the snapshot is taken while nothing holds the database; the lock is taken just after,
     # as a build starting in between would (the evaluation takes a second at least)
-    from ragmart import serving
+    from ragmart.serving import publish as serving
 
     real_snapshot = serving.snapshot
     holders = []

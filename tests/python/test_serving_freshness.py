@@ -1,5 +1,5 @@
 """Freshness end to end: the watch loop publishes, readers are told when what serves is behind
-the newest build, and the serving lag is measured (ragmart.serving_lag)."""
+the newest build, and the serving lag is measured (ragmart.serving.lag)."""
 
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ def test_watch_publish_serves_every_green_build_and_survives_a_refusal(tmp_path)
     project = Project(tmp_path)
     project.land_sample()
     loop = subprocess.Popen(
-        [sys.executable, "-m", "ragmart.cli", "build", "--watch", "--publish",
+        [sys.executable, "-m", "ragmart.cli.main", "build", "--watch", "--publish",
          "--max-builds", "4", "--interval", "0.5", "--", "--quiet"],
         cwd=ROOT, env=project.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = Lines(loop)
@@ -134,7 +134,7 @@ def test_a_long_lived_retriever_follows_a_publish_without_a_failed_query(tmp_pat
     import duckdb
     import pytest
 
-    from ragmart.retrieval import ALL_GROUPS, Retriever
+    from ragmart.retrieval.engine import ALL_GROUPS, Retriever
 
     project = Project(tmp_path)
     project.land_sample()
@@ -225,8 +225,8 @@ def test_freshness_measures_the_serving_lag_per_layout_and_an_sla_fails_it(tmp_p
 
 def test_a_failed_publish_is_recorded_and_a_failed_build_is_not_published(tmp_path,
                                                                           monkeypatch) -> None:
-    from ragmart.runner import BuildOutcome, then_publish
-    from ragmart.serving import auto_publish_status, publish_after_build
+    from ragmart.build.runner import BuildOutcome, then_publish
+    from ragmart.serving.publish import auto_publish_status, publish_after_build
 
     monkeypatch.delenv("RAGMART_PUBLISH_DIR", raising=False)
     db = tmp_path / "never-built.duckdb"
@@ -245,16 +245,16 @@ def test_a_failed_publish_is_recorded_and_a_failed_build_is_not_published(tmp_pa
     assert failed.published is None and green.published is attempt
     assert "publish v1 FAILED" in green.summary()
 
-    from ragmart.cli import _build_exit
+    from ragmart.cli.main import _build_exit
 
     assert _build_exit(green) == Exit.CHECK_FAILED
     green.published = type(attempt)("refused", "v1", attempt.attempted_at, "recall@5 fell")
     assert _build_exit(green) == Exit.GATE_REFUSED
     monkeypatch.setenv("RAGMART_BUILD_PUBLISH", "maybe")
-    from ragmart.cli import main
+    from ragmart.cli.main import main
 
     assert main(["build", "--max-builds", "1"]) == Exit.USAGE
-    from ragmart.cli import _built_version
+    from ragmart.cli.main import _built_version
 
     assert _built_version(["--vars", "{index_version: v2, chunker_version: x}"]) == "v2"
     assert _built_version(["--vars={index_version: v3}"]) == "v3"

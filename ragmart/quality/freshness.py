@@ -20,7 +20,7 @@ from pathlib import Path
 
 import duckdb
 
-from ragmart import chunking
+from ragmart.chunking import chunkers as chunking
 from ragmart.duck import connect
 
 FRESHNESS_PREFIX = "int_document_versions_served_"  # + index version, one table per version
@@ -102,7 +102,7 @@ def sla_minutes_default() -> float:
 def default_version(db_path: str | Path) -> str:
     """The version `ragmart retrieve` reads: the published one, else $RAGMART_INDEX_VERSION
     or v1."""
-    from ragmart.serving import resolve_target
+    from ragmart.serving.publish import resolve_target
 
     return resolve_target(Path(db_path)).version
 
@@ -117,7 +117,7 @@ def report(
 ) -> FreshnessReport:
     """The freshness facts of index version `index_version` in the database `conn` has open
     (current catalog)."""
-    from ragmart.serving import ServingError, check_version
+    from ragmart.serving.publish import ServingError, check_version
 
     try:
         check_version(index_version)

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ragmart.providers.base import EmbeddingError, ProviderStats, check_texts
+from ragmart.embedding.providers.base import EmbeddingError, ProviderStats, check_texts
 
 MODEL_ID = "all-MiniLM-L6-v2-onnx-int8"
 DIMENSIONS = 384

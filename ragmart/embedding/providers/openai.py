@@ -41,7 +41,12 @@ from typing import Any
 
 import numpy as np
 
-from ragmart.providers.base import EmbeddingError, ProviderStats, check_texts, l2_normalise
+from ragmart.embedding.providers.base import (
+    EmbeddingError,
+    ProviderStats,
+    check_texts,
+    l2_normalise,
+)
 
 MODEL_ENV = "RAGMART_OPENAI_MODEL"
 DIMENSIONS_ENV = "RAGMART_OPENAI_DIMENSIONS"

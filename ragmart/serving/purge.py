@@ -1,11 +1,12 @@
 """Compliance purge: remove a document's text and vectors from every file of a deployment.
 
 What belongs to the document is decided by the readers ingestion uses, never by a second
-parser: a landing record is the document's when ``ragmart.cdc`` reads its
+parser: a landing record is the document's when ``ragmart.ingest.cdc`` reads its
 ``document_id`` as the id (however the file spells it: JSON escapes, CSV quoting, a header in
 another case, a byte-order mark, a JSON array, parquet), or when it is a quarantined record
 that has no readable id and whose raw text names the id (:func:`belongs`). A landing file is
-rewritten only when it holds such a record, by ``ragmart.cdc.without_records`` (every other byte
+rewritten only when it holds such a record, by ``ragmart.ingest.cdc.without_records`` (every other
+byte
 kept), so `dbt source freshness` sees no other file change. In a database the document's rows
 are those keyed by its ``document_id``, quarantined raw records by the same rule, the chunk ids
 of its chunks (vector index and delta tables) and the embedding-cache rows of texts no other
@@ -25,7 +26,8 @@ each idempotent and marked done in the journal when it completes:
 2. ``landing``: the document's records leave every landing file ingestion reads.
 3. ``snapshots``: each published snapshot holding the document is replaced by a purged copy
    under a new name, and serving.json and the history are switched to it atomically
-   (``ragmart.serving.replace_snapshot``); a reader that has the old file open is never written
+   (``ragmart.serving.publish.replace_snapshot``); a reader that has the old file open is never
+   written
    under, it keeps its file until it reopens. The old file is then removed.
 4. ``database``: the build database is purged in place and rewritten.
 5. ``unreadable``: a landing file that ingestion cannot read as records (a corrupt parquet file,
@@ -35,7 +37,7 @@ each idempotent and marked done in the journal when it completes:
 
 An interrupted purge (a locked database, a kill at any point) stays in the journal and the
 next ``ragmart purge`` completes it, as does the start of the next dbt invocation
-(``ragmart.dbt_plugin``). Temporary files of a purge carry ``.purge-`` in their names and are
+(``ragmart.build.dbt_plugin``). Temporary files of a purge carry ``.purge-`` in their names and are
 removed by the next run. One purge runs at a time per deployment (``purge_journal.lock``).
 
 Logs, reports and the unreadable files of step 5 are not records, so there the document is
@@ -61,11 +63,11 @@ from pathlib import Path
 
 import duckdb
 
-from ragmart.cdc import LandingRecord, landing_records, without_records
+from ragmart.build.faults import fault_point
 from ragmart.config import Settings
 from ragmart.duck import configure_connection, connect
-from ragmart.faults import fault_point
-from ragmart.serving import ServingError, publish_dir, replace_snapshot
+from ragmart.ingest.cdc import LandingRecord, landing_records, without_records
+from ragmart.serving.publish import ServingError, publish_dir, replace_snapshot
 
 REGISTRY_NAME = "purged_documents.json"
 JOURNAL_NAME = "purge_journal.json"
@@ -114,12 +116,13 @@ class Deployment:
 
     def landing_files(self) -> list[tuple[str, Path]]:
         """(relative path as ingestion names it, file) of every file under the landing zone, as
-        ingestion lists it (ragmart.ingest.list_landing_files): the files it reads, the ones it
+        ingestion lists it (ragmart.ingest.landing.list_landing_files): the files it reads, the
+        ones it
         reports as unsupported, and the hidden ones it skips (a partial upload may hold the text
         too)."""
         if self.landing_dir is None or not Path(self.landing_dir).is_dir():
             return []
-        from ragmart.ingest import LandingZoneError, list_landing_files
+        from ragmart.ingest.landing import LandingZoneError, list_landing_files
 
         try:
             listed = list_landing_files(self.landing_dir)
@@ -183,7 +186,8 @@ def _id_pattern(document_id: str) -> re.Pattern[str]:
 
 
 def belongs(row: dict, document_id: str) -> bool:
-    """Whether a row read by ragmart.cdc is a record of the document: its document_id is the id,
+    """Whether a row read by ragmart.ingest.cdc is a record of the document: its document_id is
+    the id,
     or it is quarantined without a readable id and its raw text names the id (a whole word)."""
     if row.get("document_id") is not None:
         return row["document_id"] == document_id
@@ -193,7 +197,7 @@ def belongs(row: dict, document_id: str) -> bool:
 
 
 def is_purged(row: dict, registry: dict[str, int]) -> bool:
-    """Whether ingestion drops a row read by ragmart.cdc because of a purge (`registry` as
+    """Whether ingestion drops a row read by ragmart.ingest.cdc because of a purge (`registry` as
     load_registry returns it): a record of a purged document at or below the highest change_seq
     purged (a later event of the same id is a new document and is ingested)."""
     if not registry:
@@ -709,10 +713,11 @@ def _run(dep: Deployment, document_id: str, report: PurgeReport) -> None:
         entry["done"].append(step)
         _write_json(journal_path(dep.db_path), journal)
         fault_point(f"purge_step_{step}")
-    # What serves changed: the gate's baseline is measured again (ragmart.serving). Before the
+    # What serves changed: the gate's baseline is measured again (ragmart.serving.publish). Before
+    # the
     # journal entry goes, so a failed measurement (a locked database, a provider not
     # configured) leaves the purge pending and the next purge or build measures again.
-    from ragmart.serving import refresh_baseline
+    from ragmart.serving.publish import refresh_baseline
 
     refresh_baseline(dep.db_path)
     del journal[document_id]

@@ -2,10 +2,10 @@
 
 Loads the vss extension from the installed ``duckdb-extension-vss`` wheel (never from the
 network) and enables HNSW persistence for file databases. Before dbt opens the database it
-completes any purge left pending (``ragmart.purge``). Profiles reference it as::
+completes any purge left pending (``ragmart.serving.purge``). Profiles reference it as::
 
     plugins:
-      - module: ragmart.dbt_plugin
+      - module: ragmart.build.dbt_plugin
         alias: ragmart
 """
 
@@ -21,9 +21,10 @@ from ragmart.duck import configure_connection
 class Plugin(BasePlugin):
     def initialize(self, plugin_config: dict[str, Any]) -> None:
         self._config = dict(plugin_config)
-        # A purge interrupted since the last invocation (ragmart.purge's journal) is completed
+        # A purge interrupted since the last invocation (ragmart.serving.purge's journal) is
+        # completed
         # before dbt opens the database: a file stat when there is none.
-        from ragmart.purge import Deployment, complete_pending, journal_path
+        from ragmart.serving.purge import Deployment, complete_pending, journal_path
 
         deployment = Deployment.from_env()
         if journal_path(deployment.db_path).exists():

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ragmart.providers.base import ProviderStats, check_texts
+from ragmart.embedding.providers.base import ProviderStats, check_texts
 
 _WORD = re.compile(r"\w+")
 _PERSON = b"ragmart.hash.v1"  # domain-separates the hash; part of the model version

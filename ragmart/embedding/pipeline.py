@@ -9,10 +9,10 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pyarrow as pa
 
-from ragmart import chunking
-from ragmart.faults import fault_point
+from ragmart.build.faults import fault_point
+from ragmart.chunking import chunkers as chunking
+from ragmart.embedding.providers import EmbeddingError, EmbeddingProvider, PartialEmbeddingError
 from ragmart.lineage import current_invocation_id, utc_now
-from ragmart.providers import EmbeddingError, EmbeddingProvider, PartialEmbeddingError
 
 # chunker_version -> chunker. A new chunker is a new entry, built beside the old one.
 CHUNKERS: dict[str, Callable[[str, str], list[chunking.Chunk]]] = {

@@ -36,7 +36,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from ragmart.providers import EmbeddingProvider, provider_for_model
+from ragmart.embedding.providers import EmbeddingProvider, provider_for_model
 
 JUDGED_QUERIES = Path("seeds/judged_queries.csv")
 NDCG_DEPTH = 10
@@ -50,7 +50,7 @@ DEFAULT_TOLERANCE: dict[str, float] = {"recall@5": 0.02, "mrr": 0.03, "ndcg@10":
 # baseline when the var eval_baseline is not set.
 PUBLISHED_METRICS_TABLE = "published_eval_metrics"
 
-_VERSION = re.compile(r"v[0-9]+")  # as ragmart.serving.VERSION_RE
+_VERSION = re.compile(r"v[0-9]+")  # as ragmart.serving.publish.VERSION_RE
 _METRIC = re.compile(r"(recall@[1-9][0-9]*|mrr|ndcg@10)")
 _EPSILON = 1e-12  # a drop of exactly the tolerance passes, whatever the float rounding
 
@@ -506,11 +506,11 @@ def _connect_file(path: str | Path) -> duckdb.DuckDBPyConnection:
 
 def open_version(version: str, db_path: str | Path | None = None) -> duckdb.DuckDBPyConnection:
     """A read-only connection in which `version`'s serving table can be read: the file
-    `db_path` when given, else where ragmart.serving says the version lives (its published
+    `db_path` when given, else where ragmart.serving.publish says the version lives (its published
     snapshot when it is the one serving, else the build database at $RAGMART_DB)."""
     if db_path is not None:
         return _connect_file(db_path)
-    from ragmart import serving
+    from ragmart.serving import publish as serving
 
     if hasattr(serving, "open_version"):
         return serving.open_version(version)
@@ -519,9 +519,9 @@ def open_version(version: str, db_path: str | Path | None = None) -> duckdb.Duck
 
 def default_version(db_path: str | Path | None = None) -> str:
     """The version `ragmart eval` evaluates when none is named: the newest in `db_path`, or,
-    without it, the one serving (ragmart.serving.resolve_target)."""
+    without it, the one serving (ragmart.serving.publish.resolve_target)."""
     if db_path is None:
-        from ragmart.serving import resolve_target
+        from ragmart.serving.publish import resolve_target
 
         return resolve_target(None, None).version
     conn = _connect_file(db_path)

@@ -3,7 +3,7 @@
 * ``local`` (default): all-MiniLM-L6-v2 int8 ONNX shipped as a wheel, 384 dims, CPU.
 * ``hash``: deterministic feature hashing, no model, for tests and offline CI.
 * ``openai``: the OpenAI embeddings API or any OpenAI-compatible endpoint (see
-  ``ragmart.providers.openai`` for its RAGMART_OPENAI_* settings).
+  ``ragmart.embedding.providers.openai`` for its RAGMART_OPENAI_* settings).
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ragmart.providers.base import EmbeddingError, EmbeddingProvider, ProviderStats
-from ragmart.providers.hashing import HashingProvider
-from ragmart.providers.local import LocalOnnxProvider
-from ragmart.providers.openai import OpenAIProvider, PartialEmbeddingError
+from ragmart.embedding.providers.base import EmbeddingError, EmbeddingProvider, ProviderStats
+from ragmart.embedding.providers.hashing import HashingProvider
+from ragmart.embedding.providers.local import LocalOnnxProvider
+from ragmart.embedding.providers.openai import OpenAIProvider, PartialEmbeddingError
 
 PROVIDER_ENV = "RAGMART_EMBEDDING_PROVIDER"
 PROVIDER_NAMES = ("local", "hash", "openai")

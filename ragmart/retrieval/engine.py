@@ -4,7 +4,8 @@ Ordering is (distance, chunk_id): the same index and query give the same rows in
 
 A search has a *source* and *clauses*. The source is what the caller may see of the live
 serving set (fct_chunk_embeddings_<v>) or, with ``as_of``, of the chunk versions live at that
-time (fct_chunk_history_<v>). The clauses come from a retrieval contract (ragmart.contracts)
+time (fct_chunk_history_<v>). The clauses come from a retrieval contract
+(ragmart.retrieval.contracts)
 and the caller's document-type filter; a chunk is *eligible* when it passes them all.
 
 Access is not a clause among others: it defines the source (`documents_sql`). A caller sees a
@@ -29,7 +30,7 @@ The search never filters after an approximate top-k (`_plan`):
    back to the exact scan past MAX_CANDIDATES;
 4. as-of searches scan the history exactly.
 
-A long-lived reader (`Retriever`) keeps the serving vectors in memory (ragmart.memory_vectors)
+A long-lived reader (`Retriever`) keeps the serving vectors in memory (ragmart.retrieval.memory)
 and replaces 1-3 for live searches: the eligible rows of a contract come from the exact
 eligibility SQL (remembered per parameters, `_eligible_rows`), numpy proposes the nearest of
 them, and the exact SQL search over those ids answers; the pool widens until no row left out
@@ -57,7 +58,10 @@ import numpy as np
 import pyarrow as pa
 
 from ragmart.config import Settings
-from ragmart.contracts import (
+from ragmart.duck import connect
+from ragmart.embedding.providers import EmbeddingProvider, get_provider, provider_for_model
+from ragmart.lineage import utc_now
+from ragmart.retrieval.contracts import (
     COMPLETENESS_LEVELS,
     METADATA_COLUMNS,
     MISSING_GROUPS_POLICIES,
@@ -66,12 +70,10 @@ from ragmart.contracts import (
     contracts_path,
     load_contracts,
 )
-from ragmart.duck import connect
-from ragmart.lineage import utc_now
-from ragmart.memory_vectors import ServingVectors
-from ragmart.providers import EmbeddingProvider, get_provider, provider_for_model
+from ragmart.retrieval.memory import ServingVectors
 
-# Relations of one index version <v> (see ragmart.serving): the serving set, its HNSW index, the
+# Relations of one index version <v> (see ragmart.serving.publish): the serving set, its HNSW
+# index, the
 # vectors not indexed yet (searched exactly beside the index) and the history for as-of search.
 SERVING_PREFIX = "fct_chunk_embeddings_"
 INDEX_PREFIX = "fct_chunk_vector_index_"
@@ -530,7 +532,8 @@ def _literal_list(ids: Sequence[str]) -> str | None:
     one cannot be written safely.
 
     In a published snapshot DuckDB answers a constant IN list on chunk_id from the unique
-    chunk_id (ART) index publish adds (ragmart.serving.add_lookup_indexes), so only those rows'
+    chunk_id (ART) index publish adds (ragmart.serving.publish.add_lookup_indexes), so only those
+    rows'
     vectors are read (measured at 100k: ~5 ms for 100 ids, ~35 ms for 1,000, against 130-160 ms
     for the same ids joined from a parameter, and ~250 ms for a Retriever search on the build
     database, which has no such index). The ids never come from the caller; quotes are doubled, and
@@ -1238,7 +1241,7 @@ class Retriever:
     on it: a Retriever serves one thread), so a publish never fails a query; a new snapshot
     that cannot be opened is tried again at the next check while the old one keeps answering.
     With `db_path` it pins that file. With `vectors_in_memory` (the default) it copies the
-    serving set's vectors into memory (ragmart.memory_vectors: float32, 4 bytes per dimension:
+    serving set's vectors into memory (ragmart.retrieval.memory: float32, 4 bytes per dimension:
     ~1.5 KB per chunk at 384 dimensions, 6 KB at 1536, 12 KB at 3072) and live searches score
     candidates there; the answers are those of the exact search. Close it (or use `with`):
     while it is open, DuckDB's shared lock keeps writers (a `dbt build` on that file) out,
@@ -1261,7 +1264,7 @@ class Retriever:
         self._index_version = index_version
         self._vectors_in_memory = vectors_in_memory
         if db_path is None:
-            from ragmart.serving import resolve_target
+            from ragmart.serving.publish import resolve_target
 
             self._follow_db = settings.db_path
             self._recheck = _recheck_seconds(recheck_seconds)
@@ -1303,7 +1306,7 @@ class Retriever:
         return path, tables, conn, vectors, provider
 
     def _pointer_stat(self) -> tuple[int, int, int] | None:
-        from ragmart.serving import publish_dir
+        from ragmart.serving.publish import publish_dir
 
         try:
             st = (publish_dir(self._follow_db) / "serving.json").stat()
@@ -1319,7 +1322,7 @@ class Retriever:
         seen = self._pointer_stat()
         if seen == self._pointer_seen:
             return
-        from ragmart.serving import resolve_target
+        from ragmart.serving.publish import resolve_target
 
         try:
             target = resolve_target(self._follow_db, self._index_version)

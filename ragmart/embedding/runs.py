@@ -2,7 +2,8 @@
 build keeps.
 
 A run records what the build asked of the embedding provider: calls, texts, tokens, retries
-and an estimated cost from a price table (``ragmart/providers/prices.json``, USD per million
+and an estimated cost from a price table (``ragmart/embedding/providers/prices.json``, USD per
+million
 input tokens by provider and API model; ``RAGMART_PRICE_TABLE`` points to another file).
 """
 
@@ -20,8 +21,8 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from ragmart.embedding.providers import ProviderStats
 from ragmart.lineage import current_invocation_id, utc_now
-from ragmart.providers import ProviderStats
 
 RUNS_TABLE = "embedding_runs"
 PRICE_TABLE_ENV = "RAGMART_PRICE_TABLE"

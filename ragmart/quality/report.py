@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from ragmart.evaluation import UNKNOWN_TYPE, EvalReport, GateResult, Metrics
+from ragmart.quality.evaluation import UNKNOWN_TYPE, EvalReport, GateResult, Metrics
 
 METRIC_TITLES = {"recall": "recall@{k}", "mrr": "MRR", "ndcg": "nDCG@10"}
 

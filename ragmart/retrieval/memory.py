@@ -3,7 +3,7 @@
 DuckDB answers a filtered exact search by reading the vectors of the eligible rows, and at
 100,000 chunks that read dominates a query whatever the selectivity (bench/retrieval.py: a
 1,000-chunk id list costs ~60 ms, a scan ~200 ms). A process that answers many queries
-(``ragmart.retrieval.Retriever``) can instead keep the vectors of the serving set in memory:
+(``ragmart.retrieval.engine.Retriever``) can instead keep the vectors of the serving set in memory:
 
 - they are copied once from a **read-only** connection. DuckDB holds a shared lock on the file
   for as long as that connection is open, so no writer can change it: the copy stays exact for

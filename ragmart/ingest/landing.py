@@ -2,11 +2,11 @@
 
 A file is ingested once per distinct content: files already seen with the same relative path,
 size and modification time are skipped without being read, and a re-landed file whose bytes
-are unchanged (same sha256) adds nothing. Parsing itself lives in :mod:`ragmart.cdc`.
+are unchanged (same sha256) adds nothing. Parsing itself lives in :mod:`ragmart.ingest.cdc`.
 
 Nothing under the landing dir is ignored without a word. :func:`list_landing_files` lists every
 file, in subfolders too; a file outside the layouts' folders, or with an extension its layout
-does not read, becomes one ``unsupported_file`` quarantine row (``ragmart.cdc`` decides which
+does not read, becomes one ``unsupported_file`` quarantine row (``ragmart.ingest.cdc`` decides which
 paths are readable). Only hidden names (a ``.`` first, on the file or a folder above it) are
 skipped: producers write a hidden temporary file and rename it when complete. A landing dir that
 does not exist, or that holds files but no layout folder, is a misconfiguration, not an empty
@@ -26,10 +26,15 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from ragmart.cdc import DEFAULT_MAX_CLOCK_SKEW, LAYOUT_EXTENSIONS, parse_landing_file, rows_to_arrow
-from ragmart.faults import fault_point
+from ragmart.build.faults import fault_point
+from ragmart.ingest.cdc import (
+    DEFAULT_MAX_CLOCK_SKEW,
+    LAYOUT_EXTENSIONS,
+    parse_landing_file,
+    rows_to_arrow,
+)
 from ragmart.lineage import current_invocation_id, utc_now
-from ragmart.purge import is_purged
+from ragmart.serving.purge import is_purged
 
 LAYOUTS = tuple(LAYOUT_EXTENSIONS)
 
@@ -139,7 +144,7 @@ def ingest_files(
 ) -> pa.Table:
     """Parse the files not ingested yet; returns cdc rows plus file and lineage columns.
 
-    `purged` (document_id -> highest purged change_seq, see ragmart.purge) drops events a
+    `purged` (document_id -> highest purged change_seq, see ragmart.serving.purge) drops events a
     compliance purge removed, so a replayed old file cannot resurrect them. Timestamps are
     judged against `now` (default: the ingestion time) plus `max_clock_skew`."""
     purged = purged or {}

@@ -31,7 +31,7 @@ from pathlib import Path
 import duckdb
 
 from ragmart.duck import connect
-from ragmart.serving import (
+from ragmart.serving.publish import (
     LANDED_TABLE,
     Publication,
     _mtime_ns,
@@ -115,7 +115,7 @@ def _build_built_at(db_path: Path, pub: Publication) -> str | None:
     if conn is None:
         return UNKNOWN
     try:
-        from ragmart.freshness import INDEX_VERSIONS_TABLE, _exists
+        from ragmart.quality.freshness import INDEX_VERSIONS_TABLE, _exists
 
         if not _exists(conn, INDEX_VERSIONS_TABLE):
             return None
@@ -183,7 +183,7 @@ def _readings(db_path: Path, limit: int) -> list[tuple] | None:
     if conn is None:
         return None
     try:
-        from ragmart.freshness import _exists
+        from ragmart.quality.freshness import _exists
 
         if not _exists(conn, LANDED_TABLE):
             return []
@@ -206,7 +206,7 @@ def _readings(db_path: Path, limit: int) -> list[tuple] | None:
 def _landed_not_ingested(landing_dir: Path, readings: list[tuple]) -> list[tuple]:
     """(layout, relative path, landed_at) of landing-zone files no build read yet (as they are
     now: a file rewritten since its reading counts again)."""
-    from ragmart.ingest import LAYOUTS
+    from ragmart.ingest.landing import LAYOUTS
 
     known: dict[tuple[str, int], list[dt.datetime]] = {}
     for _, source_file, size, landed_at, _ in readings:

@@ -167,7 +167,7 @@ def _groups(values: list[str] | None) -> list[str] | None:
 
 def _cmd_retrieve(args: argparse.Namespace) -> int:
     from ragmart.exit_codes import Exit
-    from ragmart.retrieval import ALL_GROUPS, retrieve
+    from ragmart.retrieval.engine import ALL_GROUPS, retrieve
 
     result = retrieve(
         args.question,
@@ -182,7 +182,7 @@ def _cmd_retrieve(args: argparse.Namespace) -> int:
     state = None
     if args.db is None:  # what serves; --db names a file to read as it is
         from ragmart.config import Settings
-        from ragmart.serving_lag import serving_state
+        from ragmart.serving.lag import serving_state
 
         state = serving_state(Settings.from_env().db_path)
     if args.json:
@@ -212,10 +212,10 @@ def _cmd_freshness(args: argparse.Namespace) -> int:
     import duckdb
 
     from ragmart.config import Settings
-    from ragmart.freshness import freshness, render
-    from ragmart.serving import auto_publish_status
-    from ragmart.serving_lag import render as render_serving
-    from ragmart.serving_lag import serving_lag, serving_state
+    from ragmart.quality.freshness import freshness, render
+    from ragmart.serving.lag import render as render_serving
+    from ragmart.serving.lag import serving_lag, serving_state
+    from ragmart.serving.publish import auto_publish_status
 
     settings = Settings.from_env()
     db = _database(args)
@@ -247,8 +247,7 @@ def _cmd_freshness(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from ragmart.eval_report import write_report
-    from ragmart.evaluation import (
+    from ragmart.quality.evaluation import (
         default_version,
         effective_tolerance,
         evaluate_version,
@@ -257,6 +256,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         open_version,
         parse_tolerances,
     )
+    from ragmart.quality.report import write_report
 
     queries = load_judged_queries(args.queries)
     tolerance = effective_tolerance(parse_tolerances(args.tolerance or []), args.k)
@@ -302,7 +302,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def _cmd_stats(args: argparse.Namespace) -> int:
     from ragmart.duck import connect
-    from ragmart.runs import RUNS_TABLE, recent_runs
+    from ragmart.embedding.runs import RUNS_TABLE, recent_runs
 
     db = _database(args)
     conn = connect(db, read_only=True)
@@ -361,7 +361,7 @@ def _built_version(dbt_args: Sequence[str]) -> str:
     the project's default (v1)."""
     import yaml
 
-    from ragmart.serving import check_version
+    from ragmart.serving.publish import check_version
 
     for i, arg in enumerate(dbt_args):
         text = dbt_args[i + 1] if arg == "--vars" and i + 1 < len(dbt_args) else (
@@ -386,8 +386,8 @@ def _publish_on_build(flag: bool) -> bool:
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
+    from ragmart.build.runner import WarmDbt, then_publish, watch
     from ragmart.config import Settings
-    from ragmart.runner import WarmDbt, then_publish, watch
 
     dbt_args = args.dbt_args[1:] if args.dbt_args[:1] == ["--"] else args.dbt_args
     if args.db:  # profiles.yml attaches $RAGMART_DB: dbt reads it in this process
@@ -404,7 +404,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
     warm = WarmDbt(dbt_args=dbt_args)
     build = warm.build
     if _publish_on_build(args.publish):
-        from ragmart.serving import publish_after_build
+        from ragmart.serving.publish import publish_after_build
 
         db_path, version = Settings.from_env().db_path, _built_version(dbt_args)
         build = then_publish(build, lambda: publish_after_build(db_path, version))
@@ -517,7 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", help="database file (default $RAGMART_DB)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_stats)
-    from ragmart.cli_serving import register as register_serving
+    from ragmart.cli.serving import register as register_serving
 
     register_serving(sub)
     return parser
@@ -529,11 +529,11 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     import duckdb
 
     from ragmart.duck import VssUnavailableError
-    from ragmart.freshness import FreshnessError
-    from ragmart.memory_vectors import ReadOnlyRequiredError
-    from ragmart.providers import EmbeddingError
-    from ragmart.retrieval import RetrievalError
-    from ragmart.serving import ServingError
+    from ragmart.embedding.providers import EmbeddingError
+    from ragmart.quality.freshness import FreshnessError
+    from ragmart.retrieval.engine import RetrievalError
+    from ragmart.retrieval.memory import ReadOnlyRequiredError
+    from ragmart.serving.publish import ServingError
 
     return (RetrievalError, ServingError, FreshnessError, EmbeddingError, VssUnavailableError,
             ReadOnlyRequiredError, ValueError, OSError, duckdb.IOException)
@@ -566,7 +566,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _quiet_stdout()
         return Exit.OK
     except Exception as exc:  # every failure becomes one clear line and an exit code
-        from ragmart.serving import GateRefused
+        from ragmart.serving.publish import GateRefused
 
         if isinstance(exc, GateRefused):
             print(f"ragmart {args.command}: {exc}", file=sys.stderr)

@@ -15,11 +15,12 @@ the process died.
 
 Points in the pipeline (see the ``fault_point(...)`` calls):
 
-``ingest_file``           after each landing file is parsed (ragmart.ingest)
+``ingest_file``           after each landing file is parsed (ragmart.ingest.landing)
 ``ingest_done``           after all new landing files are parsed, before the rows are returned
-``embedding_batch``       after each provider call of ragmart.pipeline.embed_texts
+``embedding_batch``       after each provider call of ragmart.embedding.pipeline.embed_texts
 ``embeddings_recorded``   int_chunk_embeddings: the run is recorded, the vectors not yet written
-``purge_journaled``        ragmart.purge: the id is in the journal and registry, nothing changed
+``purge_journaled``        ragmart.serving.purge: the id is in the journal and registry, nothing
+changed
 ``purge_step_<step>``      after a purge step is marked done (artifacts, landing, snapshots,
                           database)
 ``purge_landing_file``     after each landing file a purge rewrites

@@ -1,4 +1,4 @@
-"""Index versions, published snapshots, atomic switch and rollback (purge: ragmart.purge).
+"""Index versions, published snapshots, atomic switch and rollback (purge: ragmart.serving.purge).
 
 The build database (RAGMART_DB) is written by `dbt build` and locked while it runs. Serving never
 reads it directly once something is published: `publish` copies the database, under a shared
@@ -36,7 +36,7 @@ import duckdb
 
 from ragmart.config import Settings
 from ragmart.duck import connect
-from ragmart.retrieval import INDEX_VERSION as VERSION_RE  # the one rule for index versions
+from ragmart.retrieval.engine import INDEX_VERSION as VERSION_RE  # the one rule for index versions
 
 SERVING_PREFIX = "fct_chunk_embeddings_"
 LANDED_TABLE = "stg_landing__document_events"  # every reading of every landed file
@@ -90,7 +90,7 @@ class Publication:
     gate_failures: list[str] = field(default_factory=list)
     action: str = "publish"  # publish, rollback, or refresh (re-evaluated after a purge)
     evaluated_at: str | None = None  # when `report` was measured on the snapshot
-    # freshness marks of the snapshot (ragmart.serving_lag): when its version was last built,
+    # freshness marks of the snapshot (ragmart.serving.lag): when its version was last built,
     # the newest ingested_at of the landed files it holds, and the build database's
     # modification time just after the publish (a later one means something wrote it since)
     built_at: str | None = None
@@ -229,7 +229,7 @@ def _slim_relations(version: str) -> list[str]:
     """What serving `version` reads besides the index_versions row and the retrieval macro:
     the serving set, its exact delta, the history `--as-of` reads, the documents and their
     latest access. Not the HNSW index table: see `snapshot`."""
-    from ragmart.retrieval import Tables
+    from ragmart.retrieval.engine import Tables
 
     t = Tables.for_version(version)
     return [t.serving, t.delta, t.history, t.documents, t.access]
@@ -260,7 +260,7 @@ def snapshot(db_path: Path, version: str) -> Path:
     against ~1 s to copy the whole file). So its snapshot stays a copy of the whole build
     database, index included. Either way the snapshot records what it was taken from
     (MARKS_TABLE: the version's last build and the newest ingestion it holds)."""
-    from ragmart.retrieval import EXACT_SCAN_MAX_ROWS, Tables, install_sql_macros
+    from ragmart.retrieval.engine import EXACT_SCAN_MAX_ROWS, Tables, install_sql_macros
 
     db_path = Path(db_path)
     target_dir = publish_dir(db_path)
@@ -270,7 +270,7 @@ def snapshot(db_path: Path, version: str) -> Path:
     tmp = target_dir / f".{final.name}.tmp"
     conn = _open_build_db(db_path, read_only=True)
     try:
-        from ragmart.freshness import INDEX_VERSIONS_TABLE, _exists
+        from ragmart.quality.freshness import INDEX_VERSIONS_TABLE, _exists
 
         serving = f"{SERVING_PREFIX}{version}"
         if not _exists(conn, serving):
@@ -338,7 +338,7 @@ def add_lookup_indexes(conn: duckdb.DuckDBPyConnection, version: str) -> list[st
     whatever the change), so a build would pay for it in proportion to the corpus. A snapshot is
     written once and read many times; its indexes are built here, once per publish (0.1 s to
     create at 100,000 rows). Uniqueness in the build database is a dbt data test."""
-    from ragmart.retrieval import Tables
+    from ragmart.retrieval.engine import Tables
 
     relations = Tables.for_version(check_version(version))
     existing = {name for (name,) in conn.execute(
@@ -362,15 +362,17 @@ Gate = Callable[[dict, dict | None], list[str]]
 
 def evaluate_snapshot(database: Path, version: str) -> dict:
     """The judged-query evaluation report of `version` in a database file (exact search over its
-    serving table), as ragmart.evaluation.EvalReport.to_dict(): what a publication records."""
-    from ragmart.evaluation import evaluate_version
+    serving table), as ragmart.quality.evaluation.EvalReport.to_dict(): what a publication
+    records."""
+    from ragmart.quality.evaluation import evaluate_version
 
     return evaluate_version(database, version).to_dict()
 
 
 def gate_on_serving(candidate: dict, baseline: dict | None) -> list[str]:
-    """Failures of the candidate report against the serving one (ragmart.evaluation.gate)."""
-    from ragmart.evaluation import EvalReport, gate
+    """Failures of the candidate report against the serving one
+    (ragmart.quality.evaluation.gate)."""
+    from ragmart.quality.evaluation import EvalReport, gate
 
     if not baseline:
         return []
@@ -392,7 +394,7 @@ def _write_baseline(db_path: Path, report: dict) -> None:
     """Append `report`'s metrics to published_eval_metrics in the build database, the baseline
     of assert_candidate_does_not_regress, waiting up to RAGMART_LOCK_WAIT_SECONDS for a build
     that holds the database; raises ServingError when it stays locked."""
-    from ragmart.evaluation import EvalReport, record_published_metrics
+    from ragmart.quality.evaluation import EvalReport, record_published_metrics
 
     conn = _open_build_db(db_path, read_only=False)
     try:
@@ -615,7 +617,8 @@ def rollback(db_path: Path, *, evaluate: Evaluator = evaluate_snapshot) -> Publi
 
 def replace_snapshot(db_path: Path, old_name: str, new_name: str) -> bool:
     """Serve `new_name` wherever `old_name` served or may be rolled back to (a purged copy of a
-    snapshot, ragmart.purge): the history is rewritten with the new name, then serving.json is
+    snapshot, ragmart.serving.purge): the history is rewritten with the new name, then
+    serving.json is
     switched with one atomic rename, the same switch as a publish. A reader that opened the old
     file keeps reading it until it reopens; the next reader opens the new one. Returns whether
     serving.json was switched. Idempotent."""

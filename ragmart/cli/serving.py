@@ -9,15 +9,15 @@ from pathlib import Path
 
 
 def _db(args: argparse.Namespace) -> Path:
-    """--db, else $RAGMART_DB: an existing DuckDB file (ragmart.cli._database)."""
-    from ragmart.cli import _database
+    """--db, else $RAGMART_DB: an existing DuckDB file (ragmart.cli.main._database)."""
+    from ragmart.cli.main import _database
 
     return _database(args)
 
 
 def _cmd_versions(args: argparse.Namespace) -> int:
     from ragmart.duck import connect
-    from ragmart.serving import current_publication, history, list_versions
+    from ragmart.serving.publish import current_publication, history, list_versions
 
     db = _db(args)
     conn = connect(db, read_only=True)
@@ -51,7 +51,7 @@ def _cmd_versions(args: argparse.Namespace) -> int:
 
 
 def _cmd_publish(args: argparse.Namespace) -> int:
-    from ragmart.serving import check_version, publish
+    from ragmart.serving.publish import check_version, publish
 
     check_version(args.version)  # the argument first, then the file
     pub = publish(_db(args), args.version, force=args.force)
@@ -60,7 +60,7 @@ def _cmd_publish(args: argparse.Namespace) -> int:
 
 
 def _cmd_rollback(args: argparse.Namespace) -> int:
-    from ragmart.serving import rollback
+    from ragmart.serving.publish import rollback
 
     pub = rollback(_db(args))
     print(f"serving {pub.version} again ({pub.snapshot})")
@@ -69,7 +69,7 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
 
 def _cmd_purge(args: argparse.Namespace) -> int:
     from ragmart.exit_codes import Exit
-    from ragmart.purge import (
+    from ragmart.serving.purge import (
         Deployment,
         complete_pending,
         load_registry,
@@ -110,7 +110,7 @@ def _cmd_purge(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ragmart.cli import _text
+    from ragmart.cli.main import _text
 
     db_help = "database file (default $RAGMART_DB)"
     p = sub.add_parser("versions", help="index versions, their metrics, which one serves")

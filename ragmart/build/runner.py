@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ragmart.ingest import LandingZoneError, list_landing_files
+from ragmart.ingest.landing import LandingZoneError, list_landing_files
 
 # What `make run` and the benchmark build with: unit tests check model logic on fixed inputs and
 # belong to CI (`make test`), not to every production build (dbt's advice).
@@ -47,7 +47,7 @@ class BuildOutcome:
     model_seconds: float = 0.0  # models and seeds, from dbt's node timings
     test_seconds: float = 0.0
     failures: list[str] = field(default_factory=list)
-    # the publish attempted after this (green) build, a ragmart.serving.AutoPublish
+    # the publish attempted after this (green) build, a ragmart.serving.publish.AutoPublish
     published: Any = None
     publish_seconds: float = 0.0
 
@@ -190,7 +190,7 @@ def then_publish(build: Callable[[], BuildOutcome], publish: Callable[[], Any]
                  ) -> Callable[[], BuildOutcome]:
     """`build`, then `publish()` after every green build (never after a failed one: what
     serves stays as it was); the attempt rides on the outcome (`published`). `publish` must
-    not raise for a refused or failed publish (ragmart.serving.publish_after_build), so a
+    not raise for a refused or failed publish (ragmart.serving.publish.publish_after_build), so a
     refusal neither stops the loop nor makes it rebuild: the next build publishes again."""
 
     def run() -> BuildOutcome:
