@@ -361,7 +361,7 @@ def _built_version(dbt_args: Sequence[str]) -> str:
     the project's default (v1)."""
     import yaml
 
-    from ragmart.serving.publish import check_version
+    from ragmart.relations import check_version
 
     for i, arg in enumerate(dbt_args):
         text = dbt_args[i + 1] if arg == "--vars" and i + 1 < len(dbt_args) else (
@@ -533,7 +533,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from ragmart.quality.freshness import FreshnessError
     from ragmart.retrieval.engine import RetrievalError
     from ragmart.retrieval.memory import ReadOnlyRequiredError
-    from ragmart.serving.publish import ServingError
+    from ragmart.serving.pointer import ServingError
 
     return (RetrievalError, ServingError, FreshnessError, EmbeddingError, VssUnavailableError,
             ReadOnlyRequiredError, ValueError, OSError, duckdb.IOException)

@@ -17,7 +17,8 @@ def _db(args: argparse.Namespace) -> Path:
 
 def _cmd_versions(args: argparse.Namespace) -> int:
     from ragmart.duck import connect
-    from ragmart.serving.publish import current_publication, history, list_versions
+    from ragmart.serving.pointer import current_publication, history
+    from ragmart.serving.publish import list_versions
 
     db = _db(args)
     conn = connect(db, read_only=True)
@@ -51,7 +52,8 @@ def _cmd_versions(args: argparse.Namespace) -> int:
 
 
 def _cmd_publish(args: argparse.Namespace) -> int:
-    from ragmart.serving.publish import check_version, publish
+    from ragmart.relations import check_version
+    from ragmart.serving.publish import publish
 
     check_version(args.version)  # the argument first, then the file
     pub = publish(_db(args), args.version, force=args.force)

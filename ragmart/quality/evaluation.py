@@ -519,9 +519,9 @@ def open_version(version: str, db_path: str | Path | None = None) -> duckdb.Duck
 
 def default_version(db_path: str | Path | None = None) -> str:
     """The version `ragmart eval` evaluates when none is named: the newest in `db_path`, or,
-    without it, the one serving (ragmart.serving.publish.resolve_target)."""
+    without it, the one serving (ragmart.serving.pointer.resolve_target)."""
     if db_path is None:
-        from ragmart.serving.publish import resolve_target
+        from ragmart.serving.pointer import resolve_target
 
         return resolve_target(None, None).version
     conn = _connect_file(db_path)

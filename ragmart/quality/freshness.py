@@ -102,7 +102,7 @@ def sla_minutes_default() -> float:
 def default_version(db_path: str | Path) -> str:
     """The version `ragmart retrieve` reads: the published one, else $RAGMART_INDEX_VERSION
     or v1."""
-    from ragmart.serving.publish import resolve_target
+    from ragmart.serving.pointer import resolve_target
 
     return resolve_target(Path(db_path)).version
 
@@ -117,11 +117,11 @@ def report(
 ) -> FreshnessReport:
     """The freshness facts of index version `index_version` in the database `conn` has open
     (current catalog)."""
-    from ragmart.serving.publish import ServingError, check_version
+    from ragmart.relations import InvalidVersionError, check_version
 
     try:
         check_version(index_version)
-    except ServingError as exc:
+    except InvalidVersionError as exc:
         raise FreshnessError(str(exc)) from None
     facts = FRESHNESS_PREFIX + index_version
     binding = None

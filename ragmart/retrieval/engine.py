@@ -1264,7 +1264,7 @@ class Retriever:
         self._index_version = index_version
         self._vectors_in_memory = vectors_in_memory
         if db_path is None:
-            from ragmart.serving.publish import resolve_target
+            from ragmart.serving.pointer import resolve_target
 
             self._follow_db = settings.db_path
             self._recheck = _recheck_seconds(recheck_seconds)
@@ -1306,7 +1306,7 @@ class Retriever:
         return path, tables, conn, vectors, provider
 
     def _pointer_stat(self) -> tuple[int, int, int] | None:
-        from ragmart.serving.publish import publish_dir
+        from ragmart.serving.pointer import publish_dir
 
         try:
             st = (publish_dir(self._follow_db) / "serving.json").stat()
@@ -1322,7 +1322,7 @@ class Retriever:
         seen = self._pointer_stat()
         if seen == self._pointer_seen:
             return
-        from ragmart.serving.publish import resolve_target
+        from ragmart.serving.pointer import resolve_target
 
         try:
             target = resolve_target(self._follow_db, self._index_version)

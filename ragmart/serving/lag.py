@@ -31,14 +31,9 @@ from pathlib import Path
 import duckdb
 
 from ragmart.duck import connect
-from ragmart.serving.publish import (
-    LANDED_TABLE,
-    Publication,
-    _mtime_ns,
-    auto_publish_status,
-    current_publication,
-    history,
-)
+from ragmart.relations import LANDED_TABLE
+from ragmart.serving.pointer import Publication, current_publication, history
+from ragmart.serving.publish import _mtime_ns, auto_publish_status
 
 UNKNOWN = "unknown"
 SLA_ENV = "RAGMART_SERVING_SLA_SECONDS"

@@ -12,9 +12,9 @@ that must always agree: the serving publication's report (`serving.json`, which 
 reads) and the table `published_eval_metrics` in the build database (which the dbt test
 `assert_candidate_does_not_regress` reads during a build, when no snapshot is at hand). Every
 change of what serves, or of what the serving snapshot holds, writes the evaluated metrics to
-the build database first (`_write_baseline`) and then switches the pointer (`_record`): a
-publish, a rollback, and `refresh_baseline`, which a purge calls after editing the snapshot in
-place. The table is written first because the pointer switch is the commit: if the table
+the build database first (`_write_baseline`) and then switches the pointer
+(ragmart.serving.pointer.record): a publish, a rollback, and `refresh_baseline`, which a purge
+calls after editing the snapshot in place. The table is written first because the pointer switch is the commit: if the table
 cannot be written (the build database stays locked by a build), nothing has changed; if the
 switch failed after it, the table would hold the candidate's metrics, which passed the gate.
 """
@@ -26,7 +26,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -34,21 +33,30 @@ from pathlib import Path
 
 import duckdb
 
-from ragmart.config import Settings
 from ragmart.duck import connect
-from ragmart.retrieval.engine import INDEX_VERSION as VERSION_RE  # the one rule for index versions
+from ragmart.relations import (
+    INDEX_PREFIX,
+    INDEX_VERSION,
+    LANDED_TABLE,
+    SERVING_PREFIX,
+    check_version,
+)
+from ragmart.serving.pointer import (
+    Publication,
+    ServingError,
+    current_publication,
+    history,
+    history_path,
+    pointer_path,
+    publish_dir,
+    record,
+    write_atomic,
+)
 
-SERVING_PREFIX = "fct_chunk_embeddings_"
-LANDED_TABLE = "stg_landing__document_events"  # every reading of every landed file
-INDEX_PREFIX = "fct_chunk_vector_index_"
 KEEP_SNAPSHOTS = 3
 # How long writing the baseline into the build database waits for a build's lock to go away.
 LOCK_WAIT_ENV = "RAGMART_LOCK_WAIT_SECONDS"
 DEFAULT_LOCK_WAIT_SECONDS = 120.0
-
-
-class ServingError(RuntimeError):
-    pass
 
 
 class GateRefused(RuntimeError):
@@ -57,109 +65,6 @@ class GateRefused(RuntimeError):
     def __init__(self, message: str, failures: list[str]) -> None:
         super().__init__(message)
         self.failures = list(failures)
-
-
-@dataclass(frozen=True)
-class ServingTarget:
-    """Where a reader goes: a database file and the version's two relations."""
-
-    database: Path
-    version: str
-    published: bool
-
-    @property
-    def table(self) -> str:
-        return f"{SERVING_PREFIX}{self.version}"
-
-    @property
-    def index_table(self) -> str:
-        return f"{INDEX_PREFIX}{self.version}"
-
-
-@dataclass
-class Publication:
-    version: str
-    snapshot: str  # file name inside the publish dir
-    published_at: str
-    embedding_model: str | None = None
-    chunker_version: str | None = None
-    chunks: int = 0
-    metrics: dict = field(default_factory=dict)
-    report: dict = field(default_factory=dict)
-    forced: bool = False
-    gate_failures: list[str] = field(default_factory=list)
-    action: str = "publish"  # publish, rollback, or refresh (re-evaluated after a purge)
-    evaluated_at: str | None = None  # when `report` was measured on the snapshot
-    # freshness marks of the snapshot (ragmart.serving.lag): when its version was last built,
-    # the newest ingested_at of the landed files it holds, and the build database's
-    # modification time just after the publish (a later one means something wrote it since)
-    built_at: str | None = None
-    ingested_through: str | None = None
-    build_db_mtime_ns: int | None = None
-
-
-def check_version(version: str) -> str:
-    if not isinstance(version, str) or not VERSION_RE.fullmatch(version):
-        raise ServingError(f"invalid index version {version!r}: write it as v1, v2, ...")
-    return version
-
-
-def publish_dir(db_path: Path) -> Path:
-    configured = os.environ.get("RAGMART_PUBLISH_DIR")
-    return Path(configured) if configured else Path(db_path).resolve().parent / "published"
-
-
-def _pointer_path(db_path: Path) -> Path:
-    return publish_dir(db_path) / "serving.json"
-
-
-def _history_path(db_path: Path) -> Path:
-    return publish_dir(db_path) / "history.jsonl"
-
-
-def current_publication(db_path: Path) -> Publication | None:
-    path = _pointer_path(db_path)
-    if not path.exists():
-        return None
-    return Publication(**json.loads(path.read_text()))
-
-
-def history(db_path: Path) -> list[Publication]:
-    path = _history_path(db_path)
-    if not path.exists():
-        return []
-    return [Publication(**json.loads(line)) for line in path.read_text().splitlines() if line]
-
-
-def resolve_target(db_path: Path | None = None, version: str | None = None) -> ServingTarget:
-    """The published snapshot when one serves (and no other version is asked for), else the
-    build database with `version` (default: RAGMART_INDEX_VERSION or v1)."""
-    db_path = Path(db_path) if db_path is not None else Settings.from_env().db_path
-    pub = current_publication(db_path)
-    if pub is not None and (version is None or version == pub.version):
-        return ServingTarget(publish_dir(db_path) / pub.snapshot, pub.version, True)
-    version = check_version(version or os.environ.get("RAGMART_INDEX_VERSION", "v1"))
-    return ServingTarget(db_path, version, False)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-def _record(db_path: Path, publication: Publication) -> None:
-    line = json.dumps(asdict(publication), sort_keys=True)
-    with open(_history_path(db_path), "a") as handle:
-        handle.write(line + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    # the switch: one rename, readers see the old or the new pointer, never half of one
-    _write_atomic(_pointer_path(db_path), json.dumps(asdict(publication), indent=2))
 
 
 def _open_build_db(db_path: Path, *, read_only: bool) -> duckdb.DuckDBPyConnection:
@@ -204,7 +109,7 @@ def list_versions(conn: duckdb.DuckDBPyConnection) -> list[VersionInfo]:
     out = []
     for name in names:
         version = name.removeprefix(SERVING_PREFIX)
-        if not VERSION_RE.fullmatch(version):
+        if not INDEX_VERSION.fullmatch(version):
             continue
         chunks, documents, model, chunker, built, size = conn.execute(
             f"select count(*), count(distinct document_id), min(embedding_model), "
@@ -410,7 +315,7 @@ def _serve(db_path: Path, publication: Publication) -> None:
     pointer switches (see the module docstring for the order)."""
     _write_baseline(db_path, publication.report)
     publication.build_db_mtime_ns = _mtime_ns(db_path)
-    _record(db_path, publication)
+    record(db_path, publication)
 
 
 def _snapshot_chunks(path: Path, version: str) -> VersionInfo:
@@ -495,7 +400,7 @@ def publish(
     except BaseException:
         path.unlink(missing_ok=True)
         raise
-    _record(db_path, publication)
+    record(db_path, publication)
     _prune_snapshots(db_path)
     return publication
 
@@ -549,7 +454,7 @@ def publish_after_build(db_path: Path, version: str, *, evaluate: Evaluator = ev
         message = " ".join(f"{type(exc).__name__}: {exc}".split())
         attempt = AutoPublish("failed", version, _now(), message)
     try:
-        _write_atomic(publish_dir(Path(db_path)) / AUTO_PUBLISH_FILE,
+        write_atomic(publish_dir(Path(db_path)) / AUTO_PUBLISH_FILE,
                       json.dumps(asdict(attempt), indent=2))
     except OSError as exc:
         attempt.message += f" (its status could not be recorded: {exc})"
@@ -623,7 +528,7 @@ def replace_snapshot(db_path: Path, old_name: str, new_name: str) -> bool:
     file keeps reading it until it reopens; the next reader opens the new one. Returns whether
     serving.json was switched. Idempotent."""
     db_path = Path(db_path)
-    history_file = _history_path(db_path)
+    history_file = history_path(db_path)
     if history_file.exists():
         lines = []
         for line in history_file.read_text().splitlines():
@@ -635,12 +540,12 @@ def replace_snapshot(db_path: Path, old_name: str, new_name: str) -> bool:
             lines.append(line)
         text = "\n".join(lines) + "\n" if lines else ""
         if text != history_file.read_text():
-            _write_atomic(history_file, text)
+            write_atomic(history_file, text)
     serving = current_publication(db_path)
     if serving is None or serving.snapshot != old_name:
         return False
     serving.snapshot = new_name
-    _write_atomic(_pointer_path(db_path), json.dumps(asdict(serving), indent=2))
+    write_atomic(pointer_path(db_path), json.dumps(asdict(serving), indent=2))
     return True
 
 

@@ -67,7 +67,8 @@ from ragmart.build.faults import fault_point
 from ragmart.config import Settings
 from ragmart.duck import configure_connection, connect
 from ragmart.ingest.cdc import LandingRecord, landing_records, without_records
-from ragmart.serving.publish import ServingError, publish_dir, replace_snapshot
+from ragmart.serving.pointer import ServingError, publish_dir
+from ragmart.serving.publish import replace_snapshot
 
 REGISTRY_NAME = "purged_documents.json"
 JOURNAL_NAME = "purge_journal.json"

@@ -11,7 +11,7 @@ import numpy as np
 
 from ragmart.duck import connect
 from ragmart.retrieval.engine import ALL_GROUPS, search
-from ragmart.serving.publish import resolve_target
+from ragmart.serving.pointer import resolve_target
 
 
 def main(db_path: str, stop_file: str, out: str, max_seconds: float = 600) -> None:

@@ -16,7 +16,9 @@ from dbt_harness import ROOT, SAMPLE_LANDING, Project
 
 from ragmart.duck import connect
 from ragmart.exit_codes import Exit
-from ragmart.serving.publish import ServingError, add_lookup_indexes
+from ragmart.relations import InvalidVersionError
+from ragmart.serving.pointer import ServingError
+from ragmart.serving.publish import add_lookup_indexes
 
 
 def serving_json(project: Project) -> dict:
@@ -223,7 +225,7 @@ def test_lookup_indexes_are_unique_idempotent_and_only_for_the_version(tmp_path)
         assert add_lookup_indexes(conn, "v2") == ["fct_chunk_embeddings_v2_chunk_id"]
         with pytest.raises(duckdb.ConstraintException):
             conn.execute("insert into fct_chunk_embeddings_v1 values ('c1')")
-        with pytest.raises(ServingError):
+        with pytest.raises(InvalidVersionError):
             add_lookup_indexes(conn, "v1; drop table x")
     finally:
         conn.close()

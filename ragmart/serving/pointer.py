@@ -1,0 +1,120 @@
+"""The serving pointer: which published snapshot serves, and its history.
+
+`<publish dir>/serving.json` names the snapshot that serves; every change of it is one atomic
+rename (`record`), so a reader sees the old or the new pointer, never half of one, and
+`history.jsonl` keeps every publication. Readers resolve the pointer once per request
+(`resolve_target`). Publishing, rolling back and purging are ragmart.serving.publish and
+ragmart.serving.purge; this module is what they and every reader share, and it imports neither.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ragmart.config import Settings
+from ragmart.relations import DEFAULT_VERSION, Relations, check_version
+
+
+class ServingError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class ServingTarget:
+    """Where a reader goes: a database file and the version's two relations."""
+
+    database: Path
+    version: str
+    published: bool
+
+    @property
+    def table(self) -> str:
+        return Relations(self.version).serving
+
+    @property
+    def index_table(self) -> str:
+        return Relations(self.version).index
+
+
+@dataclass
+class Publication:
+    version: str
+    snapshot: str  # file name inside the publish dir
+    published_at: str
+    embedding_model: str | None = None
+    chunker_version: str | None = None
+    chunks: int = 0
+    metrics: dict = field(default_factory=dict)
+    report: dict = field(default_factory=dict)
+    forced: bool = False
+    gate_failures: list[str] = field(default_factory=list)
+    action: str = "publish"  # publish, rollback, or refresh (re-evaluated after a purge)
+    evaluated_at: str | None = None  # when `report` was measured on the snapshot
+    # freshness marks of the snapshot (ragmart.serving.lag): when its version was last built,
+    # the newest ingested_at of the landed files it holds, and the build database's
+    # modification time just after the publish (a later one means something wrote it since)
+    built_at: str | None = None
+    ingested_through: str | None = None
+    build_db_mtime_ns: int | None = None
+
+
+def publish_dir(db_path: Path) -> Path:
+    configured = os.environ.get("RAGMART_PUBLISH_DIR")
+    return Path(configured) if configured else Path(db_path).resolve().parent / "published"
+
+
+def pointer_path(db_path: Path) -> Path:
+    return publish_dir(db_path) / "serving.json"
+
+
+def history_path(db_path: Path) -> Path:
+    return publish_dir(db_path) / "history.jsonl"
+
+
+def current_publication(db_path: Path) -> Publication | None:
+    path = pointer_path(db_path)
+    if not path.exists():
+        return None
+    return Publication(**json.loads(path.read_text()))
+
+
+def history(db_path: Path) -> list[Publication]:
+    path = history_path(db_path)
+    if not path.exists():
+        return []
+    return [Publication(**json.loads(line)) for line in path.read_text().splitlines() if line]
+
+
+def resolve_target(db_path: Path | None = None, version: str | None = None) -> ServingTarget:
+    """The published snapshot when one serves (and no other version is asked for), else the
+    build database with `version` (default: RAGMART_INDEX_VERSION or v1)."""
+    db_path = Path(db_path) if db_path is not None else Settings.from_env().db_path
+    pub = current_publication(db_path)
+    if pub is not None and (version is None or version == pub.version):
+        return ServingTarget(publish_dir(db_path) / pub.snapshot, pub.version, True)
+    version = check_version(version or os.environ.get("RAGMART_INDEX_VERSION", DEFAULT_VERSION))
+    return ServingTarget(db_path, version, False)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def record(db_path: Path, publication: Publication) -> None:
+    line = json.dumps(asdict(publication), sort_keys=True)
+    with open(history_path(db_path), "a") as handle:
+        handle.write(line + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    # the switch: one rename, readers see the old or the new pointer, never half of one
+    write_atomic(pointer_path(db_path), json.dumps(asdict(publication), indent=2))
