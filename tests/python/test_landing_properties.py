@@ -38,8 +38,8 @@ from dbt_harness import Project
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ragmart.ingest.cdc import QUARANTINE_CODES
 from ragmart.ingest.landing import ingest_files, list_landing_files
+from ragmart.ingest.records import QUARANTINE_CODES
 
 NOW = dt.datetime(2026, 11, 30, 12, 0, 0)
 MAX_CONTENT_BYTES = 3000

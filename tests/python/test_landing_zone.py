@@ -21,13 +21,14 @@ import pytest
 from cdc_files import debezium_jsonl, dms_csv
 from dbt_harness import Project
 
-from ragmart.ingest.cdc import DEFAULT_MAX_CLOCK_SKEW, parse_landing_file
+from ragmart.ingest.cdc import parse_landing_file
 from ragmart.ingest.landing import (
     LandingZoneError,
     clock_skew_setting,
     ingest_files,
     list_landing_files,
 )
+from ragmart.ingest.records import DEFAULT_MAX_CLOCK_SKEW
 
 NOW = dt.datetime(2026, 11, 30, 12, 0, 0)
 HEADER = "Op,commit_ts,change_seq,document_id,document_type,title,content,updated_at"
