@@ -4,8 +4,8 @@ duplicates are quarantined, implausible timestamps are quarantined, and a landin
 missing or holds no layout fails the build naming the path it looked at.
 
 Package-level tests call what the dbt Python model calls (ragmart.ingest.landing,
-ragmart.ingest.cdc); the dbt
-tests at the end check the same promises through `dbt build` and `ragmart freshness`.
+ragmart.ingest.cdc); the dbt tests at the end check the same promises through `dbt build` and
+`ragmart freshness`.
 """
 
 from __future__ import annotations
