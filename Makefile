@@ -46,7 +46,7 @@ run: setup land-sample build
 	@$(BIN)/ragmart retrieve "how many vacation days can I carry over into next year" -k 3 --groups all-staff
 
 lint: setup
-	$(BIN)/ruff check ragmart python_models tests bench
+	$(BIN)/ruff check ragmart python_models tests bench tools
 	$(BIN)/sqlfluff lint models macros tests/dbt
 
 pytest: setup

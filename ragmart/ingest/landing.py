@@ -1,17 +1,21 @@
-"""Incremental ingestion of landing-zone files into typed event rows (used by a dbt Python model).
+"""The landing zone: every file listed, and the files not seen yet ingested into event rows
+(used by the dbt Python model stg_landing__document_events).
 
 A file is ingested once per distinct content: files already seen with the same relative path,
 size and modification time are skipped without being read, and a re-landed file whose bytes
-are unchanged (same sha256) adds nothing. Parsing itself lives in :mod:`ragmart.ingest.cdc`.
+are unchanged (same sha256) adds nothing. Reading a file is :mod:`ragmart.ingest.cdc`'s (the
+compliance purge reads with it too); records of purged documents are dropped as
+:mod:`ragmart.ingest.purged` decides.
 
 Nothing under the landing dir is ignored without a word. :func:`list_landing_files` lists every
 file, in subfolders too; a file outside the layouts' folders, or with an extension its layout
-does not read, becomes one ``unsupported_file`` quarantine row (``ragmart.ingest.cdc`` decides which
-paths are readable). Only hidden names (a ``.`` first, on the file or a folder above it) are
-skipped: producers write a hidden temporary file and rename it when complete. A landing dir that
-does not exist, or that holds files but no layout folder, is a misconfiguration, not an empty
-zone: it raises :class:`LandingZoneError` naming the absolute path, so the build fails instead
-of writing an empty database that passes every test. An existing empty landing dir is valid.
+does not read, becomes one ``unsupported_file`` quarantine row (``ragmart.ingest.cdc`` decides
+which paths are readable). Only hidden names (a ``.`` first, on the file or a folder above it)
+are skipped: producers write a hidden temporary file and rename it when complete. A landing dir
+that does not exist, or that holds files but no layout folder, is a misconfiguration, not an
+empty zone: it raises :class:`LandingZoneError` naming the absolute path, so the build fails
+instead of writing an empty database that passes every test. An existing empty landing dir is
+valid.
 """
 
 from __future__ import annotations
@@ -27,14 +31,10 @@ from pathlib import Path
 import pyarrow as pa
 
 from ragmart.build.faults import fault_point
-from ragmart.ingest.cdc import (
-    DEFAULT_MAX_CLOCK_SKEW,
-    LAYOUT_EXTENSIONS,
-    parse_landing_file,
-    rows_to_arrow,
-)
+from ragmart.ingest.cdc import LAYOUT_EXTENSIONS, parse_landing_file
+from ragmart.ingest.purged import is_purged
+from ragmart.ingest.records import DEFAULT_MAX_CLOCK_SKEW, rows_to_arrow
 from ragmart.lineage import current_invocation_id, utc_now
-from ragmart.serving.purge import is_purged
 
 LAYOUTS = tuple(LAYOUT_EXTENSIONS)
 
@@ -144,7 +144,7 @@ def ingest_files(
 ) -> pa.Table:
     """Parse the files not ingested yet; returns cdc rows plus file and lineage columns.
 
-    `purged` (document_id -> highest purged change_seq, see ragmart.serving.purge) drops events a
+    `purged` (document_id -> highest purged change_seq, see ragmart.ingest.purged) drops events a
     compliance purge removed, so a replayed old file cannot resurrect them. Timestamps are
     judged against `now` (default: the ingestion time) plus `max_clock_skew`."""
     purged = purged or {}
@@ -170,23 +170,27 @@ def ingest_files(
         )
         if purged:
             rows = [r for r in rows if not is_purged(r, purged)]
-        table = rows_to_arrow(rows)
-        n = table.num_rows
-        table = (
-            table.append_column("file_size", pa.array([landed.size] * n, pa.int64()))
-            .append_column("file_modified_at", pa.array([modified_at] * n, pa.timestamp("us")))
-            .append_column("ingested_at", pa.array([ingested_at] * n, pa.timestamp("us")))
-            .append_column("dbt_invocation_id", pa.array([invocation_id] * n, pa.string()))
-        )
-        tables.append(table)
+        tables.append(_with_file_columns(
+            rows_to_arrow(rows), landed.size, modified_at, ingested_at, invocation_id))
         fault_point("ingest_file")
     fault_point("ingest_done")
     if not tables:
-        empty = rows_to_arrow([])
-        return (
-            empty.append_column("file_size", pa.array([], pa.int64()))
-            .append_column("file_modified_at", pa.array([], pa.timestamp("us")))
-            .append_column("ingested_at", pa.array([], pa.timestamp("us")))
-            .append_column("dbt_invocation_id", pa.array([], pa.string()))
-        )
+        return _with_file_columns(rows_to_arrow([]), 0, None, ingested_at, invocation_id)
     return pa.concat_tables(tables)
+
+
+def _with_file_columns(
+    table: pa.Table,
+    size: int,
+    modified_at: dt.datetime | None,
+    ingested_at: dt.datetime,
+    invocation_id: str,
+) -> pa.Table:
+    """The file's rows with the file's bookkeeping and lineage columns."""
+    n = table.num_rows
+    return (
+        table.append_column("file_size", pa.array([size] * n, pa.int64()))
+        .append_column("file_modified_at", pa.array([modified_at] * n, pa.timestamp("us")))
+        .append_column("ingested_at", pa.array([ingested_at] * n, pa.timestamp("us")))
+        .append_column("dbt_invocation_id", pa.array([invocation_id] * n, pa.string()))
+    )

@@ -66,11 +66,14 @@ import duckdb
 from ragmart.build.faults import fault_point
 from ragmart.config import Settings
 from ragmart.duck import configure_connection, connect
-from ragmart.ingest.cdc import LandingRecord, landing_records, without_records
+from ragmart.ingest.cdc import landing_records, without_records
+from ragmart.ingest.purged import belongs, load_registry, registry_path
+from ragmart.ingest.purged import id_pattern as _id_pattern
+from ragmart.ingest.purged import text_forms as _text_forms
+from ragmart.ingest.records import LandingRecord
 from ragmart.serving.pointer import ServingError, publish_dir
 from ragmart.serving.publish import replace_snapshot
 
-REGISTRY_NAME = "purged_documents.json"
 JOURNAL_NAME = "purge_journal.json"
 STEPS = ("artifacts", "landing", "snapshots", "database", "unreadable")
 TEMP_MARK = ".purge-"
@@ -136,20 +139,8 @@ class Deployment:
         return sorted(folder.glob("v*.duckdb")) if folder.is_dir() else []
 
 
-def registry_path(db_path: Path) -> Path:
-    configured = os.environ.get("RAGMART_PURGE_REGISTRY")
-    return Path(configured) if configured else Path(db_path).resolve().parent / REGISTRY_NAME
-
-
 def journal_path(db_path: Path) -> Path:
     return registry_path(db_path).with_name(JOURNAL_NAME)
-
-
-def load_registry(path: Path) -> dict[str, int]:
-    """document_id -> highest change_seq purged (events at or below it are never ingested)."""
-    if not path.exists():
-        return {}
-    return {k: int(v) for k, v in json.loads(path.read_text()).items()}
 
 
 def load_journal(db_path: Path) -> dict[str, dict]:
@@ -170,45 +161,6 @@ def _write_json(path: Path, value: object) -> None:
 
 
 # --------------------------------------------------------------------------- what belongs to it
-
-
-def _text_forms(document_id: str) -> set[str]:
-    """The id as a raw record may spell it: plainly, JSON-escaped, CSV-quoted."""
-    return {document_id, json.dumps(document_id)[1:-1],
-            json.dumps(document_id, ensure_ascii=False)[1:-1], document_id.replace('"', '""')}
-
-
-@functools.lru_cache(maxsize=64)
-def _id_pattern(document_id: str) -> re.Pattern[str]:
-    """The id as a whole word in any of its spellings: "hr-relocation" is not found inside
-    "hr-relocation-assistance", nor a short id inside every longer word."""
-    forms = sorted(_text_forms(document_id), key=len, reverse=True)
-    return re.compile(r"(?<![\w-])(?:" + "|".join(map(re.escape, forms)) + r")(?![\w-])")
-
-
-def belongs(row: dict, document_id: str) -> bool:
-    """Whether a row read by ragmart.ingest.cdc is a record of the document: its document_id is
-    the id,
-    or it is quarantined without a readable id and its raw text names the id (a whole word)."""
-    if row.get("document_id") is not None:
-        return row["document_id"] == document_id
-    raw = row.get("raw_record")
-    return (row.get("quarantine_reason") is not None and raw is not None
-            and _id_pattern(document_id).search(raw) is not None)
-
-
-def is_purged(row: dict, registry: dict[str, int]) -> bool:
-    """Whether ingestion drops a row read by ragmart.ingest.cdc because of a purge (`registry` as
-    load_registry returns it): a record of a purged document at or below the highest change_seq
-    purged (a later event of the same id is a new document and is ingested)."""
-    if not registry:
-        return False
-    document_id = row.get("document_id")
-    if document_id is not None:
-        if document_id not in registry:
-            return False
-        return row.get("change_seq") is None or row["change_seq"] <= registry[document_id]
-    return any(belongs(row, purged) for purged in registry)
 
 
 def _byte_forms(text: str) -> set[bytes]:

@@ -1,13 +1,20 @@
-"""Tiny writers of landing files in both CDC layouts, for tests."""
+"""Tiny landing files and documents for tests.
+
+A test writes its CDC events as dicts (``op``, ``seq``, ``document_id`` and optional
+``document_type``, ``title``, ``content``, ``allowed_groups``); they are encoded by the same
+encoders that write the bundled sample (tools/cdc_files.py), so a test file and a sample file
+of the same layout differ only in their events. Event ``seq`` is the change sequence and, in
+minutes after BASE_TS, the commit and update time.
+"""
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import io
-import json
+
+from tools.cdc_files import Document, Event, encode_debezium, encode_dms_csv
 
 BASE_TS = dt.datetime(2026, 11, 2, 9, 0, 0)
+_DEBEZIUM_OPS = {"c": "I", "r": "I", "u": "U", "d": "D"}
 
 
 def ts(seq: int) -> dt.datetime:
@@ -34,48 +41,27 @@ def paragraph(topic: str, n: int, words: int = 60) -> str:
     return f"{topic} rule {n}: " + " ".join(body) + "."
 
 
-def dms_csv(rows: list[dict], *, with_op: bool = True) -> str:
-    """rows: dicts with op, seq, document_id, and optional document_type/title/content."""
-    out = io.StringIO()
-    fields = ["document_id", "document_type", "title", "content", "updated_at"]
-    header = (["Op"] if with_op else []) + ["commit_ts", "change_seq", *fields]
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(header)
-    for row in rows:
-        values = [
-            ts(row["seq"]).isoformat(sep=" "),
-            row["seq"],
-            row["document_id"],
-            row.get("document_type", "policy"),
-            row.get("title", row["document_id"]),
-            "" if row["op"] == "D" else row.get("content", ""),
-            ts(row["seq"]).isoformat(sep=" "),
-        ]
-        writer.writerow(([row["op"]] if with_op else []) + values)
-    return out.getvalue()
+def _event(row: dict, op: str) -> Event:
+    """One test row as an event; an update or delete carries the row as its before image too."""
+    groups = row.get("allowed_groups")
+    doc = Document(
+        document_id=row["document_id"],
+        document_type=row.get("document_type", "policy"),
+        title=row.get("title", row["document_id"]),
+        content=row.get("content", ""),
+        updated_at=ts(row["seq"]),
+        allowed_groups=None if groups is None else tuple(groups),
+        extra=(),
+    )
+    return Event(op, row["op"], row["seq"], ts(row["seq"]), doc, None if op == "I" else doc)
+
+
+def dms_csv(rows: list[dict]) -> str:
+    """rows: dicts with op (I/U/D), seq, document_id and optional fields."""
+    return encode_dms_csv([_event(row, row["op"]) for row in rows]).decode("utf-8")
 
 
 def debezium_jsonl(rows: list[dict]) -> str:
     """rows: dicts with op (c/u/d/r), seq, document_id and optional fields."""
-    lines = []
-    for row in rows:
-        image = {
-            "document_id": row["document_id"],
-            "document_type": row.get("document_type", "policy"),
-            "title": row.get("title", row["document_id"]),
-            "content": row.get("content", ""),
-            "updated_at": ts(row["seq"]).isoformat(),
-        }
-        if "allowed_groups" in row:
-            image["allowed_groups"] = row["allowed_groups"]
-        before = image if row["op"] in ("u", "d") else None
-        after = None if row["op"] == "d" else image
-        envelope = {
-            "before": before,
-            "after": after,
-            "op": row["op"],
-            "ts_ms": int(ts(row["seq"]).replace(tzinfo=dt.UTC).timestamp() * 1000),
-            "source": {"lsn": row["seq"], "db": "docs", "table": "documents"},
-        }
-        lines.append(json.dumps(envelope))
-    return "\n".join(lines) + "\n"
+    events = [_event(row, _DEBEZIUM_OPS[row["op"]]) for row in rows]
+    return encode_debezium(events).decode("utf-8")

@@ -16,13 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ragmart.ingest.cdc import (
-    ROW_SCHEMA,
-    landing_records,
-    parse_landing_file,
-    rows_to_arrow,
-    without_records,
-)
+from ragmart.ingest.cdc import landing_records, parse_landing_file, without_records
+from ragmart.ingest.records import ROW_SCHEMA, rows_to_arrow
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "cdc"
 BASECAMP = Path(__file__).resolve().parents[3] / "shared" / "corpora" / "basecamp-policies"

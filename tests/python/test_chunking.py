@@ -1,4 +1,4 @@
-"""Tests for the versioned Markdown chunker (ragmart.chunking.chunkers)."""
+"""Tests for the versioned Markdown chunker (ragmart.chunking)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ragmart.chunking.chunkers import (
-    CHUNKER_VERSION,
-    SECTION_TYPES,
-    Chunk,
-    chunk_document,
-    classify_section,
-    clean_markdown,
-)
+from ragmart.chunking.chunkers import CHUNKER_VERSION, Chunk, chunk_document
+from ragmart.chunking.markdown import clean_markdown
+from ragmart.chunking.sections import SECTION_TYPES, classify_section
 
 SAMPLE_DOCS = Path(__file__).resolve().parents[2] / "sample" / "documents"
 

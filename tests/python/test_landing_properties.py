@@ -10,9 +10,8 @@ timestamp window, 2099, 9999-12-31, year 1, oversized content) and the record de
 quarantine knows.
 
 Each landing zone goes through the real ingestion: the functions the dbt Python model
-stg_landing__document_events calls (ragmart.ingest.landing.list_landing_files and ingest_files, in
-two
-incremental rounds), then the SQL dbt compiles for stg_cdc__document_events and
+stg_landing__document_events calls (ragmart.ingest.landing.list_landing_files and
+ingest_files, in two incremental rounds), then the SQL dbt compiles for stg_cdc__document_events and
 fct_quarantined_events, run on the ingested rows. Checked: nothing raises; every landed record
 is an event or a quarantine row (a file ingestion does not read is one row); every good record
 of a partly bad file lands with its content; every broken record is quarantined with the code
@@ -38,8 +37,8 @@ from dbt_harness import Project
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ragmart.ingest.cdc import QUARANTINE_CODES
 from ragmart.ingest.landing import ingest_files, list_landing_files
+from ragmart.ingest.records import QUARANTINE_CODES
 
 NOW = dt.datetime(2026, 11, 30, 12, 0, 0)
 MAX_CONTENT_BYTES = 3000

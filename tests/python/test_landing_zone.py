@@ -4,8 +4,8 @@ duplicates are quarantined, implausible timestamps are quarantined, and a landin
 missing or holds no layout fails the build naming the path it looked at.
 
 Package-level tests call what the dbt Python model calls (ragmart.ingest.landing,
-ragmart.ingest.cdc); the dbt
-tests at the end check the same promises through `dbt build` and `ragmart freshness`.
+ragmart.ingest.cdc); the dbt tests at the end check the same promises through `dbt build` and
+`ragmart freshness`.
 """
 
 from __future__ import annotations
@@ -21,13 +21,14 @@ import pytest
 from cdc_files import debezium_jsonl, dms_csv
 from dbt_harness import Project
 
-from ragmart.ingest.cdc import DEFAULT_MAX_CLOCK_SKEW, parse_landing_file
+from ragmart.ingest.cdc import parse_landing_file
 from ragmart.ingest.landing import (
     LandingZoneError,
     clock_skew_setting,
     ingest_files,
     list_landing_files,
 )
+from ragmart.ingest.records import DEFAULT_MAX_CLOCK_SKEW
 
 NOW = dt.datetime(2026, 11, 30, 12, 0, 0)
 HEADER = "Op,commit_ts,change_seq,document_id,document_type,title,content,updated_at"

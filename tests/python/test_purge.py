@@ -352,7 +352,7 @@ def test_an_unreadable_landing_file_naming_the_document_keeps_the_purge_open(dep
 
 
 def test_a_quarantined_record_belongs_to_the_id_it_names_as_a_whole_word() -> None:
-    from ragmart.serving.purge import belongs, is_purged
+    from ragmart.ingest.purged import belongs, is_purged
 
     def broken(raw: str) -> dict:
         return {"document_id": None, "quarantine_reason": "invalid_json: x", "raw_record": raw,

@@ -1,17 +1,19 @@
-"""Tests for ragmart.sample: the deterministic generator of the bundled sample landing zone."""
+"""Tests for tools/sample.py: the deterministic generator of the bundled sample landing zone."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import shutil
+import subprocess
+import sys
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
 
 from ragmart.ingest.cdc import parse_landing_file
-from ragmart.sample import build_sample_landing, main
+from tools.sample import build_sample_landing, main
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE_DOCS = ROOT / "tests" / "fixtures" / "cdc" / "documents"
@@ -418,6 +420,19 @@ def test_cli_writes_the_landing_zone(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "batches" in capsys.readouterr().out
 
 
+def test_readme_command_regenerates_from_the_repository_root(tmp_path: Path) -> None:
+    """`python -m tools.sample` (the README's command) runs from the repository root and writes
+    what build_sample_landing writes."""
+    out = tmp_path / "landing"
+    proc = subprocess.run(
+        [sys.executable, "-m", "tools.sample", "--documents", str(FIXTURE_DOCS), "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    direct = tmp_path / "direct"
+    build_sample_landing(FIXTURE_DOCS, direct)
+    assert landing_files(out) == landing_files(direct)
+
+
 # --------------------------------------------------------------------------- bundled sample
 
 
@@ -443,10 +458,10 @@ def test_bundled_sample_documents_exercise_a_long_edit(tmp_path: Path) -> None:
 def test_bundled_landing_is_up_to_date(tmp_path: Path) -> None:
     """sample/landing must be what the generator makes from sample/documents today."""
     if not (SAMPLE_LANDING / "EXPECTED.json").is_file():
-        pytest.skip("sample/landing not generated yet (python -m ragmart.sample)")
+        pytest.skip("sample/landing not generated yet (python -m tools.sample)")
     build_sample_landing(SAMPLE_DOCS, tmp_path / "landing")
     fresh = landing_files(tmp_path / "landing")
     bundled = {k: v for k, v in landing_files(SAMPLE_LANDING).items() if k in fresh}
-    assert sorted(bundled) == sorted(fresh), "regenerate: python -m ragmart.sample"
+    assert sorted(bundled) == sorted(fresh), "regenerate: python -m tools.sample"
     stale = [k for k in fresh if fresh[k] != bundled[k]]
-    assert stale == [], "regenerate: python -m ragmart.sample --documents sample/documents"
+    assert stale == [], "regenerate: python -m tools.sample --documents sample/documents"
