@@ -24,6 +24,7 @@ from dbt_harness import ROOT, Project
 from openai_server import EmbeddingServer, Reply, expected_vectors, usage_tokens
 
 from ragmart.embedding.pipeline import EmbeddingIncompleteError, embed_texts
+from ragmart.embedding.prices import load_price_table
 from ragmart.embedding.providers import PROVIDER_NAMES, get_provider
 from ragmart.embedding.providers.openai import (
     OpenAIProvider,
@@ -32,7 +33,7 @@ from ragmart.embedding.providers.openai import (
     estimate_tokens,
     parse_retry_after,
 )
-from ragmart.embedding.runs import EmbeddingRun, load_price_table, record_run
+from ragmart.embedding.runs import EmbeddingRun, record_run
 
 TEXTS = [f"Policy {i}: employees file expense reports within {i + 3} days." for i in range(10)]
 
