@@ -26,13 +26,9 @@ from openai_server import EmbeddingServer, Reply, expected_vectors, usage_tokens
 from ragmart.embedding.pipeline import EmbeddingIncompleteError, embed_texts
 from ragmart.embedding.prices import load_price_table
 from ragmart.embedding.providers import PROVIDER_NAMES, get_provider
-from ragmart.embedding.providers.openai import (
-    OpenAIProvider,
-    OpenAISettings,
-    PartialEmbeddingError,
-    estimate_tokens,
-    parse_retry_after,
-)
+from ragmart.embedding.providers.openai import OpenAIProvider, PartialEmbeddingError
+from ragmart.embedding.providers.openai_client import parse_retry_after
+from ragmart.embedding.providers.openai_settings import OpenAISettings, estimate_tokens
 from ragmart.embedding.runs import EmbeddingRun, record_run
 
 TEXTS = [f"Policy {i}: employees file expense reports within {i + 3} days." for i in range(10)]

@@ -3,7 +3,7 @@
 * ``local`` (default): all-MiniLM-L6-v2 int8 ONNX shipped as a wheel, 384 dims, CPU.
 * ``hash``: deterministic feature hashing, no model, for tests and offline CI.
 * ``openai``: the OpenAI embeddings API or any OpenAI-compatible endpoint (see
-  ``ragmart.embedding.providers.openai`` for its RAGMART_OPENAI_* settings).
+  ``ragmart.embedding.providers.openai_settings`` for its RAGMART_OPENAI_* settings).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from ragmart.embedding.providers.base import EmbeddingError, EmbeddingProvider, 
 from ragmart.embedding.providers.hashing import HashingProvider
 from ragmart.embedding.providers.local import LocalOnnxProvider
 from ragmart.embedding.providers.openai import OpenAIProvider, PartialEmbeddingError
+from ragmart.embedding.providers.openai_client import require_api_key
 
 PROVIDER_ENV = "RAGMART_EMBEDDING_PROVIDER"
 PROVIDER_NAMES = ("local", "hash", "openai")
@@ -80,6 +81,6 @@ def provider_for_model(model: str, *, version: str | None = None, purpose: str =
         )
     provider = OpenAIProvider(model=name, dimensions=int(size))
     if version is not None:
-        provider.require_settings(f"to {purpose} index version {version} (its vectors are "
-                                  f"{model}: questions are embedded by the same model)")
+        require_api_key(f"to {purpose} index version {version} (its vectors are {model}: "
+                        "questions are embedded by the same model)")
     return provider
