@@ -30,19 +30,14 @@ def model(dbt, session):
         take_pending_vectors,
     )
     from ragmart.embedding.pipeline import EMBEDDING_SCHEMA, EmbeddingIncompleteError, embed_texts
-    from ragmart.embedding.providers import get_provider
+    from ragmart.embedding.providers import build_provider
     from ragmart.embedding.runs import EmbeddingRun, record_run
     from ragmart.relations import PENDING_TABLE, RUNS_TABLE
 
     # plain assignments: dbt fills dbt.config.get() only for the calls its parser finds there
     provider_name = dbt.config.get("embedding_provider")
     expected_model = dbt.config.get("embedding_model")
-    provider = get_provider(provider_name)
-    if expected_model and provider.model != expected_model:
-        raise ValueError(
-            f"provider {provider.name!r} embeds with {provider.model!r} but the dbt var "
-            f"embedding_model is {expected_model!r}; unset the var or set it to {provider.model!r}"
-        )
+    provider = build_provider(provider_name, expected_model)
     chunker_version = str(dbt.config.get("chunker_version"))
     run = EmbeddingRun.start(provider=provider.name, embedding_model=provider.model)
 

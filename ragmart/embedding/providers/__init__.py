@@ -30,12 +30,16 @@ __all__ = [
     "OpenAIProvider",
     "PartialEmbeddingError",
     "ProviderStats",
+    "build_provider",
     "get_provider",
     "provider_for_model",
 ]
 
-# the models of the providers without settings; an openai model is named <model>@<dimensions>
-FIXED_MODELS = {"all-MiniLM-L6-v2-onnx-int8": "local", "hash-384-v1": "hash"}
+
+def _fixed_models() -> dict[str, str]:
+    """{model: provider} of the providers whose model no setting changes (an openai model is
+    named <model>@<dimensions>)."""
+    return {LocalOnnxProvider.model: "local", HashingProvider().model: "hash"}
 
 
 def get_provider(name: str | None = None, **kwargs: Any) -> EmbeddingProvider:
@@ -62,6 +66,18 @@ def get_provider(name: str | None = None, **kwargs: Any) -> EmbeddingProvider:
     )
 
 
+def build_provider(name: str | None, pinned_model: str | None) -> EmbeddingProvider:
+    """The provider a dbt build embeds with: ``get_provider(name)``, refused (ValueError) when
+    the build pins another model (the dbt var embedding_model, else RAGMART_EMBEDDING_MODEL)."""
+    provider = get_provider(name)
+    if pinned_model and provider.model != pinned_model:
+        raise ValueError(
+            f"provider {provider.name!r} embeds with {provider.model!r} but the dbt var "
+            f"embedding_model is {pinned_model!r}; unset the var or set it to {provider.model!r}"
+        )
+    return provider
+
+
 def provider_for_model(model: str, *, version: str | None = None, purpose: str = "search"
                        ) -> EmbeddingProvider:
     """A provider that embeds with `model`, the model an index version's vectors were made
@@ -70,13 +86,14 @@ def provider_for_model(model: str, *, version: str | None = None, purpose: str =
     their model name; ``<id>@<dimensions>`` by the openai provider asking that model at that
     size (its endpoint and key from the environment). With `version`, a provider that lacks a
     setting is refused now (EmbeddingError naming it, and why: to `purpose` that version)."""
-    if model in FIXED_MODELS:
-        return get_provider(FIXED_MODELS[model])
+    fixed = _fixed_models()
+    if model in fixed:
+        return get_provider(fixed[model])
     name, at, size = model.rpartition("@")
     if not (at and name and size.isdigit()):
         raise ValueError(
             f"no embedding provider embeds with {model!r}: known models are "
-            f"{', '.join(f'{m} ({p})' for m, p in sorted(FIXED_MODELS.items()))} and "
+            f"{', '.join(f'{m} ({p})' for m, p in sorted(fixed.items()))} and "
             "<model>@<dimensions> (openai). Rebuild the version with one of them"
         )
     provider = OpenAIProvider(model=name, dimensions=int(size))
