@@ -4,21 +4,11 @@
 
 {% macro default__embedding_dimensions() %}
     {#- The vector size of the configured provider's model, as the provider declares it
-        (ragmart.embedding.providers: `local` and `hash` 384, `openai` RAGMART_OPENAI_DIMENSIONS, the
-        `@<dims>` of its model name). An index version is typed with it: the casts of the
-        serving set, history and evaluation, the contracts (their data_type renders the same
-        rule from the same settings, checked equal by check_index_version), the HNSW index and
-        delta that copy the serving set's column, and the version's binding in index_versions. -#}
-    {%- set provider = var('embedding_provider', env_var('RAGMART_EMBEDDING_PROVIDER', 'local')) -%}
-    {%- if provider != 'openai' -%}
-        {{- return(384) -}}
-    {%- endif -%}
-    {%- set raw = (env_var('RAGMART_OPENAI_DIMENSIONS', '') | trim) or '384' -%}
-    {%- if not modules.re.match('^[1-9][0-9]*$', raw) -%}
-        {{- exceptions.raise_compiler_error(
-            "RAGMART_OPENAI_DIMENSIONS must be a positive integer (the vector size the openai"
-            ~ " provider asks for, e.g. 1536), got '" ~ raw ~ "'"
-        ) -}}
-    {%- endif -%}
-    {{- return(raw | int) -}}
+        (provider_embedding_model). An index version is typed with it: the casts of the
+        serving set, history and evaluation, the HNSW index and delta that copy the serving
+        set's column, and the version's binding in index_versions. The marts' contracts cannot
+        call a macro (dbt renders yml while parsing, without macros or a database): their
+        data_type renders the size from the settings, and check_index_version refuses, before
+        any node runs, a build where that differs from this. -#}
+    {{- return(provider_embedding_model().dimensions) -}}
 {% endmacro %}

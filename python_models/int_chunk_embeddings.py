@@ -5,13 +5,12 @@ the provider, so an unchanged text (another document, an earlier version, a reve
 never embedded twice. Each build appends a row to the `embedding_runs` table.
 
 Every provider call's vectors are committed at once to `embedding_cache_pending`
-(ragmart.embedding.runs.commit_pending_vectors), apart from this model's transaction: a build killed
-mid-way has still paid for them only once, and the next build takes them from there
+(ragmart.embedding.pending.commit_pending_vectors), apart from this model's transaction: a build
+killed mid-way has still paid for them only once, and the next build takes them from there
 (take_pending_vectors) instead of sending their texts again. The post-hook
 clear_pending_vectors deletes them once the cache holds them. When the provider fails for good,
-the vectors obtained are committed to this table (ragmart.embedding.runs.keep_obtained_vectors)
-and the
-model fails.
+the vectors obtained are committed to this table (ragmart.embedding.pending.keep_obtained_vectors)
+and the model fails.
 """
 
 
@@ -25,32 +24,26 @@ def model(dbt, session):
     import pyarrow as pa
 
     from ragmart.build.faults import fault_point
-    from ragmart.embedding.pipeline import EMBEDDING_SCHEMA, EmbeddingIncompleteError, embed_texts
-    from ragmart.embedding.providers import get_provider
-    from ragmart.embedding.runs import (
-        PENDING_TABLE,
-        EmbeddingRun,
+    from ragmart.embedding.pending import (
         commit_pending_vectors,
         keep_obtained_vectors,
-        record_run,
         take_pending_vectors,
     )
+    from ragmart.embedding.pipeline import EMBEDDING_SCHEMA, EmbeddingIncompleteError, embed_texts
+    from ragmart.embedding.providers import build_provider
+    from ragmart.embedding.runs import EmbeddingRun, record_run
+    from ragmart.relations import PENDING_TABLE, RUNS_TABLE
 
     # plain assignments: dbt fills dbt.config.get() only for the calls its parser finds there
     provider_name = dbt.config.get("embedding_provider")
     expected_model = dbt.config.get("embedding_model")
-    provider = get_provider(provider_name)
-    if expected_model and provider.model != expected_model:
-        raise ValueError(
-            f"provider {provider.name!r} embeds with {provider.model!r} but the dbt var "
-            f"embedding_model is {expected_model!r}; unset the var or set it to {provider.model!r}"
-        )
+    provider = build_provider(provider_name, expected_model)
     chunker_version = str(dbt.config.get("chunker_version"))
     run = EmbeddingRun.start(provider=provider.name, embedding_model=provider.model)
 
     # qualified: the session's default catalog is not the attached database file
     schema = f'"{dbt.this.database}"."{dbt.this.schema}"'
-    runs_table = f"{schema}.embedding_runs"
+    runs_table = f"{schema}.{RUNS_TABLE}"
     pending_table = f"{schema}.{PENDING_TABLE}"
     # vectors a killed or failed build obtained and committed, not yet in the cache
     pending = take_pending_vectors(session, pending_table,
@@ -103,7 +96,7 @@ def model(dbt, session):
         # the previous build. The next build finds these vectors cached.
         run.finish(provider.stats, error=str(exc))
         kept = keep_obtained_vectors(session, str(dbt.this), pa.concat_tables([pending, exc.table]),
-                                     run, runs_table=runs_table, pending_table=pending_table)
+                                     run, runs_table=runs_table)
         raise EmbeddingIncompleteError(
             f"int_chunk_embeddings: {str(exc).rstrip('.')}. The {kept} vectors obtained are "
             f"kept in the cache and will not be requested again; models downstream are skipped "

@@ -1,10 +1,9 @@
 """Chunks of every document version that is not a delete, for the configured chunker_version.
 
-Thin wrapper around ragmart.embedding.pipeline.chunk_versions. Incremental (append): a version is
-chunked
-once. Superseded versions are chunked too (as-of retrieval searches them, fct_chunk_history_v1);
-their unchanged paragraphs share chunk_hash with other versions, so the embedding cache sends
-only texts no version had. The serving marts select the live versions.
+Thin wrapper around ragmart.embedding.pipeline.chunk_versions. Incremental (append): a version
+is chunked once. Superseded versions are chunked too (as-of retrieval searches them,
+fct_chunk_history_v1); their unchanged paragraphs share chunk_hash with other versions, so the
+embedding cache sends only texts no version had. The serving marts select the live versions.
 """
 
 

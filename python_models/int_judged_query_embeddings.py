@@ -8,18 +8,13 @@ ragmart.quality.evaluation.embed_judged_questions.
 
 def model(dbt, session):
     dbt.config(materialized="incremental", incremental_strategy="append")
-    from ragmart.embedding.providers import get_provider
+    from ragmart.embedding.providers import build_provider
     from ragmart.quality.evaluation import embed_judged_questions
 
     # plain assignments: dbt fills dbt.config.get() only for the calls its parser finds there
     provider_name = dbt.config.get("embedding_provider")
     expected_model = dbt.config.get("embedding_model")
-    provider = get_provider(provider_name)
-    if expected_model and provider.model != expected_model:
-        raise ValueError(
-            f"provider {provider.name!r} embeds with {provider.model!r} but the dbt var "
-            f"embedding_model is {expected_model!r}; unset the var or set it to {provider.model!r}"
-        )
+    provider = build_provider(provider_name, expected_model)
     judged = dbt.ref("judged_queries")
     questions = judged.project("query_id, question").fetchall()
     cached = []

@@ -1,8 +1,10 @@
-"""dbt-duckdb plugin: the one place where ragmart prepares a DuckDB connection.
+"""dbt-duckdb plugin: the one place where ragmart prepares dbt's DuckDB connection.
 
 Loads the vss extension from the installed ``duckdb-extension-vss`` wheel (never from the
-network) and enables HNSW persistence for file databases. Before dbt opens the database it
-completes any purge left pending (``ragmart.serving.purge``). Profiles reference it as::
+network), enables HNSW persistence for file databases (``ragmart.duck``), and registers the
+function ``ragmart_embedding_model`` that the macros ask for the provider's model and vector
+size (``ragmart.embedding.model_function``). Before dbt opens the database it completes any
+purge left pending (``ragmart.serving.purge``). Profiles reference it as::
 
     plugins:
       - module: ragmart.build.dbt_plugin
@@ -16,14 +18,13 @@ from typing import Any
 from dbt.adapters.duckdb.plugins import BasePlugin
 
 from ragmart.duck import configure_connection
+from ragmart.embedding import model_function
 
 
 class Plugin(BasePlugin):
     def initialize(self, plugin_config: dict[str, Any]) -> None:
-        self._config = dict(plugin_config)
         # A purge interrupted since the last invocation (ragmart.serving.purge's journal) is
-        # completed
-        # before dbt opens the database: a file stat when there is none.
+        # completed before dbt opens the database: a file stat when there is none.
         from ragmart.serving.purge import Deployment, complete_pending, journal_path
 
         deployment = Deployment.from_env()
@@ -32,3 +33,4 @@ class Plugin(BasePlugin):
 
     def configure_connection(self, conn: Any) -> None:
         configure_connection(conn)
+        model_function.register(conn)

@@ -302,7 +302,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def _cmd_stats(args: argparse.Namespace) -> int:
     from ragmart.duck import connect
-    from ragmart.embedding.runs import RUNS_TABLE, recent_runs
+    from ragmart.embedding.runs import recent_runs
+    from ragmart.relations import RUNS_TABLE
 
     db = _database(args)
     conn = connect(db, read_only=True)

@@ -1,32 +1,27 @@
-"""What each build did: the `embedding_runs` table, its price table, and the vectors a failed
-build keeps.
+"""The run ledger: one row per embedding run in the `embedding_runs` table.
 
-A run records what the build asked of the embedding provider: calls, texts, tokens, retries
-and an estimated cost from a price table (``ragmart/embedding/providers/prices.json``, USD per
-million
-input tokens by provider and API model; ``RAGMART_PRICE_TABLE`` points to another file).
+A run records what a build asked of the embedding provider: calls, texts, tokens, retries and
+an estimated cost at the price table's rate (``ragmart.embedding.prices``). The cache model
+records the run as it stands with every batch of vectors it commits (error RUN_INTERRUPTED, so
+a killed build leaves a row saying so) and records it finished at the end.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import math
-import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import duckdb
-import pyarrow as pa
 
+from ragmart.embedding.prices import (
+    DEFAULT_PRICE_TABLE,
+    PRICE_TABLE_ENV,
+    load_price_table,
+    price_per_million,
+)
 from ragmart.embedding.providers import ProviderStats
 from ragmart.lineage import current_invocation_id, utc_now
-
-RUNS_TABLE = "embedding_runs"
-PRICE_TABLE_ENV = "RAGMART_PRICE_TABLE"
-DEFAULT_PRICE_TABLE = Path(__file__).resolve().parent / "providers" / "prices.json"
+from ragmart.relations import RUNS_TABLE
 
 RUNS_DDL = """
 create table if not exists {table} (
@@ -62,51 +57,6 @@ RUNS_COLUMNS = (
     "cache_hits", "approx_tokens", "seconds", "retries", "estimated_cost_usd", "error",
 )
 
-
-# --------------------------------------------------------------------------- prices
-
-
-def load_price_table(path: str | Path | None = None) -> dict[str, dict[str, float]]:
-    """{provider: {api model or "*": USD per 1M input tokens}} from ``path``, else
-    $RAGMART_PRICE_TABLE, else the bundled ``prices.json``."""
-    source = Path(path or os.environ.get(PRICE_TABLE_ENV, "").strip() or DEFAULT_PRICE_TABLE)
-    fix = f"fix the file or point {PRICE_TABLE_ENV} to a valid one (default {DEFAULT_PRICE_TABLE})"
-    try:
-        data = json.loads(source.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ValueError(f"price table {source} not found; {fix}") from None
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"price table {source} is not readable JSON ({exc}); {fix}") from None
-    prices = data.get("prices") if isinstance(data, dict) else None
-    if not isinstance(prices, dict):
-        raise ValueError(
-            f'price table {source} needs a top-level "prices" object '
-            f'({{"prices": {{"openai": {{"text-embedding-3-small": 0.02}}}}}}); {fix}'
-        )
-    table: dict[str, dict[str, float]] = {}
-    for provider, models in prices.items():
-        if not isinstance(models, dict):
-            raise ValueError(f"price table {source}: prices.{provider} must be an object; {fix}")
-        for model, price in models.items():
-            ok = isinstance(price, int | float) and not isinstance(price, bool)
-            if not ok or not math.isfinite(price) or price < 0:
-                raise ValueError(
-                    f"price table {source}: prices.{provider}.{model} must be a non-negative "
-                    f"number of USD per 1M tokens, got {price!r}; {fix}"
-                )
-            table.setdefault(provider, {})[model] = float(price)
-    return table
-
-
-def price_per_million(
-    table: dict[str, dict[str, float]], provider: str, embedding_model: str
-) -> float | None:
-    """The price of ``embedding_model`` (its API model: the part before '@'), or None."""
-    models = table.get(provider, {})
-    return models.get(embedding_model.split("@", 1)[0], models.get("*"))
-
-
-# --------------------------------------------------------------------------- runs
 
 
 def _dbt_logger():
@@ -210,152 +160,6 @@ def record_run(
         f"insert into {table} ({columns}) values ({values})",
         {name: getattr(run, name) for name in RUNS_COLUMNS},
     )
-
-
-# ------------------------------------------------------- vectors that outlive a failed build
-
-# Every batch of vectors a build obtains is committed at once to this table (in the database
-# and schema of the cache), so that a build killed or failing mid-way has paid for them once:
-# the next build takes them from here instead of calling the provider again. The cache model
-# inserts them with its own rows; its post-hook (macro clear_pending_vectors) then deletes the
-# ones the cache holds, in the same transaction.
-PENDING_TABLE = "embedding_cache_pending"
-
-
-def _columns(conn: duckdb.DuckDBPyConnection, relation: str) -> dict[str, str]:
-    return {row[0]: row[1] for row in conn.execute(f"describe {relation}").fetchall()}
-
-
-def _insert_new_vectors(cursor: Any, relation: str, vectors: pa.Table) -> int:
-    """Insert the rows of ``vectors`` whose (chunk_hash, embedding_model) ``relation`` lacks;
-    create ``relation`` with their schema, or add the columns it lacks, first."""
-    cursor.register("ragmart_obtained_vectors", vectors)
-    try:
-        cursor.execute(
-            f"create table if not exists {relation} as "
-            "select * from ragmart_obtained_vectors limit 0"
-        )
-        existing = _columns(cursor, relation)
-        for name, kind in _columns(cursor, "ragmart_obtained_vectors").items():
-            if name not in existing:
-                cursor.execute(f'alter table {relation} add column "{name}" {kind}')
-        if not vectors.num_rows:
-            return 0
-        return cursor.execute(
-            f"""
-            insert into {relation} by name
-            select * from ragmart_obtained_vectors as obtained
-            where not exists (
-                select 1 from {relation} as cached
-                where cached.chunk_hash = obtained.chunk_hash
-                    and cached.embedding_model = obtained.embedding_model
-            )
-            """
-        ).fetchone()[0]
-    finally:
-        cursor.unregister("ragmart_obtained_vectors")
-
-
-def _in_transaction(session: Any, work: Any) -> Any:
-    """Run ``work(cursor)`` in a transaction of a cursor of its own: committed whatever happens
-    to the transaction of the dbt model that called it."""
-    cursor = session.cursor()
-    try:
-        cursor.execute("begin transaction")
-        result = work(cursor)
-        cursor.execute("commit")
-        return result
-    except BaseException:
-        with contextlib.suppress(duckdb.Error):  # the transaction may not have started
-            cursor.execute("rollback")
-        raise
-    finally:
-        cursor.close()
-
-
-def commit_pending_vectors(
-    session: Any,
-    pending_table: str,
-    vectors: pa.Table,
-    run: EmbeddingRun,
-    stats: ProviderStats,
-    *,
-    runs_table: str,
-) -> int:
-    """Commit one batch of freshly obtained vectors to ``pending_table`` (created with their
-    schema if absent) and, in the same transaction, ``run`` as it stands (provider ``stats``,
-    error RUN_INTERRUPTED until the build records the finished run): if the build is killed,
-    both what it paid for and the vectors survive. Returns the number of rows added."""
-
-    def work(cursor: Any) -> int:
-        added = _insert_new_vectors(cursor, pending_table, vectors)
-        run.update(stats, error=RUN_INTERRUPTED)
-        record_run(cursor, run, table=runs_table)
-        return added
-
-    return _in_transaction(session, work)
-
-
-def _delete_cached_pending(cursor: Any, pending_table: str, cache: str) -> None:
-    """Delete the pending vectors `cache` already holds (by chunk_hash and model)."""
-    cursor.execute(
-        f"""
-        delete from {pending_table} as pending
-        where exists (
-            select 1 from {cache} as cached
-            where cached.chunk_hash = pending.chunk_hash
-                and cached.embedding_model = pending.embedding_model
-        )
-        """
-    )
-
-
-def take_pending_vectors(
-    session: Any, pending_table: str, cache: str | None, schema: pa.Schema
-) -> pa.Table:
-    """The vectors earlier builds obtained but did not get into ``cache`` (killed, or failed
-    before ``keep_obtained_vectors``), as ``schema`` rows. Rows the cache already holds are
-    deleted (committed): they are left over from a build killed after its cache commit."""
-
-    def work(cursor: Any) -> pa.Table:
-        _insert_new_vectors(cursor, pending_table, schema.empty_table())
-        if cache is not None:
-            _delete_cached_pending(cursor, pending_table, cache)
-        names = ", ".join(f'"{name}"' for name in schema.names)
-        rows = cursor.execute(
-            f"select {names} from {pending_table} order by chunk_hash, embedding_model"
-        ).to_arrow_table()
-        return rows.cast(schema)
-
-    return _in_transaction(session, work)
-
-
-def keep_obtained_vectors(
-    session: Any,
-    relation: str,
-    vectors: pa.Table,
-    run: EmbeddingRun,
-    *,
-    runs_table: str,
-    pending_table: str | None = None,
-) -> int:
-    """After a failed embedding: commit ``vectors`` into the cache ``relation`` (created with
-    their schema if the first build failed), ``run`` into ``runs_table``, and delete from
-    ``pending_table`` what the cache now holds, in a transaction of a cursor of its own, so
-    that they outlive the rollback of the failing dbt model and the next build does not pay
-    for them again. Returns the number of vectors added."""
-
-    def work(cursor: Any) -> int:
-        if not vectors.num_rows:  # nothing to keep: a first build creates no cache table
-            record_run(cursor, run, table=runs_table)
-            return 0
-        added = _insert_new_vectors(cursor, relation, vectors)
-        if pending_table is not None:
-            _delete_cached_pending(cursor, pending_table, relation)
-        record_run(cursor, run, table=runs_table)
-        return added
-
-    return _in_transaction(session, work)
 
 
 def recent_runs(conn: duckdb.DuckDBPyConnection, limit: int = 1) -> list[dict]:

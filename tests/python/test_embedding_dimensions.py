@@ -4,7 +4,8 @@ A 384-dimensional v1 (the hash provider, as fast as a test needs) serves while v
 OpenAI-compatible model at 1536 and 3072 dimensions (the project's local test server,
 tests/python/openai_server.py) build beside it in the same database, through real `dbt build`s;
 `ragmart eval --compare`, the dbt gate, `publish` and `rollback` work across the sizes, and a
-question is embedded by the model of the version it searches.
+question is embedded by the model of the version it searches. The model name and size dbt
+records are the provider's own (the macros ask ragmart through a DuckDB function).
 """
 
 from __future__ import annotations
@@ -14,10 +15,14 @@ import re
 import subprocess
 import sys
 
+import pytest
 from dbt_harness import Project, copy_project
 from openai_server import EmbeddingServer
 from test_index_versions import _output, _touched
 
+from ragmart.embedding.providers import get_provider
+from ragmart.embedding.providers.openai import OpenAIProvider
+from ragmart.embedding.providers.openai_settings import OpenAISettings
 from ragmart.exit_codes import Exit
 from ragmart.retrieval.engine import ALL_GROUPS, Retriever
 
@@ -64,6 +69,25 @@ def _retrieved(project: Project) -> dict:
     return json.loads(project.ragmart("retrieve", QUESTION, "--all-groups", "--json").stdout)
 
 
+def _size_change_is_refused(tmp_path, server: EmbeddingServer, size: int) -> Project:
+    """v2, built at 1536 dimensions, asked for the same model at `size`: the same model at
+    another size is another model, refused before any node runs. The project at `size`."""
+    wider = _openai(tmp_path, server, size)
+    before = _touched(wider)
+    server.reset()
+    refused = wider.build("--vars", "{index_version: v2}", check=False)
+    output = _output(refused)
+    assert refused.returncode == 2, output[-3000:]
+    assert ("index version v2 is bound to chunker md-sections-v1, embedding model "
+            "text-embedding-3-small@1536 (1536 dimensions)") in output, output[-3000:]
+    assert (f"asks for chunker md-sections-v1, embedding model text-embedding-3-small@{size} "
+            f"({size} dimensions)") in output, output[-3000:]
+    assert "index_version: v3" in output
+    assert _touched(wider) == before and server.requests == []
+    assert _vector_types(wider, "v2") == _sizes("v2", 1536)
+    return wider
+
+
 def test_a_1536_version_builds_beside_a_384_one_and_serves_after_publish(tmp_path, monkeypatch):
     small = _hash_v1(tmp_path)
     small.ragmart("publish", "v1")
@@ -75,9 +99,12 @@ def test_a_1536_version_builds_beside_a_384_one_and_serves_after_publish(tmp_pat
         assert "PASS assert_candidate_does_not_regress" in _output(built), _output(built)[-3000:]
         assert _vector_types(big, "v2") == _sizes("v2", 1536)
         assert _vector_types(big, "v1") == _sizes("v1", 384)
-        assert big.query("select embedding_model, embedding_dimensions from index_versions "
-                         "order by index_version") == [
-            ("hash-384-v1", 384), ("text-embedding-3-small@1536", 1536)]
+        bindings = big.query("select embedding_model, embedding_dimensions from index_versions "
+                             "order by index_version")
+        assert bindings == [("hash-384-v1", 384), ("text-embedding-3-small@1536", 1536)]
+        # what dbt bound each version to is what its provider embeds with
+        assert bindings == [(p.model, p.dimensions) for p in (
+            get_provider("hash"), OpenAIProvider(OpenAISettings(dimensions=1536)))]
         assert big.query("select count(*) from duckdb_indexes() "
                          "where index_name = 'fct_chunk_vector_index_v2_hnsw'") == [(1,)]
         # the SQL macro of each version takes a vector of its version's size
@@ -144,28 +171,18 @@ def test_a_1536_version_builds_beside_a_384_one_and_serves_after_publish(tmp_pat
         assert "to evaluate index version v2" in lines[0], lines[0]
 
         big.ragmart("rollback")
+        # v2 keeps its size: a build of it at another size is refused
+        _size_change_is_refused(tmp_path, server, 768)
     assert _serving(small)["version"] == "v1"
     assert {c["index_version"] for c in _retrieved(small)["results"]} == {"v1"}
 
 
+@pytest.mark.slow  # the fast suite refuses a size change in the 1536 test above
 def test_a_version_keeps_its_size_and_a_3072_version_builds_beside(tmp_path):
     small = _hash_v1(tmp_path)
     with EmbeddingServer() as server:
         _openai(tmp_path, server, 1536).build("--vars", "{index_version: v2}")
-        # the same model at another size is another model: v2 refuses it before any node runs
-        wider = _openai(tmp_path, server, 3072)
-        before = _touched(wider)
-        server.reset()
-        refused = wider.build("--vars", "{index_version: v2}", check=False)
-        output = _output(refused)
-        assert refused.returncode == 2, output[-3000:]
-        assert ("index version v2 is bound to chunker md-sections-v1, embedding model "
-                "text-embedding-3-small@1536 (1536 dimensions)") in output, output[-3000:]
-        assert "asks for chunker md-sections-v1, embedding model text-embedding-3-small@3072 " \
-               "(3072 dimensions)" in output, output[-3000:]
-        assert "index_version: v3" in output
-        assert _touched(wider) == before and server.requests == []
-        assert _vector_types(wider, "v2") == _sizes("v2", 1536)
+        wider = _size_change_is_refused(tmp_path, server, 3072)
 
         # what the refusal offers: a new version beside, at 3072
         wider.build("--vars", "{index_version: v3, evaluate_retrieval: true}")
@@ -202,3 +219,47 @@ def test_a_contract_typed_with_another_size_is_named_before_any_node_runs(tmp_pa
     assert ("the contract of fct_chunk_history types its embedding column float[384] but the "
             "embedding provider makes float[1536]") in output, output[-3000:]
     assert not re.search(r"START (sql|python) ", output), output[-3000:]
+
+
+INLINE = "select '{{ embedding_model() }}' as model, {{ embedding_dimensions() }} as dimensions"
+
+
+@pytest.mark.parametrize("provider, settings", [
+    ("local", {}),
+    ("hash", {}),
+    ("openai", {"RAGMART_OPENAI_MODEL": " text-embedding-3-large ",
+                "RAGMART_OPENAI_DIMENSIONS": "3072"}),
+], ids=["local", "hash", "openai"])
+def test_dbt_names_the_model_and_size_its_provider_embeds_with(tmp_path, monkeypatch, provider,
+                                                               settings):
+    # the macros ask the provider (one source); the contracts render the size from the settings
+    # (yml has no macros): both must say what ragmart.embedding.providers says
+    environ = {**dict.fromkeys(("RAGMART_OPENAI_MODEL", "RAGMART_OPENAI_DIMENSIONS",
+                                "RAGMART_EMBEDDING_MODEL"), ""), **settings}
+    project = Project(tmp_path, provider=provider, extra_env=environ)
+    compiled = project.dbt("compile", "--inline", INLINE).stdout
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    expected = get_provider(provider)
+    assert f"select '{expected.model}' as model, {expected.dimensions} as dimensions" in compiled
+    manifest = json.loads((tmp_path / "target" / "manifest.json").read_text())
+    contracts = {node["name"]: node["columns"]["embedding"]["data_type"]
+                 for node in manifest["nodes"].values()
+                 if node["resource_type"] == "model" and "embedding" in node["columns"]
+                 and node["config"]["contract"]["enforced"]}
+    assert len(contracts) == 4, contracts
+    assert set(contracts.values()) == {f"float[{expected.dimensions}]"}, contracts
+
+
+@pytest.mark.parametrize("provider, settings, message", [
+    ("cohere", {}, "unknown embedding provider 'cohere'; supported providers: local, hash, openai"),
+    ("openai", {"RAGMART_OPENAI_DIMENSIONS": "wide"},
+     "RAGMART_OPENAI_DIMENSIONS must be an integer at least 1, got 'wide'"),
+], ids=["provider", "dimensions"])
+def test_dbt_fails_with_the_providers_message_for_a_bad_setting(tmp_path, provider, settings,
+                                                                message):
+    project = Project(tmp_path, provider=provider, extra_env=settings)
+    proc = project.dbt("compile", "--inline", INLINE, check=False)
+    assert proc.returncode != 0
+    assert ("embedding provider (the var embedding_provider, else RAGMART_EMBEDDING_PROVIDER): "
+            + message) in proc.stdout, proc.stdout[-3000:]

@@ -12,27 +12,22 @@ import hashlib
 import json
 import os
 import random
-import re
 import traceback
 
 import duckdb
-import jinja2
 import numpy as np
 import pytest
 from cdc_files import dms_csv, document, paragraph
-from dbt_harness import ROOT, Project
+from dbt_harness import Project
 from openai_server import EmbeddingServer, Reply, expected_vectors, usage_tokens
 
 from ragmart.embedding.pipeline import EmbeddingIncompleteError, embed_texts
-from ragmart.embedding.providers import PROVIDER_NAMES, get_provider
-from ragmart.embedding.providers.openai import (
-    OpenAIProvider,
-    OpenAISettings,
-    PartialEmbeddingError,
-    estimate_tokens,
-    parse_retry_after,
-)
-from ragmart.embedding.runs import EmbeddingRun, load_price_table, record_run
+from ragmart.embedding.prices import load_price_table
+from ragmart.embedding.providers import get_provider
+from ragmart.embedding.providers.openai import OpenAIProvider, PartialEmbeddingError
+from ragmart.embedding.providers.openai_client import parse_retry_after
+from ragmart.embedding.providers.openai_settings import OpenAISettings, estimate_tokens
+from ragmart.embedding.runs import EmbeddingRun, record_run
 
 TEXTS = [f"Policy {i}: employees file expense reports within {i + 3} days." for i in range(10)]
 
@@ -263,67 +258,6 @@ def test_requests_in_flight_are_bounded(server):
 
 
 # --------------------------------------------------------------------------- dbt side
-
-
-class _Return(Exception):
-    pass
-
-
-def render_macro(name: str, environ: dict[str, str]) -> str:
-    """macros/<name>.sql rendered with the environment (dbt's var/env_var/return/modules)."""
-
-    def env_var(var: str, default: str | None = None) -> str:
-        if var in environ:
-            return environ[var]
-        if default is None:
-            raise KeyError(var)
-        return default
-
-    def _return(value: object) -> None:
-        raise _Return(value)
-
-    class Exceptions:
-        @staticmethod
-        def raise_compiler_error(message: str) -> None:
-            raise RuntimeError(message)
-
-    class Modules:
-        re = re
-
-    env = jinja2.Environment(extensions=["jinja2.ext.do"])
-    env.globals.update(
-        {"env_var": env_var, "var": lambda name, default=None: default,
-         "return": _return, "exceptions": Exceptions, "modules": Modules}
-    )
-    module = env.from_string((ROOT / "macros" / f"{name}.sql").read_text()).module
-    try:
-        getattr(module, f"default__{name}")()
-    except _Return as returned:
-        return str(returned.args[0])
-    raise AssertionError(f"{name}() returned nothing")
-
-
-def render_embedding_model_macro(environ: dict[str, str]) -> str:
-    return render_macro("embedding_model", environ)
-
-
-@pytest.mark.parametrize(
-    "openai_env",
-    [{}, {"RAGMART_OPENAI_MODEL": " text-embedding-3-large ", "RAGMART_OPENAI_DIMENSIONS": "256"},
-     {"RAGMART_OPENAI_DIMENSIONS": "3072"}],
-)
-def test_macro_and_providers_agree_on_model_names(clean_env, openai_env):
-    for name, value in openai_env.items():
-        clean_env.setenv(name, value)
-    for provider_name in PROVIDER_NAMES:
-        clean_env.setenv("RAGMART_EMBEDDING_PROVIDER", provider_name)
-        assert render_embedding_model_macro(dict(os.environ)) == get_provider().model
-        # the size an index version is typed with is the one its provider declares
-        assert render_macro("embedding_dimensions", dict(os.environ)) == str(
-            get_provider().dimensions)
-    clean_env.setenv("RAGMART_EMBEDDING_PROVIDER", "cohere")
-    with pytest.raises(RuntimeError, match="hash, local, openai"):
-        render_embedding_model_macro(dict(os.environ))
 
 
 OLD_RUNS_DDL = """create table embedding_runs (invocation_id varchar, provider varchar,

@@ -3,7 +3,7 @@
 * ``local`` (default): all-MiniLM-L6-v2 int8 ONNX shipped as a wheel, 384 dims, CPU.
 * ``hash``: deterministic feature hashing, no model, for tests and offline CI.
 * ``openai``: the OpenAI embeddings API or any OpenAI-compatible endpoint (see
-  ``ragmart.embedding.providers.openai`` for its RAGMART_OPENAI_* settings).
+  ``ragmart.embedding.providers.openai_settings`` for its RAGMART_OPENAI_* settings).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from ragmart.embedding.providers.base import EmbeddingError, EmbeddingProvider, 
 from ragmart.embedding.providers.hashing import HashingProvider
 from ragmart.embedding.providers.local import LocalOnnxProvider
 from ragmart.embedding.providers.openai import OpenAIProvider, PartialEmbeddingError
+from ragmart.embedding.providers.openai_client import require_api_key
 
 PROVIDER_ENV = "RAGMART_EMBEDDING_PROVIDER"
 PROVIDER_NAMES = ("local", "hash", "openai")
@@ -29,12 +30,16 @@ __all__ = [
     "OpenAIProvider",
     "PartialEmbeddingError",
     "ProviderStats",
+    "build_provider",
     "get_provider",
     "provider_for_model",
 ]
 
-# the models of the providers without settings; an openai model is named <model>@<dimensions>
-FIXED_MODELS = {"all-MiniLM-L6-v2-onnx-int8": "local", "hash-384-v1": "hash"}
+
+def _fixed_models() -> dict[str, str]:
+    """{model: provider} of the providers whose model no setting changes (an openai model is
+    named <model>@<dimensions>)."""
+    return {LocalOnnxProvider.model: "local", HashingProvider().model: "hash"}
 
 
 def get_provider(name: str | None = None, **kwargs: Any) -> EmbeddingProvider:
@@ -61,6 +66,18 @@ def get_provider(name: str | None = None, **kwargs: Any) -> EmbeddingProvider:
     )
 
 
+def build_provider(name: str | None, pinned_model: str | None) -> EmbeddingProvider:
+    """The provider a dbt build embeds with: ``get_provider(name)``, refused (ValueError) when
+    the build pins another model (the dbt var embedding_model, else RAGMART_EMBEDDING_MODEL)."""
+    provider = get_provider(name)
+    if pinned_model and provider.model != pinned_model:
+        raise ValueError(
+            f"provider {provider.name!r} embeds with {provider.model!r} but the dbt var "
+            f"embedding_model is {pinned_model!r}; unset the var or set it to {provider.model!r}"
+        )
+    return provider
+
+
 def provider_for_model(model: str, *, version: str | None = None, purpose: str = "search"
                        ) -> EmbeddingProvider:
     """A provider that embeds with `model`, the model an index version's vectors were made
@@ -69,17 +86,18 @@ def provider_for_model(model: str, *, version: str | None = None, purpose: str =
     their model name; ``<id>@<dimensions>`` by the openai provider asking that model at that
     size (its endpoint and key from the environment). With `version`, a provider that lacks a
     setting is refused now (EmbeddingError naming it, and why: to `purpose` that version)."""
-    if model in FIXED_MODELS:
-        return get_provider(FIXED_MODELS[model])
+    fixed = _fixed_models()
+    if model in fixed:
+        return get_provider(fixed[model])
     name, at, size = model.rpartition("@")
     if not (at and name and size.isdigit()):
         raise ValueError(
             f"no embedding provider embeds with {model!r}: known models are "
-            f"{', '.join(f'{m} ({p})' for m, p in sorted(FIXED_MODELS.items()))} and "
+            f"{', '.join(f'{m} ({p})' for m, p in sorted(fixed.items()))} and "
             "<model>@<dimensions> (openai). Rebuild the version with one of them"
         )
     provider = OpenAIProvider(model=name, dimensions=int(size))
     if version is not None:
-        provider.require_settings(f"to {purpose} index version {version} (its vectors are "
-                                  f"{model}: questions are embedded by the same model)")
+        require_api_key(f"to {purpose} index version {version} (its vectors are {model}: "
+                        "questions are embedded by the same model)")
     return provider

@@ -24,7 +24,7 @@ class ProviderStats:
 
 @runtime_checkable
 class EmbeddingProvider(Protocol):
-    name: str  # "local" | "hash"
+    name: str  # "local" | "hash" | "openai"
     model: str  # recorded as embedding_model on every row
     dimensions: int
     stats: ProviderStats
