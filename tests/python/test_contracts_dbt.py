@@ -101,3 +101,44 @@ def test_not_null_columns_fails_naming_the_null_columns(tmp_path) -> None:
         "and table_name like 'not_null_columns%'")[0]
     failures = project.query(f"select null_columns from main_dbt_test__audit.{table} order by 1")
     assert failures == [("question",), ("relevant_document_ids",)]
+
+
+def test_every_relation_of_a_built_database_is_documented(tmp_path) -> None:
+    """Every table and view a build and a publish leave in the database, whether dbt or ragmart
+    created it, is a node or a source of the manifest and in the catalog of `dbt docs`; every
+    column of every mart is declared and described."""
+    project = Project(tmp_path, extra_env={"RAGMART_EVALUATE_RETRIEVAL": "true"})
+    project.land_sample()
+    project.build()
+    project.ragmart("publish", "v1")  # writes published_eval_metrics into the build database
+    project.dbt("docs", "generate")
+    target = project.workdir / "target"
+    manifest = json.loads((target / "manifest.json").read_text())
+    catalog = json.loads((target / "catalog.json").read_text())
+
+    def name(node: dict) -> str:
+        return node.get("alias") or node.get("identifier") or node["name"]
+
+    declared = {(n["schema"], name(n)): uid for uid, n in
+                [*manifest["nodes"].items(), *manifest["sources"].items()]
+                if n["resource_type"] in ("model", "seed", "snapshot", "source")}
+    relations = project.query(
+        "select schema_name, table_name from duckdb_tables() where database_name = 'ragmart' "
+        "union all select schema_name, view_name from duckdb_views() "
+        "where database_name = 'ragmart' and not internal")
+    assert len(relations) > 10
+    assert {"embedding_runs", "embedding_cache_pending", "index_versions",
+            "published_eval_metrics"} <= {table for _, table in relations}
+    undeclared = sorted(r for r in relations if r not in declared)
+    assert not undeclared, f"relations neither a node nor a source: {undeclared}"
+    in_docs = {**catalog["nodes"], **catalog["sources"]}
+    assert not [r for r in relations if declared[r] not in in_docs]
+
+    marts = [(uid, n) for uid, n in manifest["nodes"].items()
+             if n["resource_type"] == "model" and n["fqn"][1] == "marts"]
+    assert {n["name"] for _, n in marts} >= {"fct_retrieval_eval", "retrieval_sql_macros"}
+    for uid, mart in marts:
+        built = {c.lower() for c in catalog["nodes"][uid]["columns"]}
+        assert built == set(mart["columns"]), mart["name"]
+        bare = [c for c, column in mart["columns"].items() if not column["description"].strip()]
+        assert not bare, f"{mart['name']}: columns without a description: {bare}"
