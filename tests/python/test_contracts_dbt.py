@@ -4,6 +4,7 @@ alike, contracts on the marts (declared, enforced, and a violation fails the bui
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -142,3 +143,57 @@ def test_every_relation_of_a_built_database_is_documented(tmp_path) -> None:
         assert built == set(mart["columns"]), mart["name"]
         bare = [c for c, column in mart["columns"].items() if not column["description"].strip()]
         assert not bare, f"{mart['name']}: columns without a description: {bare}"
+
+
+def test_profile_targets_ci_has_its_own_file_and_prod_requires_ragmart_db(tmp_path) -> None:
+    env = {k: v for k, v in Project(tmp_path).env().items() if k != "RAGMART_DB"}
+
+    def debug(target: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "dbt.cli.main", "debug", "--target", target],
+            cwd=tmp_path, env=env, capture_output=True, text=True)
+
+    prod = debug("prod")
+    assert prod.returncode != 0
+    assert "RAGMART_DB" in prod.stdout + prod.stderr
+    assert not list(tmp_path.glob("*.duckdb"))
+    ci = debug("ci")
+    assert ci.returncode == 0, ci.stdout[-3000:]
+    assert [p.name for p in tmp_path.glob("*.duckdb")] == ["ragmart_ci.duckdb"]
+
+
+def test_a_duckdb_only_macro_refuses_another_adapter_naming_itself() -> None:
+    """Every default__ of a macro whose SQL only DuckDB runs raises through
+    _adapter_not_supported with its own name, and the message names macro and adapter."""
+    import jinja2
+
+    class Raised(Exception):
+        pass
+
+    def raise_compiler_error(message: str) -> None:
+        raise Raised(message)
+
+    env = jinja2.Environment(extensions=["jinja2.ext.do"])
+    env.globals.update({
+        "adapter": type("Adapter", (), {"type": staticmethod(lambda: "postgres")}),
+        "exceptions": type("Exceptions", (), {"raise_compiler_error": staticmethod(
+            raise_compiler_error)}),
+    })
+    helper = (ROOT / "macros" / "_adapter_not_supported.sql").read_text()
+    try:
+        env.from_string(helper + "{{ _adapter_not_supported('latest_landed_readings') }}").render()
+        raise AssertionError("no error raised")
+    except Raised as raised:
+        message = str(raised)
+    assert "latest_landed_readings is not supported on this adapter (postgres)" in message
+    assert "postgres__latest_landed_readings" in message
+
+    refusing = re.compile(r"\{% macro default__(\w+)\([^)]*\) %\}\s*"
+                          r"\{\{- _adapter_not_supported\('(\w+)'\) -\}\}")
+    pairs = [m.groups() for p in sorted((ROOT / "macros").rglob("*.sql"))
+             for m in refusing.finditer(p.read_text())]
+    assert len(pairs) >= 6
+    assert all(default == named for default, named in pairs), pairs
+    for default, _ in pairs:
+        assert any(f"macro duckdb__{default}(" in p.read_text()
+                   for p in (ROOT / "macros").rglob("*.sql")), default
