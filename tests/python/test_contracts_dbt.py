@@ -145,21 +145,29 @@ def test_every_relation_of_a_built_database_is_documented(tmp_path) -> None:
         assert not bare, f"{mart['name']}: columns without a description: {bare}"
 
 
-def test_profile_targets_ci_has_its_own_file_and_prod_requires_ragmart_db(tmp_path) -> None:
+def test_profile_targets_only_dev_falls_back_to_a_database_in_the_working_directory(
+    tmp_path,
+) -> None:
+    """dev opens ragmart.duckdb in the working directory unless RAGMART_DB names a file; ci and
+    prod refuse to start without RAGMART_DB, and open the file it names."""
     env = {k: v for k, v in Project(tmp_path).env().items() if k != "RAGMART_DB"}
 
-    def debug(target: str) -> subprocess.CompletedProcess:
+    def debug(target: str, **extra: str) -> subprocess.CompletedProcess:
         return subprocess.run(
             [sys.executable, "-m", "dbt.cli.main", "debug", "--target", target],
-            cwd=tmp_path, env=env, capture_output=True, text=True)
+            cwd=tmp_path, env=env | extra, capture_output=True, text=True)
 
-    prod = debug("prod")
-    assert prod.returncode != 0
-    assert "RAGMART_DB" in prod.stdout + prod.stderr
-    assert not list(tmp_path.glob("*.duckdb"))
-    ci = debug("ci")
-    assert ci.returncode == 0, ci.stdout[-3000:]
-    assert [p.name for p in tmp_path.glob("*.duckdb")] == ["ragmart_ci.duckdb"]
+    for target in ("ci", "prod"):
+        refused = debug(target)
+        assert refused.returncode != 0, target
+        assert "RAGMART_DB" in refused.stdout + refused.stderr, target
+    assert not list(tmp_path.rglob("*.duckdb"))
+    named = debug("prod", RAGMART_DB=str(tmp_path / "prod.duckdb"))
+    assert named.returncode == 0, named.stdout[-3000:]
+    dev = debug("dev")
+    assert dev.returncode == 0, dev.stdout[-3000:]
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.duckdb")) == [
+        "prod.duckdb", "ragmart.duckdb"]
 
 
 def test_a_duckdb_only_macro_refuses_another_adapter_naming_itself() -> None:
