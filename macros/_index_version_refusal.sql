@@ -5,13 +5,11 @@
         --full-refresh of the version with what was asked. -#}
     {%- set registry = index_versions_relation() -%}
     {%- set numbers = [] -%}
-    {%- set rows = run_query(
-        "select table_name from duckdb_tables() where database_name = '" ~ registry.database
-        ~ "' and schema_name = '" ~ registry.schema ~ "' and regexp_matches(table_name, "
-        ~ "'^fct_chunk_embeddings_v[0-9]+$')"
+    {%- set relations = list_relations_without_caching(
+        api.Relation.create(database=registry.database, schema=registry.schema)
     ) -%}
-    {%- for row in rows -%}
-        {%- do numbers.append(row[0].split('_v')[-1] | int) -%}
+    {%- for row in relations if modules.re.fullmatch('fct_chunk_embeddings_v[0-9]+', row['name']) -%}
+        {%- do numbers.append(row['name'].split('_v')[-1] | int) -%}
     {%- endfor -%}
     {%- if adapter.get_relation(registry.database, registry.schema, registry.identifier) -%}
         {%- for row in run_query("select index_version from " ~ registry) -%}

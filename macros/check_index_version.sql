@@ -3,6 +3,10 @@
 {% endmacro %}
 
 {% macro default__check_index_version() %}
+    {{- _adapter_not_supported('check_index_version') -}}
+{% endmacro %}
+
+{% macro duckdb__check_index_version() %}
     {#- on-run-start: refuse, before any node runs, a build of an index version with another
         chunker, embedding model or dimensions than the version is bound to
         (index_version_binding). The serving set inserts only chunk ids it does not hold yet,
@@ -12,7 +16,8 @@
         name is also what publish, eval --compare, snapshots and citations refer to, and a
         forgotten var must not re-chunk and re-embed a whole version silently: so the build is
         refused, naming the two commands that do what was meant. --full-refresh rebuilds the
-        version completely (every versioned relation) and binds it anew. Returns no SQL. -#}
+        version completely (every versioned relation) and binds it anew. Returns no SQL.
+        The version's form (v1, v2, ...) is validate_settings' rule, checked in the hook before. -#}
     {%- if not execute or flags.WHICH not in ('build', 'run', 'test', 'retry') -%}
         {{- return('') -}}
     {%- endif -%}
@@ -22,12 +27,6 @@
         'embedding_model': embedding_model(),
         'embedding_dimensions': embedding_dimensions(),
     } -%}
-    {%- if not modules.re.match('^v[0-9]+$', version) -%}
-        {{- exceptions.raise_compiler_error(
-            "var index_version must be written v1, v2, ... (it names relations and is what "
-            ~ "ragmart retrieve and publish take), got '" ~ version ~ "'"
-        ) -}}
-    {%- endif -%}
     {#- the contracts render the provider's size from the same settings as
         embedding_dimensions() (yml has no macros): a contract typed otherwise would fail
         every build with a cast error; name it instead -#}

@@ -1,4 +1,12 @@
 {% macro checked_landed_records(landed_relation) %}
+    {{- return(adapter.dispatch('checked_landed_records', 'ragmart')(landed_relation)) -}}
+{% endmacro %}
+
+{% macro default__checked_landed_records(landed_relation) %}
+    {{- _adapter_not_supported('checked_landed_records') -}}
+{% endmacro %}
+
+{% macro duckdb__checked_landed_records(landed_relation) %}
     {#- The rows of `landed_relation` (stg_landing__document_events) from the latest reading of
         each file (latest_landed_readings), with conflicting duplicates quarantined.
 

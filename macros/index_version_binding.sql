@@ -3,6 +3,10 @@
 {% endmacro %}
 
 {% macro default__index_version_binding(index_version) %}
+    {{- _adapter_not_supported('index_version_binding') -}}
+{% endmacro %}
+
+{% macro duckdb__index_version_binding(index_version) %}
     {#- What `index_version` is bound to, as a dict (chunker_version, embedding_model,
         embedding_dimensions, and evidence: where that is known from), or none for a version
         never built. Its row in index_versions; for a version built before that table existed,

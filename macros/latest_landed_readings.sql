@@ -1,4 +1,12 @@
 {% macro latest_landed_readings(landed_relation) %}
+    {{- return(adapter.dispatch('latest_landed_readings', 'ragmart')(landed_relation)) -}}
+{% endmacro %}
+
+{% macro default__latest_landed_readings(landed_relation) %}
+    {{- _adapter_not_supported('latest_landed_readings') -}}
+{% endmacro %}
+
+{% macro duckdb__latest_landed_readings(landed_relation) %}
     {#- The rows of `landed_relation` (stg_landing__document_events) from the latest reading of
         each landing file. A file whose content changed after it was read (read while still
         being written, then completed) is read again; its latest content is what counts, as a

@@ -3,6 +3,10 @@
 {% endmacro %}
 
 {% macro default__log_failing_documents(label, failing_sql, limit) %}
+    {{- _adapter_not_supported('log_failing_documents') -}}
+{% endmacro %}
+
+{% macro duckdb__log_failing_documents(label, failing_sql, limit) %}
     {#- dbt only counts a test's failing rows: log each one (up to `limit`) so the build output
         names the documents. Call it only when executing a test (execute and flags.WHICH in
         ('build', 'test')): it runs `failing_sql`. -#}

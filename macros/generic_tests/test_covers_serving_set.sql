@@ -1,4 +1,12 @@
 {% test covers_serving_set(model, serving, index) %}
+    {{- adapter.dispatch('test_covers_serving_set', 'ragmart')(model, serving, index) -}}
+{% endtest %}
+
+{% macro default__test_covers_serving_set(model, serving, index) %}
+    {{- _adapter_not_supported('test_covers_serving_set') -}}
+{% endmacro %}
+
+{% macro duckdb__test_covers_serving_set(model, serving, index) %}
 {#- Served chunks that neither the vector index nor the delta (`model`) holds, delta rows that
     are not served, and vectors that differ from the served one. Coverage is checked on every
     row by chunk_id; vectors are compared where they can have changed: every delta row (the
@@ -65,4 +73,4 @@ union all
 select * from stray
 union all
 select * from different
-{% endtest %}
+{% endmacro %}

@@ -1,4 +1,4 @@
-{% test unique_combination(model, columns, where=none) %}
+{% test unique_combination(model, columns) %}
 {#- Rows whose combination of `columns` is not unique: one row per duplicated key. -#}
 {%- if columns is string or columns | length == 0 -%}
     {{ exceptions.raise_compiler_error(
@@ -10,9 +10,6 @@ select
     {{ columns | join(', ') }},
     count(*) as n_rows
 from {{ model }}
-{%- if where %}
-where {{ where }}
-{%- endif %}
 group by {{ columns | join(', ') }}
 having count(*) > 1
 {% endtest %}

@@ -1,12 +1,14 @@
-"""Model contracts on the marts: declared, enforced, and a violation fails the build."""
+"""The dbt project as dbt engineers expect it: layer folders that select SQL and Python models
+alike, contracts on the marts (declared, enforced, and a violation fails the build)."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
-from dbt_harness import Project, copy_project
+from dbt_harness import ROOT, Project, copy_project
 
 
 def _manifest(project: Project) -> dict:
@@ -14,10 +16,39 @@ def _manifest(project: Project) -> dict:
     return json.loads((project.workdir / "target" / "manifest.json").read_text())
 
 
+def _listed(project: Project, *args: str) -> set[str]:
+    proc = project.dbt("-q", "ls", "--resource-type", "model", "--output", "name", *args)
+    return set(proc.stdout.split())
+
+
+def test_python_models_mirror_the_layers_and_their_selectors_cover_them(tmp_path) -> None:
+    """python_models/<layer>/ mirrors models/<layer>/: `dbt ls -s <layer>` lists the Python models
+    of the layer with its SQL models, and the layer's folder config in dbt_project.yml reaches
+    them (int_judged_query_embeddings is enabled by the intermediate folder's key for it)."""
+    project = Project(tmp_path)
+    python_models = sorted((ROOT / "python_models").rglob("*.py"))
+    assert python_models, "no Python model found"
+    layers: dict[str, set[str]] = {}
+    for path in python_models:
+        folder = path.parent.relative_to(ROOT / "python_models")
+        assert (ROOT / "models" / folder).is_dir(), f"{path}: models/{folder} does not exist"
+        layers.setdefault(folder.parts[0], set()).add(path.stem)
+    assert set(layers) == {"staging", "intermediate", "marts"}
+    for layer, names in layers.items():
+        sql_models = {p.stem for p in (ROOT / "models" / layer).rglob("*.sql")}
+        listed = _listed(project, "-s", layer, "--vars", "{evaluate_retrieval: true}")
+        assert names | sql_models == listed, layer
+    off = _listed(project, "-s", "intermediate", "--vars", "{evaluate_retrieval: false}")
+    assert "int_judged_query_embeddings" not in off
+    assert "int_chunks" in off
+
+
 def test_every_mart_has_an_enforced_contract_and_primary_key_test(tmp_path) -> None:
     manifest = _manifest(Project(tmp_path))
+    # dbt enforces contracts on SQL models only (a Python model with one fails to parse)
     marts = [n for n in manifest["nodes"].values()
-             if n["resource_type"] == "model" and "/marts/" in n["original_file_path"]]
+             if n["resource_type"] == "model" and n["language"] == "sql"
+             and n["original_file_path"].startswith("models/marts/")]
     assert {m["name"] for m in marts} >= {"fct_chunk_embeddings", "dim_documents",
                                           "fct_quarantined_events"}
     for mart in marts:
@@ -71,3 +102,106 @@ def test_not_null_columns_fails_naming_the_null_columns(tmp_path) -> None:
         "and table_name like 'not_null_columns%'")[0]
     failures = project.query(f"select null_columns from main_dbt_test__audit.{table} order by 1")
     assert failures == [("question",), ("relevant_document_ids",)]
+
+
+def test_every_relation_of_a_built_database_is_documented(tmp_path) -> None:
+    """Every table and view a build and a publish leave in the database, whether dbt or ragmart
+    created it, is a node or a source of the manifest and in the catalog of `dbt docs`; every
+    column of every mart is declared and described."""
+    project = Project(tmp_path, extra_env={"RAGMART_EVALUATE_RETRIEVAL": "true"})
+    project.land_sample()
+    project.build()
+    project.ragmart("publish", "v1")  # writes published_eval_metrics into the build database
+    project.dbt("docs", "generate")
+    target = project.workdir / "target"
+    manifest = json.loads((target / "manifest.json").read_text())
+    catalog = json.loads((target / "catalog.json").read_text())
+
+    def name(node: dict) -> str:
+        return node.get("alias") or node.get("identifier") or node["name"]
+
+    declared = {(n["schema"], name(n)): uid for uid, n in
+                [*manifest["nodes"].items(), *manifest["sources"].items()]
+                if n["resource_type"] in ("model", "seed", "snapshot", "source")}
+    relations = project.query(
+        "select schema_name, table_name from duckdb_tables() where database_name = 'ragmart' "
+        "union all select schema_name, view_name from duckdb_views() "
+        "where database_name = 'ragmart' and not internal")
+    assert len(relations) > 10
+    assert {"embedding_runs", "embedding_cache_pending", "index_versions",
+            "published_eval_metrics"} <= {table for _, table in relations}
+    undeclared = sorted(r for r in relations if r not in declared)
+    assert not undeclared, f"relations neither a node nor a source: {undeclared}"
+    in_docs = {**catalog["nodes"], **catalog["sources"]}
+    assert not [r for r in relations if declared[r] not in in_docs]
+
+    marts = [(uid, n) for uid, n in manifest["nodes"].items()
+             if n["resource_type"] == "model" and n["fqn"][1] == "marts"]
+    assert {n["name"] for _, n in marts} >= {"fct_retrieval_eval", "retrieval_sql_macros"}
+    for uid, mart in marts:
+        built = {c.lower() for c in catalog["nodes"][uid]["columns"]}
+        assert built == set(mart["columns"]), mart["name"]
+        bare = [c for c, column in mart["columns"].items() if not column["description"].strip()]
+        assert not bare, f"{mart['name']}: columns without a description: {bare}"
+
+
+def test_profile_targets_only_dev_falls_back_to_a_database_in_the_working_directory(
+    tmp_path,
+) -> None:
+    """dev opens ragmart.duckdb in the working directory unless RAGMART_DB names a file; ci and
+    prod refuse to start without RAGMART_DB, and open the file it names."""
+    env = {k: v for k, v in Project(tmp_path).env().items() if k != "RAGMART_DB"}
+
+    def debug(target: str, **extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "dbt.cli.main", "debug", "--target", target],
+            cwd=tmp_path, env=env | extra, capture_output=True, text=True)
+
+    for target in ("ci", "prod"):
+        refused = debug(target)
+        assert refused.returncode != 0, target
+        assert "RAGMART_DB" in refused.stdout + refused.stderr, target
+    assert not list(tmp_path.rglob("*.duckdb"))
+    named = debug("prod", RAGMART_DB=str(tmp_path / "prod.duckdb"))
+    assert named.returncode == 0, named.stdout[-3000:]
+    dev = debug("dev")
+    assert dev.returncode == 0, dev.stdout[-3000:]
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.duckdb")) == [
+        "prod.duckdb", "ragmart.duckdb"]
+
+
+def test_a_duckdb_only_macro_refuses_another_adapter_naming_itself() -> None:
+    """Every default__ of a macro whose SQL only DuckDB runs raises through
+    _adapter_not_supported with its own name, and the message names macro and adapter."""
+    import jinja2
+
+    class Raised(Exception):
+        pass
+
+    def raise_compiler_error(message: str) -> None:
+        raise Raised(message)
+
+    env = jinja2.Environment(extensions=["jinja2.ext.do"])
+    env.globals.update({
+        "adapter": type("Adapter", (), {"type": staticmethod(lambda: "postgres")}),
+        "exceptions": type("Exceptions", (), {"raise_compiler_error": staticmethod(
+            raise_compiler_error)}),
+    })
+    helper = (ROOT / "macros" / "_adapter_not_supported.sql").read_text()
+    try:
+        env.from_string(helper + "{{ _adapter_not_supported('latest_landed_readings') }}").render()
+        raise AssertionError("no error raised")
+    except Raised as raised:
+        message = str(raised)
+    assert "latest_landed_readings is not supported on this adapter (postgres)" in message
+    assert "postgres__latest_landed_readings" in message
+
+    refusing = re.compile(r"\{% macro default__(\w+)\([^)]*\) %\}\s*"
+                          r"\{\{- _adapter_not_supported\('(\w+)'\) -\}\}")
+    pairs = [m.groups() for p in sorted((ROOT / "macros").rglob("*.sql"))
+             for m in refusing.finditer(p.read_text())]
+    assert len(pairs) >= 6
+    assert all(default == named for default, named in pairs), pairs
+    for default, _ in pairs:
+        assert any(f"macro duckdb__{default}(" in p.read_text()
+                   for p in (ROOT / "macros").rglob("*.sql")), default

@@ -746,7 +746,7 @@ def test_python_models_see_every_config_they_read(
     """dbt fills a Python model's dbt.config.get() only for the calls its parser finds: a call
     inside `x or y` or an expression is silently None. Every key a model reads must arrive."""
     build: Build = request.getfixturevalue(fixture)
-    for path in sorted((ROOT / "python_models").glob("*.py")):
+    for path in sorted((ROOT / "python_models").rglob("*.py")):
         keys = set(re.findall(r"""dbt\.config\.get\(\s*["'](\w+)["']""", path.read_text()))
         if not keys or not list((build.project.workdir / "target" / "compiled").rglob(path.name)):
             continue

@@ -1,10 +1,9 @@
 """The SQL path of retrieval: installs the DuckDB table macro `ragmart_retrieve_<index_version>`.
 
 Thin wrapper around ragmart.retrieval.engine.install_sql_macros (the macro is rendered from the
-same SQL
-template as the Python path). Runs after the tables the macro reads (DuckDB binds them when the
-macro is created); returns one row per ragmart_retrieve_<v> macro in the database, with its
-signature, so the database documents what it offers.
+same SQL template as the Python path). Runs after the tables the macro reads (DuckDB binds them
+when the macro is created); returns one row per ragmart_retrieve_<v> macro in the database, with
+its signature, so the database documents what it offers.
 """
 
 

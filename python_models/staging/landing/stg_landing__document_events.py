@@ -1,10 +1,9 @@
 """Every record of every landed CDC file, typed; bad records carry a quarantine_reason.
 
 Thin wrapper: parsing lives in ragmart.ingest.cdc, file listing and bookkeeping in
-ragmart.ingest.landing.
-Incremental (append): each file is read once per distinct content. Valid rows feed
-stg_cdc__document_events, quarantined ones fct_quarantined_events; nothing is dropped, and a
-file ingestion cannot read (wrong folder or extension) is one quarantined row.
+ragmart.ingest.landing. Incremental (append): each file is read once per distinct content. Valid
+rows feed stg_cdc__document_events, quarantined ones fct_quarantined_events; nothing is dropped,
+and a file ingestion cannot read (wrong folder or extension) is one quarantined row.
 """
 
 import datetime as dt
@@ -23,8 +22,7 @@ def model(dbt, session):
     max_clock_skew_minutes = dbt.config.get("max_clock_skew_minutes")
     # The sources declare what this model reads (lineage, `dbt source freshness` per layout);
     # the listing itself is ragmart.ingest.landing's: recursive, so no file is passed over in
-    # silence,
-    # and it fails on a landing dir that does not exist.
+    # silence, and it fails on a landing dir that does not exist.
     dbt.source("landing", "dms_files")
     dbt.source("landing", "debezium_files")
     files = list_landing_files(landing_dir or Settings.from_env().landing_dir)
