@@ -14,7 +14,7 @@ def model(dbt, session):
     dbt.config(materialized="incremental", incremental_strategy="append")
     from ragmart.config import Settings
     from ragmart.ingest.landing import clock_skew_setting, ingest_files, list_landing_files
-    from ragmart.serving.purge import load_registry, registry_path
+    from ragmart.ingest.purged import load_registry, registry_path
 
     # Read each config key in a plain assignment: dbt's parser fills dbt.config.get() only for
     # calls it finds there (inside `x or y` it found none, and the setting was silently ignored).

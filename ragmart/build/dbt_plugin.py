@@ -24,7 +24,9 @@ class Plugin(BasePlugin):
         # A purge interrupted since the last invocation (ragmart.serving.purge's journal) is
         # completed
         # before dbt opens the database: a file stat when there is none.
-        from ragmart.serving.purge import Deployment, complete_pending, journal_path
+        from ragmart.serving.purge.deployment import Deployment
+        from ragmart.serving.purge.journal import journal_path
+        from ragmart.serving.purge.run import complete_pending
 
         deployment = Deployment.from_env()
         if journal_path(deployment.db_path).exists():

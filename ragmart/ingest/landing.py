@@ -33,8 +33,8 @@ from ragmart.ingest.cdc import (
     parse_landing_file,
     rows_to_arrow,
 )
+from ragmart.ingest.purged import is_purged
 from ragmart.lineage import current_invocation_id, utc_now
-from ragmart.serving.purge import is_purged
 
 LAYOUTS = tuple(LAYOUT_EXTENSIONS)
 
