@@ -1,9 +1,9 @@
 {{ config(enabled=evaluate_retrieval()) }}
 
 -- Retrieval quality of the serving set built in this run, one row per judged question:
--- recall@5, reciprocal rank and nDCG@10 at document level, as ragmart.quality.evaluation computes them.
--- Exact search: documents are ranked by their best chunk, the least (cosine distance to the
--- question, chunk_id). The test
+-- recall@5, reciprocal rank and nDCG@10 at document level, as ragmart.quality.metrics computes
+-- them (tests/python/test_evaluation.py compares the two). Exact search: documents are ranked
+-- by their best chunk, the least (cosine distance to the question, chunk_id). The test
 -- assert_candidate_does_not_regress compares the averages with the published baseline.
 with
 
@@ -101,11 +101,13 @@ document_best_chunks as (
 ranked_documents as (
 
     select
-        query_id,
-        document_id,
+        document_best_chunks.query_id,
+        document_best_chunks.document_id,
         row_number() over (
-            partition by query_id
-            order by best_chunk.distance asc, best_chunk.chunk_id asc
+            partition by document_best_chunks.query_id
+            order by
+                document_best_chunks.best_chunk.distance asc,
+                document_best_chunks.best_chunk.chunk_id asc
         ) as document_rank
     from document_best_chunks
 

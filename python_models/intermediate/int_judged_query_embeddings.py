@@ -9,7 +9,7 @@ ragmart.quality.evaluation.embed_judged_questions.
 def model(dbt, session):
     dbt.config(materialized="incremental", incremental_strategy="append")
     from ragmart.embedding.providers import build_provider
-    from ragmart.quality.evaluation import embed_judged_questions
+    from ragmart.quality.judged import embed_judged_questions
 
     # plain assignments: dbt fills dbt.config.get() only for the calls its parser finds there
     provider_name = dbt.config.get("embedding_provider")

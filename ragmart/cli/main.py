@@ -247,15 +247,9 @@ def _cmd_freshness(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from ragmart.quality.evaluation import (
-        default_version,
-        effective_tolerance,
-        evaluate_version,
-        gate,
-        load_judged_queries,
-        open_version,
-        parse_tolerances,
-    )
+    from ragmart.quality.evaluation import default_version, evaluate_version, open_version
+    from ragmart.quality.gate import effective_tolerance, gate, parse_tolerances
+    from ragmart.quality.judged import load_judged_queries
     from ragmart.quality.report import write_report
 
     queries = load_judged_queries(args.queries)

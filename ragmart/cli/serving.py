@@ -72,7 +72,8 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
 def _cmd_purge(args: argparse.Namespace) -> int:
     from ragmart.exit_codes import Exit
     from ragmart.ingest.purged import load_registry, registry_path
-    from ragmart.serving.purge import Deployment, complete_pending, purge_document
+    from ragmart.serving.purge.deployment import Deployment
+    from ragmart.serving.purge.run import complete_pending, purge_document
 
     deployment = Deployment.from_env()
     if args.db:  # --db names the build database; the rest of the deployment is as configured

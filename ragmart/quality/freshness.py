@@ -20,15 +20,20 @@ from pathlib import Path
 
 import duckdb
 
+from ragmart.catalog import table_exists
 from ragmart.chunking import chunkers as chunking
 from ragmart.duck import connect
+from ragmart.relations import (
+    DOCUMENT_VERSIONS_TABLE,
+    INDEX_VERSIONS_TABLE,
+    QUARANTINE_TABLE,
+    RUNS_TABLE,
+    InvalidVersionError,
+    Relations,
+)
+from ragmart.serving.pointer import resolve_target
 
-FRESHNESS_PREFIX = "int_document_versions_served_"  # + index version, one table per version
-VERSIONS_TABLE = "int_document_versions"
-INDEX_VERSIONS_TABLE = "index_versions"  # macros/index_versions_relation.sql
 DEFAULT_CHUNKER = chunking.CHUNKER_VERSION  # the dbt var chunker_version's default
-RUNS_TABLE = "embedding_runs"
-QUARANTINE_TABLE = "fct_quarantined_events"
 SLA_ENV = "RAGMART_EMBEDDING_LAG_SLA_MINUTES"
 DEFAULT_SLA_MINUTES = 1440  # the dbt var embedding_lag_sla_minutes
 LISTED = 20  # documents listed per problem (all are counted)
@@ -79,13 +84,6 @@ def _records(cursor: duckdb.DuckDBPyConnection) -> list[dict]:
     return [{n: _iso(v) for n, v in zip(names, row, strict=True)} for row in cursor.fetchall()]
 
 
-def _exists(conn: duckdb.DuckDBPyConnection, name: str) -> bool:
-    return bool(conn.execute(
-        "select count(*) from information_schema.tables where table_name = $name "
-        "and table_catalog = current_database()", {"name": name},
-    ).fetchone()[0])
-
-
 def sla_minutes_default() -> float:
     value = os.environ.get(SLA_ENV)
     if not value:
@@ -102,8 +100,6 @@ def sla_minutes_default() -> float:
 def default_version(db_path: str | Path) -> str:
     """The version `ragmart retrieve` reads: the published one, else $RAGMART_INDEX_VERSION
     or v1."""
-    from ragmart.serving.pointer import resolve_target
-
     return resolve_target(Path(db_path)).version
 
 
@@ -117,15 +113,12 @@ def report(
 ) -> FreshnessReport:
     """The freshness facts of index version `index_version` in the database `conn` has open
     (current catalog)."""
-    from ragmart.relations import InvalidVersionError, check_version
-
     try:
-        check_version(index_version)
+        facts = Relations(index_version).served_versions
     except InvalidVersionError as exc:
         raise FreshnessError(str(exc)) from None
-    facts = FRESHNESS_PREFIX + index_version
     binding = None
-    if _exists(conn, INDEX_VERSIONS_TABLE):
+    if table_exists(conn, INDEX_VERSIONS_TABLE):
         binding = conn.execute(
             f"select chunker_version, embedding_model, built_at, last_change_seq "
             f"from {INDEX_VERSIONS_TABLE} where index_version = $v", {"v": index_version},
@@ -133,8 +126,8 @@ def report(
     build_vars = ([f"index_version: {index_version}"] if index_version != "v1" else []) + (
         [f"chunker_version: {binding[0]}"] if binding and binding[0] != DEFAULT_CHUNKER else [])
     build = "dbt build" + (f" --vars '{{{', '.join(build_vars)}}}'" if build_vars else "")
-    for name in (facts, VERSIONS_TABLE):
-        if not _exists(conn, name):
+    for name in (facts, DOCUMENT_VERSIONS_TABLE):
+        if not table_exists(conn, name):
             raise FreshnessError(
                 f"{name} is missing from {database or 'the database'}; run `{build}` first"
             )
@@ -192,14 +185,14 @@ def report(
         select document_id, document_version as change_seq,
             case when is_deleted then 'D' when version_number = 1 then 'I' else 'U' end as op,
             valid_from as commit_ts
-        from {VERSIONS_TABLE}
+        from {DOCUMENT_VERSIONS_TABLE}
         where $last_seq is null or document_version <= $last_seq
         order by document_version desc, document_id desc limit 1
         """,
         {"last_seq": last_seq},
     ))
     unread_count, unread, quarantined = 0, [], {}
-    if _exists(conn, QUARANTINE_TABLE):
+    if table_exists(conn, QUARANTINE_TABLE):
         unread_count = conn.execute(
             f"select count(distinct source_file) from {QUARANTINE_TABLE} where source_line is null"
         ).fetchone()[0]
@@ -214,7 +207,7 @@ def report(
             f"select quarantine_code, count(*) from {QUARANTINE_TABLE} group by 1 order by 1"
         ).fetchall())
     last_build = binding[2] if binding else None
-    if last_build is None and _exists(conn, RUNS_TABLE):
+    if last_build is None and table_exists(conn, RUNS_TABLE):
         last_build = conn.execute(f"select max(finished_at) from {RUNS_TABLE}").fetchone()[0]
     return FreshnessReport(
         database=database,

@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from ragmart.quality.evaluation import UNKNOWN_TYPE, EvalReport, GateResult, Metrics
+from ragmart.quality.gate import GateResult
+from ragmart.quality.metrics import UNKNOWN_TYPE, EvalReport, Metrics
 
 METRIC_TITLES = {"recall": "recall@{k}", "mrr": "MRR", "ndcg": "nDCG@10"}
 

@@ -110,7 +110,8 @@ def _build_built_at(db_path: Path, pub: Publication) -> str | None:
     if conn is None:
         return UNKNOWN
     try:
-        from ragmart.quality.freshness import INDEX_VERSIONS_TABLE, _exists
+        from ragmart.catalog import table_exists as _exists
+        from ragmart.relations import INDEX_VERSIONS_TABLE
 
         if not _exists(conn, INDEX_VERSIONS_TABLE):
             return None
@@ -178,7 +179,7 @@ def _readings(db_path: Path, limit: int) -> list[tuple] | None:
     if conn is None:
         return None
     try:
-        from ragmart.quality.freshness import _exists
+        from ragmart.catalog import table_exists as _exists
 
         if not _exists(conn, LANDED_TABLE):
             return []

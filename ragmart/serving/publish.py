@@ -175,7 +175,8 @@ def snapshot(db_path: Path, version: str) -> Path:
     tmp = target_dir / f".{final.name}.tmp"
     conn = _open_build_db(db_path, read_only=True)
     try:
-        from ragmart.quality.freshness import INDEX_VERSIONS_TABLE, _exists
+        from ragmart.catalog import table_exists as _exists
+        from ragmart.relations import INDEX_VERSIONS_TABLE
 
         serving = f"{SERVING_PREFIX}{version}"
         if not _exists(conn, serving):
@@ -277,7 +278,8 @@ def evaluate_snapshot(database: Path, version: str) -> dict:
 def gate_on_serving(candidate: dict, baseline: dict | None) -> list[str]:
     """Failures of the candidate report against the serving one
     (ragmart.quality.evaluation.gate)."""
-    from ragmart.quality.evaluation import EvalReport, gate
+    from ragmart.quality.gate import gate
+    from ragmart.quality.metrics import EvalReport
 
     if not baseline:
         return []
@@ -299,7 +301,8 @@ def _write_baseline(db_path: Path, report: dict) -> None:
     """Append `report`'s metrics to published_eval_metrics in the build database, the baseline
     of assert_candidate_does_not_regress, waiting up to RAGMART_LOCK_WAIT_SECONDS for a build
     that holds the database; raises ServingError when it stays locked."""
-    from ragmart.quality.evaluation import EvalReport, record_published_metrics
+    from ragmart.quality.baseline import record_published_metrics
+    from ragmart.quality.metrics import EvalReport
 
     conn = _open_build_db(db_path, read_only=False)
     try:

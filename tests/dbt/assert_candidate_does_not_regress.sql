@@ -8,10 +8,12 @@
 --               eval_baseline_relation): the metrics of what serves, written by
 --               `ragmart publish`, `rollback` and `purge` (ragmart.serving.publish), else, before
 --               anything is published, none: the test passes.
---   tolerances: the vars eval_tolerance_recall_at_5 (default 0.02), eval_tolerance_mrr (0.03)
---               and eval_tolerance_ndcg_at_10 (0.03), as ragmart.quality.evaluation.DEFAULT_TOLERANCE.
+--   tolerances: the vars eval_tolerance_recall_at_5, eval_tolerance_mrr and
+--               eval_tolerance_ndcg_at_10, else the gate's defaults.
+-- The defaults and the comparison are the gate's own (ragmart.quality.gate, the rule `ragmart
+-- publish` applies), called through the functions ragmart_gate_tolerance and
+-- ragmart_gate_regressed that the dbt-duckdb plugin registers: they are written nowhere else.
 {% set columns = {'recall_at_5': 'recall_at_5', 'mrr': 'reciprocal_rank', 'ndcg_at_10': 'ndcg_at_10'} -%}
-{%- set default_tolerances = {'recall_at_5': 0.02, 'mrr': 0.03, 'ndcg_at_10': 0.03} -%}
 {%- set errors = [] -%}
 
 {#- the baseline: the var, else the published metrics -#}
@@ -35,10 +37,11 @@
     {%- endfor -%}
 {%- endif -%}
 
+{#- a tolerance not given is none: the gate's default applies -#}
 {%- set tolerances = {} -%}
-{%- for metric, default in default_tolerances.items() -%}
-    {%- set value = var('eval_tolerance_' ~ metric, default) -%}
-    {%- if value is not number or value < 0 -%}
+{%- for metric in columns -%}
+    {%- set value = var('eval_tolerance_' ~ metric, none) -%}
+    {%- if value is not none and (value is not number or value < 0) -%}
         {%- do errors.append("eval_tolerance_" ~ metric ~ " must be a number >= 0, got " ~ value) -%}
     {%- endif -%}
     {%- do tolerances.update({metric: value}) -%}
@@ -71,28 +74,32 @@
     {%- endif -%}
 {%- endif -%}
 
-{#- dbt only counts failing rows: name each failing metric in the log -#}
+{#- dbt only counts failing rows: name each failing metric in the log, by the same rule -#}
 {%- if baseline and execute and flags.WHICH in ('build', 'test') -%}
-    {%- set averages = [] -%}
-    {%- for column in columns.values() -%}
-        {%- do averages.append("avg(" ~ column ~ ")") -%}
+    {%- set checks = [] -%}
+    {%- for metric, column in columns.items() if metric in baseline -%}
+        {%- set tolerance = "ragmart_gate_tolerance('" ~ metric ~ "')"
+            if tolerances[metric] is none else tolerances[metric] -%}
+        {%- do checks.append(
+            "select '" ~ metric ~ "', avg(" ~ column ~ "), cast(" ~ baseline[metric]
+            ~ " as double), cast(" ~ tolerance ~ " as double) from " ~ ref('fct_retrieval_eval')
+        ) -%}
     {%- endfor -%}
-    {%- set averages = run_query(
-        "select " ~ (averages | join(", ")) ~ " from " ~ ref('fct_retrieval_eval')
-    ).rows[0] -%}
-    {%- for metric in columns -%}
+    {%- set failing = run_query(
+        "select * from (" ~ (checks | join(" union all "))
+        ~ ") as m (metric, candidate, baseline, tolerance)"
+        ~ " where ragmart_gate_regressed(baseline, candidate, tolerance)"
+    ) -%}
+    {%- for row in failing.rows -%}
         {#- agate reads numbers as Decimal -#}
-        {%- set value = none if averages[loop.index0] is none else averages[loop.index0] | float -%}
-        {%- if metric in baseline and value is not none
-            and baseline[metric] - value > tolerances[metric] + 1e-12 -%}
-            {{- log(
-                "fct_retrieval_eval regressed: " ~ metric ~ " " ~ ("%.4f" | format(value))
-                ~ " is " ~ ("%.4f" | format(baseline[metric] - value)) ~ " below the baseline "
-                ~ ("%.4f" | format(baseline[metric])) ~ " (" ~ source
-                ~ "), more than the tolerance " ~ ("%.4f" | format(tolerances[metric])),
-                info=true,
-            ) -}}
-        {%- endif -%}
+        {%- set value, base, allowed = row[1] | float, row[2] | float, row[3] | float -%}
+        {{- log(
+            "fct_retrieval_eval regressed: " ~ row[0] ~ " " ~ ("%.4f" | format(value))
+            ~ " is " ~ ("%.4f" | format(base - value)) ~ " below the baseline "
+            ~ ("%.4f" | format(base)) ~ " (" ~ source ~ "), more than the tolerance "
+            ~ ("%.4f" | format(allowed)),
+            info=true,
+        ) -}}
     {%- endfor -%}
 {%- endif %}
 
@@ -137,11 +144,14 @@ tolerances as (
 
     select
         tolerance_values.metric,
-        tolerance_values.tolerance
+        coalesce(
+            tolerance_values.tolerance, ragmart_gate_tolerance(tolerance_values.metric)
+        ) as tolerance
     from (
         values
         {%- for metric, value in tolerances.items() %}
-            ('{{ metric }}', cast({{ value }} as double)){{ ',' if not loop.last }}
+            ('{{ metric }}', cast({{ 'null' if value is none else value }} as double))
+            {{- ',' if not loop.last }}
         {%- endfor %}
     ) as tolerance_values (metric, tolerance)
 
@@ -160,8 +170,10 @@ final as (
         on candidate.metric = baseline.metric
     inner join tolerances
         on candidate.metric = tolerances.metric
-    -- a drop of exactly the tolerance passes, whatever the float rounding
-    where baseline.baseline_value - candidate.candidate_value > tolerances.tolerance + 1e-12
+    where
+        ragmart_gate_regressed(
+            baseline.baseline_value, candidate.candidate_value, tolerances.tolerance
+        )
 
 )
 

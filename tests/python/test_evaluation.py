@@ -10,33 +10,31 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 from dbt_harness import ROOT, Project
 
+from ragmart.catalog import index_versions
 from ragmart.cli.main import main
 from ragmart.duck import connect
 from ragmart.embedding.providers.hashing import HashingProvider
 from ragmart.exit_codes import Exit
-from ragmart.quality.evaluation import (
-    DEFAULT_TOLERANCE,
+from ragmart.quality.baseline import record_published_metrics
+from ragmart.quality.evaluation import evaluate_version
+from ragmart.quality.gate import DEFAULT_TOLERANCE, gate, parse_tolerances
+from ragmart.quality.judged import JudgedQuery, load_judged_queries, question_hash
+from ragmart.quality.metrics import (
     UNKNOWN_TYPE,
     EvalReport,
-    JudgedQuery,
     Metrics,
     evaluate,
-    evaluate_version,
-    gate,
-    load_judged_queries,
     ndcg_at_k,
-    parse_tolerances,
-    question_hash,
     ranked_documents,
     recall_at_k,
     reciprocal_rank,
-    record_published_metrics,
-    version_names,
 )
 from ragmart.quality.report import render_markdown, report_stem
 
@@ -225,7 +223,7 @@ def versions_db(tmp_path) -> Path:
 def test_versions_are_listed_in_numeric_order(versions_db: Path) -> None:
     conn = connect(versions_db, read_only=True)
     try:
-        assert version_names(conn) == ["v1", "v2", "v10", "v11"]
+        assert index_versions(conn) == ["v1", "v2", "v10", "v11"]
     finally:
         conn.close()
 
@@ -242,7 +240,7 @@ def test_evaluate_version_exact_search_breaks_ties_by_chunk_id(versions_db: Path
             evaluate_version(conn, "v11", queries)
         with pytest.raises(ValueError, match="v3 .*v1, v2, v10, v11"):
             evaluate_version(conn, "v3", queries)
-        with pytest.raises(ValueError, match="like v1"):
+        with pytest.raises(ValueError, match="invalid index version.*write it as v1"):
             evaluate_version(conn, "latest; drop table x", queries)
     finally:
         conn.close()
@@ -403,6 +401,37 @@ def test_regression_test_fails_on_a_baseline_the_build_does_not_reach(built: Pro
     bad = built.dbt("test", "--select", "assert_candidate_does_not_regress", check=False)
     assert bad.returncode != 0
     assert "published_eval_metrics" in bad.stdout and "mrr" in bad.stdout
+
+
+def test_the_dbt_test_and_ragmart_publish_gate_alike(built: Project, tmp_path: Path) -> None:
+    """One gate (ragmart.quality.gate): a baseline above the measured metrics by exactly their
+    default tolerances passes both the dbt test and `ragmart publish`; a little more fails both,
+    on every metric. A tolerance the two sides disagree on fails one of the two cases."""
+    project = Project(tmp_path / "d", extra_env=built.extra_env)
+    shutil.copytree(built.workdir, project.workdir)
+    measured = json.loads(project.ragmart("publish", "v1").stdout)["metrics"]
+    pointer = project.workdir / "published" / "serving.json"
+
+    def both_sides(excess: float) -> tuple[subprocess.CompletedProcess, ...]:
+        baseline = {name: value + DEFAULT_TOLERANCE[name] + excess
+                    for name, value in measured.items()}
+        dbt = project.dbt("test", "--select", "assert_candidate_does_not_regress", "--vars",
+                          json.dumps({"eval_baseline": {name.replace("@", "_at_"): value
+                                                        for name, value in baseline.items()}}),
+                          check=False)
+        serving = json.loads(pointer.read_text())  # what `ragmart publish` gates on
+        serving["report"]["metrics"] = baseline
+        pointer.write_text(json.dumps(serving))
+        return dbt, project.ragmart("publish", "v1", check=False)
+
+    dbt, publish = both_sides(0.0)
+    assert dbt.returncode == 0, dbt.stdout[-3000:]
+    assert publish.returncode == 0, publish.stderr
+    dbt, publish = both_sides(0.001)
+    assert dbt.returncode != 0 and publish.returncode == Exit.GATE_REFUSED, publish.stderr
+    for name in measured:
+        assert f"regressed: {name.replace('@', '_at_')} " in dbt.stdout, dbt.stdout[-3000:]
+        assert f"{name} fell from" in publish.stderr, publish.stderr
 
 
 def test_evaluate_retrieval_var_must_be_a_boolean(built: Project) -> None:

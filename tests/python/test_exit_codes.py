@@ -102,7 +102,7 @@ def test_every_code_is_distinct_and_stable() -> None:
 def test_judged_queries_are_found_from_any_directory_through_dbt_project_dir(
     monkeypatch, capsys, tmp_path
 ) -> None:
-    from ragmart.quality.evaluation import load_judged_queries
+    from ragmart.quality.judged import load_judged_queries
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("DBT_PROJECT_DIR", raising=False)
