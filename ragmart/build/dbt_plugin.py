@@ -4,8 +4,8 @@ Loads the vss extension from the installed ``duckdb-extension-vss`` wheel (never
 network), enables HNSW persistence for file databases (``ragmart.duck``), and registers the
 function ``ragmart_embedding_model`` that the macros ask for the provider's model and vector
 size (``ragmart.embedding.model_function``) and the gate's tolerance and comparison that the
-dbt test assert_candidate_does_not_regress calls (``ragmart.quality.gate``). Before dbt opens the database it completes any
-purge left pending (``ragmart.serving.purge``). Profiles reference it as::
+dbt test assert_candidate_does_not_regress calls (``ragmart.quality.gate``). Before dbt opens
+the database it completes any purge left pending (``ragmart.serving.purge``). Profiles reference it as::
 
     plugins:
       - module: ragmart.build.dbt_plugin
