@@ -86,7 +86,7 @@ def test_a_landing_dir_is_read_as_written(tmp_path: Path, name: str) -> None:
 
 
 def test_the_index_version_rule_is_one_rule_for_dbt_and_python() -> None:
-    from ragmart.retrieval.engine import INDEX_VERSION
+    from ragmart.relations import INDEX_VERSION
 
     macro = (Path(__file__).resolve().parents[2] / "macros" / "validate_settings.sql").read_text()
     dbt_rule = re.search(r"'index_version', var\('index_version'\),\s*'([^']+)'", macro)
