@@ -13,8 +13,9 @@ checkpoints it and lets `ragmart publish` and readers in.
 
 `watch` builds once, then polls the landing zone and builds again when a file landed or
 changed. A failed build is retried with a growing wait, so a provider outage is not hammered.
-Environment variables (RAGMART_DB, RAGMART_LANDING_DIR, ...) are read when the process starts:
-the landing dir is part of the parsed manifest.
+Environment variables (RAGMART_DB, RAGMART_LANDING_DIR, ...) are read when the project is parsed,
+at the first build: the landing dir is part of the parsed manifest, so a new value needs a new
+process (a changed project file makes a new parse, a changed variable does not).
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ Fingerprint = tuple[tuple[str, int, int], ...]
 
 @dataclass
 class BuildOutcome:
+    """What one build did: its verdict, where its time went, what failed."""
+
     success: bool
     seconds: float
     parsed: bool  # this build parsed the project first (first build, or a project file changed)
