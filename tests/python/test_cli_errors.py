@@ -170,17 +170,15 @@ def test_every_command_that_opens_a_database_takes_db(env, capsys, tmp_path) -> 
     code, _, err = run(capsys, "purge", "--flagged", "--db", str(tmp_path / "gone.duckdb"))
     assert code == Exit.USAGE
     one_line_error(err, "gone.duckdb", "--db")
-    # build: the database it writes (a real process: dbt reads RAGMART_DB when it parses)
+    # build: the database it writes (dbt reads RAGMART_DB when it parses, in this process)
     code, _, err = run(capsys, "build", "--db", str(tmp_path / "no" / "such" / "dir.duckdb"))
     assert code == Exit.USAGE
     one_line_error(err, str(tmp_path / "no" / "such"), "--db")
     written = tmp_path / "built here.duckdb"
-    proc = subprocess.run(
-        [sys.executable, "-m", "ragmart.cli.main", "build", "--db", str(written)], cwd=ROOT,
-        env={**env.env(), "RAGMART_DB": os.environ["RAGMART_DB"],
-             "DBT_TARGET_PATH": str(tmp_path / "target")},
-        capture_output=True, text=True, timeout=300)
-    assert proc.returncode == Exit.OK, proc.stdout[-3000:] + proc.stderr[-3000:]
+    os.environ["DBT_TARGET_PATH"] = str(tmp_path / "target")
+    code, out, err = run(capsys, "build", "--db", str(written), "--", "--quiet")
+    assert code == Exit.OK, out[-3000:] + err[-3000:]
+    assert os.environ["RAGMART_DB"] == str(tmp_path / "elsewhere" / "none.duckdb")  # restored
     code, out, err = run(capsys, "stats", "--db", str(written), "--json")
     assert code == Exit.OK and json.loads(out), err
 
