@@ -244,6 +244,20 @@ def test_a_database_locked_by_a_build_names_the_lock_and_the_retry(built, capsys
         assert f"freshness of {built.db_path}: unknown (a build holds the database; retry" in out
 
 
+def test_help_imports_no_command_and_no_module_twice() -> None:
+    # `ragmart retrieve` pays for its own imports only: building the parser imports none of
+    # the libraries the commands run on, and `python -m ragmart.cli.main` does not import the
+    # module it runs a second time (an import cycle back to main would)
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "ragmart.cli.main", "--help"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "retrieve" in proc.stdout, proc.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()}
+    heavy = {name for name in imported
+             if name.split(".")[0] in ("duckdb", "numpy", "pyarrow", "dbt", "yaml")}
+    assert not heavy, sorted(heavy)
+    assert "ragmart.cli.main" not in imported
+
+
 # ------------------------------------------------------------------ property: any arguments
 
 SQL_ERROR_TEXT = ("Binder Error", "Parser Error", "Catalog Error", "Conversion Error",
