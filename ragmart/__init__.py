@@ -1,23 +1,28 @@
 """ragmart: retrieval-augmented generation treated as a data-engineering problem.
 
+The public Python API, imported on first use (importing ragmart stays cheap):
+
 ``ragmart.retrieve(question, k=5, contract=None, groups=None, as_of=None, db_path=None, ...)``
-is ragmart.retrieval.engine.retrieve, ``ragmart.Retriever(...)`` (a reader holding one read-only
-connection and the serving vectors in memory, for many queries) ragmart.retrieval.engine.Retriever,
-and ``ragmart.ALL_GROUPS`` the operator switch (``groups=ALL_GROUPS`` sees every document;
-``groups=None`` is no group), imported on first use (importing ragmart stays cheap).
+    the top-k chunks for one question, or an abstention;
+``ragmart.Retriever(...)``
+    a reader holding one read-only connection and the serving vectors in memory, for many
+    queries;
+``ragmart.ALL_GROUPS``
+    the operator switch (``groups=ALL_GROUPS`` sees every document; ``groups=None`` is no group).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
 
 __version__ = "0.1.0"
 __all__ = ["ALL_GROUPS", "Retriever", "retrieve"]
 
+# where each public name is defined
+_DEFINED_IN = dict.fromkeys(__all__, "ragmart.retrieval.engine")
 
-def __getattr__(name: str) -> Any:
-    if name in __all__:
-        from ragmart.retrieval import engine as retrieval
 
-        return getattr(retrieval, name)
+def __getattr__(name: str) -> object:
+    if name in _DEFINED_IN:
+        return getattr(importlib.import_module(_DEFINED_IN[name]), name)
     raise AttributeError(f"module 'ragmart' has no attribute {name!r}")

@@ -90,3 +90,6 @@ class Relations:
     @property
     def macro(self) -> str:
         return SQL_MACRO_PREFIX + self.version
+
+# Added by the CLI split (issue 14): the valid CDC events of both layouts, one typed stream.
+EVENTS_TABLE = "stg_cdc__document_events"

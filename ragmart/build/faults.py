@@ -15,18 +15,22 @@ the process died.
 
 Points in the pipeline (see the ``fault_point(...)`` calls):
 
-``ingest_file``           after each landing file is parsed (ragmart.ingest.landing)
-``ingest_done``           after all new landing files are parsed, before the rows are returned
-``embedding_batch``       after each provider call of ragmart.embedding.pipeline.embed_texts
-``embeddings_recorded``   int_chunk_embeddings: the run is recorded, the vectors not yet written
-``purge_journaled``        ragmart.serving.purge: the id is in the journal and registry, nothing
-changed
-``purge_step_<step>``      after a purge step is marked done (artifacts, landing, snapshots,
-                          database)
-``purge_landing_file``     after each landing file a purge rewrites
-``purge_snapshot_copied``  a purged snapshot copy is written, serving not yet switched to it
-``purge_snapshot_switched`` serving switched to the purged copy, the old file not yet removed
-``purge_database_deleted`` the build database's rows are deleted, the file not yet rewritten
+============================ ===============================================================
+``ingest_file``              after each landing file is parsed (ragmart.ingest.landing)
+``ingest_done``              after all new landing files are parsed, before the rows are
+                             returned
+``embedding_batch``          after each provider call of ragmart.embedding.pipeline.embed_texts
+``embeddings_recorded``      int_chunk_embeddings: the run is recorded, the vectors not yet
+                             written
+``purge_journaled``          ragmart.serving.purge: the id is in the journal and registry,
+                             nothing changed
+``purge_step_<step>``        after a purge step is marked done (artifacts, landing, snapshots,
+                             database)
+``purge_landing_file``       after each landing file a purge rewrites
+``purge_snapshot_copied``    a purged snapshot copy is written, serving not yet switched to it
+``purge_snapshot_switched``  serving switched to the purged copy, the old file not yet removed
+``purge_database_deleted``   the build database's rows are deleted, the file not yet rewritten
+============================ ===============================================================
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ _hits: Counter[str] = Counter()
 
 
 class FaultSpecError(ValueError):
-    pass
+    """A RAGMART_KILL_AT value that names no point or no positive hit number."""
 
 
 def parse_spec(spec: str) -> tuple[str, int]:
@@ -81,8 +85,3 @@ def fault_point(name: str) -> None:
         finally:
             os.close(fd)
     os.kill(os.getpid(), signal.SIGKILL)
-
-
-def reset() -> None:
-    """Forget the hit counts (for tests that call fault points in-process)."""
-    _hits.clear()

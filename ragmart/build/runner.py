@@ -13,8 +13,9 @@ checkpoints it and lets `ragmart publish` and readers in.
 
 `watch` builds once, then polls the landing zone and builds again when a file landed or
 changed. A failed build is retried with a growing wait, so a provider outage is not hammered.
-Environment variables (RAGMART_DB, RAGMART_LANDING_DIR, ...) are read when the process starts:
-the landing dir is part of the parsed manifest.
+Environment variables (RAGMART_DB, RAGMART_LANDING_DIR, ...) are read when the project is parsed,
+at the first build: the landing dir is part of the parsed manifest, so a new value needs a new
+process (a changed project file makes a new parse, a changed variable does not).
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ Fingerprint = tuple[tuple[str, int, int], ...]
 
 @dataclass
 class BuildOutcome:
+    """What one build did: its verdict, where its time went, what failed."""
+
     success: bool
     seconds: float
     parsed: bool  # this build parsed the project first (first build, or a project file changed)
@@ -123,6 +126,24 @@ def landing_fingerprint(landing_dir: Path) -> Fingerprint:
     return _stat_files(files, Path(landing_dir).absolute())
 
 
+def parse_args(dbt_args: Sequence[str]) -> list[str]:
+    """Of the arguments of a `dbt build`, those `dbt parse` takes too (--vars, --target,
+    --project-dir, --quiet, ...); selection and build-only options (--select, --full-refresh,
+    ...) are the build's alone, and `dbt parse` refuses them. An option's values are the
+    arguments up to the next option (`--select a b`)."""
+    from dbt.cli.main import cli
+
+    taken = {opt for param in cli.commands["parse"].params
+             for opt in (*param.opts, *param.secondary_opts)}
+    kept, keep = [], False
+    for arg in dbt_args:
+        if arg.startswith("-"):
+            keep = arg.split("=", 1)[0] in taken
+        if keep:
+            kept.append(arg)
+    return kept
+
+
 class WarmDbt:
     """dbt imported once and its manifest parsed once, for many builds in this process."""
 
@@ -151,7 +172,7 @@ class WarmDbt:
         if self._runner is not None and fingerprint == self._fingerprint:
             return False
         try:
-            result = self._runner_class().invoke(["parse", *self.dbt_args])
+            result = self._runner_class().invoke(["parse", *parse_args(self.dbt_args)])
         finally:
             close_duckdb()
         if not result.success:

@@ -3,24 +3,45 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
-from pathlib import Path
+
+from ragmart.cli.arguments import add_db, database, text
+from ragmart.exit_codes import Exit
 
 
-def _db(args: argparse.Namespace) -> Path:
-    """--db, else $RAGMART_DB: an existing DuckDB file (ragmart.cli.main._database)."""
-    from ragmart.cli.main import _database
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("versions", help="index versions, their metrics, which one serves")
+    add_db(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run_versions)
 
-    return _database(args)
+    p = sub.add_parser("publish", help="snapshot a version and serve it if the eval gate passes")
+    p.add_argument("version", type=text, help="index version, e.g. v2")
+    add_db(p)
+    p.add_argument("--force", action="store_true", help="publish despite the gate (recorded)")
+    p.set_defaults(func=run_publish)
+
+    p = sub.add_parser("rollback", help="serve the previously published snapshot again")
+    add_db(p)
+    p.set_defaults(func=run_rollback)
+
+    p = sub.add_parser("purge", help="remove a document's text and vectors from every file")
+    p.add_argument("--document-id", action="append", metavar="ID", type=text)
+    add_db(p)
+    p.add_argument("--flagged", action="store_true",
+                   help="purge documents whose CDC delete carries purge=true")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list every file and row the purge would change; change nothing")
+    p.set_defaults(func=run_purge)
 
 
-def _cmd_versions(args: argparse.Namespace) -> int:
+def run_versions(args: argparse.Namespace) -> int:
+    import json
+
     from ragmart.duck import connect
     from ragmart.serving.pointer import current_publication, history
     from ragmart.serving.publish import list_versions
 
-    db = _db(args)
+    db = database(args)
     conn = connect(db, read_only=True)
     try:
         versions = list_versions(conn)
@@ -39,7 +60,7 @@ def _cmd_versions(args: argparse.Namespace) -> int:
         })
     if args.json:
         print(json.dumps(rows, indent=2))
-        return 0
+        return Exit.OK
     for r in rows:
         mark = "*" if r["serving"] else " "
         m = ", ".join(f"{k} {v:.3f}" for k, v in r["metrics"].items())
@@ -48,44 +69,49 @@ def _cmd_versions(args: argparse.Namespace) -> int:
               f"~{r['size_bytes'] / 1e6:.1f} MB{', ' + m if m else ''}")
     if serving is None:
         print("nothing published: retrieval reads the build database")
-    return 0
+    return Exit.OK
 
 
-def _cmd_publish(args: argparse.Namespace) -> int:
+def run_publish(args: argparse.Namespace) -> int:
+    import json
+
     from ragmart.relations import check_version
     from ragmart.serving.publish import publish
 
     check_version(args.version)  # the argument first, then the file
-    pub = publish(_db(args), args.version, force=args.force)
+    pub = publish(database(args), args.version, force=args.force)
     print(json.dumps(pub.__dict__, indent=2))
-    return 0
+    return Exit.OK
 
 
-def _cmd_rollback(args: argparse.Namespace) -> int:
+def run_rollback(args: argparse.Namespace) -> int:
     from ragmart.serving.publish import rollback
 
-    pub = rollback(_db(args))
+    pub = rollback(database(args))
     print(f"serving {pub.version} again ({pub.snapshot})")
-    return 0
+    return Exit.OK
 
 
-def _cmd_purge(args: argparse.Namespace) -> int:
-    from ragmart.exit_codes import Exit
+def run_purge(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+
     from ragmart.ingest.purged import load_registry, registry_path
     from ragmart.serving.purge.deployment import Deployment
     from ragmart.serving.purge.run import complete_pending, purge_document
 
     deployment = Deployment.from_env()
     if args.db:  # --db names the build database; the rest of the deployment is as configured
-        deployment = dataclasses.replace(deployment, db_path=_db(args))
+        deployment = dataclasses.replace(deployment, db_path=database(args))
     ids = list(args.document_id or [])
     if args.flagged:
         from ragmart.duck import connect
+        from ragmart.relations import EVENTS_TABLE
 
         conn = connect(deployment.db_path, read_only=True)
         try:
             flagged = [r[0] for r in conn.execute(
-                "select distinct document_id from stg_cdc__document_events where op = 'D' "
+                f"select distinct document_id from {EVENTS_TABLE} where op = 'D' "
                 "and try_cast(json_extract_string(metadata, '$.purge') as boolean)"
             ).fetchall()]
         finally:
@@ -105,32 +131,3 @@ def _cmd_purge(args: argparse.Namespace) -> int:
         outputs.append(result.to_dict() if args.dry_run else result.__dict__)
     print(json.dumps(outputs, indent=2, ensure_ascii=False))
     return Exit.OK
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    from ragmart.cli.main import _text
-
-    db_help = "database file (default $RAGMART_DB)"
-    p = sub.add_parser("versions", help="index versions, their metrics, which one serves")
-    p.add_argument("--db", help=db_help)
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=_cmd_versions)
-
-    p = sub.add_parser("publish", help="snapshot a version and serve it if the eval gate passes")
-    p.add_argument("version", type=_text, help="index version, e.g. v2")
-    p.add_argument("--db", help=db_help)
-    p.add_argument("--force", action="store_true", help="publish despite the gate (recorded)")
-    p.set_defaults(func=_cmd_publish)
-
-    p = sub.add_parser("rollback", help="serve the previously published snapshot again")
-    p.add_argument("--db", help=db_help)
-    p.set_defaults(func=_cmd_rollback)
-
-    p = sub.add_parser("purge", help="remove a document's text and vectors from every file")
-    p.add_argument("--document-id", action="append", metavar="ID", type=_text)
-    p.add_argument("--db", help=db_help)
-    p.add_argument("--flagged", action="store_true",
-                   help="purge documents whose CDC delete carries purge=true")
-    p.add_argument("--dry-run", action="store_true",
-                   help="list every file and row the purge would change; change nothing")
-    p.set_defaults(func=_cmd_purge)

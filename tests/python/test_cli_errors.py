@@ -35,7 +35,8 @@ LEAKS = ("Traceback", "Binder Error", "Parser Error", "Catalog Error", "Conversi
 def built(tmp_path_factory) -> Project:
     project = Project(tmp_path_factory.mktemp("cli"))
     project.land_sample(["0001_initial_load.csv", "0002_initial_snapshot.jsonl"])
-    project.build()
+    # the tables the commands read; the data and unit tests, which write none, run elsewhere
+    project.build("--exclude-resource-type", "test", "--exclude-resource-type", "unit_test")
     return project
 
 
@@ -170,17 +171,17 @@ def test_every_command_that_opens_a_database_takes_db(env, capsys, tmp_path) -> 
     code, _, err = run(capsys, "purge", "--flagged", "--db", str(tmp_path / "gone.duckdb"))
     assert code == Exit.USAGE
     one_line_error(err, "gone.duckdb", "--db")
-    # build: the database it writes (a real process: dbt reads RAGMART_DB when it parses)
+    # build: the database it writes (dbt reads RAGMART_DB when it parses, in this process)
     code, _, err = run(capsys, "build", "--db", str(tmp_path / "no" / "such" / "dir.duckdb"))
     assert code == Exit.USAGE
     one_line_error(err, str(tmp_path / "no" / "such"), "--db")
     written = tmp_path / "built here.duckdb"
-    proc = subprocess.run(
-        [sys.executable, "-m", "ragmart.cli.main", "build", "--db", str(written)], cwd=ROOT,
-        env={**env.env(), "RAGMART_DB": os.environ["RAGMART_DB"],
-             "DBT_TARGET_PATH": str(tmp_path / "target")},
-        capture_output=True, text=True, timeout=300)
-    assert proc.returncode == Exit.OK, proc.stdout[-3000:] + proc.stderr[-3000:]
+    os.environ["DBT_TARGET_PATH"] = str(tmp_path / "target")
+    # the models that record an embedding run are enough to show where the build writes
+    code, out, err = run(capsys, "build", "--db", str(written), "--", "--quiet", "--select",
+                         "+int_chunk_embeddings")
+    assert code == Exit.OK, out[-3000:] + err[-3000:]
+    assert os.environ["RAGMART_DB"] == str(tmp_path / "elsewhere" / "none.duckdb")  # restored
     code, out, err = run(capsys, "stats", "--db", str(written), "--json")
     assert code == Exit.OK and json.loads(out), err
 
@@ -244,6 +245,20 @@ def test_a_database_locked_by_a_build_names_the_lock_and_the_retry(built, capsys
         code, out, err = run(capsys, "freshness")
         assert code == Exit.OK and "Traceback" not in out + err, err
         assert f"freshness of {built.db_path}: unknown (a build holds the database; retry" in out
+
+
+def test_help_imports_no_command_and_no_module_twice() -> None:
+    # `ragmart retrieve` pays for its own imports only: building the parser imports none of
+    # the libraries the commands run on, and `python -m ragmart.cli.main` does not import the
+    # module it runs a second time (an import cycle back to main would)
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "ragmart.cli.main", "--help"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "retrieve" in proc.stdout, proc.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()}
+    heavy = {name for name in imported
+             if name.split(".")[0] in ("duckdb", "numpy", "pyarrow", "dbt", "yaml")}
+    assert not heavy, sorted(heavy)
+    assert "ragmart.cli.main" not in imported
 
 
 # ------------------------------------------------------------------ property: any arguments

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from dbt_harness import SAMPLE_LANDING, Project, copy_project
 
-from ragmart.build.runner import BuildOutcome, WarmDbt, landing_fingerprint, watch
+from ragmart.build.runner import BuildOutcome, WarmDbt, landing_fingerprint, parse_args, watch
 from ragmart.duck import connect
 
 SAMPLE_FILES = sorted((p for layout in ("dms", "debezium")
@@ -92,13 +92,14 @@ def test_a_warm_process_builds_like_the_cli_and_releases_the_file(tmp_path, monk
     model = project_dir / "models" / "marts" / "dim_documents.sql"
     model.write_text(model.read_text() + "\n")
     os.utime(model, ns=(model.stat().st_mtime_ns + 10**9,) * 2)
-    third = warm.build()
+    third = warm.build("--select", "dim_documents")  # one model: the parse is what is tested
     assert third.success and third.parsed and warm.parses == 2, third.failures
 
-    # the same landing zone built by `dbt build` in a fresh process, from scratch
+    # the same landing zone built by `dbt build` in a fresh process, from scratch (its models:
+    # the tests passed above, and they change no table)
     cold = Project(tmp_path / "cold")
     cold.land_sample()
-    cold.build()
+    cold.build("--exclude-resource-type", "test", "--exclude-resource-type", "unit_test")
     state = ("select chunk_id, chunk_hash, embedding from fct_chunk_embeddings_v1 order by 1",
              "select document_id, document_version, title from dim_documents order by 1")
     warm_conn = connect(warm_db, read_only=True)
@@ -107,6 +108,13 @@ def test_a_warm_process_builds_like_the_cli_and_releases_the_file(tmp_path, monk
             assert warm_conn.execute(sql).fetchall() == cold.query(sql), sql
     finally:
         warm_conn.close()
+
+
+def test_the_parse_gets_the_build_arguments_it_takes() -> None:
+    # `ragmart build -- --select ...` once failed: dbt parse refuses selection options
+    given = ["--quiet", "--select", "+a", "b", "--vars", "{x: 1}", "--full-refresh", "-t", "dev",
+             "-s", "c", "--vars={y: 2}", "--exclude-resource-type", "unit_test"]
+    assert parse_args(given) == ["--quiet", "--vars", "{x: 1}", "-t", "dev", "--vars={y: 2}"]
 
 
 def test_a_failed_parse_is_a_failed_build_not_a_crash(tmp_path, monkeypatch) -> None:

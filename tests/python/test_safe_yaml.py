@@ -1,20 +1,17 @@
 """User YAML is loaded within bounds: alias bombs and deep nesting are refused with one line.
 
-Through the CLI a user runs (`ragmart retrieve --contracts FILE`), and in process with
-tracemalloc for what a refused file may cost.
+Through the CLI a user runs (`ragmart retrieve --contracts FILE`, in process), with tracemalloc
+for what a refused file may cost.
 """
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 import tracemalloc
 from pathlib import Path
 
 import duckdb
 import pytest
-from dbt_harness import ROOT
 
 from ragmart.cli import main as cli
 from ragmart.exit_codes import Exit
@@ -44,12 +41,10 @@ def empty_database(tmp_path: Path) -> Path:
     return path
 
 
-def _retrieve(contracts: Path, tmp_path: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "ragmart.cli.main", "retrieve", "anything", "--contract", "bomb",
-         "--contracts", str(contracts), "--db", str(empty_database(tmp_path))],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
-    )
+def retrieve_argv(contracts: Path, tmp_path: Path) -> list[str]:
+    """`ragmart retrieve` with this contract file, on an empty database."""
+    return ["retrieve", "anything", "--contract", "bomb", "--contracts", str(contracts),
+            "--db", str(empty_database(tmp_path))]
 
 
 @pytest.mark.parametrize(
@@ -61,18 +56,19 @@ def _retrieve(contracts: Path, tmp_path: Path) -> subprocess.CompletedProcess:
     ],
 )
 def test_retrieve_refuses_a_hostile_contract_file_quickly_in_one_line(
-    tmp_path: Path, text: str, expect: str
+    tmp_path: Path, capsys, text: str, expect: str
 ) -> None:
     contracts = tmp_path / "contracts.yml"
     contracts.write_text(text)
     assert len(text.encode()) < 1024 or text.startswith("contracts: [[")
     started = time.monotonic()
-    proc = _retrieve(contracts, tmp_path)
+    code = cli.main(retrieve_argv(contracts, tmp_path))
     elapsed = time.monotonic() - started
-    assert proc.returncode == Exit.USAGE, proc.stderr
-    assert "Traceback" not in proc.stderr + proc.stdout
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
+    out, err = capsys.readouterr()
+    assert code == Exit.USAGE, err
+    assert "Traceback" not in err + out
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
     assert str(contracts) in lines[0] and expect in lines[0]
     assert elapsed < 10, f"took {elapsed:.1f} s"
 
@@ -81,8 +77,7 @@ def test_a_refused_alias_bomb_costs_at_most_a_few_megabytes(tmp_path: Path, caps
     contracts = tmp_path / "contracts.yml"
     contracts.write_text(alias_bomb())
     assert contracts.stat().st_size < 1024
-    argv = ["retrieve", "anything", "--contract", "bomb", "--contracts", str(contracts),
-            "--db", str(empty_database(tmp_path))]
+    argv = retrieve_argv(contracts, tmp_path)
     warm = tmp_path / "warm.yml"  # imports are not what is measured
     warm.write_text("contracts: {")
     cli.main([*argv[:4], "--contracts", str(warm)])
@@ -114,9 +109,16 @@ def test_ordinary_aliases_and_nesting_load_as_safe_load_does(text: str) -> None:
 
 
 def test_the_expansion_bound_is_exact_and_names_the_source() -> None:
-    # 1 mapping + key + list of n scalars: n + 3 nodes; an alias of the list adds n + 1
-    n = MAX_EXPANDED_NODES // 2 - 3
-    ok = f"a: &l [{', '.join(['x'] * n)}]\nb: *l\n"
-    load_yaml(ok, "ok.yml")
+    # a: a list of m scalars (m + 1 nodes); b: a list of w aliases of it (1 + w(m + 1));
+    # c: p scalars (1 + p); with the mapping and its three keys, 6 + (w + 1)(m + 1) + p nodes,
+    # from about 1,200 written ones
+    def document(m: int, w: int, p: int) -> str:
+        return (f"a: &l [{', '.join(['x'] * m)}]\nb: [{', '.join(['*l'] * w)}]\n"
+                f"c: [{', '.join(['y'] * p)}]\n")
+
+    m, w = 99, 998
+    p = MAX_EXPANDED_NODES - 6 - (w + 1) * (m + 1)
+    assert p > 0
+    load_yaml(document(m, w, p), "ok.yml")  # exactly the bound
     with pytest.raises(ValueError, match=r"^over\.yml: its aliases expand"):
-        load_yaml(ok.replace("b: *l", "b: *l\nc: *l"), "over.yml")
+        load_yaml(document(m, w, p + 1), "over.yml")  # one node more

@@ -245,7 +245,7 @@ def test_a_failed_publish_is_recorded_and_a_failed_build_is_not_published(tmp_pa
     assert failed.published is None and green.published is attempt
     assert "publish v1 FAILED" in green.summary()
 
-    from ragmart.cli.main import _build_exit
+    from ragmart.cli.build import _build_exit
 
     assert _build_exit(green) == Exit.CHECK_FAILED
     green.published = type(attempt)("refused", "v1", attempt.attempted_at, "recall@5 fell")
@@ -254,7 +254,7 @@ def test_a_failed_publish_is_recorded_and_a_failed_build_is_not_published(tmp_pa
     from ragmart.cli.main import main
 
     assert main(["build", "--max-builds", "1"]) == Exit.USAGE
-    from ragmart.cli.main import _built_version
+    from ragmart.cli.build import _built_version
 
     assert _built_version(["--vars", "{index_version: v2, chunker_version: x}"]) == "v2"
     assert _built_version(["--vars={index_version: v3}"]) == "v3"

@@ -1,0 +1,107 @@
+"""`ragmart retrieve`: the top-k chunks for a question, or an abstention (exit 3)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ragmart.cli.arguments import add_db, database, text
+from ragmart.exit_codes import Exit
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("retrieve", help="top-k chunks for a question (exit 3: abstained)")
+    p.add_argument("question", type=text)
+    p.add_argument("-k", type=int, default=5, help="number of chunks (default 5)")
+    p.add_argument("--doc-type", action="append", metavar="T", type=text,
+                   help="only chunks of this document type (repeatable)")
+    p.add_argument("--contract", metavar="NAME", type=text,
+                   help="apply this retrieval contract (retrieval_contracts.yml)")
+    access = p.add_mutually_exclusive_group()
+    access.add_argument("--groups", action="append", metavar="G[,G...]", type=text,
+                        help="the caller's groups, checked against each document's "
+                             "allowed_groups (repeatable or comma-separated); without it the "
+                             "caller is in no group")
+    access.add_argument("--all-groups", action="store_true",
+                        help="operator switch: see every document whatever its allowed_groups")
+    p.add_argument("--as-of", metavar="TIMESTAMP", type=text,
+                   help="answer from the document versions live at this time (ISO, UTC)")
+    p.add_argument("--contracts", metavar="FILE",
+                   help="contract file (default $RAGMART_CONTRACTS or retrieval_contracts.yml)")
+    add_db(p)
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from ragmart.retrieval.engine import ALL_GROUPS, retrieve
+
+    result = retrieve(
+        args.question,
+        k=args.k,
+        doc_types=args.doc_type or None,
+        contract=args.contract,
+        groups=ALL_GROUPS if args.all_groups else _groups(args.groups),
+        as_of=_parse_as_of(args.as_of),
+        db_path=database(args) if args.db else None,
+        contracts_path=args.contracts,
+    )
+    state = None
+    if args.db is None:  # what serves; --db names a file to read as it is
+        from ragmart.config import Settings
+        from ragmart.serving.lag import serving_state
+
+        state = serving_state(Settings.from_env().db_path)
+    if args.json:
+        print(json.dumps({"question": args.question, **result.to_dict(),
+                          "serving_behind_build": state.serving_behind_build if state else False,
+                          "serving": state.to_dict() if state else None}, indent=2,
+                         ensure_ascii=False))
+        return Exit.ABSTAINED if result.abstained else Exit.OK
+    if state is not None and state.warning():
+        print(f"ragmart retrieve: warning: {state.warning()}", file=sys.stderr)
+    if result.abstained:
+        print(f"abstained: {result.reason}")
+        for clause in result.clauses:
+            print(f"  {clause.clause:<24} excludes {clause.excluded:>6}, leaves {clause.remaining}")
+        return Exit.ABSTAINED
+    for r in result:
+        print(f"{r.rank}. [{r.distance:.4f}] {r.title} — {r.section or '(top)'}")
+        print(f"   {r.document_id} v{r.document_version} · {r.chunk_id} · {r.section_type}")
+        body = r.chunk_text.split("\n\n", 1)[-1].replace("\n", " ")
+        print(f"   {body[:300]}{'…' if len(body) > 300 else ''}")
+    return Exit.OK
+
+
+def _parse_as_of(value: str | None):
+    """--as-of: an ISO date or timestamp; with a zone it is converted to UTC (naive UTC, the
+    project's timestamp convention), without one it is read as UTC."""
+    import datetime as dt
+
+    if value is None:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value.strip())
+    except ValueError:
+        shown = value if len(value) <= 60 else value[:59] + "…"
+        raise ValueError(
+            f"--as-of {shown!r} is not an ISO date or timestamp; write e.g. 2026-11-02 or "
+            "2026-11-02T09:30:00 (UTC) or 2026-11-02T10:30:00+01:00"
+        ) from None
+    if parsed.tzinfo is not None:
+        try:
+            parsed = parsed.astimezone(dt.UTC).replace(tzinfo=None)
+        except OverflowError:  # 9999-12-31T23:59:59-14:00 is past the last instant in UTC
+            raise ValueError(
+                f"--as-of {value!r} is out of range once converted to UTC; write a time from "
+                "0001-01-01 to 9999-12-31 UTC") from None
+    return parsed
+
+
+def _groups(values: list[str] | None) -> list[str] | None:
+    """--groups hr,managers --groups finance -> ['hr', 'managers', 'finance']."""
+    if values is None:
+        return None
+    return [g.strip() for value in values for g in value.split(",") if g.strip()]
