@@ -167,7 +167,7 @@ def _groups(values: list[str] | None) -> list[str] | None:
 
 def _cmd_retrieve(args: argparse.Namespace) -> int:
     from ragmart.exit_codes import Exit
-    from ragmart.retrieval.engine import ALL_GROUPS, retrieve
+    from ragmart.retrieval.api import ALL_GROUPS, retrieve
 
     result = retrieve(
         args.question,
@@ -531,8 +531,8 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from ragmart.duck import VssUnavailableError
     from ragmart.embedding.providers import EmbeddingError
     from ragmart.quality.freshness import FreshnessError
-    from ragmart.retrieval.engine import RetrievalError
     from ragmart.retrieval.memory import ReadOnlyRequiredError
+    from ragmart.retrieval.results import RetrievalError
     from ragmart.serving.pointer import ServingError
 
     return (RetrievalError, ServingError, FreshnessError, EmbeddingError, VssUnavailableError,

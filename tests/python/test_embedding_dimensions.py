@@ -19,7 +19,7 @@ from openai_server import EmbeddingServer
 from test_index_versions import _output, _touched
 
 from ragmart.exit_codes import Exit
-from ragmart.retrieval.engine import ALL_GROUPS, Retriever
+from ragmart.retrieval.api import ALL_GROUPS, Retriever
 
 QUESTION = "who has to okay a business class seat on a long flight to a customer"
 V2 = "{index_version: v2, evaluate_retrieval: true}"

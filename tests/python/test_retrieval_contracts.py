@@ -23,24 +23,21 @@ import yaml
 from cdc_files import debezium_jsonl, dms_csv, document, paragraph
 from dbt_harness import ROOT, Project
 
-import ragmart.retrieval.engine as retrieval
 from ragmart.cli import main as cli
 from ragmart.duck import connect
 from ragmart.embedding.providers import HashingProvider
+from ragmart.retrieval import planner
+from ragmart.retrieval.api import ALL_GROUPS, Retriever, retrieve
 from ragmart.retrieval.contracts import (
     Contract,
     ContractError,
     load_contracts,
     parse_contracts,
 )
-from ragmart.retrieval.engine import (
-    ALL_GROUPS,
-    Retriever,
-    Tables,
-    install_sql_macros,
-    search_contract,
-)
+from ragmart.retrieval.execution import ELIGIBILITY_TTL, search_contract
 from ragmart.retrieval.memory import ReadOnlyRequiredError, ServingVectors
+from ragmart.retrieval.results import RetrievalError, RetrievedChunk
+from ragmart.retrieval.sql import Tables, install_sql_macros
 
 DIMS = 384
 MODEL = HashingProvider().model
@@ -596,11 +593,11 @@ def test_no_groups_is_no_group_and_only_the_operator_switch_sees_everything(
         seen = {c.document_id for c in reader.retrieve("travel", k=1000, now=NOW,
                                                        groups=ALL_GROUPS)}
         assert seen == live
-    once = retrieval.retrieve("travel", k=100, db_path=tiny[0], provider=provider,
+    once = retrieve("travel", k=100, db_path=tiny[0], provider=provider,
                               contracts_path=contract_file)
     assert once.abstained and len(once) == 0
-    with pytest.raises(retrieval.RetrievalError, match="ALL_GROUPS"):
-        retrieval.retrieve("travel", groups="hr", db_path=tiny[0], provider=provider)
+    with pytest.raises(RetrievalError, match="ALL_GROUPS"):
+        retrieve("travel", groups="hr", db_path=tiny[0], provider=provider)
 
     # the CLI: no --groups abstains (exit 3), --all-groups is the operator switch
     code, out, _ = _run_cli(monkeypatch, capsys, tiny[0], contract_file, "retrieve", "travel",
@@ -623,10 +620,10 @@ def test_missing_allowed_groups_follows_the_contract_files_defaults(
         path = tmp_path / f"{default}.yml"
         path.write_text(yaml.safe_dump({"version": 1, "defaults": {
             "missing_allowed_groups": default}, "contracts": {"any": {}}}))
-        result = retrieval.retrieve("open handbook", k=100, groups=["finance"],
+        result = retrieve("open handbook", k=100, groups=["finance"],
                                     db_path=tiny[0], provider=provider, contracts_path=path)
         assert {c.document_id for c in result} == expected
-    result = retrieval.retrieve("open handbook", k=100, groups=["finance"], db_path=tiny[0],
+    result = retrieve("open handbook", k=100, groups=["finance"], db_path=tiny[0],
                                 provider=provider, contracts_path=tmp_path / "none.yml")
     assert result.abstained
 
@@ -880,7 +877,7 @@ def test_in_memory_vectors_abstain_and_answer_as_the_exact_search(conn, vectors)
                                           as_of=as_of).chunks
     assert then.strategy == "exact"
     # the vectors belong to one serving table
-    with pytest.raises(retrieval.RetrievalError, match="fct_chunk_embeddings_v1"):
+    with pytest.raises(RetrievalError, match="fct_chunk_embeddings_v1"):
         search_contract(conn, q, k=5, tables=Tables.for_version("v2"), vectors=vectors)
 
 
@@ -893,7 +890,7 @@ def test_in_memory_eligibility_follows_the_clock(conn, vectors) -> None:
     first = T0 + dt.timedelta(minutes=44, seconds=30)  # admits valid_from >= T0 + 14m30s
     steps = [(first, True), (first + dt.timedelta(seconds=50), False),  # hb-open (15) ages out
              (first + dt.timedelta(minutes=2), True), (first - dt.timedelta(minutes=10), True)]
-    assert steps[1][0] - first < retrieval.ELIGIBILITY_TTL < steps[2][0] - first
+    assert steps[1][0] - first < ELIGIBILITY_TTL < steps[2][0] - first
     for q in queries(3, seed=11):
         for now, counted in steps:
             memory = search_contract(conn, q, k=50, contract=contract, groups=CALLER, now=now,
@@ -955,12 +952,12 @@ def test_retriever_holds_one_snapshot_and_answers_like_retrieve(tiny, tmp_path) 
         assert reader.vectors is not None and reader.vectors.rows > 0
         for question in ("travel expenses", "security incident report"):
             held = reader.retrieve(question, k=5, groups=CALLER, now=NOW)
-            once = retrieval.retrieve(question, k=5, groups=CALLER, now=NOW, db_path=db,
+            once = retrieve(question, k=5, groups=CALLER, now=NOW, db_path=db,
                                       provider=provider)
             assert held.chunks == once.chunks and held.strategy == "memory"
-        with pytest.raises(retrieval.RetrievalError, match="empty"):
+        with pytest.raises(RetrievalError, match="empty"):
             reader.retrieve("  ")
-    with pytest.raises(retrieval.RetrievalError, match="does not exist"):
+    with pytest.raises(RetrievalError, match="does not exist"):
         Retriever(db_path=tmp_path / "missing.duckdb", provider=provider)
 
 
@@ -1026,11 +1023,11 @@ def test_index_strategy_recall_against_exact_over_the_eligible_set(tmp_path, mon
     top-10, always k rows, vectors waiting in the delta included."""
     path = tmp_path / "ragmart.duckdb"
     rows = build_tiny_database(path, seed=5, delta_share=0.2)
-    monkeypatch.setattr(retrieval, "EXACT_MAX_DOCUMENTS", 0)
-    monkeypatch.setattr(retrieval, "EXACT_MAX_ELIGIBLE", 0)
-    monkeypatch.setattr(retrieval, "EXACT_IDS_ALWAYS", 0)
-    monkeypatch.setattr(retrieval, "EXACT_SCAN_MAX_ROWS", 0)
-    monkeypatch.setattr(retrieval, "MIN_CANDIDATES", 4)
+    monkeypatch.setattr(planner, "EXACT_MAX_DOCUMENTS", 0)
+    monkeypatch.setattr(planner, "EXACT_MAX_ELIGIBLE", 0)
+    monkeypatch.setattr(planner, "EXACT_IDS_ALWAYS", 0)
+    monkeypatch.setattr(planner, "EXACT_SCAN_MAX_ROWS", 0)
+    monkeypatch.setattr(planner, "MIN_CANDIDATES", 4)
     conn = connect(path, read_only=True)
     try:
         delta_ids = {r[0] for r in conn.execute(f"select chunk_id from {TABLES.delta}").fetchall()}
@@ -1102,7 +1099,7 @@ def _macro_call(contract: Contract | None, *, groups, k, as_of=None, doc_types=N
 ])
 def test_sql_macro_returns_the_same_rows_in_the_same_order(conn, contract) -> None:
     # index_version is the Python result's; the SQL macro's name carries it (ragmart_retrieve_v1)
-    columns = [c for c in retrieval.RetrievedChunk.__dataclass_fields__ if c != "index_version"]
+    columns = [c for c in RetrievedChunk.__dataclass_fields__ if c != "index_version"]
     for groups in (CALLER, ["all-staff"], None):
         if contract is None and groups is None:
             continue
@@ -1237,8 +1234,8 @@ def test_ties_break_on_chunk_id(conn, tiny) -> None:
 
 
 def test_ragmart_retrieve_is_exported_lazily() -> None:
-    code = ("import sys, ragmart; assert 'ragmart.retrieval.engine' not in sys.modules; "
-            "from ragmart.retrieval.engine import retrieve; assert ragmart.retrieve is retrieve")
+    code = ("import sys, ragmart; assert 'ragmart.retrieval.api' not in sys.modules; "
+            "from ragmart.retrieval.api import retrieve; assert ragmart.retrieve is retrieve")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 

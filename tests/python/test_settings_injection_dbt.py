@@ -86,7 +86,7 @@ def test_a_landing_dir_is_read_as_written(tmp_path: Path, name: str) -> None:
 
 
 def test_the_index_version_rule_is_one_rule_for_dbt_and_python() -> None:
-    from ragmart.retrieval.engine import INDEX_VERSION
+    from ragmart.relations import INDEX_VERSION
 
     macro = (Path(__file__).resolve().parents[2] / "macros" / "validate_settings.sql").read_text()
     dbt_rule = re.search(r"'index_version', var\('index_version'\),\s*'([^']+)'", macro)
@@ -97,7 +97,8 @@ def test_the_index_version_rule_is_one_rule_for_dbt_and_python() -> None:
 def test_retrieve_refuses_an_index_version_outside_the_rule(tmp_path: Path, version: str) -> None:
     import duckdb
 
-    from ragmart.retrieval.engine import RetrievalError, retrieve
+    from ragmart.retrieval.api import retrieve
+    from ragmart.retrieval.results import RetrievalError
 
     db = tmp_path / "empty.duckdb"
     duckdb.connect(str(db)).close()
