@@ -28,6 +28,7 @@ from ragmart.duck import connect
 from ragmart.embedding.providers import HashingProvider
 from ragmart.retrieval import planner
 from ragmart.retrieval.api import ALL_GROUPS, Retriever, retrieve
+from ragmart.retrieval.clauses import CLAUSES
 from ragmart.retrieval.contracts import (
     Contract,
     ContractError,
@@ -1131,6 +1132,79 @@ def test_sql_macro_applies_access_and_as_of(conn) -> None:
     then = ids(f"select document_id from {macro}($q::float[384], 100, groups := $g, "
                "as_of := $t)", {"g": ["all-staff"], "t": T0 + dt.timedelta(minutes=35)})
     assert "proc-deleted" in then and "pol-restricted-later" not in then
+
+
+# =========================================================================== the clause registry
+
+# Per registered clause: a contract-file value that excludes some chunks the caller sees, and
+# one the file must refuse. A clause added to ragmart.retrieval.clauses.CLAUSES without a case
+# here fails the test below, and so does one missing from `reference` (it would not filter).
+CLAUSE_CASES = {
+    "document_types": (["handbook"], "handbook"),
+    "required_metadata": (["source_path"], "source_path"),
+    "max_document_age": ("30 days", "soon"),
+    "min_document_version": (301, -1),
+    "min_effective_date": ((T0 + dt.timedelta(minutes=16)).isoformat(), "yesterday"),
+    "min_chunk_completeness": ("section", "whole"),
+    "min_similarity": (0.05, 2),
+}
+
+
+def test_every_registered_clause_is_validated_rendered_applied_and_counted(
+        tiny, conn, tmp_path, monkeypatch, capsys) -> None:
+    """Each clause object, end to end: the contract file refuses a bad value naming the field
+    (CLI); a good value filters the same rows through ragmart.retrieve (the planned SQL), a
+    Retriever (the in-memory path), the CLI and the SQL macro (the clause as its named
+    argument), as the plain-Python reference does; an abstention counts the chunks it excludes
+    on its own."""
+    assert set(CLAUSE_CASES) == {clause.name for clause in CLAUSES}
+    provider = HashingProvider()
+    question = "travel rules for staff"
+    q = provider.embed([question])[0]
+    rows = tiny[1]
+    visible_total = len([r for r in rows if r["is_current"] and visible(r, CALLER, "allow")])
+    everything = set(reference(rows, q, Contract(name="all", **OPEN), groups=CALLER, k=10**6))
+    caller = ["--groups", ",".join(CALLER)]
+    for clause in CLAUSES:
+        good, bad = CLAUSE_CASES[clause.name]
+        bad_file = tmp_path / f"bad_{clause.name}.yml"
+        bad_file.write_text(yaml.safe_dump({"version": 1, "contracts": {
+            "case": {clause.name: bad}}}))
+        code, _, err = _run_cli(monkeypatch, capsys, tiny[0], bad_file, "retrieve", question,
+                                "--contract", "case", *caller)
+        assert code == cli.EXIT_ERROR and f"contract 'case', field '{clause.name}'" in err, err
+
+        good_file = tmp_path / f"good_{clause.name}.yml"
+        good_file.write_text(yaml.safe_dump({"version": 1, "contracts": {
+            "case": {clause.name: good, "access": OPEN}}}))
+        contract = load_contracts(good_file).get("case")
+        want = set(reference(rows, q, contract, groups=CALLER, k=10**6))
+        assert want and want < everything, clause.name  # the clause filters
+        common = {"contract": "case", "contracts_path": good_file, "groups": CALLER}
+        once = retrieve(question, k=1000, db_path=tiny[0], provider=provider, now=NOW, **common)
+        assert set(_ids(once)) == want, clause.name
+        with Retriever(db_path=tiny[0], provider=provider, contracts_path=good_file) as reader:
+            held = reader.retrieve(question, k=1000, now=NOW, contract="case", groups=CALLER)
+        assert held.chunks == once.chunks and held.strategy == "memory", clause.name
+        value = getattr(contract, clause.name)
+        macro = (f"select chunk_id from {TABLES.macro}($q::float[384], 1000, groups := $g, "
+                 f"missing_allowed_groups := 'allow', now := $now, {clause.name} := $v)")
+        rows_sql = conn.execute(macro, {"q": _vector_text(q), "g": CALLER, "now": NOW,
+                                        "v": list(value) if isinstance(value, tuple) else value})
+        assert [r[0] for r in rows_sql.fetchall()] == _ids(once), clause.name
+        code, out, _ = _run_cli(monkeypatch, capsys, tiny[0], good_file, "retrieve", question,
+                                "--contract", "case", "-k", "1000", "--json", *caller)
+        now_clock = retrieve(question, k=1000, db_path=tiny[0], provider=provider, **common)
+        assert code == 0 and [r["chunk_id"] for r in json.loads(out)["results"]] == \
+            _ids(now_clock), clause.name
+
+        # the caller's own filter empties the set: the funnel still counts this clause alone
+        abstained = retrieve(question, k=5, db_path=tiny[0], provider=provider, now=NOW,
+                             doc_types=["no-such-type"], **common)
+        assert abstained.abstained
+        counts = {count.clause: count for count in abstained.clauses}
+        assert counts["serving_set"].remaining == visible_total
+        assert counts[clause.name].excluded == visible_total - len(want), clause.name
 
 
 # =========================================================================== hostile input
