@@ -130,7 +130,6 @@ def completeness_sql(alias: str = "chunks") -> str:
 class Predicate:
     """One boolean SQL predicate of a clause, at one level, and its name in the counts."""
 
-    clause: str
     counted_as: str
     level: str
     sql: str
@@ -185,8 +184,8 @@ class Clause(abc.ABC):
         if render is None:
             raise ValueError(f"clause {self.name} has no SQL for the {dialect!r} dialect")
         by_level = render(p, value or p(self.name))
-        return [Predicate(self.name, counted_as or self.counted_as.get(level, self.name),
-                          level, sql) for level, sql in by_level.items()]
+        return [Predicate(counted_as or self.counted_as.get(level, self.name), level, sql)
+                for level, sql in by_level.items()]
 
 
 class DocumentTypes(Clause):

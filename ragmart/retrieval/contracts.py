@@ -36,6 +36,9 @@ visible when its document's ``allowed_groups`` shares a group with the caller's 
 caller without groups is in no group). A document without ``allowed_groups`` (null) follows
 ``missing_allowed_groups`` (the contract's, else ``defaults:``); an empty list admits nobody.
 Only the explicit operator switch (``--all-groups``, ``groups=ALL_GROUPS``) admits everything.
+
+This module reads and checks the file; each clause (its value's parsing and checks included)
+is an object of ragmart.retrieval.clauses, and `Contract` has one field per clause.
 """
 
 from __future__ import annotations
