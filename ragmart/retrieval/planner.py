@@ -14,8 +14,7 @@ the visible documents (one row per live document, no vectors: ~10x fewer rows th
 
 As-of searches scan the history exactly, and a Retriever's live searches use the vectors in
 memory instead (ragmart.retrieval.memory). The final query re-applies every clause: the plan
-only decides where to look. The knobs were measured with bench/retrieval.py (see
-docs/performance.md or the README).
+only decides where to look. The knobs were measured with bench/retrieval.py.
 """
 
 from __future__ import annotations
