@@ -89,7 +89,7 @@ class Reader(threading.Thread):
 
     def __init__(self, recheck: float) -> None:
         super().__init__(daemon=True)
-        from ragmart.retrieval.engine import Retriever
+        from ragmart.retrieval.api import Retriever
 
         self.retriever = Retriever(recheck_seconds=recheck)
         self.pending: dict[str, float] = {}
@@ -103,7 +103,7 @@ class Reader(threading.Thread):
             self.pending[sentence] = time.time()
 
     def run(self) -> None:
-        from ragmart.retrieval.engine import ALL_GROUPS
+        from ragmart.retrieval.api import ALL_GROUPS
 
         while not self.stop.is_set():
             with self.lock:

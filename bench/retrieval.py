@@ -8,9 +8,10 @@ real embeddings, with an HNSW (cosine) index. Document types are assigned so tha
 runs Q queries (vectors near the data) and prints,
 measured in this run:
 
-  - contract search (ragmart.retrieval.engine.search_contract), one query on an open connection (as
-    `ragmart retrieve` runs it: plan, HNSW or exact): p50 / p95 latency, recall@10 against the
-    exact filtered search, the share of queries answered with k rows, the strategy used;
+  - contract search (ragmart.retrieval.execution.search_contract), one query on an open
+    connection (as `ragmart retrieve` runs it: plan, HNSW or exact): p50 / p95 latency,
+    recall@10 against the exact filtered search, the share of queries answered with k rows,
+    the strategy used;
   - the same search from a long-lived reader (ragmart.Retriever: the serving vectors kept in
     memory, candidates scored with numpy, the answer re-ranked exactly in DuckDB), with the
     one-off load time and memory, and its first query under each contract (which also runs
@@ -283,7 +284,7 @@ def plain_vss(conn, vector: list[float], types: list[str] | None, k: int) -> lis
 def run(path: Path, n_queries: int, k: int) -> tuple[dict, list[dict]]:
     """The reader's load figures and one report per selectivity."""
     from ragmart.retrieval.contracts import Contract
-    from ragmart.retrieval.engine import search_contract
+    from ragmart.retrieval.execution import search_contract
     from ragmart.retrieval.memory import ServingVectors
 
     conn = connect(path, read_only=True)

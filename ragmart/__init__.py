@@ -19,7 +19,7 @@ __version__ = "0.1.0"
 __all__ = ["ALL_GROUPS", "Retriever", "retrieve"]
 
 # where each public name is defined
-_DEFINED_IN = dict.fromkeys(__all__, "ragmart.retrieval.engine")
+_DEFINED_IN = dict.fromkeys(__all__, "ragmart.retrieval.api")
 
 
 def __getattr__(name: str) -> object:

@@ -1,15 +1,15 @@
 """The SQL path of retrieval: installs the DuckDB table macro `ragmart_retrieve_<index_version>`.
 
-Thin wrapper around ragmart.retrieval.engine.install_sql_macros (the macro is rendered from the
-same SQL template as the Python path). Runs after the tables the macro reads (DuckDB binds them
-when the macro is created); returns one row per ragmart_retrieve_<v> macro in the database, with
-its signature, so the database documents what it offers.
+Thin wrapper around ragmart.retrieval.sql.install_sql_macros (the macro is rendered from the
+same clause objects and SQL template as the Python path). Runs after the tables the macro reads
+(DuckDB binds them when the macro is created); returns one row per ragmart_retrieve_<v> macro
+in the database, with its signature, so the database documents what it offers.
 """
 
 
 def model(dbt, session):
     dbt.config(materialized="table")
-    from ragmart.retrieval.engine import (
+    from ragmart.retrieval.sql import (
         Tables,
         embedding_dimensions,
         install_sql_macros,

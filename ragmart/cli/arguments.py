@@ -38,7 +38,7 @@ def text(value: str) -> str:
 
 def count(value: str) -> int:
     """A positive integer that SQL can carry: 1 to the largest bigint (retrieval's MAX_K)."""
-    from ragmart.retrieval.engine import MAX_K
+    from ragmart.retrieval.request import MAX_K
 
     try:
         number = int(value)

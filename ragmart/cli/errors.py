@@ -58,8 +58,8 @@ def _input_errors() -> tuple[type[BaseException], ...]:
     from ragmart.duck import VssUnavailableError
     from ragmart.embedding.providers import EmbeddingError
     from ragmart.quality.freshness import FreshnessError
-    from ragmart.retrieval.engine import RetrievalError
     from ragmart.retrieval.memory import ReadOnlyRequiredError
+    from ragmart.retrieval.results import RetrievalError
     from ragmart.serving.pointer import ServingError
 
     return (RetrievalError, ServingError, FreshnessError, EmbeddingError, VssUnavailableError,

@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from ragmart.retrieval.engine import ALL_GROUPS, retrieve
+    from ragmart.retrieval.api import ALL_GROUPS, retrieve
 
     result = retrieve(
         args.question,

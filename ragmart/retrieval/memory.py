@@ -3,7 +3,7 @@
 DuckDB answers a filtered exact search by reading the vectors of the eligible rows, and at
 100,000 chunks that read dominates a query whatever the selectivity (bench/retrieval.py: a
 1,000-chunk id list costs ~60 ms, a scan ~200 ms). A process that answers many queries
-(``ragmart.retrieval.engine.Retriever``) can instead keep the vectors of the serving set in memory:
+(``ragmart.retrieval.api.Retriever``) can instead keep the vectors of the serving set in memory:
 
 - they are copied once from a **read-only** connection. DuckDB holds a shared lock on the file
   for as long as that connection is open, so no writer can change it: the copy stays exact for
@@ -13,9 +13,10 @@ DuckDB answers a filtered exact search by reading the vectors of the eligible ro
   data cannot change under the connection, so only the clock can move the answer, and only
   for ``max_document_age`` (the retrieval layer re-asks after a short while);
 - a search scores the eligible rows with one matrix product and hands the nearest chunk ids to
-  the exact SQL search (``retrieval._exact``), which re-applies *every* clause and recomputes
-  the distances in DuckDB. The result is the exact search's, not an approximation of it: the
-  pool widens until the k-th eligible distance lies clearly inside it (``candidate_rounds``).
+  the exact SQL search (``ragmart.retrieval.execution``), which re-applies *every* clause and
+  recomputes the distances in DuckDB. The result is the exact search's, not an approximation of
+  it: the pool widens until the k-th eligible distance lies clearly inside it
+  (``candidate_rounds``).
 """
 
 from __future__ import annotations

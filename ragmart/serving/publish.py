@@ -134,7 +134,7 @@ def _slim_relations(version: str) -> list[str]:
     """What serving `version` reads besides the index_versions row and the retrieval macro:
     the serving set, its exact delta, the history `--as-of` reads, the documents and their
     latest access. Not the HNSW index table: see `snapshot`."""
-    from ragmart.retrieval.engine import Tables
+    from ragmart.retrieval.sql import Tables
 
     t = Tables.for_version(version)
     return [t.serving, t.delta, t.history, t.documents, t.access]
@@ -165,7 +165,8 @@ def snapshot(db_path: Path, version: str) -> Path:
     against ~1 s to copy the whole file). So its snapshot stays a copy of the whole build
     database, index included. Either way the snapshot records what it was taken from
     (MARKS_TABLE: the version's last build and the newest ingestion it holds)."""
-    from ragmart.retrieval.engine import EXACT_SCAN_MAX_ROWS, Tables, install_sql_macros
+    from ragmart.retrieval.planner import EXACT_SCAN_MAX_ROWS
+    from ragmart.retrieval.sql import Tables, install_sql_macros
 
     db_path = Path(db_path)
     target_dir = publish_dir(db_path)
@@ -244,7 +245,7 @@ def add_lookup_indexes(conn: duckdb.DuckDBPyConnection, version: str) -> list[st
     whatever the change), so a build would pay for it in proportion to the corpus. A snapshot is
     written once and read many times; its indexes are built here, once per publish (0.1 s to
     create at 100,000 rows). Uniqueness in the build database is a dbt data test."""
-    from ragmart.retrieval.engine import Tables
+    from ragmart.retrieval.sql import Tables
 
     relations = Tables.for_version(check_version(version))
     existing = {name for (name,) in conn.execute(

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ragmart.duck import connect
-from ragmart.retrieval.engine import ALL_GROUPS, search
+from ragmart.retrieval.api import ALL_GROUPS, Retriever
 from ragmart.serving.pointer import resolve_target
 
 
@@ -25,13 +24,11 @@ def main(db_path: str, stop_file: str, out: str, max_seconds: float = 600) -> No
                 target = resolve_target(Path(db_path))
                 record |= {"database": str(target.database), "version": target.version,
                            "published": target.published}
-                conn = connect(target.database, read_only=True)
-                try:
-                    hits = search(conn, rng.normal(size=384).astype(np.float32), k=5,
-                                  groups=ALL_GROUPS, table=target.table,
-                                  index_table=target.index_table)
-                finally:
-                    conn.close()
+                # the file the pointer names, pinned for one search (a new reader each time)
+                with Retriever(db_path=target.database, index_version=target.version,
+                               vectors_in_memory=False) as reader:
+                    hits = reader.search(rng.normal(size=384).astype(np.float32), k=5,
+                                         groups=ALL_GROUPS)
                 record["chunk_ids"] = [h.chunk_id for h in hits]
                 record["invocations"] = sorted({h.dbt_invocation_id for h in hits})
             except Exception as exc:  # the test asserts there are none

@@ -9,8 +9,7 @@ random offsets after the first node started. After each kill the database must o
 loaded before the file is attached, so a WAL holding HNSW changes replays), a clean `dbt build`
 must succeed, and its state must equal a from-scratch build of the same landing zone
 (``test_convergence.snapshot``); every HNSW index must answer k-NN queries with k rows, exact
-top-k and ``ragmart.retrieval.engine.search`` must answer as from scratch; the recovery must send
-the
+top-k and ``ragmart.Retriever.search`` must answer as from scratch; the recovery must send the
 provider exactly the texts missing from the cache.
 
 The killed builds are subprocesses (`python -m dbt.cli.main build`, data tests excluded so that
@@ -254,7 +253,7 @@ def serving_answers(db: Path) -> dict[str, Any]:
     """What retrieval sees: every HNSW index answers k-NN with k rows; exact top-k per question."""
     from ragmart.duck import connect
     from ragmart.embedding.providers import HashingProvider
-    from ragmart.retrieval.engine import ALL_GROUPS, search
+    from ragmart.retrieval.api import ALL_GROUPS, Retriever
 
     vectors = HashingProvider().embed(list(QUESTIONS))
     conn = connect(db, read_only=True)
@@ -283,7 +282,8 @@ def serving_answers(db: Path) -> dict[str, Any]:
                 "from fct_chunk_embeddings_v1 order by d, chunk_id limit 10",
                 {"q": q.tolist()},
             ).fetchall())
-            hits = search(conn, q, k=K, groups=ALL_GROUPS)
+            with Retriever(db_path=db, vectors_in_memory=False) as reader:
+                hits = reader.search(q, k=K, groups=ALL_GROUPS)
             out["search"].append([(h.chunk_id, h.document_id) for h in hits])
         return out
     finally:

@@ -24,7 +24,7 @@ from ragmart.embedding.providers import get_provider
 from ragmart.embedding.providers.openai import OpenAIProvider
 from ragmart.embedding.providers.openai_settings import OpenAISettings
 from ragmart.exit_codes import Exit
-from ragmart.retrieval.engine import ALL_GROUPS, Retriever
+from ragmart.retrieval.api import ALL_GROUPS, Retriever
 
 QUESTION = "who has to okay a business class seat on a long flight to a customer"
 V2 = "{index_version: v2, evaluate_retrieval: true}"

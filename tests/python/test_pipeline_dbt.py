@@ -162,10 +162,11 @@ def test_hnsw_returns_k_rows_after_deletes_and_reopen(project: Project) -> None:
     deleted = {r["document_id"] for r in deletes}
 
     from ragmart.duck import connect
-    from ragmart.retrieval.engine import ALL_GROUPS, search
+    from ragmart.retrieval.api import ALL_GROUPS, Retriever
 
     for _ in range(2):  # reopen the file each round
         conn = connect(project.db_path, read_only=True)
+        reader = Retriever(db_path=project.db_path, vectors_in_memory=False)
         try:
             plan = conn.execute(
                 "explain select chunk_id from fct_chunk_vector_index_v1 "
@@ -177,7 +178,7 @@ def test_hnsw_returns_k_rows_after_deletes_and_reopen(project: Project) -> None:
             for _ in range(25):
                 q = rng.normal(size=384).astype(np.float32)
                 for k in (1, 5, 10, 50):
-                    hits = search(conn, q, k=k, groups=ALL_GROUPS)
+                    hits = reader.search(q, k=k, groups=ALL_GROUPS)
                     assert len(hits) == k
                     assert not deleted & {h.document_id for h in hits}
                 # the HNSW path agrees with an exact scan on the top 10
@@ -186,9 +187,10 @@ def test_hnsw_returns_k_rows_after_deletes_and_reopen(project: Project) -> None:
                     "array_cosine_distance(embedding, $q::float[384]), chunk_id limit 10",
                     {"q": q.tolist()},
                 ).fetchall()
-                approx = [h.chunk_id for h in search(conn, q, k=10, groups=ALL_GROUPS)]
+                approx = [h.chunk_id for h in reader.search(q, k=10, groups=ALL_GROUPS)]
                 assert len(set(approx) & {c for (c,) in exact}) >= 9
         finally:
+            reader.close()
             conn.close()
 
     # covers_serving_set fails on an uncovered chunk, a stray delta row and a wrong vector

@@ -268,7 +268,7 @@ def test_the_next_dbt_build_completes_an_interrupted_purge(deployment) -> None:
 
 def test_purge_under_open_readers_switches_the_snapshot_and_waits_for_the_build_db(
         deployment, monkeypatch) -> None:
-    from ragmart.retrieval.engine import ALL_GROUPS, Retriever
+    from ragmart.retrieval.api import ALL_GROUPS, Retriever
 
     project = deployment
     for name, value in project.env().items():

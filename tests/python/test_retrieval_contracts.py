@@ -23,24 +23,22 @@ import yaml
 from cdc_files import debezium_jsonl, dms_csv, document, paragraph
 from dbt_harness import ROOT, Project
 
-import ragmart.retrieval.engine as retrieval
 from ragmart.cli import main as cli
 from ragmart.duck import connect
 from ragmart.embedding.providers import HashingProvider
+from ragmart.retrieval import planner
+from ragmart.retrieval.api import ALL_GROUPS, Retriever, retrieve
+from ragmart.retrieval.clauses import CLAUSES
 from ragmart.retrieval.contracts import (
     Contract,
     ContractError,
     load_contracts,
     parse_contracts,
 )
-from ragmart.retrieval.engine import (
-    ALL_GROUPS,
-    Retriever,
-    Tables,
-    install_sql_macros,
-    search_contract,
-)
+from ragmart.retrieval.execution import ELIGIBILITY_TTL, search_contract
 from ragmart.retrieval.memory import ReadOnlyRequiredError, ServingVectors
+from ragmart.retrieval.results import RetrievalError, RetrievedChunk
+from ragmart.retrieval.sql import Tables, install_sql_macros
 
 DIMS = 384
 MODEL = HashingProvider().model
@@ -596,11 +594,11 @@ def test_no_groups_is_no_group_and_only_the_operator_switch_sees_everything(
         seen = {c.document_id for c in reader.retrieve("travel", k=1000, now=NOW,
                                                        groups=ALL_GROUPS)}
         assert seen == live
-    once = retrieval.retrieve("travel", k=100, db_path=tiny[0], provider=provider,
+    once = retrieve("travel", k=100, db_path=tiny[0], provider=provider,
                               contracts_path=contract_file)
     assert once.abstained and len(once) == 0
-    with pytest.raises(retrieval.RetrievalError, match="ALL_GROUPS"):
-        retrieval.retrieve("travel", groups="hr", db_path=tiny[0], provider=provider)
+    with pytest.raises(RetrievalError, match="ALL_GROUPS"):
+        retrieve("travel", groups="hr", db_path=tiny[0], provider=provider)
 
     # the CLI: no --groups abstains (exit 3), --all-groups is the operator switch
     code, out, _ = _run_cli(monkeypatch, capsys, tiny[0], contract_file, "retrieve", "travel",
@@ -623,10 +621,10 @@ def test_missing_allowed_groups_follows_the_contract_files_defaults(
         path = tmp_path / f"{default}.yml"
         path.write_text(yaml.safe_dump({"version": 1, "defaults": {
             "missing_allowed_groups": default}, "contracts": {"any": {}}}))
-        result = retrieval.retrieve("open handbook", k=100, groups=["finance"],
+        result = retrieve("open handbook", k=100, groups=["finance"],
                                     db_path=tiny[0], provider=provider, contracts_path=path)
         assert {c.document_id for c in result} == expected
-    result = retrieval.retrieve("open handbook", k=100, groups=["finance"], db_path=tiny[0],
+    result = retrieve("open handbook", k=100, groups=["finance"], db_path=tiny[0],
                                 provider=provider, contracts_path=tmp_path / "none.yml")
     assert result.abstained
 
@@ -880,7 +878,7 @@ def test_in_memory_vectors_abstain_and_answer_as_the_exact_search(conn, vectors)
                                           as_of=as_of).chunks
     assert then.strategy == "exact"
     # the vectors belong to one serving table
-    with pytest.raises(retrieval.RetrievalError, match="fct_chunk_embeddings_v1"):
+    with pytest.raises(RetrievalError, match="fct_chunk_embeddings_v1"):
         search_contract(conn, q, k=5, tables=Tables.for_version("v2"), vectors=vectors)
 
 
@@ -893,7 +891,7 @@ def test_in_memory_eligibility_follows_the_clock(conn, vectors) -> None:
     first = T0 + dt.timedelta(minutes=44, seconds=30)  # admits valid_from >= T0 + 14m30s
     steps = [(first, True), (first + dt.timedelta(seconds=50), False),  # hb-open (15) ages out
              (first + dt.timedelta(minutes=2), True), (first - dt.timedelta(minutes=10), True)]
-    assert steps[1][0] - first < retrieval.ELIGIBILITY_TTL < steps[2][0] - first
+    assert steps[1][0] - first < ELIGIBILITY_TTL < steps[2][0] - first
     for q in queries(3, seed=11):
         for now, counted in steps:
             memory = search_contract(conn, q, k=50, contract=contract, groups=CALLER, now=now,
@@ -955,12 +953,12 @@ def test_retriever_holds_one_snapshot_and_answers_like_retrieve(tiny, tmp_path) 
         assert reader.vectors is not None and reader.vectors.rows > 0
         for question in ("travel expenses", "security incident report"):
             held = reader.retrieve(question, k=5, groups=CALLER, now=NOW)
-            once = retrieval.retrieve(question, k=5, groups=CALLER, now=NOW, db_path=db,
+            once = retrieve(question, k=5, groups=CALLER, now=NOW, db_path=db,
                                       provider=provider)
             assert held.chunks == once.chunks and held.strategy == "memory"
-        with pytest.raises(retrieval.RetrievalError, match="empty"):
+        with pytest.raises(RetrievalError, match="empty"):
             reader.retrieve("  ")
-    with pytest.raises(retrieval.RetrievalError, match="does not exist"):
+    with pytest.raises(RetrievalError, match="does not exist"):
         Retriever(db_path=tmp_path / "missing.duckdb", provider=provider)
 
 
@@ -1026,11 +1024,11 @@ def test_index_strategy_recall_against_exact_over_the_eligible_set(tmp_path, mon
     top-10, always k rows, vectors waiting in the delta included."""
     path = tmp_path / "ragmart.duckdb"
     rows = build_tiny_database(path, seed=5, delta_share=0.2)
-    monkeypatch.setattr(retrieval, "EXACT_MAX_DOCUMENTS", 0)
-    monkeypatch.setattr(retrieval, "EXACT_MAX_ELIGIBLE", 0)
-    monkeypatch.setattr(retrieval, "EXACT_IDS_ALWAYS", 0)
-    monkeypatch.setattr(retrieval, "EXACT_SCAN_MAX_ROWS", 0)
-    monkeypatch.setattr(retrieval, "MIN_CANDIDATES", 4)
+    monkeypatch.setattr(planner, "EXACT_MAX_DOCUMENTS", 0)
+    monkeypatch.setattr(planner, "EXACT_MAX_ELIGIBLE", 0)
+    monkeypatch.setattr(planner, "EXACT_IDS_ALWAYS", 0)
+    monkeypatch.setattr(planner, "EXACT_SCAN_MAX_ROWS", 0)
+    monkeypatch.setattr(planner, "MIN_CANDIDATES", 4)
     conn = connect(path, read_only=True)
     try:
         delta_ids = {r[0] for r in conn.execute(f"select chunk_id from {TABLES.delta}").fetchall()}
@@ -1102,7 +1100,7 @@ def _macro_call(contract: Contract | None, *, groups, k, as_of=None, doc_types=N
 ])
 def test_sql_macro_returns_the_same_rows_in_the_same_order(conn, contract) -> None:
     # index_version is the Python result's; the SQL macro's name carries it (ragmart_retrieve_v1)
-    columns = [c for c in retrieval.RetrievedChunk.__dataclass_fields__ if c != "index_version"]
+    columns = [c for c in RetrievedChunk.__dataclass_fields__ if c != "index_version"]
     for groups in (CALLER, ["all-staff"], None):
         if contract is None and groups is None:
             continue
@@ -1134,6 +1132,79 @@ def test_sql_macro_applies_access_and_as_of(conn) -> None:
     then = ids(f"select document_id from {macro}($q::float[384], 100, groups := $g, "
                "as_of := $t)", {"g": ["all-staff"], "t": T0 + dt.timedelta(minutes=35)})
     assert "proc-deleted" in then and "pol-restricted-later" not in then
+
+
+# =========================================================================== the clause registry
+
+# Per registered clause: a contract-file value that excludes some chunks the caller sees, and
+# one the file must refuse. A clause added to ragmart.retrieval.clauses.CLAUSES without a case
+# here fails the test below, and so does one missing from `reference` (it would not filter).
+CLAUSE_CASES = {
+    "document_types": (["handbook"], "handbook"),
+    "required_metadata": (["source_path"], "source_path"),
+    "max_document_age": ("30 days", "soon"),
+    "min_document_version": (301, -1),
+    "min_effective_date": ((T0 + dt.timedelta(minutes=16)).isoformat(), "yesterday"),
+    "min_chunk_completeness": ("section", "whole"),
+    "min_similarity": (0.05, 2),
+}
+
+
+def test_every_registered_clause_is_validated_rendered_applied_and_counted(
+        tiny, conn, tmp_path, monkeypatch, capsys) -> None:
+    """Each clause object, end to end: the contract file refuses a bad value naming the field
+    (CLI); a good value filters the same rows through ragmart.retrieve (the planned SQL), a
+    Retriever (the in-memory path), the CLI and the SQL macro (the clause as its named
+    argument), as the plain-Python reference does; an abstention counts the chunks it excludes
+    on its own."""
+    assert set(CLAUSE_CASES) == {clause.name for clause in CLAUSES}
+    provider = HashingProvider()
+    question = "travel rules for staff"
+    q = provider.embed([question])[0]
+    rows = tiny[1]
+    visible_total = len([r for r in rows if r["is_current"] and visible(r, CALLER, "allow")])
+    everything = set(reference(rows, q, Contract(name="all", **OPEN), groups=CALLER, k=10**6))
+    caller = ["--groups", ",".join(CALLER)]
+    for clause in CLAUSES:
+        good, bad = CLAUSE_CASES[clause.name]
+        bad_file = tmp_path / f"bad_{clause.name}.yml"
+        bad_file.write_text(yaml.safe_dump({"version": 1, "contracts": {
+            "case": {clause.name: bad}}}))
+        code, _, err = _run_cli(monkeypatch, capsys, tiny[0], bad_file, "retrieve", question,
+                                "--contract", "case", *caller)
+        assert code == cli.EXIT_ERROR and f"contract 'case', field '{clause.name}'" in err, err
+
+        good_file = tmp_path / f"good_{clause.name}.yml"
+        good_file.write_text(yaml.safe_dump({"version": 1, "contracts": {
+            "case": {clause.name: good, "access": OPEN}}}))
+        contract = load_contracts(good_file).get("case")
+        want = set(reference(rows, q, contract, groups=CALLER, k=10**6))
+        assert want and want < everything, clause.name  # the clause filters
+        common = {"contract": "case", "contracts_path": good_file, "groups": CALLER}
+        once = retrieve(question, k=1000, db_path=tiny[0], provider=provider, now=NOW, **common)
+        assert set(_ids(once)) == want, clause.name
+        with Retriever(db_path=tiny[0], provider=provider, contracts_path=good_file) as reader:
+            held = reader.retrieve(question, k=1000, now=NOW, contract="case", groups=CALLER)
+        assert held.chunks == once.chunks and held.strategy == "memory", clause.name
+        value = getattr(contract, clause.name)
+        macro = (f"select chunk_id from {TABLES.macro}($q::float[384], 1000, groups := $g, "
+                 f"missing_allowed_groups := 'allow', now := $now, {clause.name} := $v)")
+        rows_sql = conn.execute(macro, {"q": _vector_text(q), "g": CALLER, "now": NOW,
+                                        "v": list(value) if isinstance(value, tuple) else value})
+        assert [r[0] for r in rows_sql.fetchall()] == _ids(once), clause.name
+        code, out, _ = _run_cli(monkeypatch, capsys, tiny[0], good_file, "retrieve", question,
+                                "--contract", "case", "-k", "1000", "--json", *caller)
+        now_clock = retrieve(question, k=1000, db_path=tiny[0], provider=provider, **common)
+        assert code == 0 and [r["chunk_id"] for r in json.loads(out)["results"]] == \
+            _ids(now_clock), clause.name
+
+        # the caller's own filter empties the set: the funnel still counts this clause alone
+        abstained = retrieve(question, k=5, db_path=tiny[0], provider=provider, now=NOW,
+                             doc_types=["no-such-type"], **common)
+        assert abstained.abstained
+        counts = {count.clause: count for count in abstained.clauses}
+        assert counts["serving_set"].remaining == visible_total
+        assert counts[clause.name].excluded == visible_total - len(want), clause.name
 
 
 # =========================================================================== hostile input
@@ -1237,8 +1308,8 @@ def test_ties_break_on_chunk_id(conn, tiny) -> None:
 
 
 def test_ragmart_retrieve_is_exported_lazily() -> None:
-    code = ("import sys, ragmart; assert 'ragmart.retrieval.engine' not in sys.modules; "
-            "from ragmart.retrieval.engine import retrieve; assert ragmart.retrieve is retrieve")
+    code = ("import sys, ragmart; assert 'ragmart.retrieval.api' not in sys.modules; "
+            "from ragmart.retrieval.api import retrieve; assert ragmart.retrieve is retrieve")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 

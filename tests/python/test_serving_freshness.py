@@ -134,7 +134,7 @@ def test_a_long_lived_retriever_follows_a_publish_without_a_failed_query(tmp_pat
     import duckdb
     import pytest
 
-    from ragmart.retrieval.engine import ALL_GROUPS, Retriever
+    from ragmart.retrieval.api import ALL_GROUPS, Retriever
 
     project = Project(tmp_path)
     project.land_sample()

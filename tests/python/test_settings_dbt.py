@@ -348,7 +348,7 @@ def env_build(tmp_path_factory: pytest.TempPathFactory):
                 "freshness", "--json", check=False)
         with _env(project, "RAGMART_SERVING_RECHECK_SECONDS", "7.25"):
             build.procs["RAGMART_SERVING_RECHECK_SECONDS"] = subprocess.run(
-                [sys.executable, "-c", "from ragmart.retrieval.engine import Retriever\n"
+                [sys.executable, "-c", "from ragmart.retrieval.api import Retriever\n"
                  "with Retriever() as r: print(r._recheck)"],
                 cwd=ROOT, env=project.env(), capture_output=True, text=True)
         with _env(project, "RAGMART_BUILD_PUBLISH", "sometimes"):

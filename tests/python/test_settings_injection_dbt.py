@@ -91,7 +91,8 @@ def test_the_index_version_rule_is_one_rule_for_dbt_and_python() -> None:
 def test_retrieve_refuses_an_index_version_outside_the_rule(tmp_path: Path, version: str) -> None:
     import duckdb
 
-    from ragmart.retrieval.engine import RetrievalError, retrieve
+    from ragmart.retrieval.api import retrieve
+    from ragmart.retrieval.results import RetrievalError
 
     db = tmp_path / "empty.duckdb"
     duckdb.connect(str(db)).close()

@@ -1,0 +1,430 @@
+"""The clauses of a retrieval contract: one object each, the only place a clause is written.
+
+A clause object holds everything ragmart knows about its clause:
+
+- its name: the contract field in retrieval_contracts.yml, the attribute of a Contract, the
+  search parameter ($name in the Python path) and the named argument of the SQL table macro
+  ``ragmart_retrieve_<v>`` (``name := value``), with its SQL type and the macro's default;
+- its parameter: how a YAML value is read and checked (`parse`, `problems`: messages that say
+  what to write instead), the default that admits everything, the value bound to the SQL
+  (`bind`) and whether a bound value restricts anything at all (`active`);
+- its SQL, per dialect (one method per dialect: `duckdb` today): boolean predicates over the
+  visible document versions (`documents`), over the chunks (`chunks`), or over a chunk's cosine
+  distance; NULL counts as false, and no predicate may raise on a row's data (DuckDB evaluates
+  a conjunction in any order, and an error would echo a row the caller may not see);
+- how the in-memory path (ragmart.retrieval.memory) treats it: a document or chunk clause is
+  applied by the exact eligibility SQL whose answer a Retriever remembers (`clock_bound`: the
+  clock moves the answer, so it is remembered for a while only); a distance clause is not part
+  of eligibility and bounds how far the candidate pools go (`max_distance`);
+- how an abstention counts it: each predicate is one step of the funnel, named `counted_as`.
+
+Contract (ragmart.retrieval.contracts) is generated from CLAUSES, the search parameters, the
+macro's signature, the planner, the in-memory path and the abstention counts all iterate over
+CLAUSES: adding a clause is one new object here, appended to CLAUSES, plus its tests
+(tests/python/test_retrieval_contracts.py checks that every registered clause is validated,
+rendered into the Python search and the SQL macro, applied in memory and counted).
+
+Access (allowed_groups) is not a clause: it decides which document versions a search sees at
+all (ragmart.retrieval.sql.documents_sql), before any clause.
+"""
+
+from __future__ import annotations
+
+import abc
+import datetime as dt
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+DUCKDB = "duckdb"
+DIALECTS = (DUCKDB,)  # PostgreSQL (pgvector) is next: one `postgres` method per clause
+
+# the levels a predicate reads: a document version, a chunk, or a chunk's distance to the query
+DOCUMENT, CHUNK, DISTANCE = "document", "chunk", "distance"
+LEVELS = (DOCUMENT, CHUNK, DISTANCE)
+
+# A renderer: the SQL expression of a search parameter by name ($name in the Python path, the
+# macro's argument in the SQL path; see ragmart.retrieval.sql).
+Render = Callable[[str], str]
+
+COMPLETENESS_LEVELS = ("fragment", "paragraph", "section")
+# required_metadata names that are columns of the serving set; any other name is a key of the
+# producer's metadata (the source columns kept as JSON, see the README's producer contract).
+METADATA_COLUMNS = ("title", "document_type", "allowed_groups", "document_updated_at",
+                    "section")
+CHUNK_METADATA = ("section",)  # checked per chunk; the others per document version
+
+_FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_DURATION = re.compile(
+    r"^\s*(\d+(?:\.\d+)?)\s*(minutes?|mins?|hours?|h|days?|d|weeks?|w)\s*$", re.IGNORECASE
+)
+_UNIT_SECONDS = {"min": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def clip(value: object, limit: int = 60) -> str:
+    """`value` as text, cut to `limit` characters (caller input echoed in a message)."""
+    text = str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def json_list(values: Sequence[str] | None) -> str | None:
+    """A list parameter as JSON text (the Python path binds lists as text, see sql.py)."""
+    return None if values is None else json.dumps([str(v) for v in values])
+
+
+def parse_duration(value: object) -> dt.timedelta:
+    """'30 days', '12 hours', '90 minutes', '2 weeks' (or a number of days) -> timedelta."""
+    if isinstance(value, bool):
+        raise ValueError("a duration, not a boolean")
+    if isinstance(value, int | float):
+        if value <= 0:
+            raise ValueError("a positive duration")
+        return dt.timedelta(days=value)
+    if isinstance(value, dt.timedelta):
+        return value
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError("a duration such as '30 days', '12 hours', '90 minutes' or '2 weeks'")
+    amount = float(match.group(1))
+    unit = match.group(2).lower()
+    key = "min" if unit.startswith("min") else unit[0]
+    if amount <= 0:
+        raise ValueError("a positive duration")
+    return dt.timedelta(seconds=amount * _UNIT_SECONDS[key])
+
+
+def as_datetime(value: object) -> dt.datetime:
+    """A date or timestamp (ISO text too) as a naive UTC datetime."""
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is not None:
+            return value.astimezone(dt.UTC).replace(tzinfo=None)
+        return value
+    if isinstance(value, dt.date):
+        return dt.datetime(value.year, value.month, value.day)
+    if isinstance(value, str):
+        try:
+            return as_datetime(dt.datetime.fromisoformat(value.strip()))
+        except ValueError:
+            pass
+    raise ValueError("a date or timestamp such as 2026-01-01 or 2026-01-01T09:00:00")
+
+
+def completeness_sql(alias: str = "chunks") -> str:
+    """A chunk's completeness (fragment < paragraph < section) from the chunker's columns;
+    the column `completeness` of every result, and what min_chunk_completeness compares."""
+    return f"""case
+            when {alias}.is_split_paragraph is null
+                or {alias}.section_chunk_count is null
+                or {alias}.section_chunk_index is null
+                or {alias}.section_chunk_index < 0
+                or {alias}.section_chunk_index >= {alias}.section_chunk_count
+                or {alias}.is_split_paragraph then 'fragment'
+            when {alias}.section_chunk_count = 1 then 'section'
+            else 'paragraph'
+        end"""
+
+
+@dataclass(frozen=True)
+class Predicate:
+    """One boolean SQL predicate of a clause, at one level, and its name in the counts."""
+
+    counted_as: str
+    level: str
+    sql: str
+
+
+class Clause(abc.ABC):
+    """A contract clause (see the module docstring). Subclasses set the attributes, `parse`,
+    `problems` and one SQL method per dialect returning {level: predicate SQL}."""
+
+    name: str
+    sql_type: str
+    default: Any = None  # the contract's value when the field is left out: admits everything
+    macro_default: str = "null"
+    clock_bound = False
+    # a distance clause (its predicate reads chunks.distance): left out of the eligible set a
+    # Retriever remembers, it bounds how far candidate pools go instead (`max_distance`)
+    on_distance = False
+    # names of the funnel steps per level (default: the clause's name)
+    counted_as: ClassVar[dict[str, str]] = {}
+    # the caller's own filter on the same clause (ragmart.retrieve(doc_types=...)), counted
+    # apart from the contract's under `request_counted_as`; it names values of
+    # `hint_column`, so an abstention can name the values the caller may see
+    request_option: str | None = None
+    request_counted_as: str | None = None
+    hint_column: str | None = None
+
+    @abc.abstractmethod
+    def parse(self, raw: object) -> Any:
+        """The YAML value, typed; ValueError('must be ...') when it cannot be."""
+
+    @abc.abstractmethod
+    def problems(self, value: Any) -> list[str]:
+        """What is wrong with a typed value (messages that say what to write instead)."""
+
+    def bind(self, value: Any, requested: Sequence[str] | None = None) -> Any:
+        """The SQL parameter value for the contract's `value` (and the caller's filter)."""
+        return value
+
+    def active(self, bound: Any) -> bool:
+        """Whether a bound value restricts anything (an inactive clause admits every row)."""
+        return bound is not None
+
+    def max_distance(self, bound: Any) -> float | None:
+        """For a distance clause: no row farther than this is eligible (None: no bound)."""
+        return None
+
+    def predicates(self, p: Render, dialect: str = DUCKDB, *,
+                   value: str | None = None, counted_as: str | None = None) -> list[Predicate]:
+        """The clause's SQL in `dialect`, reading its parameter as `value` (default
+        p(name); the abstention counts bind the contract's and the caller's values apart)."""
+        render = getattr(self, dialect, None) if dialect in DIALECTS else None
+        if render is None:
+            raise ValueError(f"clause {self.name} has no SQL for the {dialect!r} dialect")
+        by_level = render(p, value or p(self.name))
+        return [Predicate(counted_as or self.counted_as.get(level, self.name), level, sql)
+                for level, sql in by_level.items()]
+
+
+class DocumentTypes(Clause):
+    name = "document_types"
+    sql_type = "varchar[]"
+    request_option = "doc_types"
+    request_counted_as = "doc_type_filter"
+    hint_column = "document_type"
+
+    def parse(self, raw: object) -> tuple[str, ...]:
+        if isinstance(raw, list) and raw and all(isinstance(t, str) and t for t in raw):
+            return tuple(raw)
+        raise ValueError("must be a non-empty list of document types")
+
+    def problems(self, value: Any) -> list[str]:
+        if value is not None and (isinstance(value, str) or not value
+                                  or not all(isinstance(t, str) and t for t in value)):
+            return ["must be a non-empty list of document types, e.g. [policy, handbook]; "
+                    "leave the field out to allow every type"]
+        return []
+
+    def bind(self, value: Any, requested: Sequence[str] | None = None) -> str | None:
+        types = list(value) if value else None
+        if requested:
+            wanted = [str(t) for t in requested]
+            types = [t for t in types if t in wanted] if types is not None else wanted
+        return json_list(types)
+
+    def duckdb(self, p: Render, value: str) -> dict[str, str]:
+        return {DOCUMENT: f"""(
+            {value} is null or list_contains({value}, documents.document_type)
+        )"""}
+
+
+class RequiredMetadata(Clause):
+    name = "required_metadata"
+    sql_type = "varchar[]"
+    default = ()
+    counted_as: ClassVar[dict[str, str]] = {CHUNK: "required_chunk_metadata"}
+
+    def parse(self, raw: object) -> tuple[str, ...]:
+        if isinstance(raw, list) and all(isinstance(f, str) for f in raw):
+            return tuple(raw)
+        raise ValueError("must be a list of field names")
+
+    def problems(self, value: Any) -> list[str]:
+        return [f"{clip(name)!r} is not a field name; use {', '.join(METADATA_COLUMNS)} or a "
+                "key of the producer's metadata"
+                for name in value if not isinstance(name, str) or not _FIELD.match(name)]
+
+    def bind(self, value: Any, requested: Sequence[str] | None = None) -> str | None:
+        return json_list(value)
+
+    def active(self, bound: Any) -> bool:
+        return bound not in (None, "[]")
+
+    def duckdb(self, p: Render, value: str) -> dict[str, str]:
+        document_checks = "\n".join(
+            f"                when field_name = '{name}' then "
+            f"nullif(trim(cast(documents.{name} as varchar)), '') is null"
+            for name in METADATA_COLUMNS if name not in CHUNK_METADATA
+        )
+        chunk_level = ", ".join(f"'{name}'" for name in CHUNK_METADATA)
+        chunk_checks = "\n".join(
+            f"                when field_name = '{name}' then nullif(trim(chunks.{name}), '') "
+            "is null" for name in CHUNK_METADATA
+        )
+        # a key that is not a field name, or metadata that is not JSON, reads as missing
+        return {
+            DOCUMENT: f"""(
+            len(list_filter(coalesce({value}, []::varchar[]), field_name ->
+                case
+                when field_name in ({chunk_level}) then false
+{document_checks}
+                else not regexp_full_match(field_name, '[A-Za-z_][A-Za-z0-9_]*')
+                    or nullif(trim(try(json_extract_string(
+                        documents.metadata, '$."' || field_name || '"'))), '') is null
+                end)) = 0
+        )""",
+            CHUNK: f"""(
+            len(list_filter(coalesce({value}, []::varchar[]), field_name ->
+                case
+{chunk_checks}
+                else false
+                end)) = 0
+        )""",
+        }
+
+
+class MaxDocumentAge(Clause):
+    """The version's age (valid_from) at the reference time: as_of, else the query's clock."""
+
+    name = "max_document_age"
+    sql_type = "interval"
+    clock_bound = True
+
+    def parse(self, raw: object) -> dt.timedelta:
+        try:
+            return parse_duration(raw)
+        except ValueError as exc:
+            raise ValueError(f"must be {exc}") from None
+
+    def problems(self, value: Any) -> list[str]:
+        if value is not None and (not isinstance(value, dt.timedelta)
+                                  or value <= dt.timedelta(0)):
+            return ["must be a positive duration"]
+        return []
+
+    def duckdb(self, p: Render, value: str) -> dict[str, str]:
+        reference_time = f"coalesce({p('as_of')}, {p('now')}, timezone('UTC', current_timestamp))"
+        return {DOCUMENT: f"""(
+            {value} is null
+            or documents.document_valid_from >= {reference_time} - {value}
+        )"""}
+
+
+class MinDocumentVersion(Clause):
+    name = "min_document_version"
+    sql_type = "bigint"
+
+    def parse(self, raw: object) -> int:
+        if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 0:
+            return raw
+        raise ValueError("must be a non-negative integer (a change_seq)")
+
+    def problems(self, value: Any) -> list[str]:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < 0):
+            return ["must be a non-negative integer (a change_seq)"]
+        return []
+
+    def duckdb(self, p: Render, value: str) -> dict[str, str]:
+        return {DOCUMENT: f"""(
+            {value} is null
+            or documents.document_version >= {value}
+        )"""}
+
+
+class MinEffectiveDate(Clause):
+    name = "min_effective_date"
+    sql_type = "timestamp"
+
+    def parse(self, raw: object) -> dt.datetime:
+        try:
+            return as_datetime(raw)
+        except ValueError as exc:
+            raise ValueError(f"must be {exc}") from None
+
+    def problems(self, value: Any) -> list[str]:
+        if value is not None and not isinstance(value, dt.datetime):
+            return ["must be a date or timestamp"]
+        return []
+
+    def duckdb(self, p: Render, value: str) -> dict[str, str]:
+        return {DOCUMENT: f"""(
+            {value} is null
+            or documents.document_valid_from >= {value}
+        )"""}
+
+
+class MinChunkCompleteness(Clause):
+    name = "min_chunk_completeness"
+    sql_type = "varchar"
+    default = "fragment"
+    macro_default = "'fragment'"
+
+    def parse(self, raw: object) -> str:
+        if raw in COMPLETENESS_LEVELS:
+            return str(raw)
+        raise ValueError(f"must be one of {', '.join(COMPLETENESS_LEVELS)}")
+
+    def problems(self, value: Any) -> list[str]:
+        if value not in COMPLETENESS_LEVELS:
+            return [f"must be one of {', '.join(COMPLETENESS_LEVELS)}, got {clip(value)!r}"]
+        return []
+
+    def active(self, bound: Any) -> bool:
+        return bound not in (None, "fragment")
+
+    def duckdb(self, p: Render, value: str) -> dict[str, str]:
+        levels = "[" + ", ".join(f"'{level}'" for level in COMPLETENESS_LEVELS) + "]"
+        return {CHUNK: f"""(
+            list_position({levels}, {completeness_sql()})
+            >= list_position({levels}, coalesce({value}, 'fragment'))
+        )"""}
+
+
+class MinSimilarity(Clause):
+    """1 - cosine distance, at least. Not part of eligibility: the nearest rows come first."""
+
+    name = "min_similarity"
+    sql_type = "double"
+    on_distance = True
+
+    def parse(self, raw: object) -> float:
+        if isinstance(raw, int | float) and not isinstance(raw, bool) and -1 <= raw <= 1:
+            return float(raw)
+        raise ValueError("must be a number between -1 and 1")
+
+    def problems(self, value: Any) -> list[str]:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
+                                  or not -1.0 <= float(value) <= 1.0):
+            return ["must be a number between -1 and 1 (1 - cosine distance)"]
+        return []
+
+    def max_distance(self, bound: Any) -> float | None:
+        return None if bound is None else 1.0 - bound
+
+    def duckdb(self, p: Render, value: str) -> dict[str, str]:
+        return {DISTANCE: f"""(
+            {value} is null
+            or chunks.distance <= 1.0 - {value}
+        )"""}
+
+
+# The registry, in the order the SQL applies and the abstention counts the clauses (within a
+# level: document predicates first, then chunk predicates, then the distance).
+CLAUSES: tuple[Clause, ...] = (
+    DocumentTypes(), RequiredMetadata(), MaxDocumentAge(), MinDocumentVersion(),
+    MinEffectiveDate(), MinChunkCompleteness(), MinSimilarity(),
+)
+DISTANCE_CLAUSES = frozenset(clause.name for clause in CLAUSES if clause.on_distance)
+
+
+def active_clauses(params: dict[str, Any]) -> frozenset[str]:
+    """The clauses whose bound parameters restrict anything. The Python path leaves the others
+    out of its SQL (they admit every row; compiling them costs ~10 ms a query, measured); the
+    table macro keeps them all."""
+    return frozenset(c.name for c in CLAUSES if c.active(params.get(c.name)))
+
+
+def max_distance(params: dict[str, Any]) -> float | None:
+    """The farthest distance any row may have under the bound parameters (None: unbounded)."""
+    bounds = [b for c in CLAUSES if (b := c.max_distance(params.get(c.name))) is not None]
+    return min(bounds) if bounds else None
+
+
+def predicates(p: Render, dialect: str, level: str, *,
+               active: frozenset[str] | None = None) -> list[str]:
+    """The SQL of every (active) clause's predicates at `level`, in registry order."""
+    return [pred.sql for clause in CLAUSES if active is None or clause.name in active
+            for pred in clause.predicates(p, dialect) if pred.level == level]
