@@ -12,10 +12,14 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["ALL_GROUPS", "Retriever", "retrieve"]
+__all__ = ["ALL_GROUPS", "Retriever", "connect", "retrieve"]
 
 
 def __getattr__(name: str) -> Any:
+    if name == "connect":  # a read-only SQL connection on what serves, with ragmart_embed
+        from ragmart.serving.sql import connect
+
+        return connect
     if name in __all__:
         from ragmart.retrieval import engine as retrieval
 

@@ -520,6 +520,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ragmart.cli.serving import register as register_serving
 
     register_serving(sub)
+    from ragmart.cli.sql import register as register_sql
+
+    register_sql(sub)
     return parser
 
 
