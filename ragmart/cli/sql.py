@@ -89,8 +89,8 @@ def _cmd_sql(args: argparse.Namespace) -> int:
 
 
 def _cmd_embed(args: argparse.Namespace) -> int:
-    from ragmart.serving.sql import embed, inspect, question_provider, vector_literal
     from ragmart.duck import connect
+    from ragmart.serving.sql import embed, inspect, question_provider, vector_literal
 
     target = _session_target(args)
     conn = connect(Path(target.database), read_only=True)
