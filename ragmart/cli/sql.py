@@ -90,12 +90,12 @@ def _cmd_sql(args: argparse.Namespace) -> int:
 
 def _cmd_embed(args: argparse.Namespace) -> int:
     from ragmart.duck import connect
-    from ragmart.serving.sql import embed, inspect, question_provider, vector_literal
+    from ragmart.serving.sql import embed, question_provider, session_for, vector_literal
 
     target = _session_target(args)
     conn = connect(Path(target.database), read_only=True)
     try:
-        session = inspect(conn, target)
+        session = session_for(conn, target)
     finally:
         conn.close()
     vector = embed(question_provider(session), args.text, session.dimensions)

@@ -102,7 +102,7 @@ def _exists(conn: duckdb.DuckDBPyConnection, name: str, kind: str = "tables") ->
         "and database_name = current_database()", {"name": name}).fetchone()[0])
 
 
-def inspect(conn: duckdb.DuckDBPyConnection, target: ServingTarget) -> Session:
+def session_for(conn: duckdb.DuckDBPyConnection, target: ServingTarget) -> Session:
     """Check that `conn` (on `target`, read-only) holds a built version; its Session."""
     relations = Relations(target.version)
     if not _exists(conn, relations.serving):
@@ -172,7 +172,7 @@ def open_session(target: ServingTarget) -> tuple[duckdb.DuckDBPyConnection, Sess
     """A read-only connection on `target` with vss, the table macro and ragmart_embed."""
     conn = open_database(target.database, read_only=True)
     try:
-        session = inspect(conn, target)
+        session = session_for(conn, target)
         register_embed(conn, session)
     except BaseException:
         conn.close()

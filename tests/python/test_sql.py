@@ -6,10 +6,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
 import sys
+from unittest import mock
 
 import duckdb
 import pytest
@@ -31,14 +33,6 @@ def built(tmp_path_factory) -> Project:
     return project
 
 
-@pytest.fixture
-def env(built, monkeypatch) -> Project:
-    for name, value in built.env().items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.chdir(ROOT)
-    return built
-
-
 def cli(project: Project, *args: str, stdin: str | None = None, **env: str
         ) -> subprocess.CompletedProcess:
     """`ragmart args` in a process of its own (the shell replaces the process)."""
@@ -47,12 +41,13 @@ def cli(project: Project, *args: str, stdin: str | None = None, **env: str
                           text=True, timeout=120)
 
 
-def run(capsys, *args: str) -> subprocess.CompletedProcess:
-    """`ragmart args` in this process (fast), as a CompletedProcess."""
-    try:
-        code = main(list(args))
-    except SystemExit as exc:  # argparse's own usage errors
-        code = exc.code
+def run(project: Project, capsys, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """`ragmart args` in this process (fast), in the project's environment."""
+    with mock.patch.dict(os.environ, {**project.env(), **env}):
+        try:
+            code = main(list(args))
+        except SystemExit as exc:  # argparse's own usage errors
+            code = exc.code
     out, err = capsys.readouterr()
     return subprocess.CompletedProcess(args, code, out, err)
 
@@ -85,21 +80,21 @@ def test_shell_reads_the_build_database_with_vss_the_macro_and_refuses_writes(bu
     assert built.query("select count(*) from fct_chunk_embeddings_v1")[0][0] == chunks
 
 
-def test_one_statement_in_three_formats_embeds_with_the_index_model(env, capsys,
-                                                                   monkeypatch) -> None:
+def test_one_statement_in_three_formats_embeds_with_the_index_model(built, capsys) -> None:
     sql = (f"select rank, chunk_id from ragmart_retrieve_v1(ragmart_embed('{QUESTION}'), 3, "
            "all_groups := true) order by rank")
-    retrieved = json.loads(run(capsys, "retrieve", QUESTION, "-k", "3", "--all-groups",
+    retrieved = json.loads(run(built, capsys, "retrieve", QUESTION, "-k", "3", "--all-groups",
                                "--json").stdout)["results"]
     # the environment names another provider: the vector is still the index's model's
-    monkeypatch.setenv("RAGMART_EMBEDDING_PROVIDER", "openai")
-    as_json = run(capsys, "sql", "-c", sql, "--json")
+    env = {"RAGMART_EMBEDDING_PROVIDER": "openai"}
+    as_json = run(built, capsys, "sql", "-c", sql, "--json", **env)
     assert as_json.returncode == 0, as_json.stderr
     rows = json.loads(as_json.stdout)
     assert [r["chunk_id"] for r in rows] == [r["chunk_id"] for r in retrieved]
-    as_csv = list(csv.reader(io.StringIO(run(capsys, "sql", "-c", sql, "--csv").stdout)))
+    as_csv = list(csv.reader(io.StringIO(
+        run(built, capsys, "sql", "-c", sql, "--csv", **env).stdout)))
     assert as_csv == [["rank", "chunk_id"]] + [[str(r["rank"]), r["chunk_id"]] for r in rows]
-    table = run(capsys, "sql", "-c", sql).stdout.splitlines()
+    table = run(built, capsys, "sql", "-c", sql, **env).stdout.splitlines()
     assert table[0].split() == ["rank", "chunk_id"] and table[-1] == "(3 rows)"
     assert [line.split()[1] for line in table[2:-1]] == [r["chunk_id"] for r in rows]
 
@@ -144,21 +139,23 @@ def test_python_connect_is_read_only_with_embed_and_macro(built, monkeypatch) ->
         conn.close()
 
 
-def test_errors_are_one_line_with_exit_usage(env, capsys, tmp_path) -> None:
-    one_line_error(run(capsys, "sql", "--db", str(tmp_path / "missing.duckdb"), "-c", "select 1"),
+def test_errors_are_one_line_with_exit_usage(built, capsys, tmp_path) -> None:
+    missing = tmp_path / "missing.duckdb"
+    one_line_error(run(built, capsys, "sql", "--db", str(missing), "-c", "select 1"),
                    "does not exist")
     empty = tmp_path / "empty.duckdb"
     duckdb.connect(str(empty)).close()
-    one_line_error(run(capsys, "sql", "--db", str(empty), "--setup"), "not built", "dbt build")
-    one_line_error(run(capsys, "embed", "q", "--db", str(empty)), "not built")
-    one_line_error(run(capsys, "sql", "-c", "selec 1"), "Parser Error")
-    one_line_error(run(capsys, "sql", "--json"), "-c SQL")
-    one_line_error(run(capsys, "sql", "--index-version", "v 1", "-c", "select 1"), "v1, v2")
+    one_line_error(run(built, capsys, "sql", "--db", str(empty), "--setup"),
+                   "not built", "dbt build")
+    one_line_error(run(built, capsys, "embed", "q", "--db", str(empty)), "not built")
+    one_line_error(run(built, capsys, "sql", "-c", "selec 1"), "Parser Error")
+    one_line_error(run(built, capsys, "sql", "--json"), "-c SQL")
+    one_line_error(run(built, capsys, "sql", "--index-version", "v 1", "-c", "select 1"), "v1, v2")
     locked = tmp_path / "locked.duckdb"
-    shutil.copy(env.db_path, locked)
+    shutil.copy(built.db_path, locked)
     writer = connect(locked)
     try:
-        one_line_error(cli(env, "sql", "--db", str(locked), "-c", "select 1"), "locked")
+        one_line_error(cli(built, "sql", "--db", str(locked), "-c", "select 1"), "locked")
     finally:
         writer.close()
 
