@@ -64,6 +64,7 @@ def _run_statement(args: argparse.Namespace, conn) -> int:
 
 
 def _cmd_sql(args: argparse.Namespace) -> int:
+    from ragmart.relations import Relations
     from ragmart.serving.sql import open_session, shell_argv
 
     if (args.json or args.csv) and args.command_sql is None:
@@ -79,10 +80,11 @@ def _cmd_sql(args: argparse.Namespace) -> int:
     finally:
         conn.close()
     target = session.target
-    print(f"ragmart sql: {target.database} (index version {target.version}, read-only; "
-          f"{'published snapshot' if target.published else 'build database'}); search with "
-          f"ragmart_retrieve_{target.version}(query_vector FLOAT[{session.dimensions}], k, ...), "
-          "a question's vector: `ragmart embed \"question\"`", file=sys.stderr, flush=True)
+    kind = "the published snapshot" if target.published else "not a published snapshot"
+    macro = Relations(target.version).macro
+    print(f"ragmart sql: {target.database} (index version {target.version}, read-only; {kind}); "
+          f"search with {macro}(query_vector FLOAT[{session.dimensions}], k, ...), a "
+          "question's vector: `ragmart embed \"question\"`", file=sys.stderr, flush=True)
     sys.stdout.flush()
     os.execv(argv[0], argv)
     return Exit.INTERNAL  # not reached: execv replaces the process

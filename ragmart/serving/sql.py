@@ -26,7 +26,7 @@ import duckdb
 from ragmart.duck import connect as open_database
 from ragmart.duck import vss_extension_path
 from ragmart.embedding.providers import EmbeddingProvider, provider_for_model
-from ragmart.relations import INDEX_VERSIONS_TABLE, Relations
+from ragmart.relations import DEFAULT_VERSION, INDEX_VERSIONS_TABLE, Relations, check_version
 from ragmart.serving.pointer import ServingTarget, resolve_target
 
 ALIAS = "ragmart"  # the name the serving file is attached under
@@ -52,8 +52,6 @@ def target_for(db_path: Path | None = None, version: str | None = None,
     """What a SQL user reads: `db_path` itself when `pinned` (a file named with --db), else
     what serves for the build database `db_path` (default $RAGMART_DB)."""
     if pinned and db_path is not None:
-        from ragmart.relations import DEFAULT_VERSION, check_version
-
         return ServingTarget(Path(db_path), check_version(version or DEFAULT_VERSION), False)
     target = resolve_target(db_path, version)
     if not target.database.is_file():
