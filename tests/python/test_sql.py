@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 from unittest import mock
 
 import duckdb
@@ -186,4 +187,12 @@ def test_published_snapshot_is_what_sql_reads(built) -> None:
     proc = cli(built, "sql", "-c", "select count(*) as n from fct_chunk_embeddings_v1", "--json")
     assert json.loads(proc.stdout) == [{"n": built.query(
         "select count(*) from fct_chunk_embeddings_v1")[0][0]}]
-    assert "published snapshot" in cli(built, "sql", stdin="select 1;\n").stderr
+    assert "the published snapshot" in cli(built, "sql", stdin="select 1;\n").stderr
+    with mock.patch.dict(os.environ, built.env()):
+        conn = ragmart.connect()  # a notebook follows the pointer too
+    try:
+        path = conn.execute("select path from duckdb_databases() "
+                            "where database_name = current_database()").fetchone()[0]
+        assert Path(path).resolve() == snapshot
+    finally:
+        conn.close()
