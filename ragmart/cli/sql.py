@@ -92,8 +92,15 @@ def _cmd_sql(args: argparse.Namespace) -> int:
 
 def _cmd_embed(args: argparse.Namespace) -> int:
     from ragmart.duck import connect
-    from ragmart.serving.sql import embed, question_provider, session_for, vector_literal
+    from ragmart.serving.sql import (
+        check_text,
+        embed,
+        question_provider,
+        session_for,
+        vector_literal,
+    )
 
+    check_text(args.text)  # before any work
     target = _session_target(args)
     conn = connect(Path(target.database), read_only=True)
     try:

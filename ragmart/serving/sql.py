@@ -142,9 +142,15 @@ def question_provider(session: Session) -> EmbeddingProvider:
                               purpose="embed a question for")
 
 
-def embed(provider: EmbeddingProvider, text: str, dimensions: int) -> list[float]:
+def check_text(text: object) -> str:
+    """`text` when there is something to embed; SqlError otherwise."""
     if not isinstance(text, str) or not text.strip():
         raise SqlError("the text to embed is empty; pass the question to embed")
+    return text
+
+
+def embed(provider: EmbeddingProvider, text: str, dimensions: int) -> list[float]:
+    check_text(text)
     vector = [float(x) for x in provider.embed([text])[0]]
     if len(vector) != dimensions:
         raise SqlError(f"{provider.model} returned {len(vector)} dimensions, the index holds "

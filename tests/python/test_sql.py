@@ -144,6 +144,8 @@ def test_errors_are_one_line_with_exit_usage(built, capsys, tmp_path) -> None:
     missing = tmp_path / "missing.duckdb"
     one_line_error(run(built, capsys, "sql", "--db", str(missing), "-c", "select 1"),
                    "does not exist")
+    # the arguments are checked before the database
+    one_line_error(run(built, capsys, "embed", " ", "--db", str(missing)), "empty")
     empty = tmp_path / "empty.duckdb"
     duckdb.connect(str(empty)).close()
     one_line_error(run(built, capsys, "sql", "--db", str(empty), "--setup"),
