@@ -209,5 +209,8 @@ def shell_binary() -> Path:
 
 def shell_argv(session: Session) -> list[str]:
     """The command line of the interactive shell: the setup statements run first (-cmd), no
-    ~/.duckdbrc (-no-init: an unknown init file could write)."""
+    ~/.duckdbrc (-no-init: an unknown init file could write). The shell starts on an
+    in-memory database and attaches the file `(read_only)` once vss is loaded, rather than
+    opening the file with -readonly, which would read its WAL before vss is there (and DuckDB
+    refuses -readonly on an in-memory database)."""
     return [str(shell_binary()), "-no-init", "-cmd", "\n".join(session.setup_statements())]
