@@ -1,6 +1,6 @@
 """Chunks of every document version that is not a delete, for the configured chunker_version.
 
-Thin wrapper around ragmart.embedding.pipeline.chunk_versions. Incremental (append): a version
+Thin wrapper around ragmart.chunking.versions.chunk_versions. Incremental (append): a version
 is chunked once. Superseded versions are chunked too (as-of retrieval searches them,
 fct_chunk_history_v1); their unchanged paragraphs share chunk_hash with other versions, so the
 embedding cache sends only texts no version had. The serving marts select the live versions.
@@ -9,7 +9,7 @@ embedding cache sends only texts no version had. The serving marts select the li
 
 def model(dbt, session):
     dbt.config(materialized="incremental", incremental_strategy="append")
-    from ragmart.embedding.pipeline import chunk_versions, get_chunker
+    from ragmart.chunking.versions import chunk_versions, get_chunker
 
     chunker_version = str(dbt.config.get("chunker_version"))
     get_chunker(chunker_version)  # fail fast, naming the known chunkers

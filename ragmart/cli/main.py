@@ -9,11 +9,6 @@ from collections.abc import Sequence
 from ragmart.cli import build, quality, retrieve, serving, sql
 from ragmart.cli.arguments import Parser
 from ragmart.cli.errors import report
-from ragmart.exit_codes import Exit
-
-# the names earlier versions exported (ragmart.exit_codes.Exit is the table)
-EXIT_ERROR = Exit.USAGE
-EXIT_ABSTAINED = Exit.ABSTAINED
 
 
 def build_parser() -> argparse.ArgumentParser:

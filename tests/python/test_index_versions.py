@@ -13,8 +13,8 @@ import shlex
 import pyarrow as pa
 from dbt_harness import Project
 
+from ragmart.chunking.versions import chunk_versions
 from ragmart.duck import connect
-from ragmart.embedding.pipeline import chunk_versions
 
 V1_CHUNKER, V2_CHUNKER = "md-sections-v1", "md-sections-v2"
 

@@ -26,6 +26,7 @@ from dbt_harness import ROOT, Project
 from ragmart.cli import main as cli
 from ragmart.duck import connect
 from ragmart.embedding.providers import HashingProvider
+from ragmart.exit_codes import Exit
 from ragmart.retrieval import planner
 from ragmart.retrieval.api import ALL_GROUPS, Retriever, retrieve
 from ragmart.retrieval.clauses import CLAUSES
@@ -988,7 +989,7 @@ def test_cli_abstains_with_json_and_exit_code_3(monkeypatch, capsys, tiny, contr
     db = tiny[0]
     code, out, _ = _run_cli(monkeypatch, capsys, db, contract_file, "retrieve", "travel rules",
                             "--contract", "procedures", "--groups", "all-staff", "--json")
-    assert code == cli.EXIT_ABSTAINED == 3
+    assert code == Exit.ABSTAINED == 3
     data = json.loads(out)
     assert data["abstained"] is True and data["results"] == []
     assert "document_types" in data["reason"]
@@ -1013,7 +1014,7 @@ def test_cli_abstains_with_json_and_exit_code_3(monkeypatch, capsys, tiny, contr
     assert "no visible chunk has document type 'polcy' (visible types: 'policy')" in out
     code, _, err = _run_cli(monkeypatch, capsys, db, contract_file, "retrieve", "travel",
                             "--contract", "nope")
-    assert code == cli.EXIT_ERROR and "unknown retrieval contract 'nope'" in err
+    assert code == Exit.USAGE and "unknown retrieval contract 'nope'" in err
 
 
 # =========================================================================== the index path
@@ -1172,7 +1173,7 @@ def test_every_registered_clause_is_validated_rendered_applied_and_counted(
             "case": {clause.name: bad}}}))
         code, _, err = _run_cli(monkeypatch, capsys, tiny[0], bad_file, "retrieve", question,
                                 "--contract", "case", *caller)
-        assert code == cli.EXIT_ERROR and f"contract 'case', field '{clause.name}'" in err, err
+        assert code == Exit.USAGE and f"contract 'case', field '{clause.name}'" in err, err
 
         good_file = tmp_path / f"good_{clause.name}.yml"
         good_file.write_text(yaml.safe_dump({"version": 1, "contracts": {
@@ -1250,14 +1251,14 @@ def test_hostile_strings_never_reach_sql_unescaped(tmp_path, monkeypatch, capsys
              "--groups", text, "--as-of", "2026-11-01T09:30:00", "--json"],
         ):
             code, out, err = _run_cli(monkeypatch, capsys, path, contract_file, *args)
-            assert code in (0, cli.EXIT_ERROR, cli.EXIT_ABSTAINED), (args, err)
+            assert code in (0, Exit.USAGE, Exit.ABSTAINED), (args, err)
             for leak in ("Catalog Error", "Parser Error", "Binder Error", "Conversion Error",
                          "Invalid Input Error", "LINE 1:", "Traceback", "duckdb"):
                 assert leak not in err, (args, err)
             if code == 0:
                 data = json.loads(out)
                 assert all(r["document_type"] != text for r in data["results"])
-            if code == cli.EXIT_ERROR:
+            if code == Exit.USAGE:
                 assert err.startswith("ragmart retrieve: ")
     # the Python API and the SQL macro take them as values too
     conn = connect(path, read_only=True)
