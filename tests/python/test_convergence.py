@@ -29,10 +29,9 @@ needs care:
 
 from __future__ import annotations
 
-import csv
+import dataclasses
 import datetime as dt
 import hashlib
-import io
 import itertools
 import json
 import os
@@ -44,8 +43,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from cdc_files import document, paragraph
 from dbt_harness import ROOT
@@ -53,6 +50,7 @@ from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 from ragmart.build.runner import close_duckdb, failed_nodes
+from tools import cdc_files as cdc
 
 SERVING = "fct_chunk_embeddings_v1"
 # the dbt project under test (a copy can be tested by pointing this at it)
@@ -218,93 +216,40 @@ def _ts(seq: int) -> dt.datetime:
     return BASE_TS + dt.timedelta(minutes=seq)
 
 
-def _dms_rows(events: tuple[Event, ...], quarantined: bool) -> list[dict[str, Any]]:
-    rows = []
+def _encoded(events: tuple[Event, ...], quarantined: bool) -> list[cdc.Event]:
+    """The events as the shared encoders take them; with `quarantined`, one more DMS record
+    without a document_id (quarantined, never an event)."""
+    encoded = []
     for e in events:
-        rows.append(
-            {
-                "Op": e.op,
-                "commit_ts": _ts(e.seq),
-                "change_seq": e.seq,
-                "document_id": e.document_id,
-                "document_type": e.image.document_type,
-                "title": e.image.title,
-                "content": "" if e.op == "D" else e.image.content,
-                "updated_at": _ts(e.seq),
-                "allowed_groups": list(e.image.allowed_groups)
-                if e.image.allowed_groups is not None
-                else None,
-            }
-        )
-    if quarantined:  # a record without document_id: quarantined, never an event
-        seq = events[-1].seq if events else 1
-        rows.append({**rows[-1], "Op": "I", "change_seq": seq, "document_id": ""})
-    return rows
+        doc = cdc.Document(e.document_id, e.image.document_type, e.image.title, e.image.content,
+                           _ts(e.seq), e.image.allowed_groups, ())
+        source_op = {"I": "c", "U": "u", "D": "d"}[e.op]
+        encoded.append(cdc.Event(e.op, source_op, e.seq, _ts(e.seq), doc,
+                                 None if e.op == "I" else doc))
+    if quarantined:
+        last = encoded[-1]
+        encoded.append(cdc.Event("I", "c", last.change_seq, last.commit_ts,
+                                 dataclasses.replace(last.document, document_id=""), None))
+    return encoded
 
 
 def _dms_csv(events: tuple[Event, ...], quarantined: bool, *, with_op: bool) -> bytes:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    columns = ["Op", "commit_ts", "change_seq", "document_id", "document_type", "title",
-               "content", "updated_at", "allowed_groups"]
-    if not with_op:
-        columns = columns[1:]
-    writer.writerow(columns)
-    for row in _dms_rows(events, quarantined):
-        row["commit_ts"] = row["commit_ts"].isoformat(sep=" ")
-        row["updated_at"] = row["updated_at"].isoformat(sep=" ")
-        groups = row["allowed_groups"]
-        row["allowed_groups"] = "" if groups is None else json.dumps(groups)
-        writer.writerow([row[c] for c in columns])
-    return out.getvalue().encode()
+    return cdc.encode_dms_csv(_encoded(events, quarantined), with_op=with_op)
 
 
 def _dms_parquet(events: tuple[Event, ...], quarantined: bool) -> bytes:
-    rows = _dms_rows(events, quarantined)
-    schema = pa.schema(
-        [
-            ("Op", pa.string()),
-            ("commit_ts", pa.timestamp("us")),
-            ("change_seq", pa.int64()),
-            ("document_id", pa.string()),
-            ("document_type", pa.string()),
-            ("title", pa.string()),
-            ("content", pa.string()),
-            ("updated_at", pa.timestamp("us")),
-            ("allowed_groups", pa.list_(pa.string())),
-        ]
-    )
-    sink = io.BytesIO()
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), sink)
-    return sink.getvalue()
+    return cdc.encode_dms_parquet(_encoded(events, quarantined))
 
 
 def _debezium(events: tuple[Event, ...], quarantined: bool) -> bytes:
-    lines = []
-    for e in events:
-        image: dict[str, Any] = {
-            "document_id": e.document_id,
-            "document_type": e.image.document_type,
-            "title": e.image.title,
-            "content": e.image.content,
-            "updated_at": _ts(e.seq).isoformat(),
-        }
-        if e.image.allowed_groups is not None:
-            image["allowed_groups"] = list(e.image.allowed_groups)
-        op = {"I": "c", "U": "u", "D": "d"}[e.op]
-        envelope = {
-            "before": image if op in ("u", "d") else None,
-            "after": None if op == "d" else image,
-            "op": op,
-            "ts_ms": int(_ts(e.seq).replace(tzinfo=dt.UTC).timestamp() * 1000),
-            "source": {"lsn": e.seq, "db": "docs", "table": "documents"},
-        }
-        lines.append(json.dumps(envelope))
-    if quarantined:
+    # no events: one empty line (as a file of none), unless the record follows
+    empty = b"" if quarantined else b"\n"
+    text = cdc.encode_debezium(_encoded(events, False)) if events else empty
+    if quarantined:  # an envelope whose row has no document_id
         seq = events[-1].seq if events else 1
-        lines.append(json.dumps({"before": None, "after": {"document_id": None}, "op": "c",
-                                 "ts_ms": 0, "source": {"lsn": seq}}))
-    return ("\n".join(lines) + "\n").encode()
+        text += (json.dumps({"before": None, "after": {"document_id": None}, "op": "c",
+                             "ts_ms": 0, "source": {"lsn": seq}}) + "\n").encode()
+    return text
 
 
 DOC_IDS = ("alpha", "bravo", "charlie", "delta")
