@@ -16,11 +16,12 @@ from typing import Any
 
 import duckdb
 
-from ragmart.retrieval.clauses import CLAUSES, DOCUMENT, LEVELS, Predicate, clip
+from ragmart.retrieval.clauses import CLAUSES, DOCUMENT, LEVELS, Predicate
 from ragmart.retrieval.contracts import Contract
 from ragmart.retrieval.request import ALL_GROUPS, Groups
 from ragmart.retrieval.results import ClauseCount
 from ragmart.retrieval.sql import Tables, chunks_sql, documents_sql, python_param, used
+from ragmart.retrieval.values import clip
 
 
 @dataclass(frozen=True)

@@ -32,11 +32,12 @@ from __future__ import annotations
 
 import abc
 import datetime as dt
-import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
+
+from ragmart.retrieval.values import as_datetime, clip, json_list, parse_duration
 
 DUCKDB = "duckdb"
 DIALECTS = (DUCKDB,)  # PostgreSQL (pgvector) is next: one `postgres` method per clause
@@ -57,58 +58,6 @@ METADATA_COLUMNS = ("title", "document_type", "allowed_groups", "document_update
 CHUNK_METADATA = ("section",)  # checked per chunk; the others per document version
 
 _FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
-_DURATION = re.compile(
-    r"^\s*(\d+(?:\.\d+)?)\s*(minutes?|mins?|hours?|h|days?|d|weeks?|w)\s*$", re.IGNORECASE
-)
-_UNIT_SECONDS = {"min": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def clip(value: object, limit: int = 60) -> str:
-    """`value` as text, cut to `limit` characters (caller input echoed in a message)."""
-    text = str(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def json_list(values: Sequence[str] | None) -> str | None:
-    """A list parameter as JSON text (the Python path binds lists as text, see sql.py)."""
-    return None if values is None else json.dumps([str(v) for v in values])
-
-
-def parse_duration(value: object) -> dt.timedelta:
-    """'30 days', '12 hours', '90 minutes', '2 weeks' (or a number of days) -> timedelta."""
-    if isinstance(value, bool):
-        raise ValueError("a duration, not a boolean")
-    if isinstance(value, int | float):
-        if value <= 0:
-            raise ValueError("a positive duration")
-        return dt.timedelta(days=value)
-    if isinstance(value, dt.timedelta):
-        return value
-    match = _DURATION.match(str(value))
-    if not match:
-        raise ValueError("a duration such as '30 days', '12 hours', '90 minutes' or '2 weeks'")
-    amount = float(match.group(1))
-    unit = match.group(2).lower()
-    key = "min" if unit.startswith("min") else unit[0]
-    if amount <= 0:
-        raise ValueError("a positive duration")
-    return dt.timedelta(seconds=amount * _UNIT_SECONDS[key])
-
-
-def as_datetime(value: object) -> dt.datetime:
-    """A date or timestamp (ISO text too) as a naive UTC datetime."""
-    if isinstance(value, dt.datetime):
-        if value.tzinfo is not None:
-            return value.astimezone(dt.UTC).replace(tzinfo=None)
-        return value
-    if isinstance(value, dt.date):
-        return dt.datetime(value.year, value.month, value.day)
-    if isinstance(value, str):
-        try:
-            return as_datetime(dt.datetime.fromisoformat(value.strip()))
-        except ValueError:
-            pass
-    raise ValueError("a date or timestamp such as 2026-01-01 or 2026-01-01T09:00:00")
 
 
 def completeness_sql(alias: str = "chunks") -> str:

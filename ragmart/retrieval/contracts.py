@@ -52,7 +52,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ragmart.retrieval.clauses import CLAUSES, clip
+from ragmart.retrieval.clauses import CLAUSES
+from ragmart.retrieval.values import clip
 
 CONTRACTS_ENV = "RAGMART_CONTRACTS"
 DEFAULT_CONTRACTS_FILE = "retrieval_contracts.yml"

@@ -8,9 +8,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from ragmart.lineage import utc_now
-from ragmart.retrieval.clauses import CLAUSES, json_list
+from ragmart.retrieval.clauses import CLAUSES
 from ragmart.retrieval.contracts import Contract
 from ragmart.retrieval.results import RetrievalError
+from ragmart.retrieval.values import json_list
 
 MAX_K = 2**63 - 1  # k is a bigint in the search SQL (limit $k)
 MISSING_GROUPS_DEFAULT = "deny"
