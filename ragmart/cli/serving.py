@@ -18,7 +18,7 @@ def _db(args: argparse.Namespace) -> Path:
 def _cmd_versions(args: argparse.Namespace) -> int:
     from ragmart.duck import connect
     from ragmart.serving.pointer import current_publication, history
-    from ragmart.serving.publish import list_versions
+    from ragmart.serving.snapshots import list_versions
 
     db = _db(args)
     conn = connect(db, read_only=True)
@@ -62,7 +62,7 @@ def _cmd_publish(args: argparse.Namespace) -> int:
 
 
 def _cmd_rollback(args: argparse.Namespace) -> int:
-    from ragmart.serving.publish import rollback
+    from ragmart.serving.rollback import rollback
 
     pub = rollback(_db(args))
     print(f"serving {pub.version} again ({pub.snapshot})")

@@ -31,9 +31,10 @@ from pathlib import Path
 import duckdb
 
 from ragmart.duck import connect
-from ragmart.relations import LANDED_TABLE
+from ragmart.relations import INDEX_VERSIONS_TABLE, LANDED_TABLE
+from ragmart.serving.build_db import has_table, mtime_ns
 from ragmart.serving.pointer import Publication, current_publication, history
-from ragmart.serving.publish import _mtime_ns, auto_publish_status
+from ragmart.serving.publish import auto_publish_status
 
 UNKNOWN = "unknown"
 SLA_ENV = "RAGMART_SERVING_SLA_SECONDS"
@@ -102,7 +103,7 @@ def serving_state(db_path: str | Path) -> ServingState | None:
 
 
 def _build_built_at(db_path: Path, pub: Publication) -> str | None:
-    if pub.build_db_mtime_ns is not None and _mtime_ns(db_path) == pub.build_db_mtime_ns:
+    if pub.build_db_mtime_ns is not None and mtime_ns(db_path) == pub.build_db_mtime_ns:
         return pub.built_at  # nothing wrote the build database since the publish
     if not db_path.exists():
         return None
@@ -110,9 +111,7 @@ def _build_built_at(db_path: Path, pub: Publication) -> str | None:
     if conn is None:
         return UNKNOWN
     try:
-        from ragmart.quality.freshness import INDEX_VERSIONS_TABLE, _exists
-
-        if not _exists(conn, INDEX_VERSIONS_TABLE):
+        if not has_table(conn, INDEX_VERSIONS_TABLE):
             return None
         row = conn.execute(f"select built_at from {INDEX_VERSIONS_TABLE} "
                            "where index_version = $v", {"v": pub.version}).fetchone()
@@ -178,9 +177,7 @@ def _readings(db_path: Path, limit: int) -> list[tuple] | None:
     if conn is None:
         return None
     try:
-        from ragmart.quality.freshness import _exists
-
-        if not _exists(conn, LANDED_TABLE):
+        if not has_table(conn, LANDED_TABLE):
             return []
         return conn.execute(f"""
             with readings as (

@@ -67,8 +67,7 @@ from ragmart.build.faults import fault_point
 from ragmart.config import Settings
 from ragmart.duck import configure_connection, connect
 from ragmart.ingest.cdc import LandingRecord, landing_records, without_records
-from ragmart.serving.pointer import ServingError, publish_dir
-from ragmart.serving.publish import replace_snapshot
+from ragmart.serving.pointer import ServingError, publish_dir, replace_snapshot
 
 REGISTRY_NAME = "purged_documents.json"
 JOURNAL_NAME = "purge_journal.json"
@@ -718,7 +717,7 @@ def _run(dep: Deployment, document_id: str, report: PurgeReport) -> None:
     # the
     # journal entry goes, so a failed measurement (a locked database, a provider not
     # configured) leaves the purge pending and the next purge or build measures again.
-    from ragmart.serving.publish import refresh_baseline
+    from ragmart.serving.baseline import refresh_baseline
 
     refresh_baseline(dep.db_path)
     del journal[document_id]

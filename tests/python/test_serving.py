@@ -18,7 +18,7 @@ from ragmart.duck import connect
 from ragmart.exit_codes import Exit
 from ragmart.relations import InvalidVersionError
 from ragmart.serving.pointer import ServingError
-from ragmart.serving.publish import add_lookup_indexes
+from ragmart.serving.snapshots import add_lookup_indexes
 
 
 def serving_json(project: Project) -> dict:
