@@ -5,6 +5,13 @@
 {% endmacro %}
 
 {% macro default__compact_vector_index(index_relation, serving_relation) %}
+    {{- exceptions.raise_compiler_error(
+        "compact_vector_index is not supported on the " ~ adapter.type()
+        ~ " adapter: ragmart builds on DuckDB"
+    ) -}}
+{% endmacro %}
+
+{% macro duckdb__compact_vector_index(index_relation, serving_relation) %}
     {#- Pre-hook SQL of the vector index: when this build compacts, drop the HNSW index and
         delete the rows no longer served (the model then inserts the delta and the post-hook
         re-creates the index). A no-op statement otherwise. -#}

@@ -16,6 +16,7 @@ from typing import Any
 from dbt.adapters.duckdb.plugins import BasePlugin
 
 from ragmart.duck import configure_connection
+from ragmart.serving import vector_index
 
 
 class Plugin(BasePlugin):
@@ -32,3 +33,4 @@ class Plugin(BasePlugin):
 
     def configure_connection(self, conn: Any) -> None:
         configure_connection(conn)
+        vector_index.register(conn)
