@@ -16,6 +16,7 @@ from typing import Any
 from dbt.adapters.duckdb.plugins import BasePlugin
 
 from ragmart.duck import configure_connection
+from ragmart.quality import embedding_lag
 from ragmart.serving import vector_index
 
 
@@ -34,3 +35,4 @@ class Plugin(BasePlugin):
     def configure_connection(self, conn: Any) -> None:
         configure_connection(conn)
         vector_index.register(conn)
+        embedding_lag.register(conn)
