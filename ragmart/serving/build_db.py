@@ -2,7 +2,8 @@
 
 `dbt build` holds the build database (RAGMART_DB) locked while it runs. A snapshot (a shared,
 read-only lock) and the gate's baseline (a write) wait for that lock up to
-RAGMART_LOCK_WAIT_SECONDS and then fail with a ServingError that says nothing was switched. A
+RAGMART_LOCK_WAIT_SECONDS and then fail with a ServingError that says nothing was switched
+(`open_build_db`); a freshness check never waits (`open_build_db_if_free`). A
 publication records the database's modification time (`mtime_ns`) just after it switched, so a
 reader can tell without opening the database whether anything wrote it since
 (ragmart.serving.lag).
@@ -24,7 +25,7 @@ LOCK_WAIT_ENV = "RAGMART_LOCK_WAIT_SECONDS"
 DEFAULT_LOCK_WAIT_SECONDS = 120.0
 
 
-def lock_wait_seconds() -> float:
+def _lock_wait_seconds() -> float:
     try:
         seconds = seconds_from_env(LOCK_WAIT_ENV)
     except ValueError as exc:
@@ -39,7 +40,7 @@ def open_build_db(db_path: Path, *, read_only: bool) -> duckdb.DuckDBPyConnectio
     db_path = Path(db_path)
     if not db_path.exists():
         raise ServingError(f"database {db_path} does not exist; run `dbt build` first")
-    wait = lock_wait_seconds()
+    wait = _lock_wait_seconds()
     deadline = time.monotonic() + wait
     while True:
         try:
@@ -54,6 +55,17 @@ def open_build_db(db_path: Path, *, read_only: bool) -> duckdb.DuckDBPyConnectio
                     f"{LOCK_WAIT_ENV} ({exc})"
                 ) from exc
             time.sleep(min(0.5, max(deadline - time.monotonic(), 0.01)))
+
+
+def open_build_db_if_free(db_path: Path) -> duckdb.DuckDBPyConnection | None:
+    """A read-only connection to the build database, or None while a build holds it: for a
+    check that must never wait (ragmart.serving.lag)."""
+    try:
+        return connect(db_path, read_only=True)
+    except duckdb.IOException as exc:
+        if "lock" in str(exc).lower():
+            return None
+        raise
 
 
 def mtime_ns(db_path: Path) -> int:
