@@ -506,15 +506,13 @@ def _connect_file(path: str | Path) -> duckdb.DuckDBPyConnection:
 
 def open_version(version: str, db_path: str | Path | None = None) -> duckdb.DuckDBPyConnection:
     """A read-only connection in which `version`'s serving table can be read: the file
-    `db_path` when given, else where ragmart.serving.publish says the version lives (its published
+    `db_path` when given, else where ragmart.serving.pointer says the version lives (its published
     snapshot when it is the one serving, else the build database at $RAGMART_DB)."""
     if db_path is not None:
         return _connect_file(db_path)
-    from ragmart.serving import publish as serving
+    from ragmart.serving.pointer import resolve_target
 
-    if hasattr(serving, "open_version"):
-        return serving.open_version(version)
-    return _connect_file(serving.resolve_target(None, version).database)
+    return _connect_file(resolve_target(None, version).database)
 
 
 def default_version(db_path: str | Path | None = None) -> str:
