@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ragmart.duck import connect  # noqa: E402
-from ragmart.serving.publish import add_lookup_indexes  # noqa: E402
+from ragmart.serving.snapshots import add_lookup_indexes  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
 DIMS = 384  # the embedded default model's size: always measured, the others beside it

@@ -5,6 +5,10 @@
 {% endmacro %}
 
 {% macro default__compact_vector_index(index_relation, serving_relation) %}
+    {{- _adapter_not_supported('compact_vector_index') -}}
+{% endmacro %}
+
+{% macro duckdb__compact_vector_index(index_relation, serving_relation) %}
     {#- Pre-hook SQL of the vector index: when this build compacts, drop the HNSW index and
         delete the rows no longer served (the model then inserts the delta and the post-hook
         re-creates the index). A no-op statement otherwise. -#}

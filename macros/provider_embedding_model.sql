@@ -3,11 +3,7 @@
 {% endmacro %}
 
 {% macro default__provider_embedding_model() %}
-    {{- exceptions.raise_compiler_error(
-        "provider_embedding_model() is not supported on the " ~ adapter.type() ~ " adapter: it"
-        ~ " calls the DuckDB function ragmart_embedding_model, which the ragmart dbt-duckdb"
-        ~ " plugin registers (profiles.yml: plugins: - module: ragmart.build.dbt_plugin)"
-    ) -}}
+    {{- _adapter_not_supported('provider_embedding_model') -}}
 {% endmacro %}
 
 {% macro duckdb__provider_embedding_model() %}

@@ -5,6 +5,10 @@
 {% endmacro %}
 
 {% macro default__vector_index_needs_compaction(index_relation, serving_relation, log_decision=false) %}
+    {{- _adapter_not_supported('vector_index_needs_compaction') -}}
+{% endmacro %}
+
+{% macro duckdb__vector_index_needs_compaction(index_relation, serving_relation, log_decision=false) %}
     {#- True when this build must rebuild the HNSW index: it is empty, or the share of its rows
         no longer served exceeds var vector_index_max_dead_ratio, or the served rows it lacks
         (the delta) exceed var vector_delta_max_rows or vector_delta_max_ratio of its rows. -#}

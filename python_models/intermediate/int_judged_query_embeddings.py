@@ -2,7 +2,7 @@
 
 Append-only cache keyed by (query_id, question_hash, embedding_model): a question is embedded
 once per model, again only when its text changes. Feeds fct_retrieval_eval. Thin wrapper around
-ragmart.quality.evaluation.embed_judged_questions.
+ragmart.quality.judged.embed_judged_questions.
 """
 
 

@@ -2,10 +2,19 @@
 
 Loads the vss extension from the installed ``duckdb-extension-vss`` wheel (never from the
 network), enables HNSW persistence for file databases (``ragmart.duck``), and registers the
-function ``ragmart_embedding_model`` that the macros ask for the provider's model and vector
-size (``ragmart.embedding.model_function``) and the gate's tolerance and comparison that the
-dbt test assert_candidate_does_not_regress calls (``ragmart.quality.gate``). Before dbt opens
-the database it completes any purge left pending (``ragmart.serving.purge``). Profiles reference it as::
+DuckDB functions through which dbt's macros and tests use a rule that Python owns, so that it
+is written once:
+
+- ``ragmart_embedding_model``: the provider's model name and vector size
+  (``ragmart.embedding.model_function``);
+- ``ragmart_gate_tolerance`` / ``ragmart_gate_regressed``: the evaluation gate
+  (``ragmart.quality.gate``, for the test assert_candidate_does_not_regress);
+- ``ragmart_hnsw_index_sql``: the HNSW index statement (``ragmart.serving.vector_index``);
+- ``ragmart_embedding_sla_lag_seconds``: the embedding-lag SLA
+  (``ragmart.quality.embedding_lag``, for assert_embedding_lag_within_sla and freshness).
+
+Before dbt opens the database it completes any purge left pending (``ragmart.serving.purge``).
+Profiles reference it as::
 
     plugins:
       - module: ragmart.build.dbt_plugin
@@ -20,7 +29,8 @@ from dbt.adapters.duckdb.plugins import BasePlugin
 
 from ragmart.duck import configure_connection
 from ragmart.embedding import model_function
-from ragmart.quality import gate
+from ragmart.quality import embedding_lag, gate
+from ragmart.serving import vector_index
 
 
 class Plugin(BasePlugin):
@@ -39,3 +49,5 @@ class Plugin(BasePlugin):
         configure_connection(conn)
         model_function.register(conn)
         gate.register(conn)
+        vector_index.register(conn)
+        embedding_lag.register(conn)

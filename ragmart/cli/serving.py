@@ -39,7 +39,7 @@ def run_versions(args: argparse.Namespace) -> int:
 
     from ragmart.duck import connect
     from ragmart.serving.pointer import current_publication, history
-    from ragmart.serving.publish import list_versions
+    from ragmart.serving.snapshots import list_versions
 
     db = database(args)
     conn = connect(db, read_only=True)
@@ -85,7 +85,7 @@ def run_publish(args: argparse.Namespace) -> int:
 
 
 def run_rollback(args: argparse.Namespace) -> int:
-    from ragmart.serving.publish import rollback
+    from ragmart.serving.rollback import rollback
 
     pub = rollback(database(args))
     print(f"serving {pub.version} again ({pub.snapshot})")

@@ -1,6 +1,6 @@
 """The gate's baseline in the build database: the metrics of what serves.
 
-``ragmart publish``, ``rollback`` and a purge (ragmart.serving.publish) append the serving
+``ragmart publish``, ``rollback`` and a purge (ragmart.serving.baseline) append the serving
 version's overall metrics here; the dbt test ``assert_candidate_does_not_regress`` takes the
 latest value per metric as its baseline when the var ``eval_baseline`` is not given.
 """

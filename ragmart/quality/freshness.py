@@ -23,6 +23,7 @@ import duckdb
 from ragmart.catalog import table_exists
 from ragmart.chunking import chunkers as chunking
 from ragmart.duck import connect
+from ragmart.quality import embedding_lag
 from ragmart.relations import (
     DOCUMENT_VERSIONS_TABLE,
     INDEX_VERSIONS_TABLE,
@@ -134,9 +135,9 @@ def report(
     sla = float(sla_minutes) if sla_minutes is not None else sla_minutes_default()
     now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
     params = {"sla": sla * 60, "now": now}
-    lag_sql = (
-        "coalesce(lag_seconds, date_diff('second', committed_at, cast($now as timestamp)))"
-    )
+    embedding_lag.register(conn)  # the SLA's rule, as the dbt test applies it
+    lag_sql = (f"{embedding_lag.FUNCTION}(is_live, expected_chunks, lag_seconds, committed_at, "
+               "cast($now as timestamp))")
     summary = conn.execute(
         f"""
         select
@@ -144,7 +145,7 @@ def report(
             count(*) filter (where is_live and not is_stale),
             count(*) filter (where is_stale),
             count(*) filter (where is_orphan),
-            count(*) filter (where is_live and expected_chunks > 0 and {lag_sql} > $sla),
+            count(*) filter (where {lag_sql} > $sla),
             quantile_cont(lag_seconds, 0.5) filter (where is_live and lag_seconds is not null),
             quantile_cont(lag_seconds, 0.9) filter (where is_live and lag_seconds is not null),
             quantile_cont(lag_seconds, 0.99) filter (where is_live and lag_seconds is not null),
@@ -172,7 +173,7 @@ def report(
         select document_id, document_version, committed_at, embedded_at,
             {lag_sql} as lag_seconds
         from {facts}
-        where is_live and expected_chunks > 0 and {lag_sql} > $sla
+        where {lag_sql} > $sla
         order by lag_seconds desc, document_id limit {LISTED}
         """,
         params,

@@ -252,7 +252,7 @@ def literal_list(ids: Sequence[str]) -> str | None:
     one cannot be written safely.
 
     In a published snapshot DuckDB answers a constant IN list on chunk_id from the unique
-    chunk_id (ART) index publish adds (ragmart.serving.publish.add_lookup_indexes), so only
+    chunk_id (ART) index publish adds (ragmart.serving.snapshots.add_lookup_indexes), so only
     those rows' vectors are read (measured at 100k: ~5 ms for 100 ids, ~35 ms for 1,000,
     against 130-160 ms for the same ids joined from a parameter, and ~250 ms for a Retriever
     search on the build database, which has no such index). The ids never come from the

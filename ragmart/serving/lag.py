@@ -7,9 +7,9 @@ separate them, and this module measures both, for the CLI (`ragmart freshness`, 
   snapshot was taken (index_versions.built_at of the serving version, in the build database,
   against the snapshot's own). Without `ragmart build --watch --publish` this is the normal state
   of a watch loop, and readers must be told. The check stays cheap and never waits for a build:
-  when the build database was not modified since the publish (its mtime, recorded at publish
-  time) nothing is opened; otherwise it is opened read-only once, and a build holding it makes
-  the answer "unknown", not an error.
+  when the build database was not modified since the publish (its mtime,
+  ragmart.serving.build_db.mtime_ns, recorded at publish time) nothing is opened; otherwise it
+  is opened read-only once, and a build holding it makes the answer "unknown", not an error.
 * the serving lag (`serving_lag`): for each landed file reading (a CDC batch) of the recent
   past, per layout, the time from its landing (the file's modification time) to the first
   publication whose snapshot holds it (the publication's `ingested_through` covers the file's
@@ -19,7 +19,8 @@ separate them, and this module measures both, for the CLI (`ragmart freshness`, 
   published, readers read the build database, where a change is visible once ingested), and
   an SLA on the current lag, like a consumer-lag alert: it fires while a change waits too long
   and clears once it is visible (a past slow change stays in the percentiles, not in the
-  alert).
+  alert). (The SLA on the build's own lag, commit to vectors, is
+  ragmart.quality.embedding_lag.)
 """
 
 from __future__ import annotations
@@ -28,12 +29,11 @@ import datetime as dt
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import duckdb
-
-from ragmart.duck import connect
-from ragmart.relations import LANDED_TABLE
+from ragmart.catalog import table_exists
+from ragmart.relations import INDEX_VERSIONS_TABLE, LANDED_TABLE
+from ragmart.serving.build_db import mtime_ns, open_build_db_if_free
 from ragmart.serving.pointer import Publication, current_publication, history
-from ragmart.serving.publish import _mtime_ns, auto_publish_status
+from ragmart.serving.publish import auto_publish_status
 
 UNKNOWN = "unknown"
 SLA_ENV = "RAGMART_SERVING_SLA_SECONDS"
@@ -51,16 +51,6 @@ def _naive(value: str | dt.datetime | None) -> dt.datetime | None:
     if parsed.tzinfo is not None:
         parsed = parsed.astimezone(dt.UTC).replace(tzinfo=None)
     return parsed
-
-
-def _open_without_waiting(db_path: Path) -> duckdb.DuckDBPyConnection | None:
-    """A read-only connection to the build database, or None while a build holds it."""
-    try:
-        return connect(db_path, read_only=True)
-    except duckdb.IOException as exc:
-        if "lock" in str(exc).lower():
-            return None
-        raise
 
 
 @dataclass(frozen=True)
@@ -102,18 +92,15 @@ def serving_state(db_path: str | Path) -> ServingState | None:
 
 
 def _build_built_at(db_path: Path, pub: Publication) -> str | None:
-    if pub.build_db_mtime_ns is not None and _mtime_ns(db_path) == pub.build_db_mtime_ns:
+    if pub.build_db_mtime_ns is not None and mtime_ns(db_path) == pub.build_db_mtime_ns:
         return pub.built_at  # nothing wrote the build database since the publish
     if not db_path.exists():
         return None
-    conn = _open_without_waiting(db_path)
+    conn = open_build_db_if_free(db_path)
     if conn is None:
         return UNKNOWN
     try:
-        from ragmart.catalog import table_exists as _exists
-        from ragmart.relations import INDEX_VERSIONS_TABLE
-
-        if not _exists(conn, INDEX_VERSIONS_TABLE):
+        if not table_exists(conn, INDEX_VERSIONS_TABLE):
             return None
         row = conn.execute(f"select built_at from {INDEX_VERSIONS_TABLE} "
                            "where index_version = $v", {"v": pub.version}).fetchone()
@@ -175,13 +162,11 @@ def _readings(db_path: Path, limit: int) -> list[tuple] | None:
     file readings per layout in the build database; None while a build holds it."""
     if not db_path.exists():
         return []
-    conn = _open_without_waiting(db_path)
+    conn = open_build_db_if_free(db_path)
     if conn is None:
         return None
     try:
-        from ragmart.catalog import table_exists as _exists
-
-        if not _exists(conn, LANDED_TABLE):
+        if not table_exists(conn, LANDED_TABLE):
             return []
         return conn.execute(f"""
             with readings as (

@@ -3,8 +3,9 @@
 `<publish dir>/serving.json` names the snapshot that serves; every change of it is one atomic
 rename (`record`), so a reader sees the old or the new pointer, never half of one, and
 `history.jsonl` keeps every publication. Readers resolve the pointer once per request
-(`resolve_target`). Publishing, rolling back and purging are ragmart.serving.publish and
-ragmart.serving.purge; this module is what they and every reader share, and it imports neither.
+(`resolve_target`). Publishing, rolling back and purging (ragmart.serving.publish, .rollback,
+.purge) change the pointer only through `record` and `replace_snapshot`; this module is what
+they and every reader share, and it imports none of them (nor retrieval or quality).
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ class Publication:
     evaluated_at: str | None = None  # when `report` was measured on the snapshot
     # freshness marks of the snapshot (ragmart.serving.lag): when its version was last built,
     # the newest ingested_at of the landed files it holds, and the build database's
-    # modification time just after the publish (a later one means something wrote it since)
+    # modification time just after the publish (ragmart.serving.build_db.mtime_ns: a later one
+    # means something wrote it since)
     built_at: str | None = None
     ingested_through: str | None = None
     build_db_mtime_ns: int | None = None
@@ -118,3 +120,31 @@ def record(db_path: Path, publication: Publication) -> None:
         os.fsync(handle.fileno())
     # the switch: one rename, readers see the old or the new pointer, never half of one
     write_atomic(pointer_path(db_path), json.dumps(asdict(publication), indent=2))
+
+
+def replace_snapshot(db_path: Path, old_name: str, new_name: str) -> bool:
+    """Serve `new_name` wherever `old_name` served or may be rolled back to (a purged copy of a
+    snapshot, ragmart.serving.purge): the history is rewritten with the new name, then
+    serving.json is switched with one atomic rename, the same switch as a publish. A reader that
+    opened the old file keeps reading it until it reopens; the next reader opens the new one.
+    Returns whether serving.json was switched. Idempotent."""
+    db_path = Path(db_path)
+    history_file = history_path(db_path)
+    if history_file.exists():
+        lines = []
+        for line in history_file.read_text().splitlines():
+            if line:
+                entry = json.loads(line)
+                if entry.get("snapshot") == old_name:
+                    entry["snapshot"] = new_name
+                line = json.dumps(entry, sort_keys=True)
+            lines.append(line)
+        text = "\n".join(lines) + "\n" if lines else ""
+        if text != history_file.read_text():
+            write_atomic(history_file, text)
+    serving = current_publication(db_path)
+    if serving is None or serving.snapshot != old_name:
+        return False
+    serving.snapshot = new_name
+    write_atomic(pointer_path(db_path), json.dumps(asdict(serving), indent=2))
+    return True

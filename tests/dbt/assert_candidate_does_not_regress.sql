@@ -6,7 +6,7 @@
 --               mrr: 0.72, ndcg_at_10: 0.66}}' (EvalReport.dbt_vars() writes it), else the
 --               latest value per metric in the table published_eval_metrics (var
 --               eval_baseline_relation): the metrics of what serves, written by
---               `ragmart publish`, `rollback` and `purge` (ragmart.serving.publish), else, before
+--               `ragmart publish`, `rollback` and `purge` (ragmart.serving.baseline), else, before
 --               anything is published, none: the test passes.
 --   tolerances: the vars eval_tolerance_recall_at_5, eval_tolerance_mrr and
 --               eval_tolerance_ndcg_at_10, else the gate's defaults.

@@ -147,7 +147,7 @@ def assert_purged(project: Project, layout: str) -> None:
     for database in [project.db_path, *(project.workdir / "published").glob("v*.duckdb")]:
         conn = connect(database, read_only=True)
         try:
-            # a slim snapshot (ragmart.serving.publish.snapshot) holds only the serving tables: no
+            # a slim snapshot (ragmart.serving.snapshots.snapshot) holds only the serving tables: no
             # staging, no HNSW index; every table keyed by document_id lacks the document
             tables = {t for (t,) in conn.execute(
                 "select table_name from duckdb_tables() where database_name = "

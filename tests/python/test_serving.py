@@ -17,8 +17,9 @@ from dbt_harness import ROOT, SAMPLE_LANDING, Project
 from ragmart.duck import connect
 from ragmart.exit_codes import Exit
 from ragmart.relations import InvalidVersionError
+from ragmart.serving import vector_index
 from ragmart.serving.pointer import ServingError
-from ragmart.serving.publish import add_lookup_indexes
+from ragmart.serving.snapshots import add_lookup_indexes
 
 
 def serving_json(project: Project) -> dict:
@@ -151,6 +152,10 @@ def test_purge_removes_a_document_from_every_file_and_rollback_cannot_resurrect(
     project.build("--full-refresh")
     project.ragmart("publish", "v1", "--force")  # two snapshots: a rollback target exists
 
+    built_index = hnsw_indexes(project.db_path)  # as dbt built it (create_vector_index)
+    assert {name: metric for name, (metric, _) in built_index.items()} == {
+        "fct_chunk_vector_index_v1_hnsw": vector_index.METRIC}
+
     marker = project.query(
         "select chunk_text from fct_chunk_embeddings_v1 where document_id = $d "
         "order by chunk_index limit 1 offset 1", {"d": victim})[0][0].split("\n\n", 1)[1][:60]
@@ -178,9 +183,8 @@ def test_purge_removes_a_document_from_every_file_and_rollback_cannot_resurrect(
                 ).fetchone()[0]
                 assert hits == 0, (database.name, table, column)
             # indexes survive the rewrite: the HNSW index where the file has the index table
-            # (the build database; a slim snapshot has neither, ragmart.serving.publish.snapshot),
-            # the
-            # chunk_id lookup indexes in snapshots
+            # (the build database; a slim snapshot has neither, ragmart.serving.snapshots),
+            # the chunk_id lookup indexes in snapshots
             names = {n for (n,) in conn.execute(
                 "select index_name from duckdb_indexes() where database_name = "
                 "current_database()").fetchall()}
@@ -193,6 +197,8 @@ def test_purge_removes_a_document_from_every_file_and_rollback_cannot_resurrect(
                 assert "fct_chunk_embeddings_v1_chunk_id" in names
         finally:
             conn.close()
+    # purge re-created the HNSW index dbt built: the same index, metric and all
+    assert hnsw_indexes(project.db_path) == built_index
 
     project.ragmart("rollback")
     served = serving_json(project)
@@ -211,6 +217,36 @@ def test_purge_removes_a_document_from_every_file_and_rollback_cannot_resurrect(
     project.build()
     assert project.query("select count(*) from dim_documents where document_id = $d",
                          {"d": victim}) == [(0,)]
+
+
+def hnsw_indexes(database: Path) -> dict[str, tuple[str, int]]:
+    """Every HNSW index of a database file: name -> (metric, dimensions), as vss reports them
+    (duckdb_indexes().sql drops the WITH options)."""
+    conn = connect(database, read_only=True)
+    try:
+        return {name: (metric, dims) for name, metric, dims in conn.execute(
+            "select index_name, metric, dimensions from pragma_hnsw_index_info() "
+            "where catalog_name = current_database()").fetchall()}
+    finally:
+        conn.close()
+
+
+def test_the_hnsw_statement_dbt_runs_is_the_one_python_renders(tmp_path) -> None:
+    """create_vector_index asks ragmart_hnsw_index_sql for its statement; the function answers
+    what purge executes, and the index it creates has the metric retrieval ranks by."""
+    conn = connect(tmp_path / "x.duckdb")
+    try:
+        vector_index.register(conn)
+        statement = conn.execute(
+            "select ragmart_hnsw_index_sql('t_hnsw', '\"ragmart\".\"main\".\"t\"')").fetchone()[0]
+        assert statement == vector_index.create_index_sql("t_hnsw", '"ragmart"."main"."t"')
+        conn.execute("create table t (chunk_id varchar, embedding float[3])")
+        conn.execute("insert into t values ('a', [1, 0, 0]), ('b', [0, 1, 0])")
+        conn.execute(statement)
+        conn.execute("checkpoint")
+    finally:
+        conn.close()
+    assert hnsw_indexes(tmp_path / "x.duckdb") == {"t_hnsw": ("cosine", 3)}
 
 
 def test_lookup_indexes_are_unique_idempotent_and_only_for_the_version(tmp_path) -> None:

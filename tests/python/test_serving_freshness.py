@@ -12,6 +12,7 @@ import threading
 from cdc_files import debezium_jsonl, dms_csv, document
 from dbt_harness import ROOT, Project
 
+from ragmart.duck import connect
 from ragmart.exit_codes import Exit
 
 
@@ -283,3 +284,71 @@ def assert_slim_snapshot(project: Project) -> None:
     as_of = project.ragmart("retrieve", "refund", "--all-groups", "--as-of", "2026-11-02T10:00",
                             "--json")
     assert json.loads(as_of.stdout)["results"]
+
+
+def _sla_failures(project: Project, sla_minutes: float) -> dict[tuple[str, int], int]:
+    """What the dbt test assert_embedding_lag_within_sla finds over `sla_minutes`:
+    (document_id, document_version) -> the lag it judged."""
+    project.dbt("test", "--select", "assert_embedding_lag_within_sla", "--store-failures",
+                "--vars", f"{{embedding_lag_sla_minutes: {sla_minutes}}}")
+    rows = project.query("select document_id, document_version, lag_seconds "
+                         "from main_dbt_test__audit.assert_embedding_lag_within_sla")
+    return {(doc, version): lag for doc, version, lag in rows}
+
+
+def test_dbt_and_ragmart_freshness_judge_the_embedding_lag_sla_alike(tmp_path) -> None:
+    """One rule (ragmart.quality.embedding_lag), two readers: the dbt test and `ragmart
+    freshness` find the same versions over the SLA with the same lag, for a fully served
+    version (its lag to the vectors), one not fully served (the time since its commit) and a
+    superseded version whose rows came back (served, not live: never judged)."""
+    from ragmart.quality.freshness import freshness
+
+    project = Project(tmp_path)
+
+    def policy(name: str, word: str = "rule") -> str:
+        return document(f"{name} policy", {"Policy": [
+            f"The {name} {word} {i} applies to every {name} request filed." for i in range(3)]})
+
+    project.land("dms/0001_load.csv", dms_csv([
+        {"op": "I", "seq": 1, "document_id": "pending", "content": policy("pending")},
+        {"op": "I", "seq": 2, "document_id": "served", "content": policy("served")},
+        {"op": "I", "seq": 3, "document_id": "revised", "content": policy("revised")},
+        {"op": "U", "seq": 4, "document_id": "revised", "content": policy("revised", "norm")}]))
+    project.build()
+    conn = connect(project.db_path)
+    try:
+        # one chunk of `pending` is not served: it is judged by the time since its commit
+        conn.execute("delete from fct_chunk_embeddings_v1 where document_id = 'pending' "
+                     "and chunk_index = 0")
+        # the superseded version of `revised` is served again: an orphan, not judged
+        conn.execute(
+            "insert into fct_chunk_embeddings_v1 by name "
+            "select * exclude (metadata, document_valid_to, superseded_by_version) "
+            "from fct_chunk_history_v1 where document_id = 'revised' and document_version = 3")
+        conn.execute("checkpoint")
+    finally:
+        conn.close()
+    project.dbt("run", "--select", "int_document_versions_served")
+    assert project.query(
+        "select is_live, lag_seconds is not null from int_document_versions_served_v1 "
+        "where document_id = 'revised' and document_version = 3") == [(False, True)]
+    ((served_lag,),) = project.query(
+        "select lag_seconds from int_document_versions_served_v1 where document_id = 'served'")
+
+    def judged_by_freshness(sla_minutes: float) -> dict[tuple[str, int], int]:
+        report = freshness(project.db_path, sla_minutes=sla_minutes)
+        assert report.over_sla_count == len(report.over_sla)
+        return {(r["document_id"], r["document_version"]): r["lag_seconds"]
+                for r in report.over_sla}
+
+    # every judged version is over a one-minute SLA (the test files were committed in the past)
+    by_dbt, by_freshness = _sla_failures(project, 1), judged_by_freshness(1)
+    assert set(by_dbt) == set(by_freshness) == {("served", 2), ("pending", 1), ("revised", 4)}
+    assert by_dbt[("served", 2)] == by_freshness[("served", 2)] == served_lag
+    # the pending version's lag grows with the clock: the two checks ran seconds apart
+    assert 0 <= by_freshness[("pending", 1)] - by_dbt[("pending", 1)] < 600
+    # an SLA just over the served version's lag: only the pending one, committed a minute
+    # earlier and judged by the time since
+    sla = (served_lag + 30) / 60
+    assert set(_sla_failures(project, sla)) == set(judged_by_freshness(sla)) == {
+        ("pending", 1)}

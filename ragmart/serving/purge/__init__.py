@@ -25,7 +25,7 @@ each idempotent and marked done in the journal when it completes:
 2. ``landing``: the document's records leave every landing file ingestion reads.
 3. ``snapshots``: each published snapshot holding the document is replaced by a purged copy
    under a new name, and serving.json and the history are switched to it atomically
-   (``ragmart.serving.publish.replace_snapshot``); a reader that has the old file open is never
+   (``ragmart.serving.pointer.replace_snapshot``); a reader that has the old file open is never
    written under, it keeps its file until it reopens. The old file is then removed.
 4. ``database``: the build database is purged in place and rewritten.
 5. ``unreadable``: a landing file that ingestion cannot read as records (a corrupt parquet file,

@@ -21,6 +21,7 @@ from ragmart.duck import configure_connection, connect
 from ragmart.ingest.purged import belongs
 from ragmart.serving.purge.deployment import TEMP_MARK, Deployment, PurgeError
 from ragmart.serving.purge.plan import PurgeReport
+from ragmart.serving.vector_index import create_index_sql
 
 # the columns holding the document's own words (not ids, hashes or invocation ids)
 TEXT_COLUMNS = ("content", "title", "chunk_text", "section", "metadata", "raw_record")
@@ -183,8 +184,7 @@ def delete_from_database(path: Path, document_id: str) -> dict[str, int]:
                 conn.execute(f'delete from "{table}" where chunk_id in '
                              "(select unnest($c::varchar[]))", {"c": sorted(found.chunk_ids)})
         for index_name, table in indexes:
-            conn.execute(f'create index "{index_name}" on "{table}" using hnsw (embedding) '
-                         "with (metric = 'cosine')")
+            conn.execute(create_index_sql(index_name, f'"{table}"'))
         conn.execute("checkpoint")
         return found.counts
     finally:
@@ -214,8 +214,7 @@ def rewrite_database(path: Path) -> None:
         conn.execute("use fresh")
         for index_name, table in _hnsw_indexes(conn):
             conn.execute(f'drop index "{index_name}"')
-            conn.execute(f'create index "{index_name}" on "{table}" using hnsw (embedding) '
-                         "with (metric = 'cosine')")
+            conn.execute(create_index_sql(index_name, f'"{table}"'))
         conn.execute("checkpoint")
         conn.execute("use memory")
         conn.execute("detach fresh")

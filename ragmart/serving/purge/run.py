@@ -103,10 +103,10 @@ def _run(dep: Deployment, document_id: str, report: PurgeReport) -> None:
         entry["done"].append(step)
         save_journal(dep.db_path, journal)
         fault_point(f"purge_step_{step}")
-    # What serves changed: the gate's baseline is measured again (ragmart.serving.publish).
+    # What serves changed: the gate's baseline is measured again (ragmart.serving.baseline).
     # Before the journal entry goes, so a failed measurement (a locked database, a provider not
     # configured) leaves the purge pending and the next purge or build measures again.
-    from ragmart.serving.publish import refresh_baseline
+    from ragmart.serving.baseline import refresh_baseline
 
     refresh_baseline(dep.db_path)
     del journal[document_id]

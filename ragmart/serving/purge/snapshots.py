@@ -4,7 +4,7 @@ copy under a new name, and serving switches to it.
 A reader may hold the old file open (a long-lived Retriever): it is never written under. The
 copy is purged and rewritten under a temporary name, renamed to its final name, then
 serving.json and the history switch to it in one rename
-(``ragmart.serving.publish.replace_snapshot``), and only then is the old file removed. Each of
+(``ragmart.serving.pointer.replace_snapshot``), and only then is the old file removed. Each of
 those states is one a later run recognises and finishes.
 """
 
@@ -15,7 +15,7 @@ import re
 import shutil
 
 from ragmart.build.faults import fault_point
-from ragmart.serving.publish import replace_snapshot
+from ragmart.serving.pointer import replace_snapshot
 from ragmart.serving.purge.database import delete_from_database, inspect_database, rewrite_database
 from ragmart.serving.purge.deployment import TEMP_MARK, Deployment
 from ragmart.serving.purge.plan import PurgeReport
