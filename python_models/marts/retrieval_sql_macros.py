@@ -1,6 +1,6 @@
 """The SQL path of retrieval: installs the DuckDB table macro `ragmart_retrieve_<index_version>`.
 
-Thin wrapper around ragmart.retrieval.sql.install_sql_macros (the macro is rendered from the
+Thin wrapper around ragmart.retrieval.macro.install_sql_macros (the macro is rendered from the
 same clause objects and SQL template as the Python path). Runs after the tables the macro reads
 (DuckDB binds them when the macro is created); returns one row per ragmart_retrieve_<v> macro
 in the database, with its signature, so the database documents what it offers.
@@ -9,12 +9,12 @@ in the database, with its signature, so the database documents what it offers.
 
 def model(dbt, session):
     dbt.config(materialized="table")
-    from ragmart.retrieval.sql import (
-        Tables,
+    from ragmart.retrieval.macro import (
         embedding_dimensions,
         install_sql_macros,
         sql_macro_catalog,
     )
+    from ragmart.retrieval.sql import Tables
 
     # the macro reads these relations: build them first. Its query vector has the size of the
     # version's vectors (its model's), read from the serving set's column

@@ -37,7 +37,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ragmart.retrieval.values import as_datetime, clip, json_list, parse_duration
+from ragmart.retrieval.values import (
+    as_datetime,
+    clip,
+    completeness_sql,
+    json_list,
+    parse_duration,
+    sql_quoted,
+    sql_text,
+)
 
 DUCKDB = "duckdb"
 DIALECTS = (DUCKDB,)  # PostgreSQL (pgvector) is next: one `postgres` method per clause
@@ -58,21 +66,6 @@ METADATA_COLUMNS = ("title", "document_type", "allowed_groups", "document_update
 CHUNK_METADATA = ("section",)  # checked per chunk; the others per document version
 
 _FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
-
-
-def completeness_sql(alias: str = "chunks") -> str:
-    """A chunk's completeness (fragment < paragraph < section) from the chunker's columns;
-    the column `completeness` of every result, and what min_chunk_completeness compares."""
-    return f"""case
-            when {alias}.is_split_paragraph is null
-                or {alias}.section_chunk_count is null
-                or {alias}.section_chunk_index is null
-                or {alias}.section_chunk_index < 0
-                or {alias}.section_chunk_index >= {alias}.section_chunk_count
-                or {alias}.is_split_paragraph then 'fragment'
-            when {alias}.section_chunk_count = 1 then 'section'
-            else 'paragraph'
-        end"""
 
 
 @dataclass(frozen=True)
@@ -125,6 +118,12 @@ class Clause(abc.ABC):
         """For a distance clause: no row farther than this is eligible (None: no bound)."""
         return None
 
+    def macro_check(self, value: str) -> tuple[str, str] | None:
+        """For the SQL table macro, whose caller passes the value itself: SQL that is true
+        when the argument `value` is invalid, and the SQL text of what is wrong, in the words
+        of `problems` (None: the argument's SQL type is the whole rule)."""
+        return None
+
     def predicates(self, p: Render, dialect: str = DUCKDB, *,
                    value: str | None = None, counted_as: str | None = None) -> list[Predicate]:
         """The clause's SQL in `dialect`, reading its parameter as `value` (default
@@ -152,9 +151,15 @@ class DocumentTypes(Clause):
     def problems(self, value: Any) -> list[str]:
         if value is not None and (isinstance(value, str) or not value
                                   or not all(isinstance(t, str) and t for t in value)):
-            return ["must be a non-empty list of document types, e.g. [policy, handbook]; "
-                    "leave the field out to allow every type"]
+            return [self.RULE]
         return []
+
+    RULE = ("must be a non-empty list of document types, e.g. [policy, handbook]; leave the "
+            "field out to allow every type")
+
+    def macro_check(self, value: str) -> tuple[str, str] | None:
+        return (f"{value} is not null and (len({value}) = 0 or len(list_filter({value}, "
+                f"t -> coalesce(t, '') = '')) > 0)", sql_text(self.RULE))
 
     def bind(self, value: Any, requested: Sequence[str] | None = None) -> str | None:
         types = list(value) if value else None
@@ -180,10 +185,18 @@ class RequiredMetadata(Clause):
             return tuple(raw)
         raise ValueError("must be a list of field names")
 
+    RULE = f"is not a field name; use {', '.join(METADATA_COLUMNS)} or a key of the " \
+           "producer's metadata"
+
     def problems(self, value: Any) -> list[str]:
-        return [f"{clip(name)!r} is not a field name; use {', '.join(METADATA_COLUMNS)} or a "
-                "key of the producer's metadata"
+        return [f"{clip(name)!r} {self.RULE}"
                 for name in value if not isinstance(name, str) or not _FIELD.match(name)]
+
+    def macro_check(self, value: str) -> tuple[str, str] | None:
+        bad = (f"list_filter({value}, f -> f is null or not regexp_full_match(f, "
+               f"{sql_text(_FIELD.pattern.strip('^$'))}))")
+        return (f"{value} is not null and len({bad}) > 0",
+                f"{sql_quoted(f'{bad}[1]')} || ' ' || {sql_text(self.RULE)}")
 
     def bind(self, value: Any, requested: Sequence[str] | None = None) -> str | None:
         return json_list(value)
@@ -243,6 +256,9 @@ class MaxDocumentAge(Clause):
             return ["must be a positive duration"]
         return []
 
+    def macro_check(self, value: str) -> tuple[str, str] | None:
+        return f"{value} <= interval 0 seconds", sql_text("must be a positive duration")
+
     def duckdb(self, p: Render, value: str) -> dict[str, str]:
         reference_time = f"coalesce({p('as_of')}, {p('now')}, timezone('UTC', current_timestamp))"
         return {DOCUMENT: f"""(
@@ -263,8 +279,13 @@ class MinDocumentVersion(Clause):
     def problems(self, value: Any) -> list[str]:
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)
                                   or value < 0):
-            return ["must be a non-negative integer (a change_seq)"]
+            return [self.RULE]
         return []
+
+    RULE = "must be a non-negative integer (a change_seq)"
+
+    def macro_check(self, value: str) -> tuple[str, str] | None:
+        return f"{value} < 0", sql_text(self.RULE)
 
     def duckdb(self, p: Render, value: str) -> dict[str, str]:
         return {DOCUMENT: f"""(
@@ -308,8 +329,15 @@ class MinChunkCompleteness(Clause):
 
     def problems(self, value: Any) -> list[str]:
         if value not in COMPLETENESS_LEVELS:
-            return [f"must be one of {', '.join(COMPLETENESS_LEVELS)}, got {clip(value)!r}"]
+            return [f"{self.RULE}, got {clip(value)!r}"]
         return []
+
+    RULE = f"must be one of {', '.join(COMPLETENESS_LEVELS)}"
+
+    def macro_check(self, value: str) -> tuple[str, str] | None:
+        levels = ", ".join(f"'{level}'" for level in COMPLETENESS_LEVELS)
+        return (f"{value} is null or {value} not in ({levels})",
+                f"{sql_text(self.RULE + ', got ')} || {sql_quoted(value)}")
 
     def active(self, bound: Any) -> bool:
         return bound not in (None, "fragment")
@@ -337,8 +365,13 @@ class MinSimilarity(Clause):
     def problems(self, value: Any) -> list[str]:
         if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
                                   or not -1.0 <= float(value) <= 1.0):
-            return ["must be a number between -1 and 1 (1 - cosine distance)"]
+            return [self.RULE]
         return []
+
+    RULE = "must be a number between -1 and 1 (1 - cosine distance)"
+
+    def macro_check(self, value: str) -> tuple[str, str] | None:
+        return f"isnan({value}) or {value} < -1 or {value} > 1", sql_text(self.RULE)
 
     def max_distance(self, bound: Any) -> float | None:
         return None if bound is None else 1.0 - bound

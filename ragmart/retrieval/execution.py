@@ -36,7 +36,6 @@ from ragmart.retrieval.clauses import (
     DISTANCE_CLAUSES,
     Render,
     active_clauses,
-    completeness_sql,
     max_distance,
 )
 from ragmart.retrieval.contracts import MISSING_GROUPS_POLICIES, Contract
@@ -62,6 +61,7 @@ from ragmart.retrieval.sql import (
     search_sql,
     used,
 )
+from ragmart.retrieval.values import completeness_sql
 
 # how long an eligible set computed with a clock-bound clause (max_document_age) stays usable
 # as a superset of the eligible set (documents only age out): the exact search re-applies the

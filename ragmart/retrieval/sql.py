@@ -1,9 +1,9 @@
-"""The SQL of a search, rendered per dialect from one template, and the table macro.
+"""The SQL of a search, rendered per dialect from one template.
 
 Every path of a search (ragmart.retrieval.execution) and the DuckDB table macro
-``ragmart_retrieve_<v>`` installed in the database (`install_sql_macros`) run SQL rendered
-here, with each clause's predicates taken from its object (ragmart.retrieval.clauses): the
-Python path and the SQL path apply the same clauses to the same parameter values. They differ
+``ragmart_retrieve_<v>`` (ragmart.retrieval.macro) run SQL rendered here, with each clause's
+predicates taken from its object (ragmart.retrieval.clauses): the Python path and the SQL path
+apply the same clauses to the same parameter values. They differ
 only in how a parameter is written (`python_param`: $name; `macro_param`: the macro's named
 argument).
 
@@ -25,13 +25,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import duckdb
-import pyarrow as pa
-
 from ragmart.relations import (
     ACCESS_TABLE,
     DOCUMENTS_TABLE,
-    SQL_MACRO_PREFIX,
     InvalidVersionError,
     Relations,
 )
@@ -43,10 +39,10 @@ from ragmart.retrieval.clauses import (
     DOCUMENT,
     DUCKDB,
     Render,
-    completeness_sql,
     predicates,
 )
 from ragmart.retrieval.results import COLUMNS, RetrievalError
+from ragmart.retrieval.values import completeness_sql
 
 
 @dataclass(frozen=True)
@@ -328,62 +324,3 @@ def search_sql(p: Render, source: str, tables: Tables, *, limit: str, dialect: s
     order by chunks.distance asc, chunks.chunk_id asc
     limit {limit}
 """
-
-
-MACRO_ARGUMENTS = ", ".join(
-    ["query_vector", "k"] + [f"{name} := {default}" for name, default in MACRO_DEFAULTS.items()]
-)
-
-
-def macro_sql(dims: int, tables: Tables, dialect: str = DUCKDB) -> str:
-    """`create or replace macro ragmart_retrieve_<v>` for the SQL path (see the README): every
-    clause, active or not, as a named argument."""
-    p = macro_param(dims)
-    body = search_sql(p, "both", tables, limit=p("k"), dialect=dialect)
-    return f"create or replace macro {tables.macro}({MACRO_ARGUMENTS}) as table\n{body}"
-
-
-def install_sql_macros(conn: duckdb.DuckDBPyConnection, dims: int, tables: Tables) -> list[str]:
-    """Create the version's table macro in the connection's current database; returns its name.
-
-    The macro body names its tables unqualified: call it with the ragmart database as the
-    current one (opening the file with `duckdb ragmart.duckdb`, or `use <alias>`)."""
-    conn.execute(macro_sql(dims, tables, DUCKDB))
-    return [tables.macro]
-
-
-def embedding_dimensions(relation: duckdb.DuckDBPyRelation) -> int:
-    """The vector size of a serving relation's `embedding` column (FLOAT[n]): an index
-    version's size, which its model declared when the version was built."""
-    kind = str(relation.project("embedding").types[0])
-    size = kind.rpartition("[")[2].rstrip("]")
-    if not kind.upper().startswith("FLOAT[") or not size.isdigit():
-        raise RetrievalError(f"the embedding column is {kind}, not FLOAT[n]; rebuild with dbt")
-    return int(size)
-
-
-def sql_macro_catalog(conn: duckdb.DuckDBPyConnection) -> pa.Table:
-    """One row per ragmart_retrieve_<v> macro in the current database (name, signature,
-    description); each query vector has its version's size."""
-    names = sorted({r[0] for r in conn.execute(
-        "select function_name from duckdb_functions() where function_type = 'table_macro' "
-        "and function_name like $prefix and database_name = current_database()",
-        {"prefix": SQL_MACRO_PREFIX + "%"},
-    ).fetchall()})
-    versions = {name: name.removeprefix(SQL_MACRO_PREFIX) for name in names}
-    sizes = {name: embedding_dimensions(conn.table(Tables.for_version(versions[name]).serving))
-             for name in names}
-    return pa.table({
-        "macro_name": names,
-        "signature": [f"{name}({MACRO_ARGUMENTS})" for name in names],
-        "description": [
-            f"The k nearest chunks of index version {versions[name]} to "
-            f"query_vector (float[{sizes[name]}]) that the caller's groups may see (no groups: no "
-            "group; all_groups := true: the operator's view of everything), eligible under the "
-            "contract clauses given as named arguments, exact, ordered by (distance, "
-            "chunk_id); as_of searches the versions live at that time. Open the database (or "
-            "`use` it) first."
-            for name in names
-        ],
-    }, schema=pa.schema([("macro_name", pa.string()), ("signature", pa.string()),
-                         ("description", pa.string())]))

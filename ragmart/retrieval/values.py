@@ -1,5 +1,6 @@
-"""How a retrieval contract's values are read: durations, dates, lists bound as JSON, and
-caller input cut short before it is echoed in a message."""
+"""How a retrieval contract's values are read and written: durations, dates, lists bound as
+JSON, SQL text literals, a chunk's completeness level, and caller input cut short before it is
+echoed in a message."""
 
 from __future__ import annotations
 
@@ -60,3 +61,29 @@ def as_datetime(value: object) -> dt.datetime:
         except ValueError:
             pass
     raise ValueError("a date or timestamp such as 2026-01-01 or 2026-01-01T09:00:00")
+
+
+def sql_text(text: str) -> str:
+    """`text` as a SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def sql_quoted(value: str) -> str:
+    """SQL text showing the value of the SQL expression `value` quoted ('x'), or null."""
+    quote = "''''"  # a SQL literal holding one single quote
+    return f"coalesce({quote} || cast({value} as varchar) || {quote}, 'null')"
+
+
+def completeness_sql(alias: str = "chunks") -> str:
+    """A chunk's completeness (fragment < paragraph < section) from the chunker's columns;
+    the column `completeness` of every result, and what min_chunk_completeness compares."""
+    return f"""case
+            when {alias}.is_split_paragraph is null
+                or {alias}.section_chunk_count is null
+                or {alias}.section_chunk_index is null
+                or {alias}.section_chunk_index < 0
+                or {alias}.section_chunk_index >= {alias}.section_chunk_count
+                or {alias}.is_split_paragraph then 'fragment'
+            when {alias}.section_chunk_count = 1 then 'section'
+            else 'paragraph'
+        end"""

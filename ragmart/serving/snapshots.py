@@ -106,8 +106,9 @@ def snapshot(db_path: Path, version: str) -> Path:
     included (ragmart never writes an HNSW index into a snapshot). Either way the snapshot
     records what it was taken from (MARKS_TABLE: the version's last build and the newest
     ingestion it holds)."""
+    from ragmart.retrieval.macro import install_sql_macros
     from ragmart.retrieval.planner import EXACT_SCAN_MAX_ROWS
-    from ragmart.retrieval.sql import Tables, install_sql_macros
+    from ragmart.retrieval.sql import Tables
 
     db_path = Path(db_path)
     serving = Relations(version).serving

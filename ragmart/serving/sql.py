@@ -114,7 +114,7 @@ def session_for(conn: duckdb.DuckDBPyConnection, target: ServingTarget) -> Sessi
             raise SqlError(f"{relations.serving} holds vectors of {len(models)} models "
                            f"({', '.join(map(str, models)) or 'none'}) and no index_versions "
                            f"row names its model; rebuild {target.version} with `dbt build`")
-        from ragmart.retrieval.sql import embedding_dimensions
+        from ragmart.retrieval.macro import embedding_dimensions
 
         binding = (models[0], embedding_dimensions(conn.table(relations.serving)))
     model, dimensions = binding
@@ -127,7 +127,8 @@ def session_for(conn: duckdb.DuckDBPyConnection, target: ServingTarget) -> Sessi
 
 def _temp_macro_sql(version: str, dimensions: int) -> str:
     """The version's table macro as a temp macro (this session only, the file untouched)."""
-    from ragmart.retrieval.sql import Tables, macro_sql
+    from ragmart.retrieval.macro import macro_sql
+    from ragmart.retrieval.sql import Tables
 
     sql = macro_sql(dimensions, Tables.for_version(version))
     head = "create or replace macro "

@@ -37,9 +37,10 @@ from ragmart.retrieval.contracts import (
     parse_contracts,
 )
 from ragmart.retrieval.execution import ELIGIBILITY_TTL, search_contract
+from ragmart.retrieval.macro import install_sql_macros
 from ragmart.retrieval.memory import ReadOnlyRequiredError, ServingVectors
 from ragmart.retrieval.results import RetrievalError, RetrievedChunk
-from ragmart.retrieval.sql import Tables, install_sql_macros
+from ragmart.retrieval.sql import Tables
 
 DIMS = 384
 MODEL = HashingProvider().model

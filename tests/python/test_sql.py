@@ -198,3 +198,49 @@ def test_published_snapshot_is_what_sql_reads(built) -> None:
         assert Path(path).resolve() == snapshot
     finally:
         conn.close()
+
+
+@pytest.mark.parametrize(("arguments", "words"), [
+    # no access argument: refused, never answered for "no group" in silence
+    ("", ["ragmart_retrieve_v1: groups is missing", "all_groups := true"]),
+    ("groups := ['all-staff'], min_chunk_completeness := 'paragraf'",
+     ["min_chunk_completeness must be one of fragment, paragraph, section, got 'paragraf'"]),
+    ("all_groups := true, missing_allowed_groups := 'maybe'",
+     ["missing_allowed_groups must be deny or allow, got 'maybe'"]),
+    ("all_groups := true, min_similarity := 2",
+     ["min_similarity must be a number between -1 and 1 (1 - cosine distance)"]),
+    ("all_groups := true, document_types := []",
+     ["document_types must be a non-empty list of document types"]),
+    ("all_groups := true, required_metadata := ['title', 'no such field!']",
+     ["required_metadata 'no such field!' is not a field name; use title, "]),
+    ("all_groups := true, max_document_age := interval 0 days",
+     ["max_document_age must be a positive duration"]),
+    ("all_groups := true, min_document_version := -1",
+     ["min_document_version must be a non-negative integer (a change_seq)"]),
+])
+def test_the_table_macro_refuses_a_wrong_argument_naming_it(built, capsys, arguments,
+                                                            words) -> None:
+    """Every argument of the table macro is checked before a row is read, in the words the
+    contract checks use (ragmart.retrieval.clauses: each clause's macro_check): a wrong value
+    or a missing access argument is one error naming the argument, never fewer rows."""
+    sql = (f"select count(*) from ragmart_retrieve_v1(ragmart_embed('{QUESTION}'), 3"
+           f"{', ' if arguments else ''}{arguments})")
+    one_line_error(run(built, capsys, "sql", "-c", sql), *words)
+    with ragmart.connect(built.db_path) as conn, pytest.raises(duckdb.Error) as raised:
+        conn.execute(sql).fetchall()
+    for word in words:
+        assert word in str(raised.value)
+
+
+def test_the_same_words_as_a_contract_file(built, capsys, tmp_path) -> None:
+    """A contract field and the macro argument of the same clause are refused in the same
+    words (the clause's rule is written once)."""
+    contracts = tmp_path / "contracts.yml"
+    contracts.write_text("contracts:\n  c:\n    min_chunk_completeness: paragraf\n")
+    cli_error = run(built, capsys, "retrieve", QUESTION, "--contract", "c", "--contracts",
+                    str(contracts), "--all-groups")
+    one_line_error(cli_error, "must be one of fragment, paragraph, section, got 'paragraf'")
+    macro_error = run(built, capsys, "sql", "-c",
+                      f"select * from ragmart_retrieve_v1(ragmart_embed('{QUESTION}'), 3, "
+                      "all_groups := true, min_chunk_completeness := 'paragraf')")
+    one_line_error(macro_error, "must be one of fragment, paragraph, section, got 'paragraf'")
