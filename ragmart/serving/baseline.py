@@ -38,7 +38,7 @@ Gate = Callable[[dict, dict | None], list[str]]
 
 def evaluate_snapshot(database: Path, version: str) -> dict:
     """The judged-query evaluation report of `version` in a database file (exact search over its
-    serving table), as ragmart.quality.evaluation.EvalReport.to_dict(): what a publication
+    serving table), as ragmart.quality.metrics.EvalReport.to_dict(): what a publication
     records."""
     from ragmart.quality.evaluation import evaluate_version
 
@@ -48,7 +48,8 @@ def evaluate_snapshot(database: Path, version: str) -> dict:
 def gate_on_serving(candidate: dict, baseline: dict | None) -> list[str]:
     """Failures of the candidate report against the serving one
     (ragmart.quality.gate.gate)."""
-    from ragmart.quality.evaluation import EvalReport, gate
+    from ragmart.quality.gate import gate
+    from ragmart.quality.metrics import EvalReport
 
     if not baseline:
         return []
@@ -63,7 +64,8 @@ def write_baseline(db_path: Path, report: dict) -> None:
     """Append `report`'s metrics to published_eval_metrics in the build database, the baseline
     of assert_candidate_does_not_regress, waiting up to RAGMART_LOCK_WAIT_SECONDS for a build
     that holds the database; raises ServingError when it stays locked."""
-    from ragmart.quality.evaluation import EvalReport, record_published_metrics
+    from ragmart.quality.baseline import record_published_metrics
+    from ragmart.quality.metrics import EvalReport
 
     conn = open_build_db(db_path, read_only=False)
     try:
