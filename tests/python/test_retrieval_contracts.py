@@ -15,6 +15,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import duckdb
 import jinja2
 import numpy as np
 import pyarrow as pa
@@ -1070,7 +1071,8 @@ def _macro_call(contract: Contract | None, *, groups, k, as_of=None, doc_types=N
     args = ["$q::float[384]", "$k"]
     params: dict = {"k": k}
     named = {
-        "groups": None if groups is ALL_GROUPS else groups,
+        # the macro takes no default access: no group is written groups := []
+        "groups": None if groups is ALL_GROUPS else (groups if groups is not None else []),
         "all_groups": True if groups is ALL_GROUPS else None,
         "missing_allowed_groups": contract.missing_allowed_groups if contract else "deny",
         "document_types": (list(contract.document_types) if contract and contract.document_types
@@ -1129,8 +1131,10 @@ def test_sql_macro_applies_access_and_as_of(conn) -> None:
                 {"g": ["all-staff"]})
     assert staff and staff.isdisjoint({"pol-hr-only", "hb-open", "hb-nobody",
                                        "pol-restricted-later"})
-    nobody = ids(f"select document_id from {macro}($q::float[384], 100)", {})
-    assert nobody == set()  # deny by default: no groups, no documents
+    nobody = ids(f"select document_id from {macro}($q::float[384], 100, groups := [])", {})
+    assert nobody == set()  # no group: no documents
+    with pytest.raises(duckdb.InvalidInputException, match=f"{macro}: groups is missing"):
+        ids(f"select document_id from {macro}($q::float[384], 100)", {})  # never a default
     then = ids(f"select document_id from {macro}($q::float[384], 100, groups := $g, "
                "as_of := $t)", {"g": ["all-staff"], "t": T0 + dt.timedelta(minutes=35)})
     assert "proc-deleted" in then and "pol-restricted-later" not in then
@@ -1272,10 +1276,15 @@ def test_hostile_strings_never_reach_sql_unescaped(tmp_path, monkeypatch, capsys
             assert result.abstained
             rows = conn.execute(
                 f"select * from {TABLES.macro}($q::float[384], 5, groups := $g, "
-                "document_types := $t, required_metadata := $t)",
+                "document_types := $t)",
                 {"q": _vector_text(q), "g": [text], "t": [text]},
             ).fetchall()
             assert rows == []
+            # not a field name: refused with the value quoted in the message, never run
+            with pytest.raises(duckdb.InvalidInputException, match="is not a field name"):
+                conn.execute(f"select * from {TABLES.macro}($q::float[384], 5, groups := $g, "
+                             "required_metadata := $t)",
+                             {"q": _vector_text(q), "g": [text], "t": [text]}).fetchall()
     finally:
         conn.close()
     assert _database_state(path) == before
