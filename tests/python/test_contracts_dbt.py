@@ -205,3 +205,38 @@ def test_a_duckdb_only_macro_refuses_another_adapter_naming_itself() -> None:
     for default, _ in pairs:
         assert any(f"macro duckdb__{default}(" in p.read_text()
                    for p in (ROOT / "macros").rglob("*.sql")), default
+
+
+def _readme_relations() -> dict[str, tuple[str, str, str]]:
+    """The README's table of what a SQL user may query: relation -> (grain, key, SQL users)."""
+    text = (ROOT / "README.md").read_text()
+    table = text[text.index("| relation | holds | one row per (key) | SQL users |"):]
+    table = table[: table.index("\n\n")]
+    rows = {}
+    for line in table.splitlines()[2:]:
+        relation, _holds, grain_key, users = (c.strip() for c in line.strip("|").split("|"))
+        name = relation.split("`")[1].removesuffix("_<v>")
+        grain, _, keys = grain_key.partition(" (")
+        rows[name] = (grain, ", ".join(re.findall(r"`([^`]+)`", keys)), users)
+    return rows
+
+
+def test_dbt_docs_and_the_readme_give_every_relation_its_grain_key_and_audience(tmp_path
+                                                                                ) -> None:
+    """Every model and every ragmart source table carries meta grain, key and sql_users
+    (shown by `dbt docs`), and they are the README's words for it, row for row."""
+    manifest = _manifest(Project(tmp_path))
+    documented = {}
+    disabled = [node for nodes in manifest["disabled"].values() for node in nodes]  # evaluation
+    for node in [*manifest["nodes"].values(), *manifest["sources"].values(), *disabled]:
+        if node["resource_type"] == "model" or (
+                node["resource_type"] == "source" and node["source_name"] == "ragmart"):
+            meta = node["config"].get("meta") or node.get("meta") or {}
+            documented[node["name"]] = (meta.get("grain"), meta.get("key"), meta.get("sql_users"))
+    assert len(documented) > 15
+    missing = sorted(name for name, meta in documented.items() if None in meta)
+    assert not missing, f"relations without meta grain/key/sql_users: {missing}"
+    readme = _readme_relations()
+    only_in_snapshots = {"published_snapshot_marks"}  # never in the build database dbt sees
+    assert set(readme) - only_in_snapshots == set(documented)
+    assert {name: readme[name] for name in documented} == documented
