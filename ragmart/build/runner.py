@@ -76,11 +76,11 @@ def split_seconds(timings: Iterable[tuple[str, float]]) -> dict[str, float]:
 
 def failed_nodes(result: Any) -> list[str]:
     """`unique_id: status: message` of every node of a dbt result that neither succeeded,
-    passed nor only warned."""
+    passed nor only warned (an exposure is a no-op node of a build: not a failure)."""
     return [
         f"{node.node.unique_id}: {node.status}" + (f": {node.message}" if node.message else "")
         for node in getattr(result, "results", None) or []
-        if str(node.status) not in ("success", "pass", "warn")
+        if str(node.status) not in ("success", "pass", "warn", "no-op")
     ]
 
 

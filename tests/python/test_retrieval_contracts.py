@@ -561,8 +561,9 @@ def test_access_never_shows_a_document_outside_the_callers_groups(conn, tiny) ->
 def test_no_groups_is_no_group_and_only_the_operator_switch_sees_everything(
         conn, tiny, monkeypatch, capsys, contract_file) -> None:
     """One rule in the Python API, the Retriever, ragmart.retrieve, the SQL macro and the CLI:
-    no groups (None or []) is no group; ALL_GROUPS / all_groups := true / --all-groups is the
-    one way to see every document, hb-nobody (allowed_groups []) included."""
+    no groups (None or []) is no group (the SQL macro takes no default and says so: groups :=
+    [] there); ALL_GROUPS / all_groups := true / --all-groups is the one way to see every
+    document, hb-nobody (allowed_groups []) included."""
     q = queries(1)[0]
     restricted = {"pol-hr-only", "hb-nobody", "pol-travel", "hb-untitled"}
     for groups in (None, []):
@@ -585,7 +586,8 @@ def test_no_groups_is_no_group_and_only_the_operator_switch_sees_everything(
     # the SQL macro: the same rule, the switch is a named argument
     vector = {"q": _vector_text(q)}
     macro = f"select chunk_id from {TABLES.macro}($q::float[384], 1000"
-    assert conn.execute(macro + ")", vector).fetchall() == []
+    with pytest.raises(duckdb.InvalidInputException, match="groups is missing"):
+        conn.execute(macro + ")", vector).fetchall()  # access is never left to a default
     assert conn.execute(macro + ", groups := [])", vector).fetchall() == []
     assert [r[0] for r in conn.execute(macro + ", all_groups := true)", vector).fetchall()] \
         == _ids(everything)

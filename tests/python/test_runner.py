@@ -86,7 +86,9 @@ def test_a_warm_process_builds_like_the_cli_and_releases_the_file(tmp_path, monk
     assert second.success and not second.parsed and warm.parses == 1, second.failures
     results = json.loads((tmp_path / "target" / "run_results.json").read_text())
     assert len(results["results"]) > 40
-    assert all(r["status"] in ("success", "pass", "warn") for r in results["results"])
+    assert all(r["status"] in ("success", "pass", "warn")
+               or (r["unique_id"].startswith("exposure.") and r["status"] == "no-op")
+               for r in results["results"]), results["results"]
 
     # a changed project file means a new parse before the next build
     model = project_dir / "models" / "marts" / "dim_documents.sql"
