@@ -49,8 +49,10 @@ lint: setup
 	$(BIN)/ruff check ragmart python_models tests bench tools
 	$(BIN)/sqlfluff lint models macros tests/dbt
 
+# One worker per core; a test file stays on one worker, so its module fixtures (a shared
+# build) are made once. Every test has its own database, landing zone and dbt target dir.
 pytest: setup
-	$(BIN)/pytest -q --durations=15
+	$(BIN)/pytest -q -n auto --dist loadfile --durations=15
 
 # The whole project on a scratch database with the hash provider: build (fail fast) and docs.
 dbt-scratch: setup
