@@ -361,3 +361,21 @@ def test_the_clock_skew_tolerance_reaches_the_build(tmp_path: Path) -> None:
     assert project.query("select quarantine_reason from stg_landing__document_events") == [
         (None,)]
 
+
+
+def test_without_a_setting_the_build_tolerates_the_default_clock_skew(tmp_path: Path) -> None:
+    """Neither the var nor RAGMART_MAX_CLOCK_SKEW_MINUTES: the build applies ragmart's default
+    (DEFAULT_MAX_CLOCK_SKEW, written only in ragmart.ingest.records), no other."""
+    project = Project(tmp_path)
+    assert "RAGMART_MAX_CLOCK_SKEW_MINUTES" not in project.env()
+    now = dt.datetime.now(dt.UTC)
+    within = (now + DEFAULT_MAX_CLOCK_SKEW / 3).strftime("%Y-%m-%d %H:%M:%S")
+    beyond = (now + DEFAULT_MAX_CLOCK_SKEW * 3).strftime("%Y-%m-%d %H:%M:%S")
+    project.land("dms/0001.csv", _dms_rows([("I", within, 1, "within", "Body"),
+                                            ("I", beyond, 2, "beyond", "Body")]))
+    project.build("--select", "stg_landing__document_events")
+    reasons = dict(project.query("select document_id, quarantine_reason "
+                                 "from stg_landing__document_events"))
+    assert reasons["within"] is None
+    assert reasons["beyond"].startswith("timestamp_out_of_window")
+    assert f"{DEFAULT_MAX_CLOCK_SKEW.total_seconds() / 60:,.1f} minutes" in reasons["beyond"]
