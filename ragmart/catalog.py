@@ -2,7 +2,8 @@
 
 Questions asked of the current catalog of an open connection (the build database or a
 published snapshot), by the modules that read a database another process built: quality,
-freshness, publish and serving lag. Relation names and the version rule are ragmart.relations'.
+freshness, publish, serving lag, retrieval and the SQL shell. Relation names and the version
+rule are ragmart.relations'.
 """
 
 from __future__ import annotations
@@ -13,10 +14,19 @@ from ragmart.relations import SERVING_PREFIX, version_of
 
 
 def table_exists(conn: duckdb.DuckDBPyConnection, name: str) -> bool:
-    """Whether the current catalog of `conn` has a table or view called `name`."""
+    """Whether the current catalog of `conn` has a table called `name` (duckdb_tables(): about
+    half the cost of information_schema, and retrieval asks once per search)."""
     return bool(conn.execute(
-        "select count(*) from information_schema.tables where table_name = $name "
-        "and table_catalog = current_database()", {"name": name},
+        "select count(*) from duckdb_tables() where table_name = $name "
+        "and database_name = current_database()", {"name": name},
+    ).fetchone()[0])
+
+
+def macro_exists(conn: duckdb.DuckDBPyConnection, name: str) -> bool:
+    """Whether the current catalog of `conn` has a function or macro called `name`."""
+    return bool(conn.execute(
+        "select count(*) from duckdb_functions() where function_name = $name "
+        "and database_name = current_database()", {"name": name},
     ).fetchone()[0])
 
 

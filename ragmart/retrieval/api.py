@@ -16,12 +16,13 @@ from typing import Any
 import duckdb
 import numpy as np
 
+from ragmart.catalog import table_exists
 from ragmart.config import Settings, seconds_from_env
 from ragmart.duck import connect
 from ragmart.embedding.providers import EmbeddingProvider, get_provider, provider_for_model
 from ragmart.relations import DEFAULT_VERSION
 from ragmart.retrieval.contracts import Contract, contracts_path, load_contracts
-from ragmart.retrieval.execution import search_contract, table_exists
+from ragmart.retrieval.execution import search_contract
 from ragmart.retrieval.memory import ServingVectors
 from ragmart.retrieval.request import ALL_GROUPS, MISSING_GROUPS_DEFAULT, Groups, check_inputs
 from ragmart.retrieval.results import RetrievalError, RetrievalResult

@@ -28,6 +28,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from ragmart.catalog import table_exists
 from ragmart.relations import DEFAULT_VERSION
 from ragmart.retrieval import planner
 from ragmart.retrieval.abstention import abstention_reason, clause_counts
@@ -189,14 +190,6 @@ def _exact(conn: duckdb.DuckDBPyConnection, p: Render, source: str, params: dict
         values = dict(zip(order, by_id[chunk_id], strict=True))
         out.append(RetrievedChunk(rank=rank, distance=float(distance), **values))
     return tuple(out)
-
-
-def table_exists(conn: duckdb.DuckDBPyConnection, name: str) -> bool:
-    return bool(conn.execute(
-        "select count(*) from duckdb_tables() "
-        "where table_name = $name and database_name = current_database()",
-        {"name": name},
-    ).fetchone()[0])
 
 
 def _via_index(

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import duckdb
 
+from ragmart.catalog import macro_exists, table_exists
 from ragmart.duck import connect as open_database
 from ragmart.duck import vss_extension_path
 from ragmart.embedding.providers import EmbeddingProvider, provider_for_model
@@ -85,7 +86,7 @@ class Session:
 
 def _binding(conn: duckdb.DuckDBPyConnection, version: str) -> tuple[str, int] | None:
     """(embedding_model, dimensions) of `version` in index_versions, when the file has it."""
-    if not _exists(conn, INDEX_VERSIONS_TABLE):
+    if not table_exists(conn, INDEX_VERSIONS_TABLE):
         return None
     row = conn.execute(f"select embedding_model, embedding_dimensions from "
                        f"{INDEX_VERSIONS_TABLE} where index_version = $v", {"v": version}
@@ -93,17 +94,10 @@ def _binding(conn: duckdb.DuckDBPyConnection, version: str) -> tuple[str, int] |
     return (row[0], int(row[1])) if row else None
 
 
-def _exists(conn: duckdb.DuckDBPyConnection, name: str, kind: str = "tables") -> bool:
-    column = "function_name" if kind == "functions" else "table_name"
-    return bool(conn.execute(
-        f"select count(*) from duckdb_{kind}() where {column} = $name "
-        "and database_name = current_database()", {"name": name}).fetchone()[0])
-
-
 def session_for(conn: duckdb.DuckDBPyConnection, target: ServingTarget) -> Session:
     """Check that `conn` (on `target`, read-only) holds a built version; its Session."""
     relations = Relations(target.version)
-    if not _exists(conn, relations.serving):
+    if not table_exists(conn, relations.serving):
         raise SqlError(f"{target.database} holds no {relations.serving}: index version "
                        f"{target.version} is not built; run `dbt build` first")
     binding = _binding(conn, target.version)
@@ -119,7 +113,7 @@ def session_for(conn: duckdb.DuckDBPyConnection, target: ServingTarget) -> Sessi
         binding = (models[0], embedding_dimensions(conn.table(relations.serving)))
     model, dimensions = binding
     temp_macro = None
-    if not _exists(conn, relations.macro, "functions"):
+    if not macro_exists(conn, relations.macro):
         temp_macro = _temp_macro_sql(target.version, dimensions)
         conn.execute(temp_macro)
     return Session(target, dimensions, model, temp_macro)
