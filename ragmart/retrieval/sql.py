@@ -42,7 +42,7 @@ from ragmart.retrieval.clauses import (
     predicates,
 )
 from ragmart.retrieval.results import COLUMNS, RetrievalError
-from ragmart.retrieval.values import completeness_sql
+from ragmart.retrieval.values import completeness_sql, sql_text
 
 
 @dataclass(frozen=True)
@@ -256,7 +256,7 @@ def literal_list(ids: Sequence[str]) -> str | None:
     caller take its slower path."""
     if not ids or any(not isinstance(i, str) or any(ord(ch) < 32 for ch in i) for i in ids):
         return None
-    return ", ".join("'" + i.replace("'", "''") + "'" for i in ids)
+    return ", ".join(sql_text(i) for i in ids)
 
 
 def select_list() -> str:

@@ -28,6 +28,7 @@ from ragmart.duck import connect as open_database
 from ragmart.duck import vss_extension_path
 from ragmart.embedding.providers import EmbeddingProvider, provider_for_model
 from ragmart.relations import DEFAULT_VERSION, INDEX_VERSIONS_TABLE, Relations, check_version
+from ragmart.retrieval.values import sql_text
 from ragmart.serving.pointer import ServingTarget, resolve_target
 
 ALIAS = "ragmart"  # the name the serving file is attached under
@@ -37,10 +38,6 @@ SHELL_PACKAGE = "duckdb_cli"  # the official DuckDB CLI wheel (duckdb-cli, same 
 
 class SqlError(ValueError):
     """The serving database cannot be queried as asked: one line with the fix (exit USAGE)."""
-
-
-def _quoted(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def extension_files() -> list[Path]:
@@ -74,9 +71,9 @@ class Session:
 
     def setup_statements(self) -> list[str]:
         """The statements that make a DuckDB 1.5.5 session ready on this file."""
-        statements = [f"load {_quoted(str(path))};" for path in extension_files()]
+        statements = [f"load {sql_text(str(path))};" for path in extension_files()]
         statements += [
-            f"attach {_quoted(str(self.target.database.resolve()))} as {ALIAS} (read_only);",
+            f"attach {sql_text(str(self.target.database.resolve()))} as {ALIAS} (read_only);",
             f"use {ALIAS};",
         ]
         if self.temp_macro:
