@@ -7,34 +7,45 @@ from pathlib import Path
 
 import duckdb
 
-VSS_VERSION = "v1.5.5"
+EXTENSION_VERSION = "v1.5.5"  # the duckdb-extension-<name> wheels that match duckdb 1.5.5
+# the extensions ragmart loads, each from its PyPI wheel (never from the network): vss (HNSW),
+# fts (lexical search), httpfs (an s3:// landing zone)
+EXTENSIONS = ("vss", "fts", "httpfs")
 
 
-class VssUnavailableError(RuntimeError):
+class ExtensionUnavailableError(RuntimeError):
     pass
 
 
-def vss_extension_path() -> Path:
-    """The vss extension file shipped by the ``duckdb-extension-vss`` wheel."""
-    spec = importlib.util.find_spec("duckdb_extension_vss")
+def extension_path(name: str) -> Path:
+    """The extension file shipped by the ``duckdb-extension-<name>`` wheel."""
+    if name not in EXTENSIONS:
+        raise ValueError(f"unknown extension {name!r}; ragmart loads {', '.join(EXTENSIONS)}")
+    wheel = f"duckdb-extension-{name}"
+    spec = importlib.util.find_spec(f"duckdb_extension_{name}")
     if spec is None or not spec.submodule_search_locations:
-        raise VssUnavailableError(
-            "the duckdb vss extension is not installed; run "
-            "`pip install duckdb-extension-vss==1.5.5` (or `make setup`)"
+        raise ExtensionUnavailableError(
+            f"the duckdb {name} extension is not installed; run "
+            f"`pip install {wheel}==1.5.5` (or `make setup`)"
         )
     base = Path(next(iter(spec.submodule_search_locations)))
-    path = base / "extensions" / VSS_VERSION / "vss.duckdb_extension"
+    path = base / "extensions" / EXTENSION_VERSION / f"{name}.duckdb_extension"
     if not path.is_file():
-        raise VssUnavailableError(
-            f"{path} is missing: duckdb-extension-vss must match duckdb {VSS_VERSION}"
+        raise ExtensionUnavailableError(
+            f"{path} is missing: {wheel} must match duckdb {EXTENSION_VERSION}"
         )
     return path
 
 
+def load_extension(conn: duckdb.DuckDBPyConnection, name: str) -> None:
+    """Load one of EXTENSIONS from its wheel, by file path (offline)."""
+    path = str(extension_path(name)).replace("'", "''")
+    conn.execute(f"load '{path}'")
+
+
 def configure_connection(conn: duckdb.DuckDBPyConnection) -> None:
     """Load vss offline and allow HNSW indexes in file databases."""
-    path = str(vss_extension_path()).replace("'", "''")
-    conn.execute(f"load '{path}'")
+    load_extension(conn, "vss")
     conn.execute("set global hnsw_enable_experimental_persistence = true")
 
 

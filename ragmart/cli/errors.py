@@ -55,14 +55,14 @@ def _input_errors() -> tuple[type[BaseException], ...]:
     a database that is missing or locked (exit code USAGE)."""
     import duckdb
 
-    from ragmart.duck import VssUnavailableError
+    from ragmart.duck import ExtensionUnavailableError
     from ragmart.embedding.providers import EmbeddingError
     from ragmart.quality.freshness import FreshnessError
     from ragmart.retrieval.memory import ReadOnlyRequiredError
     from ragmart.retrieval.results import RetrievalError
     from ragmart.serving.pointer import ServingError
 
-    return (RetrievalError, ServingError, FreshnessError, EmbeddingError, VssUnavailableError,
+    return (RetrievalError, ServingError, FreshnessError, EmbeddingError, ExtensionUnavailableError,
             ReadOnlyRequiredError, ValueError, OSError, duckdb.IOException)
 
 

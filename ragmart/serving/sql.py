@@ -25,7 +25,7 @@ import duckdb
 
 from ragmart.catalog import macro_exists, table_exists
 from ragmart.duck import connect as open_database
-from ragmart.duck import vss_extension_path
+from ragmart.duck import extension_path
 from ragmart.embedding.providers import EmbeddingProvider, provider_for_model
 from ragmart.relations import DEFAULT_VERSION, INDEX_VERSIONS_TABLE, Relations, check_version
 from ragmart.retrieval.values import sql_text
@@ -42,7 +42,7 @@ class SqlError(ValueError):
 
 def extension_files() -> list[Path]:
     """The extension files ragmart loads into every connection (ragmart.duck), by path."""
-    return [vss_extension_path()]
+    return [extension_path("vss")]
 
 
 def target_for(db_path: Path | None = None, version: str | None = None,

