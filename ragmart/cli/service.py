@@ -38,6 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    import logging
+
     import uvicorn
 
     from ragmart.http.app import create_app
@@ -49,6 +51,10 @@ def run_serve(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         raise ValueError(f"--port {args.port} is out of range; write 0 to 65535")
     app = create_app(keys_file=keys, db_path=db)
+    handler = logging.StreamHandler()  # what serves, each switch, a snapshot that won't open
+    handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
+    logging.getLogger("ragmart.serve").addHandler(handler)
+    logging.getLogger("ragmart.serve").setLevel(logging.INFO)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info", access_log=False)
     return Exit.OK
 

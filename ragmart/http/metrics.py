@@ -3,8 +3,9 @@
 * `ragmart_http_requests_total{endpoint, status}`: every request, by route and HTTP status;
 * `ragmart_http_request_seconds{endpoint}`: latency histogram, from the first byte received to
   the response sent;
-* `ragmart_retrieve_abstentions_total{clause}`: abstentions, by the clause that left nothing
-  (`visible_chunks` when the caller may see nothing at all);
+* `ragmart_retrieve_abstentions_total{clause}`: abstentions, by the first clause of the funnel
+  that left nothing (`serving_set` when the caller's groups see nothing at all,
+  `doc_type_filter`, `min_similarity`, ...: the names of `ragmart retrieve --json`'s clauses);
 * `ragmart_http_in_flight`: searches admitted and not answered yet;
 * `ragmart_serving_info{version, snapshot}` = 1: what serves; `ragmart_serving_chunks`: its
   chunks; `ragmart_serving_switches_total`: snapshots swapped in since start.
@@ -57,7 +58,7 @@ class Metrics:
 
     def abstained(self, result: RetrievalResult) -> None:
         emptied = next((c.clause for c in result.clauses if c.remaining == 0), None)
-        self.abstentions.labels(clause=emptied or "visible_chunks").inc()
+        self.abstentions.labels(clause=emptied or "unknown").inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
