@@ -732,6 +732,45 @@ CHECKS: dict[str, tuple[str, Callable[[Build], None]]] = {
 }
 
 
+SERVE_SETTINGS = {"RAGMART_SERVE_MAX_BODY_BYTES": ("max_body_bytes", 777),
+                  "RAGMART_SERVE_MAX_K": ("max_k", 7), "RAGMART_SERVE_WORKERS": ("workers", 3),
+                  "RAGMART_SERVE_MAX_CONCURRENCY": ("max_concurrency", 9),
+                  "RAGMART_SERVE_RATE": ("rate", 2.5), "RAGMART_SERVE_BURST": ("burst", 11)}
+
+
+@pytest.fixture(scope="module")
+def serve_run(tmp_path_factory) -> Build:
+    """`ragmart keys add` with RAGMART_API_KEYS_FILE only, and the limits `ragmart serve`
+    reads (ragmart.http.limits.Limits.from_env, what create_app applies) with every one set."""
+    project = Project(tmp_path_factory.mktemp("serve"))
+    keys = project.workdir / "it's keys.json"
+    project.extra_env.update({"RAGMART_API_KEYS_FILE": str(keys),
+                              **{n: str(v) for n, (_, v) in SERVE_SETTINGS.items()}})
+    build = Build(project, extra={"keys": keys})
+    build.procs["keys"] = project.ragmart("keys", "add", "app", "--groups", "g", check=False)
+    build.procs["limits"] = subprocess.run(
+        [sys.executable, "-c", "import json\nfrom ragmart.http.limits import Limits\n"
+         "print(json.dumps(Limits.from_env().to_dict()))"],
+        cwd=ROOT, env=project.env(), capture_output=True, text=True)
+    return build
+
+
+def _keys_file(b: Build) -> None:
+    assert b.procs["keys"].returncode == 0, b.procs["keys"].stderr
+    assert '"name": "app"' in b.extra["keys"].read_text()  # type: ignore[union-attr]
+
+
+def _serve_limit(name: str) -> Callable[[Build], None]:
+    def check(b: Build) -> None:
+        field_name, value = SERVE_SETTINGS[name]
+        assert json.loads(b.procs["limits"].stdout)[field_name] == value, b.procs["limits"]
+    return check
+
+
+CHECKS.update({"RAGMART_API_KEYS_FILE": ("serve_run", _keys_file),
+               **{name: ("serve_run", _serve_limit(name)) for name in SERVE_SETTINGS}})
+
+
 @pytest.mark.parametrize("name", list(settings_table()))
 def test_setting_reaches_the_code(name: str, request: pytest.FixtureRequest) -> None:
     assert name in CHECKS, f"README setting {name} has no check in this module"

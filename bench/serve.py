@@ -1,0 +1,234 @@
+"""`ragmart serve` benchmark: latency and throughput of a question answered in-process, over
+loopback HTTP with 1, 8 and 32 concurrent clients, and by spawning `ragmart retrieve` per query.
+
+The serving set is bench/retrieval.py's synthetic one (imported, not copied: N chunks of 384
+dimensions, clustered, documents of 10 chunks, every document readable by the group
+`all-staff`), written without its HNSW index (a reader that keeps the vectors in memory never
+uses it) and labelled with the hash provider's model, so that the service, the Python API and
+the CLI embed the same questions the same way (cached under bench/out/serve-<N>.duckdb). Every
+query is a question of six words, k = 10, for a key of the group `all-staff`:
+
+  - in-process: one `ragmart.Retriever` (vectors in memory), sequential;
+  - HTTP: a real `ragmart serve --db FILE` process on 127.0.0.1, answering C client threads
+    (C = 1, 8, 32), each with a keep-alive connection, after a warm-up;
+  - CLI: `ragmart retrieve ... --db FILE --json` spawned per query (a few runs: each costs the
+    interpreter's start-up, the imports and opening the file; its one-off search is exact here,
+    without the HNSW index).
+
+It prints one JSON line per measurement (p50 / p95 ms, queries per second) and a last line with
+the ratios: the CLI's p50 over HTTP's at 1 client (goal > 10x), HTTP p95 at 8 clients against
+the 50 ms goal, and HTTP's overhead over the in-process search.
+
+    .venv/bin/python bench/serve.py --chunks 10000          # quick
+    nice -n 10 .venv/bin/python bench/serve.py              # 100k chunks
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.retrieval import CHUNKS_PER_DOCUMENT, OUT, SEED, build, percentile  # noqa: E402
+from ragmart.duck import connect  # noqa: E402
+from ragmart.embedding.providers.hashing import HashingProvider  # noqa: E402
+
+K = 10
+GROUPS = ["all-staff"]
+WORDS = ("policy leave travel expense approval contract vendor security incident payroll "
+         "remote onboarding referral bonus laptop access review budget invoice training "
+         "holiday overtime pension benefits relocation equipment password audit").split()
+
+
+def serving_database(n_chunks: int) -> Path:
+    """bench/retrieval.py's synthetic serving set without HNSW, in the hash model's name."""
+    path = OUT / f"serve-{n_chunks}.duckdb"
+    model = HashingProvider().model
+    if path.exists():
+        conn = connect(path, read_only=True)
+        try:
+            rows, models = conn.execute(
+                "select count(*), list(distinct embedding_model) from fct_chunk_embeddings_v1"
+            ).fetchone()
+        finally:
+            conn.close()
+        if rows == n_chunks and models == [model]:
+            print(f"reusing {path.relative_to(ROOT)}", flush=True)
+            return path
+        path.unlink()
+    print(f"writing {n_chunks:,} synthetic chunks to {path.relative_to(ROOT)}...", flush=True)
+    build(path, n_chunks, HashingProvider().dimensions, hnsw=False)
+    conn = connect(path)
+    try:
+        conn.execute("update fct_chunk_embeddings_v1 set embedding_model = $m", {"m": model})
+        conn.execute("checkpoint")
+    finally:
+        conn.close()
+    return path
+
+
+def questions(n: int) -> list[str]:
+    rng = np.random.default_rng(SEED + 2)
+    return [" ".join(rng.choice(WORDS, size=6)) for _ in range(n)]
+
+
+def figures(name: str, ms: list[float], wall: float | None = None, **extra: object) -> dict:
+    out = {"measure": name, "queries": len(ms), "p50_ms": round(statistics.median(ms), 2),
+           "p95_ms": round(percentile(ms, 0.95), 2),
+           "qps": round(len(ms) / wall if wall else 1000 / statistics.mean(ms), 1), **extra}
+    print(json.dumps(out), flush=True)
+    return out
+
+
+def in_process(path: Path, asked: list[str]) -> dict:
+    from ragmart.retrieval.api import Retriever
+
+    started = time.perf_counter()
+    with Retriever(db_path=path) as reader:
+        load_s = round(time.perf_counter() - started, 2)
+        reader.retrieve(asked[0], k=K, groups=GROUPS)  # the eligibility query, once
+        ms = []
+        for question in asked:
+            t = time.perf_counter()
+            result = reader.retrieve(question, k=K, groups=GROUPS)
+            ms.append((time.perf_counter() - t) * 1000)
+            assert len(result) == K, result
+    return figures("in_process", ms, load_s=load_s)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve(path: Path, keys_file: Path, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ragmart.cli.main", "serve", "--db", str(path), "--port",
+         str(port), "--keys", str(keys_file)], cwd=ROOT, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"ragmart serve exited: {proc.stderr.read()[-3000:]}")
+        try:
+            if httpx.get(f"{base}/healthz").status_code == 200:
+                return proc, base
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    proc.terminate()
+    raise SystemExit("ragmart serve did not become healthy in 600 s")
+
+
+def over_http(base: str, key: str, asked: list[str], clients: int) -> dict:
+    per_client = max(10, len(asked) // clients)
+    ms: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+    start = threading.Barrier(clients + 1)
+
+    def client(offset: int) -> None:
+        with httpx.Client(base_url=base, timeout=60,
+                          headers={"Authorization": f"Bearer {key}"}) as c:
+            c.post("/v1/retrieve", json={"question": asked[offset % len(asked)], "k": K})
+            start.wait()
+            for i in range(per_client):
+                question = asked[(offset + i * clients) % len(asked)]
+                t = time.perf_counter()
+                r = c.post("/v1/retrieve", json={"question": question, "k": K})
+                elapsed = (time.perf_counter() - t) * 1000
+                with lock:
+                    ms.append(elapsed)
+                    if r.status_code != 200 or len(r.json()["results"]) != K:
+                        errors.append(r.text[:200])
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    start.wait()
+    started = time.perf_counter()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - started
+    if errors:
+        raise SystemExit(f"{len(errors)} failed requests at {clients} clients: {errors[:3]}")
+    return figures(f"http_{clients}_clients", ms, wall, clients=clients)
+
+
+def cli_per_query(path: Path, asked: list[str], runs: int, env: dict[str, str]) -> dict:
+    ms = []
+    for question in asked[:runs]:
+        t = time.perf_counter()
+        proc = subprocess.run(
+            [sys.executable, "-m", "ragmart.cli.main", "retrieve", question, "-k", str(K),
+             "--groups", ",".join(GROUPS), "--db", str(path), "--json"],
+            cwd=ROOT, env=env, capture_output=True, text=True)
+        ms.append((time.perf_counter() - t) * 1000)
+        if proc.returncode != 0:
+            raise SystemExit(f"ragmart retrieve failed: {proc.stderr[-2000:]}")
+    return figures("cli_per_query", ms)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--chunks", type=int, default=100_000)
+    parser.add_argument("--queries", type=int, default=400, help="per measurement")
+    parser.add_argument("--cli-runs", type=int, default=5)
+    parser.add_argument("--clients", type=int, action="append", default=[],
+                        help="concurrent HTTP clients (repeatable; default 1, 8, 32)")
+    args = parser.parse_args(argv)
+    if args.chunks < 1_000 or args.chunks % CHUNKS_PER_DOCUMENT:
+        parser.error("--chunks must be a multiple of 10, at least 1,000")
+    path = serving_database(args.chunks)
+    asked = questions(args.queries)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAGMART_SERVE_RATE": "1000000",
+           "RAGMART_SERVE_BURST": "1000000", "RAGMART_SERVE_MAX_CONCURRENCY": "1000"}
+    report = {"chunks": args.chunks, "in_process": in_process(path, asked)}
+    from ragmart.http.keys import KeyRing
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ring, key = KeyRing(Path(tmp) / "keys.json").add("bench", GROUPS)
+        ring.save()
+        proc, base = serve(path, ring.path, env)
+        try:
+            for clients in args.clients or [1, 8, 32]:
+                report[f"http_{clients}"] = over_http(base, key, asked, clients)
+        finally:
+            proc.terminate()
+            proc.wait(60)
+    report["cli"] = cli_per_query(path, asked, args.cli_runs, env)
+    summary: dict[str, object] = {"chunks": args.chunks}
+    if "http_1" in report:
+        summary["cli_p50_over_http_1_client_p50"] = round(
+            report["cli"]["p50_ms"] / report["http_1"]["p50_ms"], 1)
+        summary["http_1_client_p50_minus_in_process_p50_ms"] = round(
+            report["http_1"]["p50_ms"] - report["in_process"]["p50_ms"], 2)
+    if "http_8" in report:
+        summary["http_8_clients_p95_ms"] = report["http_8"]["p95_ms"]
+        summary["goal_p95_under_50_ms_at_8_clients"] = report["http_8"]["p95_ms"] < 50
+        summary["cli_p50_over_http_8_clients_p95"] = round(
+            report["cli"]["p50_ms"] / report["http_8"]["p95_ms"], 1)
+    print(json.dumps({"summary": summary}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
