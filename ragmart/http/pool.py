@@ -6,6 +6,10 @@ first copies the serving vectors into memory; the others share that matrix (read
 their own eligibility cache and DuckDB connection, since a Retriever serves one thread at a
 time. Memory is one copy of the vectors per snapshot, not one per thread.
 
+Without a file named (--db), only a published snapshot serves: reading the build database
+would hold a read lock on it that keeps `dbt build` and `ragmart publish` (which records the
+gate's baseline there) out, so the service answers 503 until the first publish.
+
 Following publishes (`ServingPool.refresh`, run by a watcher thread every
 RAGMART_SERVING_RECHECK_SECONDS): it stats serving.json; when it changed it opens the snapshot it
 names as a new generation (vectors loaded, provider ready) *beside* the one serving, then swaps
@@ -132,7 +136,12 @@ class ServingPool:
                                                False)
                 else:
                     target = resolve_target(self.follow_db, self.index_version)
-                    path, version, published = target.database, target.version, target.published
+                    if not target.published:
+                        raise NothingServes(
+                            f"nothing is published beside {self.follow_db}: run `ragmart "
+                            "publish vN` (the service reads published snapshots only, never "
+                            "the build database a build writes), or serve a file with --db")
+                    path, version, published = target.database, target.version, True
                 current = self.current
                 if current is not None and (current.path, current.version) == (path, version):
                     self._seen = seen

@@ -19,6 +19,7 @@ import threading
 import time
 from pathlib import Path
 
+import duckdb
 import httpx
 import pytest
 from dbt_harness import ROOT, Project
@@ -163,14 +164,24 @@ def test_errors_map_to_statuses_with_ragmarts_message(client, keys, capsys) -> N
     assert client.get("/v2/nothing").json()["error"]["code"] == "not_found"
 
 
-def test_nothing_serving_is_503_until_something_does(keys, monkeypatch, tmp_path) -> None:
-    monkeypatch.setenv("RAGMART_DB", str(tmp_path / "not-built.duckdb"))
+def test_nothing_published_is_503_and_the_build_database_is_never_held(
+        deployment, keys, monkeypatch, tmp_path) -> None:
+    unpublished = tmp_path / "build.duckdb"
+    shutil.copy(deployment.db_path, unpublished)
+    monkeypatch.setenv("RAGMART_DB", str(unpublished))
     with TestClient(create_app(keys_file=keys["file"])) as c:
         health = c.get("/healthz")
-        assert health.status_code == 503 and "does not exist" in health.text
+        assert health.status_code == 503 and "ragmart publish" in health.text
         answer = c.post("/v1/retrieve", json={"question": QUESTION},
                         headers=bearer(keys["staff"]))
         assert answer.status_code == 503 and answer.json()["error"]["code"] == "unavailable"
+        writer = duckdb.connect(str(unpublished))  # a build could take the file
+        writer.close()
+    # --db names a file to serve as it is
+    with TestClient(create_app(keys_file=keys["file"], db_path=unpublished)) as c:
+        answer = c.post("/v1/retrieve", json={"question": QUESTION},
+                        headers=bearer(keys["staff"]))
+        assert answer.status_code == 200 and answer.json()["serving"] is None
 
 
 # ================================================================ access comes from the key
