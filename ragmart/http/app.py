@@ -52,6 +52,7 @@ from ragmart.http.models import ErrorResponse, RetrieveRequest, RetrieveResponse
 from ragmart.http.pool import NothingServes, ServingPool, search_accepts
 from ragmart.retrieval.document import parse_as_of, retrieval_document
 from ragmart.retrieval.results import RetrievalError
+from ragmart.serving.pointer import file_stamp
 
 ENDPOINTS = {"/v1/retrieve", "/healthz", "/metrics", "/openapi.json", "/docs"}
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -81,17 +82,10 @@ class KeysWatcher:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.ring = KeyRing.load(path)
-        self._stat = self._stamp()
-
-    def _stamp(self) -> tuple[int, int, int] | None:
-        try:
-            st = self.path.stat()
-        except OSError:
-            return None
-        return (st.st_ino, st.st_mtime_ns, st.st_size)
+        self._stat = file_stamp(path)
 
     def find(self, token: str) -> ApiKey | None:
-        stamp = self._stamp()
+        stamp = file_stamp(self.path)
         if stamp != self._stat:
             self._stat = stamp
             try:

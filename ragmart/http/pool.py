@@ -35,7 +35,7 @@ from ragmart.relations import DEFAULT_VERSION
 from ragmart.retrieval.api import Retriever, _recheck_seconds
 from ragmart.serving.build_db import mtime_ns
 from ragmart.serving.lag import serving_state
-from ragmart.serving.pointer import pointer_path, resolve_target
+from ragmart.serving.pointer import file_stamp, pointer_path, resolve_target
 
 if TYPE_CHECKING:
     from ragmart.serving.lag import ServingState
@@ -117,11 +117,7 @@ class ServingPool:
 
     # ------------------------------------------------------------------ following the pointer
     def _pointer_stat(self) -> tuple[int, int, int] | None:
-        try:
-            st = pointer_path(self.follow_db).stat()
-        except FileNotFoundError:
-            return None
-        return (st.st_ino, st.st_mtime_ns, st.st_size)
+        return file_stamp(pointer_path(self.follow_db))
 
     def refresh(self) -> None:
         """Open what serves now, if it changed (or nothing serves yet), and swap it in."""

@@ -27,7 +27,7 @@ from ragmart.retrieval.memory import ServingVectors
 from ragmart.retrieval.request import ALL_GROUPS, MISSING_GROUPS_DEFAULT, Groups, check_inputs
 from ragmart.retrieval.results import RetrievalError, RetrievalResult
 from ragmart.retrieval.sql import Tables
-from ragmart.serving.pointer import pointer_path, resolve_target
+from ragmart.serving.pointer import file_stamp, pointer_path, resolve_target
 
 __all__ = ["ALL_GROUPS", "Retriever", "retrieve"]
 
@@ -154,11 +154,7 @@ class Retriever:
         return path, tables, conn, vectors, provider
 
     def _pointer_stat(self) -> tuple[int, int, int] | None:
-        try:
-            st = pointer_path(self._follow_db).stat()
-        except FileNotFoundError:
-            return None
-        return (st.st_ino, st.st_mtime_ns, st.st_size)
+        return file_stamp(pointer_path(self._follow_db))
 
     def _follow_publishes(self) -> None:
         """Swap in the snapshot serving.json names now, if it changed (see the class doc)."""

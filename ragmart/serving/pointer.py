@@ -84,6 +84,16 @@ def current_publication(db_path: Path) -> Publication | None:
     return Publication(**json.loads(path.read_text()))
 
 
+def file_stamp(path: Path) -> tuple[int, int, int] | None:
+    """(inode, mtime ns, size) of `path`, None when absent: a reader that keeps a file open
+    compares stamps to know, with one stat, whether the file was replaced or rewritten."""
+    try:
+        st = Path(path).stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
 def history(db_path: Path) -> list[Publication]:
     path = history_path(db_path)
     if not path.exists():
