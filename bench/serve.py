@@ -15,8 +15,10 @@ query is a question of six words, k = 10, for a key of the group `all-staff`:
     interpreter's start-up, the imports and opening the file; its one-off search is exact here,
     without the HNSW index).
 
-It prints one JSON line per measurement (p50 / p95 ms, queries per second) and a last line with
-the ratios: the CLI's p50 over HTTP's at 1 client (goal > 10x), HTTP p95 at 8 clients against
+It prints one JSON line per measurement (p50 / p95 ms, queries per second, and the CPU a query
+costs: the bench's own process in-process, the server's process over HTTP, which stay meaningful
+on a shared machine where wall-clock latency measures the neighbours) and a last line with the
+ratios: the CLI's p50 over HTTP's at 1 client (goal > 10x), HTTP p95 at 8 clients against
 the 50 ms goal, and HTTP's overhead over the in-process search.
 
     .venv/bin/python bench/serve.py --chunks 10000          # quick
@@ -102,12 +104,20 @@ def in_process(path: Path, asked: list[str]) -> dict:
         load_s = round(time.perf_counter() - started, 2)
         reader.retrieve(asked[0], k=K, groups=GROUPS)  # the eligibility query, once
         ms = []
+        cpu = time.process_time()
         for question in asked:
             t = time.perf_counter()
             result = reader.retrieve(question, k=K, groups=GROUPS)
             ms.append((time.perf_counter() - t) * 1000)
             assert len(result) == K, result
-    return figures("in_process", ms, load_s=load_s)
+        cpu_ms = (time.process_time() - cpu) * 1000 / len(asked)
+    return figures("in_process", ms, load_s=load_s, cpu_ms_per_query=round(cpu_ms, 2))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process `pid` so far (Linux /proc), every thread counted."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -137,7 +147,7 @@ def serve(path: Path, keys_file: Path, env: dict[str, str]) -> tuple[subprocess.
     raise SystemExit("ragmart serve did not become healthy in 600 s")
 
 
-def over_http(base: str, key: str, asked: list[str], clients: int) -> dict:
+def over_http(base: str, key: str, asked: list[str], clients: int, pid: int) -> dict:
     per_client = max(10, len(asked) // clients)
     ms: list[float] = []
     errors: list[str] = []
@@ -163,13 +173,15 @@ def over_http(base: str, key: str, asked: list[str], clients: int) -> dict:
     for t in threads:
         t.start()
     start.wait()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), cpu_seconds(pid)
     for t in threads:
         t.join()
     wall = time.perf_counter() - started
+    server_cpu_ms = (cpu_seconds(pid) - cpu) * 1000 / len(ms)
     if errors:
         raise SystemExit(f"{len(errors)} failed requests at {clients} clients: {errors[:3]}")
-    return figures(f"http_{clients}_clients", ms, wall, clients=clients)
+    return figures(f"http_{clients}_clients", ms, wall, clients=clients,
+                   server_cpu_ms_per_query=round(server_cpu_ms, 2))
 
 
 def cli_per_query(path: Path, asked: list[str], runs: int, env: dict[str, str]) -> dict:
@@ -210,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         proc, base = serve(path, ring.path, env)
         try:
             for clients in args.clients or [1, 8, 32]:
-                report[f"http_{clients}"] = over_http(base, key, asked, clients)
+                report[f"http_{clients}"] = over_http(base, key, asked, clients, proc.pid)
         finally:
             proc.terminate()
             proc.wait(60)
@@ -226,6 +238,14 @@ def main(argv: list[str] | None = None) -> int:
         summary["goal_p95_under_50_ms_at_8_clients"] = report["http_8"]["p95_ms"] < 50
         summary["cli_p50_over_http_8_clients_p95"] = round(
             report["cli"]["p50_ms"] / report["http_8"]["p95_ms"], 1)
+    # what the figures above cost in CPU, whatever else the machine runs: the throughput the
+    # server's CPU per query allows on every core of this machine
+    summary["cores"] = os.cpu_count()
+    if "http_8" in report:
+        per_query = report["http_8"]["server_cpu_ms_per_query"]
+        summary["http_qps_bound_by_server_cpu"] = round(
+            1000 * (os.cpu_count() or 1) / per_query, 1) if per_query else None
+    summary["load_average_1m"] = round(os.getloadavg()[0], 1)
     print(json.dumps({"summary": summary}), flush=True)
     return 0
 

@@ -39,6 +39,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_serve(args: argparse.Namespace) -> int:
     import logging
+    import os
+
+    # one thread per numpy product, before numpy loads: the service runs searches side by side
+    # on RAGMART_SERVE_WORKERS threads, and BLAS threads inside each only contend (measured with
+    # bench/serve.py: CPU per query 41 -> 28 ms at 100k chunks, with DuckDB's threads = 1)
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(name, "1")
 
     import uvicorn
 

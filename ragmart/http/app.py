@@ -148,6 +148,7 @@ def create_app(*, keys_file: str | Path, db_path: str | Path | None = None,
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         problems = "; ".join(
+            "body: not valid JSON" if e["type"] == "json_invalid" else
             f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}"
             for e in exc.errors())
         return _error(422, "invalid_request", f"{problems} (see /openapi.json)")

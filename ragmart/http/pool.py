@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from ragmart.serving.lag import ServingState
 
 log = logging.getLogger("ragmart.serve")
+SEARCH_THREADS = 1
 T = TypeVar("T")
 
 
@@ -61,6 +62,9 @@ class Generation:
         first = Retriever(db_path=path, index_version=version)
         readers = [first]
         try:
+            # searches run side by side, one per worker thread: DuckDB parallelism inside each
+            # would only make them contend (the setting is the file's, shared by its readers)
+            first.conn.execute(f"set threads = {SEARCH_THREADS}")
             for _ in range(workers - 1):
                 reader = Retriever(db_path=path, index_version=version, vectors_in_memory=False,
                                    provider=first.provider)

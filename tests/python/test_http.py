@@ -154,6 +154,12 @@ def test_errors_map_to_statuses_with_ragmarts_message(client, keys, capsys) -> N
         answer = post(body)
         assert answer.status_code == status and words in answer.json()["error"]["message"], \
             (body, answer.text)
+    broken = client.post("/v1/retrieve", content=b'{"question": ',
+                         headers={**staff, "content-type": "application/json"})
+    assert broken.status_code == 422 and "body: not valid JSON" in broken.text
+    # the key is checked first: a caller without one learns nothing of the body's schema
+    for body in ({"question": QUESTION}, {"question": QUESTION, "groups": ["hr"]}, {}):
+        assert post(body, headers={}).status_code == 401
     unauthorized = post({"question": QUESTION}, headers={})
     assert unauthorized.status_code == 401
     assert unauthorized.headers["www-authenticate"].startswith("Bearer")
