@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ragmart.cli.arguments import add_db, database, text
+from ragmart.cli.arguments import database, text
 from ragmart.exit_codes import Exit
 
 
@@ -15,8 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--keys", metavar="FILE", help="API keys file (default "
                    "$RAGMART_API_KEYS_FILE)")
-    add_db(p, "serve this file as it is, not following publishes (default: what "
-              "$RAGMART_DB's serving pointer names, followed)")
+    p.add_argument("--db", metavar="FILE", help="serve this database file as it is (default: "
+                   "the snapshot $RAGMART_DB's serving pointer names, followed as it changes)")
     p.set_defaults(func=run_serve)
 
     p = sub.add_parser("keys", help="API keys of `ragmart serve`: add, list, remove")
