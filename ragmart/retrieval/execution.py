@@ -32,6 +32,7 @@ from ragmart.catalog import table_exists
 from ragmart.relations import DEFAULT_VERSION
 from ragmart.retrieval import planner
 from ragmart.retrieval.abstention import abstention_reason, clause_counts
+from ragmart.retrieval.citations import with_sources
 from ragmart.retrieval.clauses import (
     CLAUSES,
     DISTANCE_CLAUSES,
@@ -138,6 +139,7 @@ def search_contract(
             strategy, chunks = _via_index(conn, p, params, tables, k=k,
                                           selectivity=chosen.selectivity)
     chunks = tuple(replace(chunk, index_version=tables.version) for chunk in chunks)
+    chunks = with_sources(conn, chunks, tables, as_of=source == "as_of")
     if chunks:
         return RetrievalResult(chunks=chunks, strategy=strategy, eligible_chunks=eligible,
                                **common)
