@@ -37,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from ragmart.retrieval.api import ALL_GROUPS, retrieve
+    from ragmart.retrieval.document import parse_as_of, retrieval_document
 
     result = retrieve(
         args.question,
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         doc_types=args.doc_type or None,
         contract=args.contract,
         groups=ALL_GROUPS if args.all_groups else _groups(args.groups),
-        as_of=_parse_as_of(args.as_of),
+        as_of=parse_as_of(args.as_of),
         db_path=database(args) if args.db else None,
         contracts_path=args.contracts,
     )
@@ -55,9 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
         state = serving_state(Settings.from_env().db_path)
     if args.json:
-        print(json.dumps({"question": args.question, **result.to_dict(),
-                          "serving_behind_build": state.serving_behind_build if state else False,
-                          "serving": state.to_dict() if state else None}, indent=2,
+        print(json.dumps(retrieval_document(args.question, result, state), indent=2,
                          ensure_ascii=False))
         return Exit.ABSTAINED if result.abstained else Exit.OK
     if state is not None and state.warning():
@@ -74,31 +73,6 @@ def run(args: argparse.Namespace) -> int:
         body = r.chunk_text.split("\n\n", 1)[-1].replace("\n", " ")
         print(f"   {body[:300]}{'…' if len(body) > 300 else ''}")
     return Exit.OK
-
-
-def _parse_as_of(value: str | None):
-    """--as-of: an ISO date or timestamp; with a zone it is converted to UTC (naive UTC, the
-    project's timestamp convention), without one it is read as UTC."""
-    import datetime as dt
-
-    if value is None:
-        return None
-    try:
-        parsed = dt.datetime.fromisoformat(value.strip())
-    except ValueError:
-        shown = value if len(value) <= 60 else value[:59] + "…"
-        raise ValueError(
-            f"--as-of {shown!r} is not an ISO date or timestamp; write e.g. 2026-11-02 or "
-            "2026-11-02T09:30:00 (UTC) or 2026-11-02T10:30:00+01:00"
-        ) from None
-    if parsed.tzinfo is not None:
-        try:
-            parsed = parsed.astimezone(dt.UTC).replace(tzinfo=None)
-        except OverflowError:  # 9999-12-31T23:59:59-14:00 is past the last instant in UTC
-            raise ValueError(
-                f"--as-of {value!r} is out of range once converted to UTC; write a time from "
-                "0001-01-01 to 9999-12-31 UTC") from None
-    return parsed
 
 
 def _groups(values: list[str] | None) -> list[str] | None:

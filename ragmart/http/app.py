@@ -1,0 +1,252 @@
+"""The `ragmart serve` application: POST /v1/retrieve, GET /healthz, GET /metrics, OpenAPI.
+
+A request goes through, in order: the body cap (413), the metrics, the API key (401), the body's
+schema (422: unknown fields refused), the key's token bucket (429), the cap on searches in
+flight (429), the service's k (400); then the search runs on a worker thread with a reader of
+the snapshot that serves (ragmart.http.pool), and the answer is the document `ragmart retrieve
+--json` prints (ragmart.retrieval.document). An abstention is an answer: 200 with
+`"abstained": true`, and the header `X-Ragmart-Abstained: true`.
+
+| status | when                                                                          |
+|--------|-------------------------------------------------------------------------------|
+| 200    | an answer, ranked chunks or an abstention                                     |
+| 400    | a request ragmart refuses: unknown contract, bad as_of, k out of range, mode  |
+| 401    | no key, an unknown key, a malformed or repeated Authorization header          |
+| 413    | body over RAGMART_SERVE_MAX_BODY_BYTES                                        |
+| 422    | body not valid JSON of RetrieveRequest (unknown fields), a query parameter    |
+| 429    | the key's rate (Retry-After), or RAGMART_SERVE_MAX_CONCURRENCY in flight      |
+| 503    | nothing serves yet, or the embedding provider failed                          |
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+import ragmart
+from ragmart.config import Settings
+from ragmart.embedding.providers import EmbeddingError
+from ragmart.http.keys import ApiKey, KeyRing, bearer_token
+from ragmart.http.limits import (
+    BURST_ENV,
+    CONCURRENCY_ENV,
+    K_ENV,
+    RATE_ENV,
+    BodyLimit,
+    Limits,
+    TokenBuckets,
+)
+from ragmart.http.metrics import Metrics, RequestMetrics
+from ragmart.http.models import ErrorResponse, RetrieveRequest, RetrieveResponse
+from ragmart.http.pool import NothingServes, ServingPool, search_accepts
+from ragmart.retrieval.document import parse_as_of, retrieval_document
+from ragmart.retrieval.results import RetrievalError
+
+ENDPOINTS = {"/v1/retrieve", "/healthz", "/metrics", "/openapi.json", "/docs"}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": what} for status, what in (
+        (400, "a request ragmart refuses"), (401, "no key or an unknown key"),
+        (413, "body too large"), (422, "body not a RetrieveRequest"),
+        (429, "over the key's rate or the service's concurrency"),
+        (503, "nothing serves yet"))}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers
+
+
+def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None
+           ) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status, headers=headers)
+
+
+class KeysWatcher:
+    """The keys file, read again when it changes (a key added or removed applies at once);
+    a file that became invalid leaves the keys read before in force, and says so."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.ring = KeyRing.load(path)
+        self._stat = self._stamp()
+
+    def _stamp(self) -> tuple[int, int, int] | None:
+        try:
+            st = self.path.stat()
+        except OSError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def find(self, token: str) -> ApiKey | None:
+        stamp = self._stamp()
+        if stamp != self._stat:
+            self._stat = stamp
+            try:
+                self.ring = KeyRing.load(self.path)
+            except ValueError as exc:
+                from ragmart.http.pool import log
+
+                log.error("ragmart serve: %s; the keys read before stay in force", exc)
+        return self.ring.find(token)
+
+
+async def caller(request: Request) -> ApiKey:
+    """The key of the request: its groups are the only groups the search runs with."""
+    token = bearer_token(request.headers.getlist("authorization"))
+    key = request.app.state.keys.find(token) if token is not None else None
+    if key is None:
+        raise ApiError(401, "unauthorized", "send one header `Authorization: Bearer <key>` "
+                       "with a key of this service (`ragmart keys add`)",
+                       {"WWW-Authenticate": 'Bearer realm="ragmart"'})
+    return key
+
+
+Caller = Annotated[ApiKey, Depends(caller)]
+
+
+def create_app(*, keys_file: str | Path, db_path: str | Path | None = None,
+               limits: Limits | None = None, recheck_seconds: float | None = None) -> FastAPI:
+    """The service for the keys of `keys_file`, reading what serves (the serving pointer of
+    $RAGMART_DB, followed) or the file `db_path` as it is."""
+    limits = limits or Limits.from_env()
+    keys = KeysWatcher(Path(keys_file))
+    metrics = Metrics()
+    pool = ServingPool(
+        db_path=Path(db_path) if db_path else None, follow_db=Settings.from_env().db_path,
+        workers=limits.workers, recheck_seconds=recheck_seconds,
+        on_switch=lambda g: metrics.serving_changed(g.version, g.path.name, g.chunks))
+    buckets = TokenBuckets(limits.rate, limits.burst)
+    executor = ThreadPoolExecutor(limits.workers, thread_name_prefix="ragmart-search")
+    with_mode = search_accepts("mode")
+    admitted = 0
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await asyncio.get_running_loop().run_in_executor(None, pool.start)
+        try:
+            yield
+        finally:
+            pool.stop()
+            executor.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(title="ragmart", version=ragmart.__version__, lifespan=lifespan,
+                  description="Contracted retrieval over the published ragmart snapshot.")
+    app.state.pool, app.state.limits, app.state.metrics = pool, limits, metrics
+    app.state.keys = keys
+
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return _error(exc.status, exc.code, exc.message, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}"
+            for e in exc.errors())
+        return _error(422, "invalid_request", f"{problems} (see /openapi.json)")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return _error(exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def internal(_: Request, exc: Exception) -> JSONResponse:
+        return _error(500, "internal", f"internal error: {type(exc).__name__} (a defect in "
+                                       "ragmart: please report it)")
+
+    @app.post("/v1/retrieve", response_model=None, responses={200: {"model": RetrieveResponse},
+                                                              **ERRORS})
+    async def retrieve(body: RetrieveRequest, request: Request,
+                       key: Caller) -> JSONResponse:
+        """The top-k chunks the key's groups may see, or an abstention: the JSON of
+        `ragmart retrieve --json`."""
+        nonlocal admitted
+        if request.query_params:
+            raise ApiError(422, "invalid_request", "POST /v1/retrieve takes no query "
+                           "parameters; send every option in the JSON body")
+        wait = buckets.take(key.name)
+        if wait:
+            raise ApiError(429, "rate_limited", f"key {key.name!r} is over its rate of "
+                           f"{limits.rate:g} requests/s, bursts of {limits.burst} ({RATE_ENV}, "
+                           f"{BURST_ENV}); retry after {wait:.2f} s",
+                           {"Retry-After": str(max(1, math.ceil(wait)))})
+        if admitted >= limits.max_concurrency:
+            raise ApiError(429, "overloaded", f"{limits.max_concurrency} searches are in "
+                           f"flight, the service's bound ({CONCURRENCY_ENV}); retry shortly",
+                           {"Retry-After": "1"})
+        if body.k > limits.max_k:
+            raise ApiError(400, "bad_request", f"k must be at most {limits.max_k} on this "
+                           f"service ({K_ENV}), got {body.k}; ask for fewer chunks")
+        try:
+            options: dict[str, Any] = {
+                "k": body.k, "doc_types": body.doc_types, "contract": body.contract,
+                "groups": key.access, "as_of": parse_as_of(body.as_of, name="as_of")}
+        except ValueError as exc:
+            raise ApiError(400, "bad_request", str(exc)) from None
+        if body.mode is not None:
+            if with_mode:
+                options["mode"] = body.mode
+            elif body.mode != "vector":
+                raise ApiError(400, "bad_request", f"mode {body.mode!r} is not available in "
+                               "this ragmart: it searches by vector only; send mode \"vector\"")
+
+        def search() -> tuple[Any, Any, Any]:
+            result, generation = pool.run(lambda reader: reader.retrieve(body.question,
+                                                                         **options))
+            return result, generation, pool.state(generation)
+
+        admitted += 1
+        metrics.in_flight.inc()
+        try:
+            result, generation, state = await asyncio.get_running_loop().run_in_executor(
+                executor, search)
+        except NothingServes as exc:
+            raise ApiError(503, "unavailable", f"nothing serves yet: {exc}",
+                           {"Retry-After": "5"}) from None
+        except EmbeddingError as exc:
+            raise ApiError(503, "embedding_unavailable", f"the question could not be "
+                           f"embedded: {exc}", {"Retry-After": "5"}) from None
+        except (RetrievalError, ValueError) as exc:
+            raise ApiError(400, "bad_request", " ".join(str(exc).split())) from None
+        finally:
+            admitted -= 1
+            metrics.in_flight.dec()
+        if result.abstained:
+            metrics.abstained(result)
+        return JSONResponse(retrieval_document(body.question, result, state), headers={
+            "X-Ragmart-Abstained": "true" if result.abstained else "false",
+            "X-Ragmart-Index-Version": generation.version})
+
+    @app.get("/healthz")
+    async def healthz() -> JSONResponse:
+        """200 while a snapshot serves (its version and file), 503 until one does."""
+        generation = pool.current
+        if generation is None:
+            return JSONResponse({"status": "unavailable", "error": {
+                "code": "unavailable", "message": f"nothing serves yet: {pool.error}"}}, 503)
+        return JSONResponse({"status": "ok", "version": generation.version,
+                             "snapshot": generation.path.name, "chunks": generation.chunks,
+                             "time": time.time()})
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        """Prometheus text: requests, latency, abstentions by clause, what serves."""
+        return Response(metrics.render(), media_type=metrics.content_type)
+
+    app.add_middleware(BodyLimit, limit=limits.max_body_bytes)
+    app.add_middleware(RequestMetrics, metrics=metrics, endpoints=ENDPOINTS)
+    return app
