@@ -122,17 +122,18 @@ class InProcess:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def answer(self, question: str, query: Query) -> dict[str, Any]:
-        from ragmart.retrieval.values import as_datetime
+        from ragmart.retrieval.document import parse_as_of, retrieval_document
 
         options: dict[str, Any] = {"k": query.k, "contract": query.contract,
                                    "doc_types": query.doc_types, "groups": self.groups}
-        if query.as_of is not None:
-            options["as_of"] = as_datetime(query.as_of)
+        if query.as_of is not None:  # a string is read as the service reads "as_of"
+            options["as_of"] = parse_as_of(query.as_of, name="as_of") \
+                if isinstance(query.as_of, str) else query.as_of
         if query.mode is not None:
             options["mode"] = query.mode
         with self._lock:
             result = self.retriever.retrieve(question, **options)
-        return {"question": question, **result.to_dict()}
+        return retrieval_document(question, result, None)
 
 
 @dataclass

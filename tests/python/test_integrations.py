@@ -201,3 +201,116 @@ def test_the_readme_langchain_example_runs_offline_and_cites(project, capsys):
     exec(compile(code, "README.md", "exec"), {"__name__": "readme_example"})
     out = capsys.readouterr().out
     assert re.search(r"sources:( [\w.-]+\.md)+$", out.strip()), out  # the documents' sources
+
+
+# over HTTP: the real `ragmart serve` application (ragmart.http.app), groups from the keys
+
+
+@pytest.fixture(scope="module")
+def service(project, tmp_path_factory):
+    """(the app's TestClient, key name -> key) for keys made by `ragmart keys add`."""
+    from fastapi.testclient import TestClient
+
+    from ragmart.http.app import create_app
+
+    path = tmp_path_factory.mktemp("keys") / "keys.json"
+    made = {}
+    for name, groups in (("staff", "all-staff"), ("facilities", "facilities"),
+                         ("nobody", "nobody")):
+        proc = subprocess.run([sys.executable, "-m", "ragmart.cli.main", "keys", "add", name,
+                               "--groups", groups, "--keys", str(path)],
+                              capture_output=True, text=True, cwd=ROOT, env=project.env())
+        assert proc.returncode == 0, proc.stderr
+        made[name] = proc.stdout.strip()
+    made["file"] = str(path)
+    with TestClient(create_app(keys_file=path, db_path=project.db_path)) as client:
+        yield client, made
+
+
+def over_http(service, key: str, framework=RagmartRetriever, **options):
+    client, keys = service
+    return framework(url="http://testserver", api_key=keys[key], http_client=client, **options)
+
+
+def test_over_http_the_answers_are_the_in_process_ones_for_the_key_s_groups(service, reader):
+    for key, groups in (("staff", ["all-staff"]), ("facilities", ["facilities"])):
+        remote = over_http(service, key, k=4)
+        local = RagmartRetriever(retriever=reader, groups=groups, k=4)
+        remote_llama = over_http(service, key, LlamaRetriever, k=4)
+        for question in QUESTIONS:
+            expected = local.invoke(question)
+            assert expected
+            got = remote.invoke(question)
+            assert [(d.id, d.page_content) for d in got] == \
+                [(d.id, d.page_content) for d in expected]
+            assert [d.metadata for d in got] == [d.metadata for d in expected]
+            nodes = remote_llama.retrieve(question)
+            assert [n.node.metadata for n in nodes] == [d.metadata for d in expected]
+    seen = {d.metadata["document_id"]
+            for d in over_http(service, "staff", k=50).invoke("report a lost badge")}
+    assert "badge-access" not in seen
+    cited = over_http(service, "facilities", k=1).invoke("report a lost badge")
+    assert cited[0].metadata["source"] == WEB_URL
+
+
+def test_over_http_options_travel_and_refusals_raise_with_status_and_message(service, reader):
+    past = over_http(service, "staff", k=3, as_of="2026-11-03T00:00:00+00:00")
+    local = RagmartRetriever(retriever=reader, groups=["all-staff"], k=3,
+                             as_of=dt.datetime(2026, 11, 3))
+    question = "approval limits for purchases"
+    assert [d.metadata for d in past.invoke(question)] == \
+        [d.metadata for d in local.invoke(question)]
+    typed = over_http(service, "staff", k=3, doc_types=["standard"]).invoke(question)
+    assert typed and {d.metadata["document_type"] for d in typed} == {"standard"}
+    from ragmart.integrations.backend import RagmartServiceError
+
+    with pytest.raises(RagmartServiceError) as refused:
+        over_http(service, "staff", contract="no-such-contract").invoke(question)
+    assert refused.value.status == 400 and "no-such-contract" in refused.value.message
+    client, _ = service
+    with pytest.raises(RagmartServiceError) as unknown:
+        RagmartRetriever(url="http://testserver", api_key="not-a-key",
+                         http_client=client).invoke(question)
+    assert unknown.value.status == 401
+
+
+def test_over_http_an_abstention_carries_the_service_s_reason(service, reader):
+    expected = ragmart.retrieve("report a lost badge", groups=["nobody"])
+    for framework in (RagmartRetriever, LlamaRetriever):
+        retriever = over_http(service, "nobody", framework)
+        call = getattr(retriever, "invoke", None) or retriever.retrieve
+        with pytest.raises(RagmartAbstained) as raised:
+            call("report a lost badge")
+        assert raised.value.reason == expected.reason
+    assert over_http(service, "nobody", on_abstain="empty").invoke("report a lost badge") == []
+
+
+def test_over_a_real_socket_with_the_retriever_s_own_http_client(project, service):
+    """uvicorn on a loopback port, and the retriever's default httpx client (no test client)."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from ragmart.http.app import create_app
+
+    _, keys = service
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    app = create_app(keys_file=keys["file"], db_path=project.db_path)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started and thread.is_alive():
+            time.sleep(0.01)
+        assert server.started, "uvicorn did not start"
+        remote = RagmartRetriever(url=f"http://127.0.0.1:{port}/", api_key=keys["staff"], k=3)
+        question = QUESTIONS[0]
+        assert [d.id for d in remote.invoke(question)] == \
+            [c.chunk_id for c in ragmart.retrieve(question, k=3, groups=["all-staff"])]
+    finally:
+        server.should_exit = True
+        thread.join()
