@@ -23,7 +23,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +39,16 @@ CITATION_FIELDS = ("document_id", "document_version", "index_version", "title", 
 HIT_FIELDS = (*CITATION_FIELDS, "rank", "distance", "document_type", "section_type",
               "completeness", "embedding_model")
 RETRIEVE_PATH = "/v1/retrieve"
+
+
+@contextmanager
+def framework(module: str, package: str, extra: str) -> Iterator[None]:
+    """Imports of an optional framework: a missing one is an ImportError naming the extra."""
+    try:
+        yield
+    except ImportError as exc:
+        raise ImportError(f"ragmart.integrations.{module} needs {package}; install it with "
+                          f"pip install 'ragmart[{extra}]'") from exc
 
 
 class RagmartAbstained(LookupError):

@@ -5,16 +5,9 @@ chunk_id, and ``metadata`` the citation (document_id, document_version, index_ve
 section, chunk_id, source) with rank, distance, document_type, section_type, completeness and
 embedding_model (ragmart.integrations.backend.HIT_FIELDS), in ragmart's order.
 
-In-process, with a ``ragmart.Retriever`` and the caller's groups::
-
-    RagmartRetriever(retriever=ragmart.Retriever(), groups=["hr"], k=4)
-
-over HTTP, with the groups of the API key::
-
-    RagmartRetriever(url="http://localhost:8000", api_key="...", k=4)
-
-An abstention raises ``RagmartAbstained`` (its ``reason`` says why) unless
-``on_abstain="empty"``, which returns [] and logs the reason (see ragmart.integrations.backend).
+Constructed with ``retriever=ragmart.Retriever(...)`` and the caller's ``groups`` (in-process)
+or with ``url=`` and ``api_key=`` (``ragmart serve``: the key's groups); an abstention raises
+``RagmartAbstained`` unless ``on_abstain="empty"``: see ragmart.integrations.backend.
 """
 
 from __future__ import annotations
@@ -23,16 +16,6 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-try:
-    from langchain_core.callbacks import CallbackManagerForRetrieverRun
-    from langchain_core.documents import Document
-    from langchain_core.retrievers import BaseRetriever
-    from pydantic import PrivateAttr
-except ImportError as exc:  # pragma: no cover - exercised in a subprocess by the tests
-    raise ImportError(
-        "ragmart.integrations.langchain needs langchain-core; install it with "
-        "pip install 'ragmart[langchain]'") from exc
-
 from ragmart.integrations.backend import (
     InProcess,
     OverHttp,
@@ -40,8 +23,15 @@ from ragmart.integrations.backend import (
     RagmartAbstained,
     RagmartServiceError,
     backend,
+    framework,
     search,
 )
+
+with framework("langchain", "langchain-core", "langchain"):
+    from langchain_core.callbacks import CallbackManagerForRetrieverRun
+    from langchain_core.documents import Document
+    from langchain_core.retrievers import BaseRetriever
+    from pydantic import PrivateAttr
 
 __all__ = ["RagmartAbstained", "RagmartRetriever", "RagmartServiceError"]
 

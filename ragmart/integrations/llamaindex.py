@@ -5,16 +5,8 @@ text, ``id_`` its chunk_id, ``metadata`` the same citation fields as the LangCha
 (ragmart.integrations.backend.HIT_FIELDS, distance included), and ``score`` the cosine
 similarity 1 - distance (LlamaIndex ranks higher scores first; the order is ragmart's).
 
-In-process, with a ``ragmart.Retriever`` and the caller's groups::
-
-    RagmartRetriever(retriever=ragmart.Retriever(), groups=["hr"], k=4)
-
-over HTTP, with the groups of the API key::
-
-    RagmartRetriever(url="http://localhost:8000", api_key="...", k=4)
-
-An abstention raises ``RagmartAbstained`` (its ``reason`` says why) unless
-``on_abstain="empty"``, which returns [] and logs the reason (see ragmart.integrations.backend).
+Constructed, and abstaining, as ragmart.integrations.langchain.RagmartRetriever does (the same
+keyword arguments; see ragmart.integrations.backend).
 """
 
 from __future__ import annotations
@@ -23,21 +15,18 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-try:
-    from llama_index.core.retrievers import BaseRetriever
-    from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
-except ImportError as exc:  # pragma: no cover - exercised in a subprocess by the tests
-    raise ImportError(
-        "ragmart.integrations.llamaindex needs llama-index-core; install it with "
-        "pip install 'ragmart[llamaindex]'") from exc
-
 from ragmart.integrations.backend import (
     Query,
     RagmartAbstained,
     RagmartServiceError,
     backend,
+    framework,
     search,
 )
+
+with framework("llamaindex", "llama-index-core", "llamaindex"):
+    from llama_index.core.retrievers import BaseRetriever
+    from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
 __all__ = ["RagmartAbstained", "RagmartRetriever", "RagmartServiceError"]
 
