@@ -111,6 +111,16 @@ def test_source_reaches_the_cli_json_and_as_of_results(project):
                             as_of=dt.datetime(2026, 11, 3))
     assert past and {c.source for c in past} == {"fin-procurement-approvals.md"}
     assert {c.document_id for c in past} == {"fin-procurement-approvals"}
+    conn = ragmart.connect(project.db_path)
+    try:
+        for as_of in ("null", "timestamp '2026-11-06'"):
+            rows = conn.execute(f"""
+                select document_id, source from ragmart_retrieve_v1(
+                    ragmart_embed('report a lost badge'), 2, groups := ['facilities'],
+                    as_of := {as_of})""").fetchall()
+            assert dict(rows) == {"badge-access": WEB_URL, "visitor-log": None}
+    finally:
+        conn.close()
 
 
 def test_access_comes_from_the_groups_the_application_states(reader):
