@@ -99,6 +99,22 @@ def test_source_is_the_metadata_s_path_or_url_else_null(reader):
     assert all(source == f"{doc.removesuffix('-v2')}.md" for doc, source in sources.items())
 
 
+@pytest.mark.parametrize("metadata", [
+    None, "", "not json", "[1, 2]", "{}", '{"source_path": "a.md"}', '{"url": " https://x/y "}',
+    '{"source_path": "  ", "source_url": "s3://b/k"}', '{"source_path": 5, "url": "u"}',
+    '{"source_path": null, "source_url": "", "url": "last"}', '{"source_path": {"a": 1}}',
+    '{"source_path": "first", "url": "second"}', '{"SOURCE_PATH": "case matters"}',
+])
+def test_the_python_rule_and_the_macro_s_sql_agree(metadata):
+    import duckdb
+
+    from ragmart.retrieval.citations import source_of, source_sql
+
+    with duckdb.connect() as conn:
+        in_sql = conn.execute(f"select {source_sql('$m::varchar')}", {"m": metadata}).fetchone()
+    assert source_of(metadata) == in_sql[0]
+
+
 def test_source_reaches_the_cli_json_and_as_of_results(project):
     import json
 
