@@ -340,3 +340,23 @@ def test_over_a_real_socket_with_the_retriever_s_own_http_client(project, servic
     finally:
         server.should_exit = True
         thread.join()
+
+
+def _takes_mode() -> bool:
+    import inspect
+
+    return "mode" in inspect.signature(ragmart.Retriever.search).parameters
+
+
+@pytest.mark.skipif(not _takes_mode(), reason="this ragmart has no search modes yet (hybrid)")
+def test_every_mode_passes_through_and_its_results_carry_their_source(reader, service):
+    for mode in ("vector", "lexical", "hybrid"):
+        for question in ("Who approves a purchase over the limit?", "report a lost badge"):
+            expected = ragmart.retrieve(question, k=4, groups=["all-staff", "facilities"],
+                                        mode=mode)
+            local = RagmartRetriever(retriever=reader, groups=["all-staff", "facilities"], k=4,
+                                     mode=mode).invoke(question)
+            assert [d.id for d in local] == [c.chunk_id for c in expected], mode
+            assert local and all(d.metadata["source"] for d in local), mode
+    remote = over_http(service, "facilities", k=2, mode="lexical").invoke("lost badge")
+    assert remote[0].metadata["source"] == WEB_URL
