@@ -153,9 +153,9 @@ class OverHttp:
     httpx.Client to send with (e.g. a test client); by default one is opened on first use."""
 
     url: str
-    api_key: str
+    api_key: str = field(repr=False)
     timeout: float = 30.0
-    client: Any = None
+    client: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not self.url or not isinstance(self.url, str):

@@ -31,7 +31,7 @@ with framework("langchain", "langchain-core", "langchain"):
     from langchain_core.callbacks import CallbackManagerForRetrieverRun
     from langchain_core.documents import Document
     from langchain_core.retrievers import BaseRetriever
-    from pydantic import PrivateAttr
+    from pydantic import PrivateAttr, SecretStr
 
 __all__ = ["RagmartAbstained", "RagmartRetriever", "RagmartServiceError"]
 
@@ -42,7 +42,7 @@ class RagmartRetriever(BaseRetriever):
     retriever: Any = None
     groups: Any = None
     url: str | None = None
-    api_key: str | None = None
+    api_key: SecretStr | None = None  # never shown in a repr or a trace
     http_client: Any = None
     timeout: float = 30.0
     k: int = 5
@@ -57,7 +57,8 @@ class RagmartRetriever(BaseRetriever):
 
     def model_post_init(self, context: Any, /) -> None:
         super().model_post_init(context)
-        self._backend = backend(self.retriever, self.url, self.api_key, self.groups,
+        key = self.api_key.get_secret_value() if self.api_key is not None else None
+        self._backend = backend(self.retriever, self.url, key, self.groups,
                                 client=self.http_client, timeout=self.timeout)
         self._query = Query(k=self.k, contract=self.contract, doc_types=self.doc_types,
                             as_of=self.as_of, mode=self.mode, on_abstain=self.on_abstain)

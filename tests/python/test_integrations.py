@@ -195,6 +195,9 @@ def test_construction_states_in_process_or_http_and_never_sends_groups(reader):
         RagmartRetriever(url="http://localhost:8000", api_key="k", groups=["hr"])
     with pytest.raises(ValueError, match="api_key is missing"):
         LlamaRetriever(url="http://localhost:8000")
+    for made in (RagmartRetriever(url="http://localhost:8000", api_key="secret-key-1"),
+                 LlamaRetriever(url="http://localhost:8000", api_key="secret-key-1")):
+        assert "secret-key-1" not in repr(made) + repr(vars(made))
 
 
 def _python(code: str) -> subprocess.CompletedProcess:
