@@ -68,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
         return Exit.ABSTAINED
     for r in result:
         print(f"{r.rank}. [{r.distance:.4f}] {r.title} — {r.section or '(top)'}")
-        print(f"   {r.document_id} v{r.document_version} · {r.chunk_id} · {r.section_type}")
+        source = f" · {r.source}" if r.source else ""
+        print(f"   {r.document_id} v{r.document_version} · {r.chunk_id} · {r.section_type}{source}")
         body = r.chunk_text.split("\n\n", 1)[-1].replace("\n", " ")
         print(f"   {body[:300]}{'…' if len(body) > 300 else ''}")
     return Exit.OK

@@ -32,6 +32,7 @@ from ragmart.catalog import table_exists
 from ragmart.relations import DEFAULT_VERSION
 from ragmart.retrieval import planner
 from ragmart.retrieval.abstention import abstention_reason, clause_counts
+from ragmart.retrieval.citations import with_sources
 from ragmart.retrieval.clauses import (
     CLAUSES,
     DISTANCE_CLAUSES,
@@ -172,7 +173,8 @@ def _exact(conn: duckdb.DuckDBPyConnection, p: Render, source: str, params: dict
         return ()
     if winners is None:  # an id SQL cannot carry as a literal: the single-statement search
         sql = search_sql(p, source, tables, limit=p("k"), only=only)
-        return rows_to_chunks(conn.execute(sql, used(sql, params)).fetchall())
+        chunks = rows_to_chunks(conn.execute(sql, used(sql, params)).fetchall())
+        return with_sources(conn, chunks, tables, as_of=source == "as_of")
     table = tables.history if source == "as_of" else tables.serving
     valid_to = "chunks.document_valid_to" if source == "as_of" \
         else "cast(null as timestamp) as document_valid_to"
@@ -189,7 +191,8 @@ def _exact(conn: duckdb.DuckDBPyConnection, p: Render, source: str, params: dict
     for rank, (chunk_id, distance) in enumerate(ranked, start=1):
         values = dict(zip(order, by_id[chunk_id], strict=True))
         out.append(RetrievedChunk(rank=rank, distance=float(distance), **values))
-    return tuple(out)
+    # every search reads its winners' rows here, so every mode's results carry their source
+    return with_sources(conn, out, tables, as_of=source == "as_of")
 
 
 def _via_index(

@@ -13,6 +13,7 @@ import duckdb
 import pyarrow as pa
 
 from ragmart.relations import SQL_MACRO_PREFIX
+from ragmart.retrieval.citations import sources_sql
 from ragmart.retrieval.clauses import CLAUSES, DUCKDB, Render
 from ragmart.retrieval.contracts import MISSING_GROUPS_POLICIES
 from ragmart.retrieval.results import RetrievalError
@@ -67,9 +68,17 @@ with arguments_checked as (
 {cases}
             else true
         end as ok
-)
-select results.* from ({body}) as results, arguments_checked
-where arguments_checked.ok
+),
+results as (
+    select results.* from ({body}) as results, arguments_checked
+    where arguments_checked.ok
+),{sources_sql(p, tables)}
+select results.*, sources.source
+from results
+left join sources
+    on
+        results.document_id = sources.document_id
+        and results.document_version = sources.document_version
 order by results.rank"""
 
 

@@ -38,6 +38,9 @@ class RetrievedChunk:
     # the index version the chunk was served from: a chunk_id names a document version and a
     # position, so (index_version, chunk_id) is the citation (each version has one chunker)
     index_version: str | None = None
+    # where the document came from (its metadata's source_path or URL: ragmart.retrieval.
+    # citations), read after the search like index_version
+    source: str | None = None
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -51,7 +54,7 @@ class RetrievedChunk:
 # after rank and distance)
 COLUMNS = [
     name for name in RetrievedChunk.__dataclass_fields__
-    if name not in ("rank", "distance", "index_version")
+    if name not in ("rank", "distance", "index_version", "source")
 ]
 
 
