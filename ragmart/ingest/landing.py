@@ -34,13 +34,10 @@ from ragmart.build.faults import fault_point
 from ragmart.ingest.cdc import LAYOUT_EXTENSIONS, parse_landing_file
 from ragmart.ingest.purged import is_purged
 from ragmart.ingest.records import DEFAULT_MAX_CLOCK_SKEW, rows_to_arrow
+from ragmart.ingest.store import LandingZoneError
 from ragmart.lineage import current_invocation_id, utc_now
 
 LAYOUTS = tuple(LAYOUT_EXTENSIONS)
-
-
-class LandingZoneError(RuntimeError):
-    """The landing dir is missing or holds no layout: the build must fail, naming the path."""
 
 
 @dataclass(frozen=True)
