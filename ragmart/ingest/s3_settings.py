@@ -106,3 +106,24 @@ class S3Settings:
                 options["SESSION_TOKEN"] = _literal(frozen.token)
         body = ", ".join(f"{k} {v}" for k, v in options.items())
         return f"create or replace temporary secret ragmart_landing ({body})"
+
+
+def configure_duckdb(conn: Any) -> None:
+    """Let a DuckDB connection read the S3 landing zone (read_blob for `dbt source
+    freshness`): httpfs from its wheel and a temporary secret from the environment. The
+    secret is never in an error message: a failure names only what failed."""
+    import importlib.util
+
+    from ragmart.duck import load_extension
+
+    if importlib.util.find_spec("pytz") is None:  # DuckDB's read_blob over S3 imports it
+        raise S3SettingsError("an s3:// landing zone needs the pytz package: pip install pytz")
+    load_extension(conn, "httpfs")
+    statement = S3Settings.from_env().duckdb_secret_sql()
+    try:
+        conn.execute(statement)
+    except Exception as exc:  # the message could quote the statement, which holds the secret
+        raise S3SettingsError(
+            f"could not create DuckDB's S3 secret for the landing zone ({type(exc).__name__}); "
+            "check AWS_REGION, RAGMART_S3_ENDPOINT, RAGMART_S3_URL_STYLE and "
+            "RAGMART_S3_USE_SSL") from None
