@@ -34,6 +34,7 @@ class FaultProxy:
         self.plan: Plan = lambda method, path, query: None
         self.reads: collections.Counter[str] = collections.Counter()
         self.injected: collections.Counter[str] = collections.Counter()
+        self.requests: list[tuple[str, str, str]] = []  # (method, Host header, path)
         self.lock = threading.Lock()
         proxy = self
 
@@ -81,6 +82,7 @@ class FaultProxy:
         key = self.object_key(request.command, split.path, query)
         fault = self.plan(request.command, split.path, query)
         with self.lock:
+            self.requests.append((request.command, request.headers.get("Host", ""), split.path))
             if key is not None:
                 self.reads[key] += 1
             if fault:
