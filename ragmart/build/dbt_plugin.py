@@ -13,6 +13,10 @@ is written once:
 - ``ragmart_embedding_sla_lag_seconds``: the embedding-lag SLA
   (``ragmart.quality.embedding_lag``, for assert_embedding_lag_within_sla and freshness).
 
+When the landing zone (RAGMART_LANDING_DIR) is ``s3://``, it loads httpfs and creates a temporary
+S3 secret from the environment (``ragmart.ingest.s3_settings``), for the landing sources'
+read_blob (``dbt source freshness``).
+
 Before dbt opens the database it completes any purge left pending (``ragmart.serving.purge``).
 Profiles reference it as::
 
@@ -51,3 +55,10 @@ class Plugin(BasePlugin):
         gate.register(conn)
         vector_index.register(conn)
         embedding_lag.register(conn)
+        from ragmart.config import Settings
+        from ragmart.ingest.store import is_s3_url
+
+        if is_s3_url(Settings.from_env().landing_dir):
+            from ragmart.ingest.s3_settings import configure_duckdb
+
+            configure_duckdb(conn)

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ragmart.ingest.landing import LandingZoneError, list_landing_files
+from ragmart.ingest.store import is_s3_url
 
 # What `make run` and the benchmark build with: unit tests check model logic on fixed inputs and
 # belong to CI (`make test`), not to every production build (dbt's advice).
@@ -118,12 +119,16 @@ def project_fingerprint(project_dir: Path) -> Fingerprint:
 def landing_fingerprint(landing_dir: Path) -> Fingerprint:
     """Name, size and modification time of the landed files ingestion lists (hidden files,
     which it skips, are left out; a misplaced file counts: the build reports it). A missing
-    landing dir has no files: the build it triggers fails naming the path."""
+    landing dir has no files: the build it triggers fails naming the path. On S3 the time is
+    the object's LastModified (an overwritten object has a new one)."""
     try:
-        files = [Path(f.path) for f in list_landing_files(landing_dir) if not f.is_hidden]
+        listed = [f for f in list_landing_files(landing_dir) if not f.is_hidden]
     except LandingZoneError:
         return ()
-    return _stat_files(files, Path(landing_dir).absolute())
+    if is_s3_url(landing_dir):
+        return tuple((f.relative_path, f.size, int(f.modified_at.timestamp() * 1e6))
+                     for f in listed)
+    return _stat_files([Path(f.path) for f in listed], Path(landing_dir).absolute())
 
 
 def parse_args(dbt_args: Sequence[str]) -> list[str]:

@@ -184,30 +184,31 @@ def _readings(db_path: Path, limit: int) -> list[tuple] | None:
         conn.close()
 
 
-def _landed_not_ingested(landing_dir: Path, readings: list[tuple]) -> list[tuple]:
+def _landed_not_ingested(landing_dir: Path | str, readings: list[tuple]) -> list[tuple]:
     """(layout, relative path, landed_at) of landing-zone files no build read yet (as they are
-    now: a file rewritten since its reading counts again)."""
+    now: a file rewritten since its reading counts again). The zone is a folder or an s3://
+    bucket/prefix (the times are the store's: mtime, S3 LastModified)."""
     from ragmart.ingest.landing import LAYOUTS
+    from ragmart.ingest.store import LandingZoneError, open_store
 
     known: dict[tuple[str, int], list[dt.datetime]] = {}
     for _, source_file, size, landed_at, _ in readings:
         known.setdefault((source_file, size), []).append(landed_at)
+    try:
+        entries = open_store(landing_dir).list()
+    except LandingZoneError:
+        return []  # no landing zone: nothing landed (the build reports it)
     out = []
-    for layout in LAYOUTS:
-        folder = landing_dir / layout
-        if not folder.is_dir():
+    for entry in entries:
+        layout, _, name = entry.key.partition("/")
+        if layout not in LAYOUTS or "/" in name or name.startswith("."):
             continue
-        for path in folder.iterdir():
-            if not path.is_file() or path.name.startswith("."):
-                continue
-            st = path.stat()
-            if st.st_size == 0:
-                continue  # an empty file carries no change (and no build records a reading)
-            landed = dt.datetime.fromtimestamp(st.st_mtime, dt.UTC).replace(tzinfo=None)
-            seen = known.get((f"{layout}/{path.name}", st.st_size), [])
-            # read_blob's modification times may be whole seconds
-            if not any(abs((landed - t).total_seconds()) < 1.0 for t in seen):
-                out.append((layout, f"{layout}/{path.name}", landed))
+        if entry.size == 0:
+            continue  # an empty file carries no change (and no build records a reading)
+        seen = known.get((entry.key, entry.size), [])
+        # read_blob's modification times may be whole seconds
+        if not any(abs((entry.last_modified - t).total_seconds()) < 1.0 for t in seen):
+            out.append((layout, entry.key, entry.last_modified))
     return out
 
 
@@ -216,7 +217,7 @@ def serving_lag(db_path: str | Path, landing_dir: str | Path, *,
                 now: dt.datetime | None = None) -> ServingLag:
     """The landed-to-visible lag per layout over the `recent` newest landed file readings (see
     the module docstring); the build database is read without waiting for a build."""
-    db_path, landing_dir = Path(db_path), Path(landing_dir)
+    db_path = Path(db_path)
     now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
     sla = sla_seconds if sla_seconds is not None else sla_seconds_default()
     if sla is not None and not sla > 0:
