@@ -27,7 +27,6 @@ Profiles reference it as::
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from dbt.adapters.duckdb.plugins import BasePlugin
@@ -56,9 +55,10 @@ class Plugin(BasePlugin):
         gate.register(conn)
         vector_index.register(conn)
         embedding_lag.register(conn)
+        from ragmart.config import Settings
         from ragmart.ingest.store import is_s3_url
 
-        if is_s3_url(os.environ.get("RAGMART_LANDING_DIR", "")):
+        if is_s3_url(Settings.from_env().landing_dir):
             from ragmart.ingest.s3_settings import configure_duckdb
 
             configure_duckdb(conn)

@@ -56,8 +56,7 @@ class S3Settings:
             if "RAGMART_S3_USE_SSL" not in os.environ:
                 use_ssl = scheme == "https"
             endpoint = endpoint.rstrip("/")
-        style = os.environ.get("RAGMART_S3_URL_STYLE", "").strip().lower() or (
-            "path" if endpoint else "vhost")
+        style = os.environ.get("RAGMART_S3_URL_STYLE", "").strip().lower() or "vhost"
         if style not in ("path", "vhost"):
             raise S3SettingsError(
                 f"RAGMART_S3_URL_STYLE={style!r} is not valid: write path or vhost")

@@ -265,36 +265,30 @@ class S3Store(LandingStore):
                 f"zone is a folder marker, e.g. `aws s3api put-object --bucket {self.bucket} "
                 f"--key {self.prefix}/`")
 
-    def list(self) -> list[StoreEntry]:
-        pages = self._pages("list_objects_v2")
-        self._check_exists(pages, "Contents")
+    def _entries(self, operation: str, field: str) -> list[StoreEntry]:
+        """The objects (``Contents``) or versions (``Versions``) a listing operation returns."""
+        pages = self._pages(operation)
+        self._check_exists(pages, field)
         entries = []
         for page in pages:
-            for obj in page.get("Contents", []):
-                key = self._relative(obj["Key"])
-                if key is not None:
-                    entries.append(StoreEntry(
-                        key=key, size=int(obj["Size"]),
-                        last_modified=naive_utc(obj["LastModified"]),
-                        etag=obj.get("ETag", "").strip('"') or None))
-        return sorted(entries, key=lambda e: e.key)
-
-    def list_versions(self) -> list[StoreEntry]:
-        """Every version of every object (current and noncurrent; delete markers left out), with
-        its version id; an unversioned bucket lists each object once (version id ``null``)."""
-        pages = self._pages("list_object_versions")
-        self._check_exists(pages, "Versions")
-        entries = []
-        for page in pages:
-            for obj in page.get("Versions", []):
+            for obj in page.get(field, []):
                 key = self._relative(obj["Key"])
                 if key is not None:
                     entries.append(StoreEntry(
                         key=key, size=int(obj["Size"]),
                         last_modified=naive_utc(obj["LastModified"]),
                         etag=obj.get("ETag", "").strip('"') or None,
-                        version_id=obj.get("VersionId"), is_latest=bool(obj.get("IsLatest"))))
-        return sorted(entries, key=lambda e: (e.key, not e.is_latest, e.last_modified))
+                        version_id=obj.get("VersionId"), is_latest=obj.get("IsLatest", True)))
+        return entries
+
+    def list(self) -> list[StoreEntry]:
+        return sorted(self._entries("list_objects_v2", "Contents"), key=lambda e: e.key)
+
+    def list_versions(self) -> list[StoreEntry]:
+        """Every version of every object (current and noncurrent; delete markers left out), with
+        its version id; an unversioned bucket lists each object once (version id ``null``)."""
+        return sorted(self._entries("list_object_versions", "Versions"),
+                      key=lambda e: (e.key, not e.is_latest, e.last_modified))
 
     def read(self, entry: StoreEntry) -> bytes:
         from botocore.exceptions import BotoCoreError, ClientError

@@ -57,3 +57,27 @@ class S3Project(Project):
     def create_landing(self) -> None:
         """An empty landing zone: the prefix's folder marker."""
         self.client().put_object(Bucket=self.bucket, Key=f"{self.prefix}/", Body=b"")
+
+
+LANDING_KINDS = ("local", "s3")
+
+
+def new_bucket(server) -> str:
+    import uuid
+
+    name = f"ragmart-test-{uuid.uuid4().hex[:12]}"
+    server.client().create_bucket(Bucket=name)
+    return name
+
+
+def landing_project(kind: str, workdir, request, **kwargs) -> Project:
+    """A scratch Project whose (empty, existing) landing zone is a local folder ("local") or a
+    prefix of a new bucket on the session's S3 server ("s3")."""
+    if kind == "local":
+        project = Project(workdir, **kwargs)
+        project.landing.mkdir(parents=True, exist_ok=True)
+        return project
+    server = request.getfixturevalue("s3_server")
+    project = S3Project(workdir, server=server, bucket=new_bucket(server), **kwargs)
+    project.create_landing()
+    return project

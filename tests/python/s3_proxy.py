@@ -1,108 +1,124 @@
-"""An HTTP proxy in front of the test S3 server that answers some requests itself.
+"""A small fault-injecting HTTP proxy in front of the test S3 server.
 
-moto accepts every request whatever the credentials (it enforces no IAM policy by default), so a
-test that needs S3 to refuse a permission puts this proxy between ragmart and moto: ``rule``
-sees each request (method, path, query) and returns the response to send instead of forwarding
-it, or None to forward it unchanged.
+Every request is forwarded to the server unless the proxy's `plan` (a callable given the
+method, path and query, returning a fault or None) says otherwise:
+
+- ``"500"``: answers 500 InternalError without forwarding;
+- ``"503"``: answers 503 SlowDown without forwarding;
+- ``"403"``: answers 403 AccessDenied without forwarding, as S3 answers a request the bucket
+  policy does not allow (moto enforces no IAM policy by default);
+- ``"reset"``: forwards, sends the headers and half the body, then resets the connection.
+
+The proxy counts object reads (GetObject: a GET of a key, not a listing) per key in `reads`
+and the faults it injected in `injected`, so tests see what a build actually read.
 """
 
 from __future__ import annotations
 
+import collections
 import http.client
+import socket
+import struct
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
+
+Plan = Callable[[str, str, dict], str | None]
+
+_ERROR = ('<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code>'
+          "<Message>injected by the test proxy</Message></Error>")
 
 
-@dataclass(frozen=True)
-class Request:
-    method: str
-    path: str  # /bucket/key, percent-encoded as sent
-    query: dict[str, list[str]]
+class FaultProxy:
+    def __init__(self, upstream_host: str, upstream_port: int) -> None:
+        self.upstream = (upstream_host, upstream_port)
+        self.plan: Plan = lambda method, path, query: None
+        self.reads: collections.Counter[str] = collections.Counter()
+        self.injected: collections.Counter[str] = collections.Counter()
+        self.requests: list[tuple[str, str, str]] = []  # (method, Host header, path)
+        self.lock = threading.Lock()
+        proxy = self
 
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
 
-@dataclass(frozen=True)
-class Reply:
-    status: int
-    body: bytes = b""
-    headers: dict[str, str] = field(default_factory=dict)
+            def log_message(self, *args) -> None:  # quiet
+                pass
 
+            def _handle(self) -> None:
+                proxy.handle(self)
 
-Rule = Callable[[Request], Reply | None]
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
 
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.server.handle_error = lambda *args: None  # a reset connection is the point
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
-def access_denied(message: str = "Access Denied") -> Reply:
-    """What S3 answers a request its policy does not allow."""
-    body = ('<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
-            f"<Message>{message}</Message><RequestId>proxy</RequestId></Error>").encode()
-    return Reply(403, body, {"Content-Type": "application/xml"})
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.server.server_address[1]}"
 
+    def __enter__(self) -> FaultProxy:
+        self.thread.start()
+        return self
 
-def _handler(upstream: str, rule: Rule, seen: list[Request]) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
-        def _body(self) -> bytes:
-            if "chunked" in self.headers.get("Transfer-Encoding", ""):
-                out = b""
-                while True:
-                    size = int(self.rfile.readline().split(b";")[0].strip(), 16)
-                    out += self.rfile.read(size)
-                    self.rfile.readline()
-                    if size == 0:
-                        return out
-            return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+    def object_key(self, method: str, path: str, query: dict) -> str | None:
+        """The 'bucket/key' a request reads, or None for anything else."""
+        parts = unquote(path).lstrip("/").split("/", 1)
+        if method != "GET" or len(parts) < 2 or not parts[1] or "list-type" in query \
+                or "versions" in query or "uploads" in query:
+            return None
+        return "/".join(parts)
 
-        def _send(self, reply: Reply) -> None:
-            self.send_response(reply.status)
-            headers = {k: v for k, v in reply.headers.items()
-                       if k.lower() not in ("transfer-encoding", "content-length", "connection")}
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(reply.body)))
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(reply.body)
-
-        def _any(self) -> None:
-            parts = urlsplit(self.path)
-            request = Request(self.command, parts.path, parse_qs(parts.query,
-                                                                 keep_blank_values=True))
-            seen.append(request)
-            body = self._body()
-            reply = rule(request)
-            if reply is None:
-                headers = {k: v for k, v in self.headers.items()
-                           if k.lower() not in ("transfer-encoding", "content-length")}
-                conn = http.client.HTTPConnection(upstream, timeout=60)
-                try:
-                    conn.request(self.command, self.path, body=body, headers=headers)
-                    response = conn.getresponse()
-                    reply = Reply(response.status, response.read(), dict(response.getheaders()))
-                finally:
-                    conn.close()
-            self._send(reply)
-
-        do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _any
-
-        def log_message(self, format: str, *args: object) -> None:  # quiet
-            pass
-
-    return Handler
-
-
-@contextmanager
-def s3_proxy(upstream: str, rule: Rule) -> Iterator[tuple[str, list[Request]]]:
-    """(host:port of a proxy to `upstream` that applies `rule`, the requests it has seen)."""
-    seen: list[Request] = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(upstream, rule, seen))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"127.0.0.1:{server.server_address[1]}", seen
-    finally:
-        server.shutdown()
-        server.server_close()
+    def handle(self, request: BaseHTTPRequestHandler) -> None:
+        split = urlsplit(request.path)
+        query = parse_qs(split.query, keep_blank_values=True)
+        length = int(request.headers.get("Content-Length") or 0)
+        body = request.rfile.read(length) if length else b""
+        key = self.object_key(request.command, split.path, query)
+        fault = self.plan(request.command, split.path, query)
+        with self.lock:
+            self.requests.append((request.command, request.headers.get("Host", ""), split.path))
+            if key is not None:
+                self.reads[key] += 1
+            if fault:
+                self.injected[fault] += 1
+        if fault in ("500", "503", "403"):
+            code = {"500": "InternalError", "503": "SlowDown", "403": "AccessDenied"}[fault]
+            payload = _ERROR.format(code=code).encode()
+            request.send_response(int(fault))
+            request.send_header("Content-Type", "application/xml")
+            request.send_header("Content-Length", str(len(payload)))
+            request.end_headers()
+            request.wfile.write(payload)
+            return
+        upstream = http.client.HTTPConnection(*self.upstream, timeout=30)
+        headers = {k: v for k, v in request.headers.items() if k.lower() != "connection"}
+        upstream.request(request.command, request.path, body=body, headers=headers)
+        response = upstream.getresponse()
+        data = response.read()
+        upstream.close()
+        request.send_response(response.status)
+        for name, value in response.getheaders():
+            if name.lower() not in ("connection", "transfer-encoding", "content-length",
+                                    "server", "date"):
+                request.send_header(name, value)
+        request.send_header("Content-Length", str(len(data)))
+        request.end_headers()
+        if fault == "reset" and len(data) > 1:
+            request.wfile.write(data[: len(data) // 2])
+            request.wfile.flush()
+            # SO_LINGER 0: close with a RST, as a dropped connection does
+            request.connection.setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            request.connection.close()
+            request.close_connection = True
+            return
+        if request.command != "HEAD":
+            request.wfile.write(data)

@@ -735,17 +735,28 @@ def test_basecamp_layouts_carry_the_same_events(basecamp: Path) -> None:
     assert by_layout["dms"] == by_layout["debezium"]
 
 
-def test_fixture_files_parse() -> None:
-    """Every file under tests/fixtures/cdc/landing parses to the rows its sidecar expects."""
+@pytest.mark.parametrize("kind", ["local", "s3"])
+def test_fixture_files_parse(kind: str, request, tmp_path, monkeypatch) -> None:
+    """Every file under tests/fixtures/cdc/landing, landed in a folder or a bucket and read back
+    through the landing store, parses to the rows its sidecar expects."""
+    from s3_landing import landing_project
+
+    from ragmart.ingest.landing import list_landing_files
+
     landing = FIXTURES / "landing"
     expected = json.loads((landing / "expected_reasons.json").read_text(encoding="utf-8"))
-    seen = {}
+    project = landing_project(kind, tmp_path, request)
     for path in sorted(landing.rglob("*")):
-        if path.is_file() and path.name != "expected_reasons.json":
-            rel = path.relative_to(landing).as_posix()
-            rows = parse_landing_file(rel, path.read_bytes())
+        if path.is_file():
+            project.land(path.relative_to(landing).as_posix(), path.read_bytes())
+    for name, value in project.env().items():
+        monkeypatch.setenv(name, value)
+    seen = {}
+    for landed in list_landing_files(getattr(project, "landing_url", project.landing)):
+        if landed.relative_path != "expected_reasons.json":
+            rows = parse_landing_file(landed.relative_path, landed.read())
             assert_well_formed(rows)
-            seen[rel] = [reason(r) for r in rows]
+            seen[landed.relative_path] = [reason(r) for r in rows]
     assert seen == expected
 
 

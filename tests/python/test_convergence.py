@@ -67,11 +67,21 @@ class DbtInProcess:
     RAGMART_DB is read when the profile is rendered, i.e. on each invocation.
     """
 
-    def __init__(self, workdir: Path, *, provider: str = "hash") -> None:
+    def __init__(self, workdir: Path, *, provider: str = "hash", s3_server=None) -> None:
         from dbt.cli.main import dbtRunner
 
         self.workdir = workdir
         self.landing = workdir / "landing"
+        self.store = None  # an S3 landing zone (ragmart.ingest.store.S3Store) when s3_server
+        s3_env: dict[str, str] = {}
+        if s3_server is not None:
+            from s3_landing import new_bucket, s3_environment
+
+            from ragmart.ingest.store import S3Store
+
+            self.store = S3Store(new_bucket(s3_server), "landing", s3_server.client())
+            self.store.put("", b"")  # the prefix's folder marker: an empty landing zone
+            s3_env = {**s3_environment(s3_server), "RAGMART_LANDING_DIR": self.store.url}
         for layout in ("dms", "debezium"):
             (self.landing / layout).mkdir(parents=True, exist_ok=True)
         self.env = {
@@ -80,6 +90,7 @@ class DbtInProcess:
             "RAGMART_DB": str(workdir / "parse.duckdb"),
             "DO_NOT_TRACK": "1",
             "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+            **s3_env,
         }
         self.flags = [
             "--project-dir", str(PROJECT),
@@ -128,11 +139,18 @@ class DbtInProcess:
         self._check(f"{' '.join(args)} on {db.name}", result)
 
     def clear_landing(self) -> None:
+        if self.store is not None:
+            for entry in self.store.list():
+                self.store.delete(entry.key)
+            return
         for layout in ("dms", "debezium"):
             shutil.rmtree(self.landing / layout, ignore_errors=True)
             (self.landing / layout).mkdir(parents=True)
 
     def land(self, relative_path: str, data: bytes) -> None:
+        if self.store is not None:
+            self.store.put(relative_path, data)
+            return
         path = self.landing / relative_path
         path.write_bytes(data)
 
@@ -486,9 +504,22 @@ def assert_same_state(actual: dict[str, Any], expected: dict[str, Any], what: st
 _counter = itertools.count()
 
 
+# the property over a local landing folder and an S3 bucket; the generated histories run on S3
+# in the slow suite (the sample history and the negative check run on both in the fast one)
+@pytest.fixture(scope="module", params=["local", pytest.param("s3", marks=pytest.mark.slow)])
+def dbt_runner(tmp_path_factory: pytest.TempPathFactory, request) -> DbtInProcess:
+    s3_server = request.getfixturevalue("s3_server") if request.param == "s3" else None
+    return DbtInProcess(tmp_path_factory.mktemp("convergence"), s3_server=s3_server)
+
+
 @pytest.fixture(scope="module")
-def dbt_runner(tmp_path_factory: pytest.TempPathFactory) -> DbtInProcess:
-    return DbtInProcess(tmp_path_factory.mktemp("convergence"))
+def s3_dbt_runner(tmp_path_factory: pytest.TempPathFactory, s3_server) -> DbtInProcess:
+    return DbtInProcess(tmp_path_factory.mktemp("convergence_s3"), s3_server=s3_server)
+
+
+@pytest.mark.slow  # ~8 builds
+def test_the_sample_history_converges_from_an_s3_landing_zone(s3_dbt_runner) -> None:
+    check_converges(s3_dbt_runner, SAMPLE_HISTORY, *NO_TESTS)
 
 
 # data tests and unit tests read, never write: left out where only the state matters

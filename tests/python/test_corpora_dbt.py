@@ -1,20 +1,22 @@
-"""Replays of whole corpora: the bundled sample and, when ../shared is present, a real one."""
+"""Replays of whole corpora: the bundled sample and, when ../shared is present, a real one, each
+from a local landing folder and from an S3 bucket."""
 
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
-from dbt_harness import ROOT, SAMPLE_LANDING, Project
+from dbt_harness import ROOT, SAMPLE_LANDING
+from s3_landing import LANDING_KINDS, landing_project
 
 BASECAMP = ROOT.parent / "shared" / "corpora" / "basecamp-policies"
 
 
-def test_sample_landing_ends_in_expected_state(tmp_path) -> None:
+@pytest.mark.parametrize("kind", LANDING_KINDS)
+def test_sample_landing_ends_in_expected_state(tmp_path, kind, request) -> None:
     expected = json.loads((SAMPLE_LANDING / "EXPECTED.json").read_text())
     documents = expected["documents"]
-    project = Project(tmp_path)
+    project = landing_project(kind, tmp_path, request)
     project.land_sample()
     project.build()
     live = {
@@ -32,16 +34,15 @@ def test_sample_landing_ends_in_expected_state(tmp_path) -> None:
 
 
 @pytest.mark.skipif(not BASECAMP.is_dir(), reason=f"real corpus not present at {BASECAMP}")
-def test_basecamp_policies_replay_ends_in_final_state(tmp_path) -> None:
+@pytest.mark.parametrize("kind", ["local", pytest.param("s3", marks=pytest.mark.slow)])
+def test_basecamp_policies_replay_ends_in_final_state(tmp_path, kind, request) -> None:
     final = json.loads((BASECAMP / "final_state.json").read_text())
-    project = Project(tmp_path)
+    project = landing_project(kind, tmp_path, request)
     # DMS for the even batches, Debezium for the odd ones: both layouts, interleaved.
     for layout in ("dms", "debezium"):
         for i, src in enumerate(sorted((BASECAMP / layout).iterdir())):
             if (i % 2 == 0) == (layout == "dms"):
-                dest = project.landing / layout / src.name
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy(src, dest)
+                project.land(f"{layout}/{src.name}", src.read_bytes())
     project.build()
     rows = project.query(
         "select document_id, document_type, title, content_length from dim_documents"

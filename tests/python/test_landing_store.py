@@ -112,3 +112,24 @@ def test_unreadable_credentials_are_an_error_naming_the_zone(s3_env, s3_bucket, 
     with pytest.raises(LandingZoneError, match=f"landing zone s3://{s3_bucket}/zone is not "
                        "reachable"):
         open_store(f"s3://{s3_bucket}/zone").list()
+
+
+def test_s3_reads_are_retried_through_500_slowdown_and_a_reset_mid_read(
+        s3_env, s3_bucket, monkeypatch) -> None:
+    from s3_proxy import FaultProxy
+
+    from ragmart.ingest.store import LandingReadError
+
+    with FaultProxy(s3_env.host, s3_env.port) as proxy:
+        monkeypatch.setenv("RAGMART_S3_ENDPOINT", proxy.endpoint)
+        store = open_store(f"s3://{s3_bucket}/zone")
+        body = b"0123456789" * 1000
+        store.put("dms/1.csv", body)
+        faults = iter(["500", "503", "reset", "503", "reset"])
+        proxy.plan = lambda method, path, query: next(faults, None)
+        [entry] = store.list()  # the listing: a 500, then a 503, then listed
+        assert store.read(entry) == body  # a reset mid-body, a 503, a reset, then read
+        assert proxy.injected == {"500": 1, "503": 2, "reset": 2}
+        proxy.plan = lambda method, path, query: "reset"
+        with pytest.raises(LandingReadError, match=r"dms/1.csv could not be read after 4"):
+            store.read(entry)

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from cdc_files import debezium_jsonl, dms_csv
 from dbt_harness import Project
+from s3_landing import LANDING_KINDS, landing_project
 
 from ragmart.ingest.cdc import parse_landing_file
 from ragmart.ingest.landing import (
@@ -39,7 +40,7 @@ def code(row: dict) -> str | None:
     return None if reason is None else reason.split(":", 1)[0]
 
 
-def ingest_dir(landing: Path, **kwargs) -> list[dict]:
+def ingest_dir(landing: Path | str, **kwargs) -> list[dict]:
     table = ingest_files(list_landing_files(landing), seen_keys=set(), seen_hashes=set(),
                          max_content_bytes=1_000_000, now=NOW, **kwargs)
     return table.to_pylist()
@@ -144,8 +145,13 @@ def test_the_clock_skew_tolerance_is_configurable() -> None:
 # --------------------------------------------------------------------------- the listing
 
 
-def test_every_file_under_the_landing_zone_is_read_or_reported(tmp_path: Path) -> None:
-    landing = tmp_path / "landing"
+@pytest.mark.parametrize("kind", LANDING_KINDS)
+def test_every_file_under_the_landing_zone_is_read_or_reported(tmp_path: Path, kind: str,
+                                                               request, monkeypatch) -> None:
+    project = landing_project(kind, tmp_path, request)
+    for name, value in project.env().items():  # the S3 settings, as dbt passes them
+        monkeypatch.setenv(name, value)
+    landing = getattr(project, "landing_url", project.landing)
     files = {
         "dms/0001_load.csv": dms_csv([{"op": "I", "seq": 1, "document_id": "a"}]),
         "debezium/0002.jsonl": debezium_jsonl([{"op": "c", "seq": 2, "document_id": "b"}]),
@@ -159,8 +165,7 @@ def test_every_file_under_the_landing_zone_is_read_or_reported(tmp_path: Path) -
         ".hidden/0009.csv": dms_csv([{"op": "I", "seq": 9, "document_id": "i"}]),
     }
     for name, text in files.items():
-        (landing / name).parent.mkdir(parents=True, exist_ok=True)
-        (landing / name).write_text(text)
+        project.land(name, text)
     rows = ingest_dir(landing)
     events = sorted(r["document_id"] for r in rows if r["quarantine_reason"] is None)
     assert events == ["a", "b"]
@@ -222,9 +227,10 @@ def _dms_rows(rows: list[tuple]) -> str:
     return "\n".join(lines) + "\n"
 
 
-@pytest.fixture(scope="module")
-def landed(tmp_path_factory) -> tuple[Project, subprocess.CompletedProcess]:
-    project = Project(tmp_path_factory.mktemp("landing_zone"))
+@pytest.fixture(scope="module", params=LANDING_KINDS)
+def landed(tmp_path_factory, request) -> tuple[Project, subprocess.CompletedProcess]:
+    # the same landing zone in a local folder and in an S3 bucket
+    project = landing_project(request.param, tmp_path_factory.mktemp("landing_zone"), request)
     ts = "2026-11-02 09:00:00"
     project.land("dms/0001_mac.csv", _dms_rows([("I", ts, 1, "cr-alpha", "Alpha body"),
                                                 ("I", ts, 2, "cr-bravo", "Bravo body")])

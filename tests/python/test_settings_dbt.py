@@ -676,6 +676,61 @@ def _onnx(b: Build) -> None:
     assert proc.returncode != 0 and "RAGMART_ONNX_THREADS" in proc.stdout, proc.stdout[-3000:]
 
 
+
+# --------------------------------------------------------------------------- the S3 landing zone
+
+
+@pytest.fixture(scope="module")
+def s3_build(tmp_path_factory: pytest.TempPathFactory, s3_server) -> Build:
+    """A build and `dbt source freshness` from an S3 landing zone, through a recording proxy:
+    RAGMART_S3_ENDPOINT is the proxy, RAGMART_S3_URL_STYLE=path and RAGMART_S3_USE_SSL=false
+    differ from their defaults (vhost and TLS would not reach a plain-HTTP loopback server)."""
+    from s3_landing import S3Project, new_bucket
+    from s3_proxy import FaultProxy
+
+    project = S3Project(tmp_path_factory.mktemp("s3"), server=s3_server,
+                        bucket=new_bucket(s3_server))
+    project.land("dms/0001_docs.csv", dms_csv([
+        {"op": "I", "seq": 1, "document_id": "alpha", "content": "# Alpha\n\nalpha body\n"}]))
+    build = Build(project)
+    with FaultProxy(s3_server.host, s3_server.port) as proxy:
+        project.endpoint = proxy.endpoint
+        _run(build, "build", "build", "--select", "stg_landing__document_events")
+        build.extra["build requests"] = list(proxy.requests)
+        proxy.requests.clear()
+        build.procs["freshness"] = project.dbt("source", "freshness", check=False)
+        build.extra["freshness requests"] = list(proxy.requests)
+    build.extra["proxy"] = proxy.endpoint
+    return build
+
+
+def _s3_documents(b: Build) -> set[str]:
+    return {r[0] for r in b.query("select document_id from stg_landing__document_events")}
+
+
+def _s3_requests(b: Build) -> list[tuple[str, str, str]]:
+    return b.extra["build requests"] + b.extra["freshness requests"]  # type: ignore[operator]
+
+
+def _s3_endpoint(b: Build) -> None:
+    # ingestion (boto3) and the sources' read_blob (httpfs) both went to the endpoint set
+    assert _s3_documents(b) == {"alpha"}
+    assert b.extra["build requests"] and b.extra["freshness requests"]
+    assert "PASS freshness of landing.dms_files" in b.procs["freshness"].stdout
+
+
+def _s3_url_style(b: Build) -> None:
+    bucket = b.project.bucket  # type: ignore[attr-defined]
+    assert all(path.startswith(f"/{bucket}") and not host.startswith(bucket)
+               for _, host, path in _s3_requests(b))
+
+
+def _s3_use_ssl(b: Build) -> None:
+    # the proxy speaks plain HTTP: a TLS handshake would have reached it as an unreadable request
+    assert all(host == b.extra["proxy"] for _, host, _ in _s3_requests(b))
+    assert _s3_documents(b) == {"alpha"}
+
+
 CHECKS: dict[str, tuple[str, Callable[[Build], None]]] = {
     "RAGMART_DB": ("env_build", _db),
     "RAGMART_LANDING_DIR": ("env_build", _landing_env),
@@ -710,6 +765,9 @@ CHECKS: dict[str, tuple[str, Callable[[Build], None]]] = {
     "RAGMART_KILL_AT": ("kill_run", _kill),
     "RAGMART_FAULT_LOG": ("kill_run", _fault_log),
     "landing_dir": ("vars_build", _landing_var),
+    "RAGMART_S3_ENDPOINT": ("s3_build", _s3_endpoint),
+    "RAGMART_S3_URL_STYLE": ("s3_build", _s3_url_style),
+    "RAGMART_S3_USE_SSL": ("s3_build", _s3_use_ssl),
     "embedding_provider": ("vars_build", _provider_var),
     "embedding_model": ("vars_build", _model_var),
     "max_content_bytes": ("vars_build", _max_bytes),

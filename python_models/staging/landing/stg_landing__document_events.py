@@ -25,10 +25,11 @@ def model(dbt, session):
     max_clock_skew_minutes = dbt.config.get("max_clock_skew_minutes")
     # The sources declare what this model reads (lineage, `dbt source freshness` per layout);
     # the listing itself is ragmart.ingest.landing's: recursive, so no file is passed over in
-    # silence, and it fails on a landing dir that does not exist.
+    # silence, and it fails on a landing zone that does not exist, naming it (listed first:
+    # on S3 the sources' read_blob would fail first, with a bare HTTP 404).
+    files = list_landing_files(landing_dir or Settings.from_env().landing_dir)
     dbt.source("landing", "dms_files")
     dbt.source("landing", "debezium_files")
-    files = list_landing_files(landing_dir or Settings.from_env().landing_dir)
 
     seen_keys: set[tuple[str, int, dt.datetime]] = set()
     seen_hashes: set[tuple[str, str]] = set()
