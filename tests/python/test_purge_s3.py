@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from dbt_harness import Project
 from purge_landing import S3Landing, move_to_s3
-from s3_proxy import access_denied, s3_proxy
+from s3_proxy import FaultProxy
 from test_purge import (
     KEEPER,
     KEEPER_SENTENCE,
@@ -139,15 +139,13 @@ def test_without_permission_to_delete_versions_the_purge_names_it_and_stays_jour
     project = zone.project
     with_history(zone)
 
-    def deny_version_deletes(request):  # a policy without s3:DeleteObjectVersion
-        if request.method == "DELETE" and "versionId" in request.query:
-            return access_denied()
-        return None
-
-    with s3_proxy(s3_server.endpoint, deny_version_deletes) as (endpoint, seen):
-        project.endpoint = endpoint
+    with FaultProxy(s3_server.host, s3_server.port) as proxy:
+        # a bucket policy without s3:DeleteObjectVersion
+        proxy.plan = lambda method, path, query: (
+            "403" if method == "DELETE" and "versionId" in query else None)
+        project.endpoint = proxy.endpoint
         proc = project.ragmart("purge", "--document-id", DOC_ID, check=False)
-    assert any(r.method == "DELETE" and "versionId" in r.query for r in seen)
+    assert proxy.injected["403"] >= 1
     assert proc.returncode == 2, proc.stderr
     assert "s3:DeleteObjectVersion" in proc.stderr and "Traceback" not in proc.stderr
     assert f"{zone.url}/debezium/" in proc.stderr  # the object it could not remove
