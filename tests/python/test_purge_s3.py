@@ -36,6 +36,7 @@ DOC_ID, VICTIM_FILE, TEXT = VICTIMS["debezium_jsonl"]
 OLD_FILE = "debezium/0090_old_export.jsonl"  # deleted before the purge: only versions remain
 ONLY_FILE = "debezium/0105_victim_only.jsonl"  # nothing but the victim's records
 NEIGHBOUR = "debezium/0104_neighbour.jsonl"  # names the id, is not the document's
+EXPORT = "dms/0301_export.txt"  # not records (ingestion cannot read it), names the id; deleted
 
 
 @pytest.fixture(scope="module")
@@ -70,9 +71,10 @@ def jsonl(*envelopes: dict) -> str:
 
 def with_history(zone: S3Landing) -> dict[str, int]:
     """Versions holding the victim besides the current objects: an earlier version of its file,
-    an object deleted (a delete marker over it), and an object of nothing but the victim's
-    records; and a noncurrent version of the neighbour, which is not the victim's. Returns the
-    number of versions per object that hold the victim before the purge."""
+    an object deleted (a delete marker over it), an object of nothing but the victim's records,
+    a deleted file ingestion cannot read that names the victim; and a noncurrent version of the
+    neighbour, which is not the victim's. Returns the number of versions per object that hold
+    the victim once the purge has rewritten or deleted the current objects."""
     current = zone.read(VICTIM_FILE)
     zone.land(VICTIM_FILE, jsonl(_envelope(DOC_ID, TEXT, 4990)))
     zone.land(VICTIM_FILE, current)  # the file as built, again current
@@ -81,8 +83,10 @@ def with_history(zone: S3Landing) -> dict[str, int]:
     zone.remove(OLD_FILE)
     zone.land(ONLY_FILE, jsonl(_envelope(DOC_ID, TEXT, 5100)))
     zone.land(NEIGHBOUR, zone.read(NEIGHBOUR))
+    zone.land(EXPORT, f"{DOC_ID}: {TEXT}\n")
+    zone.remove(EXPORT)
     # the original upload, the earlier version, the re-upload
-    return {VICTIM_FILE: 3, OLD_FILE: 1, ONLY_FILE: 1}
+    return {VICTIM_FILE: 3, OLD_FILE: 1, ONLY_FILE: 1, EXPORT: 1}
 
 
 def on_s3(names: list[str]) -> list[str]:
@@ -106,7 +110,7 @@ def test_a_versioned_bucket_loses_every_version_holding_the_document(
     assert plan["landing"] == {zone.name(VICTIM_FILE): [1, 2, 3], zone.name(ONLY_FILE): [1]}
     # noncurrent versions the plan names (the current ones are in "landing")
     assert {name: len(ids) for name, ids in plan["versions"].items()} == {
-        zone.name(VICTIM_FILE): 2, zone.name(OLD_FILE): 1}
+        zone.name(VICTIM_FILE): 2, zone.name(OLD_FILE): 1, zone.name(EXPORT): 1}
     assert zone.states() == before
 
     proc = project.ragmart("purge", "--document-id", DOC_ID)
@@ -187,3 +191,57 @@ def test_an_unversioned_bucket_keeps_no_copy_and_no_local_file(
     assert report["versions_deleted"] == {}
     assert zone.traces(TEXT) == [] and traces(project.workdir, TEXT) == []
     assert_purged(project, "debezium_jsonl", zone)
+
+
+# the request a bucket policy refuses -> the permission the purge must name; the refusals of
+# writes come after the purge is journaled, those of reads before it changes anything
+REFUSALS = {
+    "s3:ListBucket": (lambda m, q, obj: m == "GET" and "list-type" in q, False),
+    "s3:ListBucketVersions": (lambda m, q, obj: m == "GET" and "versions" in q, False),
+    "s3:GetObject": (lambda m, q, obj: m == "GET" and obj and "versionId" not in q, False),
+    "s3:GetObjectVersion": (lambda m, q, obj: m == "GET" and obj and "versionId" in q, False),
+    "s3:PutObject": (lambda m, q, obj: m == "PUT" and obj, True),
+    "s3:DeleteObject": (lambda m, q, obj: m == "DELETE" and "versionId" not in q, True),
+    "s3:DeleteObjectVersion": (lambda m, q, obj: m == "DELETE" and "versionId" in q, True),
+}
+
+
+@pytest.mark.parametrize("permission", sorted(REFUSALS))
+def test_each_refused_permission_is_named_and_the_next_purge_completes(
+        permission, tmp_path, s3_server, s3_bucket, monkeypatch) -> None:
+    """A landing zone alone (no build: the landing step in-process through the public entry
+    points), in a versioned bucket where the purge makes every kind of request."""
+    from s3_landing import s3_environment
+
+    from ragmart.serving.purge.deployment import Deployment, PurgeError
+    from ragmart.serving.purge.journal import load_journal
+    from ragmart.serving.purge.run import complete_pending, purge_document
+
+    zone = move_to_s3(Project(tmp_path), s3_server, s3_bucket, versioned=True,
+                      source=tmp_path / "none")
+    zone.land(VICTIM_FILE, jsonl(_envelope(DOC_ID, TEXT, 1)))  # then noncurrent
+    zone.land(VICTIM_FILE, jsonl(_envelope(DOC_ID, TEXT, 2), _envelope(KEEPER, "kept", 3)))
+    zone.land(ONLY_FILE, jsonl(_envelope(DOC_ID, TEXT, 4)))
+    refused, after_begin = REFUSALS[permission]
+    for name, value in s3_environment(s3_server).items():
+        monkeypatch.setenv(name, value)
+
+    def deployment() -> Deployment:  # a new one: its S3 client reads the endpoint
+        return Deployment(tmp_path / "ragmart.duckdb", Path(zone.url))
+
+    with FaultProxy(s3_server.host, s3_server.port) as proxy:
+        proxy.plan = lambda method, path, query: "403" if refused(
+            method, query, path.count("/") > 1) else None
+        monkeypatch.setenv("RAGMART_S3_ENDPOINT", proxy.endpoint)
+        with pytest.raises(PurgeError) as refusal:
+            purge_document(deployment(), DOC_ID)
+    assert f"S3 refused {permission} on s3://{s3_bucket}/" in str(refusal.value)
+    assert (DOC_ID in load_journal(tmp_path / "ragmart.duckdb")) == after_begin
+
+    monkeypatch.setenv("RAGMART_S3_ENDPOINT", s3_server.endpoint)  # granted
+    if after_begin:
+        (report,) = complete_pending(deployment())
+    else:
+        report = purge_document(deployment(), DOC_ID)
+    assert report.versions_deleted
+    assert zone.traces(TEXT) == [] and zone.read(VICTIM_FILE).count(b"kept") == 1
