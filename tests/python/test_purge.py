@@ -263,15 +263,15 @@ def test_a_purge_killed_at_any_step_is_completed_by_the_next(deployment, point) 
                          {"k": f"{KEEPER}%"}) == [(4,)]
 
 
-def test_the_next_dbt_build_completes_an_interrupted_purge(deployment) -> None:
-    project = deployment
+def test_the_next_dbt_build_completes_an_interrupted_purge(zone) -> None:
+    project = zone.project
     doc_id = VICTIMS["dms_parquet"][0]
     project.extra_env = {"RAGMART_KILL_AT": "purge_step_artifacts"}
     assert project.ragmart("purge", "--document-id", doc_id,
                            check=False).returncode == -signal.SIGKILL
     project.extra_env = {}
     project.build()
-    assert_purged(project, "dms_parquet")
+    assert_purged(project, "dms_parquet", zone)
 
 
 def test_purge_under_open_readers_switches_the_snapshot_and_waits_for_the_build_db(
