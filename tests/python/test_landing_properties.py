@@ -39,6 +39,7 @@ from hypothesis import strategies as st
 
 from ragmart.ingest.landing import ingest_files, list_landing_files
 from ragmart.ingest.records import QUARANTINE_CODES
+from ragmart.ingest.store import open_store
 
 NOW = dt.datetime(2026, 11, 30, 12, 0, 0)
 MAX_CONTENT_BYTES = 3000
@@ -295,26 +296,30 @@ def compiled_sql(tmp_path_factory) -> CompiledModels:
                            for key, path in SQL_MODELS.items()})
 
 
-def land(landing: Path, files: list[LandedSpec], written: dict, round_: int) -> None:
+def land(put, files: list[LandedSpec], written: dict, round_: int) -> None:
+    """Land the files of one round with `put(relative_path, data)` (a landing store's put)."""
     for spec in files:
         if spec.round == round_:
-            path = landing / spec.name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(written[spec.name][0])
+            put(spec.name, written[spec.name][0])
 
 
-def ingest_rounds(landing: Path, files: list[LandedSpec], written: dict) -> pa.Table:
-    """Land round 1, ingest; land round 2, ingest what is new (as the incremental model)."""
-    tables, seen_keys, seen_hashes = [], set(), set()
+def ingest_rounds(landing: Path | str, files: list[LandedSpec], written: dict) -> pa.Table:
+    """Land round 1, ingest; land round 2, ingest what is new (as the incremental model). The
+    landing zone is a folder or an s3:// URL (ragmart.ingest.store)."""
+    put = open_store(landing).put
+    tables, seen_keys, seen_hashes, seen_etags = [], set(), set(), set()
     for round_ in (1, 2):
-        land(landing, files, written, round_)
+        land(put, files, written, round_)
         table = ingest_files(list_landing_files(landing), seen_keys=seen_keys,
-                             seen_hashes=seen_hashes, max_content_bytes=MAX_CONTENT_BYTES,
+                             seen_hashes=seen_hashes, seen_etags=seen_etags,
+                             max_content_bytes=MAX_CONTENT_BYTES,
                              now=NOW + dt.timedelta(seconds=round_))
         for row in table.select(["source_file", "file_size", "file_modified_at",
-                                 "file_sha256"]).to_pylist():
+                                 "file_sha256", "file_etag"]).to_pylist():
             seen_keys.add((row["source_file"], row["file_size"], row["file_modified_at"]))
             seen_hashes.add((row["source_file"], row["file_sha256"]))
+            if row["file_etag"]:
+                seen_etags.add((row["source_file"], row["file_size"], row["file_etag"]))
         tables.append(table)
     return pa.concat_tables(tables)
 
@@ -336,10 +341,14 @@ def run_models(landed: pa.Table, sql: dict[str, str]) -> tuple[list[dict], list[
         conn.close()
 
 
-def check_landing_zone(tmp: Path, files: list[LandedSpec], newline: bytes, bom: bool,
+def check_landing_zone(tmp: Path | str, files: list[LandedSpec], newline: bytes, bom: bool,
                        sql: dict[str, str]) -> None:
-    landing = tmp / "landing"
-    (landing / "dms").mkdir(parents=True)
+    """`tmp`: a scratch folder (the landing zone is a folder in it) or an s3:// landing URL."""
+    landing = tmp if isinstance(tmp, str) else tmp / "landing"
+    if isinstance(landing, str):
+        open_store(landing).put("dms/", b"")  # an empty dms/ folder (a marker)
+    else:
+        (landing / "dms").mkdir(parents=True)
     written = {spec.name: write_file(spec, newline, bom) for spec in files}
     landed = ingest_rounds(landing, files, written)
     events, quarantine = run_models(landed, sql)
@@ -425,6 +434,22 @@ def test_every_landed_record_is_an_event_or_a_quarantine_row(zone, compiled_sql,
     check_landing_zone(tmp_path_factory.mktemp("zone"), files, newline, bom, compiled_sql)
 
 
+@settings(max_examples=5, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
+                                 HealthCheck.data_too_large])
+@given(zone=zones)
+def test_every_landed_record_is_an_event_or_a_quarantine_row_from_s3(zone, compiled_sql,
+                                                                     s3_server, monkeypatch):
+    """The same property with the landing zone in a bucket (a new one per example)."""
+    from s3_landing import new_bucket, s3_environment
+
+    for name, value in s3_environment(s3_server).items():
+        monkeypatch.setenv(name, value)
+    files, newline, bom = zone
+    check_landing_zone(f"s3://{new_bucket(s3_server)}/landing", files, newline, bom,
+                       compiled_sql)
+
+
 @pytest.mark.slow
 @settings(max_examples=400, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
@@ -467,7 +492,7 @@ def test_dbt_build_of_any_landing_zone_succeeds_and_keeps_every_record(zone,
     (project.landing / "dms").mkdir(parents=True)
     written = {spec.name: write_file(spec, newline, bom) for spec in files}
     for round_ in (1, 2):
-        land(project.landing, files, written, round_)
+        land(open_store(project.landing).put, files, written, round_)
         project.build("--vars", json.dumps({"max_clock_skew_minutes": 1440,
                                             "max_content_bytes": MAX_CONTENT_BYTES}),
                       "--exclude-resource-type", "unit_test")

@@ -133,3 +133,28 @@ def test_s3_reads_are_retried_through_500_slowdown_and_a_reset_mid_read(
         proxy.plan = lambda method, path, query: "reset"
         with pytest.raises(LandingReadError, match=r"dms/1.csv could not be read after 4"):
             store.read(entry)
+
+
+def test_an_object_overwritten_after_the_listing_is_left_for_the_next_ingestion(
+        s3_env, s3_bucket) -> None:
+    from ragmart.ingest.landing import ingest_files, list_landing_files
+
+    header = "Op,commit_ts,change_seq,document_id,document_type,title,content,updated_at\n"
+
+    def csv(seq: int, content: str) -> bytes:
+        return (header + f"I,2026-11-02 09:00:00,{seq},doc-{seq},policy,T,{content},"
+                "2026-11-02 09:00:00\n").encode()
+
+    store = open_store(f"s3://{s3_bucket}/zone")
+    store.put("dms/1.csv", csv(1, "first"))
+    store.put("dms/2.csv", csv(2, "other"))
+    listed = list_landing_files(store.url)
+    store.put("dms/1.csv", csv(1, "rewritten"))  # between the listing and the read
+
+    def ingest(files):
+        return ingest_files(files, seen_keys=set(), seen_hashes=set(),
+                            max_content_bytes=1_000_000).to_pylist()
+
+    assert [(r["source_file"], r["content"]) for r in ingest(listed)] == [("dms/2.csv", "other")]
+    again = [r for r in ingest(list_landing_files(store.url)) if r["source_file"] == "dms/1.csv"]
+    assert [r["content"] for r in again] == ["rewritten"] and again[0]["file_etag"]
