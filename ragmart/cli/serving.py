@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ragmart.cli.arguments import add_db, database, text
 from ragmart.exit_codes import Exit
@@ -130,4 +131,10 @@ def run_purge(args: argparse.Namespace) -> int:
         result = purge_document(deployment, document_id, dry_run=args.dry_run)
         outputs.append(result.to_dict() if args.dry_run else result.__dict__)
     print(json.dumps(outputs, indent=2, ensure_ascii=False))
+    for output in outputs:  # versions are not files: say it in words too
+        removed = sum(len(ids) for ids in output.get("versions_deleted", {}).values())
+        if removed and not args.dry_run:
+            print(f"removed {removed} object versions holding {output['document_id']!r} "
+                  f"({len(output['versions_deleted'])} objects of the versioned bucket)",
+                  file=sys.stderr)
     return Exit.OK

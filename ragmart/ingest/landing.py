@@ -73,14 +73,14 @@ class LandedFile:
             self.relative_path, self.size, self.modified_at, etag=self.etag))
 
 
-def list_landing_files(landing_dir: str | Path) -> list[LandedFile]:
+def list_landing_files(landing_dir: str | Path | LandingStore) -> list[LandedFile]:
     """Every file under ``landing_dir`` (a folder or ``s3://bucket/prefix``), sorted by
     relative path; hidden files are included (flagged ``is_hidden``), files in hidden folders
     are not.
 
     Raises :class:`LandingZoneError` when the landing zone does not exist or cannot be listed,
     or holds visible entries but neither a ``dms/`` nor a ``debezium/`` folder."""
-    store = open_store(landing_dir)
+    store = landing_dir if isinstance(landing_dir, LandingStore) else open_store(landing_dir)
     entries = store.list()
     visible = sorted(store.top_level(entries))
     if visible and not any(f"{layout}/" in visible for layout in LAYOUTS):

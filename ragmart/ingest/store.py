@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shutil
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +68,22 @@ def naive_utc(value: dt.datetime) -> dt.datetime:
     return value
 
 
+def replace_file(path: Path, data: bytes, tmp: Path) -> None:
+    """Replace `path` by `data` in one rename from `tmp` (written and synced first; the mode of
+    `path` kept when it exists): a reader, or a writer killed midway, never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if path.exists():
+            shutil.copymode(path, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def is_s3_url(landing: str | Path) -> bool:
     """Whether a landing setting names S3. A ``Path`` made of ``s3://b/p`` reads ``s3:/b/p``:
     both spellings are S3."""
@@ -106,6 +123,11 @@ class LandingStore:
 
     def delete(self, key: str, version_id: str | None = None) -> None:
         raise NotImplementedError
+
+    def list_versions(self) -> list[StoreEntry]:
+        """Every version of every object, noncurrent ones too (``is_latest`` false); a store
+        that keeps no versions lists each object once."""
+        return self.list()
 
     def location(self, key: str) -> str:
         """The full name of an object (a path or an s3:// URL)."""
@@ -164,9 +186,11 @@ class LocalStore(LandingStore):
         return (self.root / entry.key).read_bytes()
 
     def put(self, key: str, data: bytes) -> StoreEntry:
+        """Replace the file in one rename, as a PutObject replaces an object: a reader, or a
+        put killed midway, never leaves half a file (the temporary name is hidden, so
+        ingestion skips it; its mode is kept)."""
         path = self.root / key
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
+        replace_file(path, data, path.with_name(f".{path.name}.put-{os.getpid()}"))
         st = path.stat()
         return StoreEntry(key, st.st_size, _modified(st))
 

@@ -5,6 +5,8 @@ method, path and query, returning a fault or None) says otherwise:
 
 - ``"500"``: answers 500 InternalError without forwarding;
 - ``"503"``: answers 503 SlowDown without forwarding;
+- ``"403"``: answers 403 AccessDenied without forwarding, as S3 answers a request the bucket
+  policy does not allow (moto enforces no IAM policy by default);
 - ``"reset"``: forwards, sends the headers and half the body, then resets the connection.
 
 The proxy counts object reads (GetObject: a GET of a key, not a listing) per key in `reads`
@@ -87,8 +89,8 @@ class FaultProxy:
                 self.reads[key] += 1
             if fault:
                 self.injected[fault] += 1
-        if fault in ("500", "503"):
-            code = "InternalError" if fault == "500" else "SlowDown"
+        if fault in ("500", "503", "403"):
+            code = {"500": "InternalError", "503": "SlowDown", "403": "AccessDenied"}[fault]
             payload = _ERROR.format(code=code).encode()
             request.send_response(int(fault))
             request.send_header("Content-Type", "application/xml")

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 from cdc_files import document, ts
 from dbt_harness import SAMPLE_LANDING, Project
+from purge_landing import LocalLanding, S3Landing, forms, move_to_s3
 
 from ragmart.duck import connect
 
@@ -122,9 +123,13 @@ def deployment(built: Project, tmp_path: Path) -> Project:
     return Project(tmp_path / "d")
 
 
-def forms(text: str) -> set[bytes]:
-    escaped = {text, json.dumps(text)[1:-1], json.dumps(text, ensure_ascii=False)[1:-1]}
-    return {s.encode(enc) for s in escaped for enc in ("utf-8", "utf-16-le", "utf-16-be")}
+@pytest.fixture(params=["local", "s3"])
+def zone(request: pytest.FixtureRequest, deployment: Project) -> LocalLanding | S3Landing:
+    """The deployment's landing zone: its folder, or the same files in a bucket (moto)."""
+    if request.param == "local":
+        return LocalLanding(deployment)
+    return move_to_s3(deployment, request.getfixturevalue("s3_server"),
+                      request.getfixturevalue("s3_bucket"))
 
 
 def traces(root: Path, text: str) -> list[str]:
@@ -139,11 +144,13 @@ def file_states(root: Path) -> dict[str, tuple[int, int]]:
             for p in root.rglob("*") if p.is_file()}
 
 
-def assert_purged(project: Project, layout: str) -> None:
+def assert_purged(project: Project, layout: str,
+                  zone: LocalLanding | S3Landing | None = None) -> None:
     doc_id, _file, text = VICTIMS[layout]
     texts = [text, *(QUARANTINED if layout == "debezium_jsonl" else ())]
     for t in texts:
         assert traces(project.workdir, t) == [], t
+        assert zone is None or zone.traces(t) == [], t  # every version of every object
     for database in [project.db_path, *(project.workdir / "published").glob("v*.duckdb")]:
         conn = connect(database, read_only=True)
         try:
@@ -175,28 +182,29 @@ def assert_purged(project: Project, layout: str) -> None:
 
 
 @pytest.mark.parametrize("layout", sorted(VICTIMS))
-def test_purge_leaves_no_trace_of_the_document_whatever_its_layout(deployment, layout) -> None:
-    project = deployment
+def test_purge_leaves_no_trace_of_the_document_whatever_its_layout(zone, layout) -> None:
+    project = zone.project
     doc_id, victim_file, text = VICTIMS[layout]
-    assert f"landing/{victim_file}" in traces(project.workdir, text)
-    before = file_states(project.landing)
+    assert victim_file in zone.traces(text)
+    before = zone.states()
 
     proc = project.ragmart("purge", "--document-id", doc_id)
-    assert json.loads(proc.stdout)[0]["document_id"] == doc_id
-    assert_purged(project, layout)
+    report = json.loads(proc.stdout)[0]
+    assert report["document_id"] == doc_id
+    assert zone.name(victim_file) in report["files_rewritten"]
+    assert_purged(project, layout, zone)
 
     # only the victim's own file was rewritten (the neighbour names the id, the corrupt file
     # is unreadable: both untouched), and its keeper record is still there
-    after = file_states(project.landing)
+    after = zone.states()
     assert {name for name in before if before[name] != after[name]} == {victim_file}
-    assert traces(project.landing, KEEPER_SENTENCE) == sorted(
-        f"{v[1]}" for v in VICTIMS.values())
+    assert zone.traces(KEEPER_SENTENCE) == sorted(f"{v[1]}" for v in VICTIMS.values())
     assert project.query("select count(*) from dim_documents where document_id like $k",
                          {"k": f"{KEEPER}%"}) == [(4,)]
 
     if layout == "debezium_jsonl":
         # replaying the original file (quarantined lines included) brings nothing back
-        _land_victims_replay(project)
+        _land_victims_replay(project, zone)
         project.build()
         assert project.query("select count(*) from dim_documents where document_id = $d",
                              {"d": doc_id}) == [(0,)]
@@ -205,12 +213,12 @@ def test_purge_leaves_no_trace_of_the_document_whatever_its_layout(deployment, l
         ) == [(0,)]
 
 
-def _land_victims_replay(project: Project) -> None:
+def _land_victims_replay(project: Project, zone: LocalLanding | S3Landing) -> None:
     replay = Project(project.workdir / "replay")
     _land_victims(replay)
     for layout in ("dms", "debezium"):
         for src in (replay.landing / layout).glob("*"):
-            project.land(f"{layout}/replay_{src.name}", src.read_bytes())
+            zone.land(f"{layout}/replay_{src.name}", src.read_bytes())
     shutil.rmtree(replay.workdir)
 
 
@@ -255,15 +263,15 @@ def test_a_purge_killed_at_any_step_is_completed_by_the_next(deployment, point) 
                          {"k": f"{KEEPER}%"}) == [(4,)]
 
 
-def test_the_next_dbt_build_completes_an_interrupted_purge(deployment) -> None:
-    project = deployment
+def test_the_next_dbt_build_completes_an_interrupted_purge(zone) -> None:
+    project = zone.project
     doc_id = VICTIMS["dms_parquet"][0]
     project.extra_env = {"RAGMART_KILL_AT": "purge_step_artifacts"}
     assert project.ragmart("purge", "--document-id", doc_id,
                            check=False).returncode == -signal.SIGKILL
     project.extra_env = {}
     project.build()
-    assert_purged(project, "dms_parquet")
+    assert_purged(project, "dms_parquet", zone)
 
 
 def test_purge_under_open_readers_switches_the_snapshot_and_waits_for_the_build_db(
@@ -307,24 +315,25 @@ def test_purge_under_open_readers_switches_the_snapshot_and_waits_for_the_build_
     assert_purged(project, "dms_parquet")
 
 
-def test_an_id_of_no_document_is_refused_with_the_closest_and_touches_nothing(deployment):
-    project = deployment
-    before = file_states(project.workdir)
+def test_an_id_of_no_document_is_refused_with_the_closest_and_touches_nothing(zone):
+    project = zone.project
+    before = file_states(project.workdir), zone.states()
     typo = "purge-parquet"  # a prefix of purge-parquet-ß
     proc = project.ragmart("purge", "--document-id", typo, check=False)
     assert proc.returncode == 2
     assert "purge-parquet-ß" in proc.stderr and "nothing purged" in proc.stderr
-    assert file_states(project.workdir) == before
+    assert (file_states(project.workdir), zone.states()) == before
     assert not (project.workdir / "purged_documents.json").exists()
 
 
-def test_dry_run_lists_every_change_and_makes_none(deployment) -> None:
-    project = deployment
+def test_dry_run_lists_every_change_and_makes_none(zone) -> None:
+    project = zone.project
     doc_id, victim_file, _text = VICTIMS["debezium_jsonl"]
     before = file_states(project.workdir)
+    landing_before = zone.states()
     plan = json.loads(project.ragmart("purge", "--document-id", doc_id, "--dry-run").stdout)[0]
-    assert file_states(project.workdir) == before
-    assert plan["landing"] == {str(project.landing / victim_file): [1, 2, 3]}
+    assert (file_states(project.workdir), zone.states()) == (before, landing_before)
+    assert plan["landing"] == {zone.name(victim_file): [1, 2, 3]}
     (snapshot,) = (project.workdir / "published").glob("v*.duckdb")
     assert set(plan["databases"]) == {str(project.db_path), str(snapshot)}
     assert plan["databases"][str(project.db_path)]["fct_quarantined_events"] == 2
@@ -333,29 +342,33 @@ def test_dry_run_lists_every_change_and_makes_none(deployment) -> None:
 
     project.ragmart("purge", "--document-id", doc_id)
     after = file_states(project.workdir)
-    changed = {name for name in before if before[name] != after.get(name)}
+    changed = {name for name in before if before[name] != after.get(name)
+               and not name.startswith("landing/")}
+    changed |= {zone.name(rel) for rel, state in landing_before.items()
+                if zone.states().get(rel) != state}
     listed = {str(Path(p).relative_to(project.workdir))
-              for p in [*plan["landing"], *plan["databases"], *plan["artifacts"]]}
+              for p in [*plan["databases"], *plan["artifacts"]]} | set(plan["landing"])
     # every file the purge changed was listed (besides the journal and registry it writes)
     assert changed - {"purge_journal.json", "purged_documents.json"} <= listed | {
         "published/serving.json", "published/history.jsonl"}
     assert listed <= changed
 
 
-def test_an_unreadable_landing_file_naming_the_document_keeps_the_purge_open(deployment):
+def test_an_unreadable_landing_file_naming_the_document_keeps_the_purge_open(zone):
     """Everything else is purged; the file ingestion cannot read is named, and once the
     operator deletes it the next purge finishes."""
-    project = deployment
+    project = zone.project
     doc_id, _file, text = VICTIMS["debezium_jsonl"]
-    stray = project.land("dms/0300_export.txt", f"{doc_id}: {text}\n")
+    stray = zone.land("dms/0300_export.txt", f"{doc_id}: {text}\n")
     proc = project.ragmart("purge", "--document-id", doc_id, check=False)
-    assert proc.returncode == 2 and str(stray) in proc.stderr, proc.stderr
-    assert traces(project.workdir, text) == ["landing/dms/0300_export.txt"]
+    assert proc.returncode == 2 and stray in proc.stderr, proc.stderr
+    assert zone.traces(text) == ["dms/0300_export.txt"]
+    assert [t for t in traces(project.workdir, text) if not t.startswith("landing/")] == []
     assert json.loads((project.workdir / "purge_journal.json").read_text())[doc_id]["done"] == [
         "artifacts", "landing", "snapshots", "database"]
-    stray.unlink()
+    zone.remove("dms/0300_export.txt")
     project.ragmart("purge")
-    assert_purged(project, "debezium_jsonl")
+    assert_purged(project, "debezium_jsonl", zone)
 
 
 def test_a_quarantined_record_belongs_to_the_id_it_names_as_a_whole_word() -> None:

@@ -22,7 +22,10 @@ each idempotent and marked done in the journal when it completes:
    artifact file carrying them (run_results.json, manifest.json, ...) is deleted, dbt writes it
    anew. This step comes first because the sentences to look for are read from the document's
    records, which the later steps remove.
-2. ``landing``: the document's records leave every landing file ingestion reads.
+2. ``landing``: the document's records leave every landing file ingestion reads, through the
+   landing store (a folder or an S3 prefix); in a versioned bucket every noncurrent version
+   holding the document is deleted too (``ragmart.serving.purge.landing``). A request S3
+   refuses stops the purge naming the permission and the object (``objects``).
 3. ``snapshots``: each published snapshot holding the document is replaced by a purged copy
    under a new name, and serving.json and the history are switched to it atomically
    (``ragmart.serving.pointer.replace_snapshot``); a reader that has the old file open is never
@@ -45,6 +48,7 @@ JSON-escaped form (``ragmart.serving.purge.artifacts.Needles``).
 
 The modules, one per part: ``deployment`` (the files a purge covers), ``journal`` (the journal,
 the registry entry, the lock), ``artifacts``, ``landing``, ``snapshots`` and ``database`` (the
-steps), ``plan`` (what a purge would change, and what it changed) and ``run`` (the order of the
-steps, and the commands' entry points ``purge_document`` and ``complete_pending``).
+steps), ``objects`` (what a landing-store call needs from S3, and a refusal's message),
+``plan`` (what a purge would change, and what it changed) and ``run`` (the order of the steps,
+and the commands' entry points ``purge_document`` and ``complete_pending``).
 """

@@ -3,13 +3,13 @@ target and log directories (eval reports live under the target dir)."""
 
 from __future__ import annotations
 
+import functools
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from ragmart.config import Settings
-from ragmart.ingest.landing import LandingZoneError, list_landing_files
+from ragmart.ingest.store import LandingStore, open_store, replace_file
 from ragmart.serving.pointer import ServingError, publish_dir
 
 # every temporary file of a purge carries it in its name; the next run removes them
@@ -43,18 +43,11 @@ class Deployment:
     def publish_dir(self) -> Path:
         return publish_dir(self.db_path)
 
-    def landing_files(self) -> list[tuple[str, Path]]:
-        """(relative path as ingestion names it, file) of every file under the landing zone, as
-        ingestion lists it (ragmart.ingest.landing.list_landing_files): the files it reads, the
-        ones it reports as unsupported, and the hidden ones it skips (a partial upload may hold
-        the text too)."""
-        if self.landing_dir is None or not Path(self.landing_dir).is_dir():
-            return []
-        try:
-            listed = list_landing_files(self.landing_dir)
-        except LandingZoneError:  # no layout folder: nothing ingestion would read
-            return []
-        return [(f.relative_path, Path(f.path)) for f in listed]
+    @functools.cached_property
+    def landing_store(self) -> LandingStore | None:
+        """The landing zone as ingestion reads it (a folder or an S3 prefix); None when none
+        is configured. One per deployment: an S3 client costs a few tenths of a second."""
+        return None if self.landing_dir is None else open_store(self.landing_dir)
 
     def snapshots(self) -> list[Path]:
         folder = self.publish_dir
@@ -63,12 +56,4 @@ class Deployment:
 
 def write_atomic(path: Path, data: bytes) -> None:
     """Replace `path` by `data` in one rename (its mode kept when it exists)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}{TEMP_MARK}tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    if path.exists():
-        shutil.copymode(path, tmp)
-    os.replace(tmp, path)
+    replace_file(path, data, path.with_name(f".{path.name}{TEMP_MARK}tmp"))

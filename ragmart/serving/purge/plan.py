@@ -16,17 +16,21 @@ class PurgePlan:
     snapshots: dict[str, str] = field(default_factory=dict)  # snapshot -> its purged copy
     artifacts: dict[str, str] = field(default_factory=dict)  # file -> what happens to it
     unreadable: list[str] = field(default_factory=list)  # landing files to delete by hand
+    # noncurrent versions holding the document (S3 versioning): object -> version ids
+    versions: dict[str, list[str]] = field(default_factory=dict)
     max_change_seq: int | None = None
 
     @property
     def found(self) -> bool:
         """Whether any record of the document exists (artifacts alone do not make one)."""
-        return bool(self.landing or self.databases or self.snapshots or self.unreadable)
+        return bool(self.landing or self.databases or self.snapshots or self.unreadable
+                    or self.versions)
 
     def to_dict(self) -> dict:
         return {"document_id": self.document_id, "landing": self.landing,
                 "databases": self.databases, "snapshots": self.snapshots,
                 "artifacts": self.artifacts, "unreadable": self.unreadable,
+                "versions": self.versions,
                 "max_change_seq": self.max_change_seq}
 
 
@@ -39,5 +43,7 @@ class PurgeReport:
     files_rewritten: list[str] = field(default_factory=list)
     files_deleted: list[str] = field(default_factory=list)
     snapshots_replaced: dict[str, str] = field(default_factory=dict)  # old name -> new name
+    # object versions removed (S3 versioning): object -> version ids
+    versions_deleted: dict[str, list[str]] = field(default_factory=dict)
     max_change_seq: int | None = None
     completed_interrupted_purge: bool = False

@@ -30,6 +30,7 @@ from ragmart.serving.purge.landing import (
     step_landing,
     step_unreadable,
     unreadable_mentions,
+    version_hits,
 )
 from ragmart.serving.purge.plan import PurgePlan, PurgeReport
 from ragmart.serving.purge.snapshots import purged_name, step_snapshots
@@ -42,9 +43,12 @@ def plan_purge(dep: Deployment, document_id: str, *, artifacts: bool = True) -> 
     plan = PurgePlan(document_id)
     texts: list[str] = [document_id]
     seqs: list[int] = []
-    for path, _rel, _data, records, _only in landing_hits(dep, document_id):
-        plan.landing[str(path)] = [r.row["source_line"] for r in records]
-        for r in records:
+    for hit in landing_hits(dep, document_id) + version_hits(dep, document_id):
+        if hit.version_id is None:
+            plan.landing[hit.location] = [r.row["source_line"] for r in hit.records]
+        else:
+            plan.versions.setdefault(hit.location, []).append(hit.version_id)
+        for r in hit.records:
             texts += [r.row["content"], r.row["title"], r.row["raw_record"]]
             if r.row["change_seq"] is not None:
                 seqs.append(r.row["change_seq"])
@@ -75,7 +79,6 @@ def _step_artifacts(dep: Deployment, document_id: str, report: PurgeReport) -> N
 
 def _remove_temporaries(dep: Deployment) -> None:
     folders = {dep.db_path.resolve().parent, dep.publish_dir, registry_path(dep.db_path).parent}
-    folders |= {p.parent for _rel, p in dep.landing_files()}
     for folder in folders:
         if folder.is_dir():
             for path in folder.glob(f".*{TEMP_MARK}*"):
