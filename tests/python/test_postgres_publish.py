@@ -305,3 +305,42 @@ def test_readers_never_see_a_mix_during_publish_and_rollback(
     assert len({pid for pid, _ in seen}) >= 2, "the readers must have seen switches"
     wrong = [(pid, answer) for pid, answer in seen if expected.get(pid) != answer]
     assert wrong == []
+
+
+def test_pruning_keeps_the_last_three_publications(built: Project, tmp_path: Path,
+                                                   postgres_url: str) -> None:
+    """Five publishes alternating two serving sets: the rows only the first two held are
+    deleted, those two can no longer be rolled back to, and the three kept still can."""
+    from ragmart.serving.postgres.publish import publish_version
+    from ragmart.serving.postgres.rollback import rollback_version
+    from ragmart.serving.postgres.settings import PostgresServingError
+
+    edited = _edited_copy(built, tmp_path)
+    ids = [publish_version(source, "v1", postgres_url).publication_id
+           for source in (built.db_path, edited, built.db_path, edited, built.db_path)]
+    with psycopg.connect(postgres_url) as conn:
+        pruned = [pid for (pid,) in conn.execute(
+            "select publication_id from ragmart.publications where pruned_at is not null "
+            "order by 1")]
+        # every row left belongs to a kept publication
+        orphans = conn.execute(
+            "select count(*) from ragmart.fct_chunk_embeddings_v1 where not exists (select "
+            "from unnest(%s::bigint[]) as k(id) where published_in <= k.id and (removed_in is "
+            "null or removed_in > k.id))", (ids[2:],)).fetchone()[0]
+        dead = conn.execute("select count(*) from ragmart.fct_chunk_embeddings_v1 "
+                            "where removed_in <= %s", (ids[2],)).fetchone()[0]
+    assert pruned == ids[:2] and orphans == 0 and dead == 0
+    assert [rollback_version(postgres_url).restores for _ in range(2)] == [ids[3], ids[2]]
+    assert served_rows(postgres_url, "fct_chunk_embeddings_v1", ["chunk_id", "chunk_text"]) \
+        == {c: (c, t) for c, t in _texts(built.db_path).items()}
+    with pytest.raises(PostgresServingError, match="no publication before"):
+        rollback_version(postgres_url)
+
+
+def _texts(db: Path) -> dict[str, str]:
+    conn = connect(db, read_only=True)
+    try:
+        return dict(conn.execute("select chunk_id, chunk_text from fct_chunk_embeddings_v1"
+                                 ).fetchall())
+    finally:
+        conn.close()
