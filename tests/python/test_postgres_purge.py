@@ -101,7 +101,16 @@ def test_purge_leaves_no_bytes_in_table_files(published: Project, postgres_url: 
                  if name.startswith("postgresql://")]
     assert pg_plan == before
 
-    report = json.loads(published.ragmart("purge", "--document-id", VICTIM).stdout)[0]
+    # a run without the URL (a build completing the purge, say) must not pass the step by
+    published.extra_env["RAGMART_SERVING_URL"] = ""
+    refused = published.ragmart("purge", "--document-id", VICTIM, check=False)
+    published.extra_env["RAGMART_SERVING_URL"] = postgres_url
+    assert refused.returncode != 0 and "set RAGMART_SERVING_URL" in refused.stderr
+    assert rows_of(postgres_url, VICTIM) == before
+
+    # as the message says: `ragmart purge` finishes it
+    [report] = json.loads(published.ragmart("purge").stdout)
+    assert report["document_id"] == VICTIM and report["completed_interrupted_purge"]
     assert {k.rsplit(":", 1)[1]: n for k, n in report["rows_deleted"].items()
             if k.startswith("postgresql://")} == before
     assert rows_of(postgres_url, VICTIM) == {}

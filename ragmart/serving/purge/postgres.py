@@ -1,10 +1,16 @@
 """Step ``postgres``: with RAGMART_SERVING_URL set, the document leaves every version and
 publication on the PostgreSQL serving target, and the tables it was in are rewritten
-(ragmart.serving.postgres.purge). Without the setting the step does nothing. A server that
-cannot be reached stops the purge here; it stays journaled and the next run completes it."""
+(ragmart.serving.postgres.purge). A server that cannot be reached stops the purge here; it
+stays journaled and the next run completes it. Without the setting the step does nothing,
+unless the deployment's publication history shows publishes to PostgreSQL: then it stops the
+purge (a run without the URL, say a build completing an interrupted purge, must not mark the
+step done while the document is still on the server)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from ragmart.serving.purge.deployment import Deployment, PurgeError
 from ragmart.serving.purge.plan import PurgePlan, PurgeReport
 
 
@@ -27,9 +33,23 @@ def plan_postgres(plan: PurgePlan, document_id: str) -> None:
         plan.databases[masked(url)] = counts
 
 
-def step_postgres(document_id: str, report: PurgeReport) -> None:
+def _published_target(db_path: Path) -> str | None:
+    """The (masked) PostgreSQL target of the latest publish recorded in the history, if any."""
+    from ragmart.serving.pointer import history
+
+    return next((p.postgres.get("target") for p in reversed(history(db_path)) if p.postgres),
+                None)
+
+
+def step_postgres(dep: Deployment, document_id: str, report: PurgeReport) -> None:
     url = _url()
     if url is None:
+        target = _published_target(dep.db_path)
+        if target:
+            raise PurgeError(
+                f"purge of {document_id!r} done except on the PostgreSQL serving database "
+                f"{target}, which this deployment publishes to: set RAGMART_SERVING_URL and run "
+                "`ragmart purge` to finish (the purge stays journaled)")
         return
     from ragmart.serving.postgres.purge import purge_document_rows
     from ragmart.serving.postgres.settings import masked

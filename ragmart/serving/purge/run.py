@@ -105,7 +105,7 @@ def _run(dep: Deployment, document_id: str, report: PurgeReport) -> None:
         elif step == "database":
             step_database(dep, document_id, report)
         elif step == "postgres":
-            step_postgres(document_id, report)
+            step_postgres(dep, document_id, report)
         else:
             step_unreadable(dep, document_id)
         entry["done"].append(step)
