@@ -170,11 +170,17 @@ def create_indexes(conn, table: str, columns: dict[str, str]) -> None:
         # pgvector builds the graph in memory while it fits in maintenance_work_mem (64 MB by
         # default; it says so in a NOTICE when it stops fitting) and much slower past it:
         # raised for this transaction only, never lowered
-        conn.execute(f"select set_config('maintenance_work_mem', '{HNSW_BUILD_MEMORY}', true) "
-                     "where pg_size_bytes(current_setting('maintenance_work_mem')) "
-                     f"< pg_size_bytes('{HNSW_BUILD_MEMORY}')")
+        raise_build_memory(conn, transaction_only=True)
         conn.execute(f'create index if not exists "{table}_embedding_hnsw" on {q} '
                      "using hnsw (embedding vector_cosine_ops)")
+
+
+def raise_build_memory(conn, *, transaction_only: bool) -> None:
+    """maintenance_work_mem at least HNSW_BUILD_MEMORY, for the transaction or the session (an
+    HNSW build or a VACUUM FULL that rebuilds one)."""
+    conn.execute(f"select set_config('maintenance_work_mem', '{HNSW_BUILD_MEMORY}', %s) "
+                 "where pg_size_bytes(current_setting('maintenance_work_mem')) "
+                 f"< pg_size_bytes('{HNSW_BUILD_MEMORY}')", (transaction_only,))
 
 
 def data_tables(conn) -> list[str]:
