@@ -64,12 +64,14 @@ def as_role(url: str, role: str) -> str:
 
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory, postgres_server) -> Iterator[tuple[Project, str]]:
-    """The bundled sample built by dbt, and v1 published to PostgreSQL (its URL)."""
+    """The bundled sample built by dbt, and v1 published to PostgreSQL by `ragmart publish v1`
+    with RAGMART_SERVING_URL set (its URL)."""
     project = Project(tmp_path_factory.mktemp("pg_retrieval"))
     project.land_sample()
     project.build()
     url = _database(postgres_server)
-    publish_version(project.db_path, "v1", url)
+    project.extra_env["RAGMART_SERVING_URL"] = url
+    project.ragmart("publish", "v1")
     yield project, url
     _drop(postgres_server, url)
 

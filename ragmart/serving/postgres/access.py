@@ -66,14 +66,16 @@ def function_arguments() -> str:
         f"{name} {types[name]} default {default}" for name, default in MACRO_DEFAULTS.items()])
 
 
-def _result_columns(conn, tables: PostgresTables) -> str:
+def _result_columns(conn, tables: PostgresTables) -> str | None:
     """RETURNS TABLE (...): rank, distance and the result columns, typed as the serving
-    table's columns."""
+    table's columns (None: the table lacks one, no search can serve it)."""
     types = dict(conn.execute(
         "select attname, format_type(atttypid, atttypmod) from pg_attribute "
         "where attrelid = to_regclass(%s) and attnum > 0 and not attisdropped",
         (tables.serving,)).fetchall())
     types.update(document_valid_to="timestamp without time zone", completeness="text")
+    if any(name not in types for name in COLUMNS):
+        return None
     return ", ".join(["rank bigint", "distance double precision"]
                      + [f"{name} {types[name]}" for name in COLUMNS])
 
@@ -125,9 +127,13 @@ def _version_branch(tables: PostgresTables, dims: int) -> str:
         return;"""
 
 
-def function_sql(conn, version: str) -> str:
+def function_sql(conn, version: str) -> str | None:
     """`create or replace function ragmart.retrieve(...)`, with a branch per version whose
-    serving table the schema holds (`version`'s included)."""
+    serving table the schema holds with every result column (`version`'s included; None when
+    `version`'s lacks one: it is not a retrieval set, the function stays as it was)."""
+    returns = _result_columns(conn, PostgresTables.for_version(version))
+    if returns is None:
+        return None
     versions = sorted({v for t in data_tables(conn) if is_serving_table(t)
                        for v in [table_version(t)] if v} | {check_version(version)},
                       key=lambda v: int(v[1:]))
@@ -135,7 +141,7 @@ def function_sql(conn, version: str) -> str:
     for v in versions:
         tables = PostgresTables.for_version(v)
         dims = _dimensions(conn, tables)
-        if dims is not None:
+        if dims is not None and _result_columns(conn, tables) is not None:
             branches.append(f"if serving_version = '{v}' then{_version_branch(tables, dims)}")
     if not branches:
         raise PostgresServingError(f"the serving database has no {version} vectors to search")
@@ -145,7 +151,7 @@ def function_sql(conn, version: str) -> str:
     settings = "\n".join(f"set {name} = '{value}'" for name, value in SEARCH_SETTINGS.items())
     dispatch = "\n    els".join(branches)
     return f"""create or replace function {FUNCTION}({function_arguments()})
-returns table ({_result_columns(conn, PostgresTables.for_version(version))})
+returns table ({returns})
 language plpgsql stable
 {settings}
 as $function$
@@ -182,14 +188,15 @@ def _caller(name: str) -> str:
             "missing_allowed_groups": "'deny'"}[name]
 
 
-def policy_sql(table: str) -> str:
+def policy_sql(table: str, latest_known: bool = True) -> str:
     """The USING expression of the readers' policy on `ragmart.<table>`: the serving
     publication's rows whose groups (and their document's latest known ones, from
-    dim_document_access) admit the role."""
+    dim_document_access: `latest_known`; a publication without that table has only the
+    rows' own) admit the role."""
     publication = f"(select s.publication_id from {SERVING} as s)"
     own = visible_sql(table, publication)
     rule = access_sql(_caller, "documents", POSTGRES)
-    if table == ACCESS_TABLE:  # its own groups are its document's latest known ones
+    if table == ACCESS_TABLE or not latest_known:  # its own groups are the latest known
         return f"""{own} and exists (
     select from (
         select {table}.allowed_groups, {table}.allowed_groups as latest_allowed_groups
@@ -220,15 +227,18 @@ def install_access(conn, version: str) -> None:
         alter table {ROLE_GROUPS} enable row level security;
         drop policy if exists {POLICY} on {ROLE_GROUPS};
         create policy {POLICY} on {ROLE_GROUPS} for select using (role_name = current_user)""")
-    for table in data_tables(conn):
+    tables = data_tables(conn)
+    for table in tables:
         if table not in (DOCUMENTS_TABLE, ACCESS_TABLE) and table_version(table) is None:
             continue
         conn.execute(f"""
             alter table {SCHEMA}."{table}" enable row level security;
             drop policy if exists {POLICY} on {SCHEMA}."{table}";
             create policy {POLICY} on {SCHEMA}."{table}" for select using (
-                {policy_sql(table)})""")
-    conn.execute(function_sql(conn, version))
+                {policy_sql(table, latest_known=ACCESS_TABLE in tables)})""")
+    function = function_sql(conn, version)
+    if function is not None:
+        conn.execute(function)
     for (role,) in conn.execute(f"select role_name from {ROLE_GROUPS}").fetchall():
         _grant_tables(conn, role)
 
