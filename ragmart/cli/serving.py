@@ -58,6 +58,7 @@ def run_versions(args: argparse.Namespace) -> int:
             "published_snapshot": serving.snapshot if serving and serving.version == v.version
             else None,
         })
+    postgres = _postgres_versions(rows)
     if args.json:
         print(json.dumps(rows, indent=2))
         return Exit.OK
@@ -69,7 +70,33 @@ def run_versions(args: argparse.Namespace) -> int:
               f"~{r['size_bytes'] / 1e6:.1f} MB{', ' + m if m else ''}")
     if serving is None:
         print("nothing published: retrieval reads the build database")
+    if postgres is not None:
+        from ragmart.serving.postgres.versions import describe
+
+        print("\n".join(describe(postgres)))
     return Exit.OK
+
+
+def _postgres_versions(rows: list[dict]) -> dict | None:
+    """With RAGMART_SERVING_URL set: PostgreSQL's state, and in each version's row a "postgres"
+    entry (whether PostgreSQL serves it, its publications there); None otherwise."""
+    from ragmart.serving.postgres.settings import serving_url
+
+    url = serving_url()
+    if url is None:
+        return None
+    from ragmart.serving.postgres.versions import postgres_state
+
+    state = postgres_state(url)
+    serving = state["serving"] or {}
+    for row in rows:
+        row["postgres"] = {
+            "serving": serving.get("version") == row["version"],
+            "serving_publication_id": serving.get("publication_id")
+            if serving.get("version") == row["version"] else None,
+            "publications": [p for p in state["publications"] if p["version"] == row["version"]],
+        }
+    return state
 
 
 def run_publish(args: argparse.Namespace) -> int:
@@ -88,7 +115,11 @@ def run_rollback(args: argparse.Namespace) -> int:
     from ragmart.serving.rollback import rollback
 
     pub = rollback(database(args))
-    print(f"serving {pub.version} again ({pub.snapshot})")
+    if pub.postgres:
+        print(f"postgres: serving publication #{pub.postgres['restores']} ({pub.version}) again "
+              f"instead of #{pub.postgres['replaced']}; no data written")
+    else:
+        print(f"serving {pub.version} again ({pub.snapshot})")
     return Exit.OK
 
 

@@ -62,6 +62,9 @@ class Publication:
     built_at: str | None = None
     ingested_through: str | None = None
     build_db_mtime_ns: int | None = None
+    # with RAGMART_SERVING_URL: what the publish wrote to PostgreSQL (publication_id, whether
+    # incremental, rows written and removed: ragmart.serving.postgres.publish)
+    postgres: dict | None = None
 
 
 def publish_dir(db_path: Path) -> Path:

@@ -4,7 +4,11 @@
 with the serving publication's report (the gate, ragmart.serving.baseline) and, when it passes
 or is forced, makes it the baseline and switches `serving.json` to it with one atomic rename
 (ragmart.serving.pointer): readers see the old or the new snapshot, never a mix. A refused or
-failed publish leaves what serves unchanged and deletes its snapshot. `publish_after_build` is
+failed publish leaves what serves unchanged and deletes its snapshot. With RAGMART_SERVING_URL
+set, the snapshot that passed the gate is then published to PostgreSQL
+(ragmart.serving.postgres.publish: only the rows that changed since the last publish there,
+switched in one transaction) before serving.json switches, and the gate's baseline is what
+PostgreSQL serves. `publish_after_build` is
 the same publish as `ragmart build --watch --publish` runs it after every green build. Rolling
 back is ragmart.serving.rollback; purging a document, ragmart.serving.purge.
 """
@@ -65,6 +69,9 @@ def publish(
         report = evaluate(path, version)
         serving = current_publication(db_path)
         baseline = serving.report if serving and serving.report else None
+        url = _serving_url()
+        if url:
+            baseline = _postgres_baseline(url) or baseline
         failures = gate(report, baseline)
         if failures and not force:
             raise GateRefused(
@@ -91,12 +98,32 @@ def publish(
             ingested_through=ingested_through,
         )
         make_baseline(db_path, publication)
+        if url:
+            from ragmart.serving.postgres.publish import publish_version
+
+            publication.postgres = publish_version(
+                path, version, url, report=report, snapshot=path.name,
+                forced=publication.forced, gate_failures=failures).to_dict()
     except BaseException:
         path.unlink(missing_ok=True)  # nothing switched: the snapshot serves nobody
         raise
     record(db_path, publication)
     prune_snapshots(db_path)
     return publication
+
+
+def _serving_url() -> str | None:
+    """RAGMART_SERVING_URL (None: DuckDB serving only; psycopg is then never imported)."""
+    from ragmart.serving.postgres.settings import serving_url
+
+    return serving_url()
+
+
+def _postgres_baseline(url: str) -> dict | None:
+    """The report of the publication PostgreSQL serves (None before its first publish)."""
+    from ragmart.serving.postgres.versions import serving_report
+
+    return serving_report(url)
 
 
 @dataclass

@@ -1,0 +1,205 @@
+"""Publish a version to PostgreSQL: only what changed, switched in the same transaction.
+
+`publish_version` copies the DuckDB relations that serve a version (ragmart.serving.postgres.
+schema.served_tables) from a DuckDB file (the snapshot `ragmart publish` just took and gated)
+into the `ragmart` schema, as one new publication:
+
+- the first publish of a version to the target writes every row (COPY), then builds the
+  table's indexes (HNSW on the vectors: building once after the load is cheaper than
+  maintaining it row by row);
+- after that it is INCREMENTAL: DuckDB compares each source row's fingerprint with the live
+  rows' (removed_in is null) and only rows added or changed are COPYed in (published_in = the
+  new id), while live rows the source no longer has get removed_in = the new id. Rows of earlier
+  publications stay, so rollback writes no data (ragmart.serving.postgres.rollback);
+- the publications row, the rows, and the UPDATE of the one-row pointer ``ragmart.serving``
+  commit together: a reader's statement sees the old publication or the new one, never a mix.
+
+Publishers take one advisory lock, so two publishes never interleave. After the commit,
+`prune` keeps the last KEEP_PUBLICATIONS content publications plus the serving one, deletes the
+rows none of them holds, drops the tables of versions none of them serves, and VACUUMs what it
+touched.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import duckdb
+
+from ragmart.relations import Relations, check_version
+from ragmart.serving.postgres.schema import (
+    PUBLICATIONS,
+    SCHEMA,
+    SERVING,
+    create_indexes,
+    data_tables,
+    ensure_data_table,
+    ensure_schema,
+    postgres_type,
+    served_tables,
+    table_version,
+)
+from ragmart.serving.postgres.settings import PostgresServingError, connect, masked
+from ragmart.serving.postgres.transfer import duckdb_columns, publish_table
+
+KEEP_PUBLICATIONS = 3
+# pg_advisory_xact_lock key of publishers, rollbacks, prunes and purges of one target
+LOCK_KEY = 0x7261676D617274  # "ragmart"
+
+
+@dataclass
+class PostgresPublication:
+    """What one publish wrote to the serving database."""
+
+    publication_id: int
+    version: str
+    incremental: bool
+    rows_written: int
+    rows_removed: int
+    tables: dict[str, dict[str, int]] = field(default_factory=dict)  # table -> written/removed
+    target: str = ""  # the serving URL, masked
+    seconds: float = 0.0
+    pruned_publications: list[int] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def lock(conn) -> None:
+    """Serialize with every other writer of the target until the transaction ends."""
+    conn.execute("select pg_advisory_xact_lock(%s)", (LOCK_KEY,))
+
+
+def _source_info(duck: duckdb.DuckDBPyConnection, version: str) -> tuple[int, str, str, int]:
+    serving = Relations(version).serving
+    chunks, model, chunker = duck.execute(
+        f'select count(*), min(embedding_model), min(chunker_version) from main."{serving}"'
+    ).fetchone()
+    kind = duckdb_columns(duck, serving).get("embedding", "")
+    dims = re.fullmatch(r"FLOAT\[(\d+)\]", kind)
+    return chunks, model, chunker, int(dims[1]) if dims else None
+
+
+def _has_live_rows(conn, table: str) -> bool:
+    return conn.execute(f'select exists (select from {SCHEMA}."{table}" '
+                        "where removed_in is null)").fetchone()[0]
+
+
+def publish_version(source: Path | duckdb.DuckDBPyConnection, version: str, url: str, *,
+                    report: dict | None = None, snapshot: str | None = None,
+                    forced: bool = False, gate_failures: list[str] | tuple = (),
+                    keep: int = KEEP_PUBLICATIONS) -> PostgresPublication:
+    """Publish `version` from the DuckDB database `source` (a file, opened read-only, or an
+    open connection) to the serving database `url` and switch serving to it, all in one
+    transaction; then prune. `report`, `snapshot`, `forced` and `gate_failures` are recorded
+    in the publications row. Returns what was written."""
+    import psycopg
+    from psycopg.types.json import Jsonb
+
+    check_version(version)
+    started = time.perf_counter()
+    duck = duckdb.connect(str(source), read_only=True) if isinstance(source, Path | str) \
+        else source
+    try:
+        serving_table = Relations(version).serving
+        tables = [t for t in served_tables(version) if duckdb_columns(duck, t)]
+        if serving_table not in tables:
+            raise PostgresServingError(f"version {version} is not built in {source}")
+        chunks, model, chunker, dims = _source_info(duck, version)
+        result = PostgresPublication(0, version, False, 0, 0, target=masked(url))
+        with connect(url) as conn:
+            try:
+                lock(conn)
+                ensure_schema(conn)
+                (pid,) = conn.execute(
+                    f"insert into {PUBLICATIONS} (version, action, embedding_model, "
+                    "chunker_version, dimensions, chunks, report, snapshot, forced, "
+                    "gate_failures) values (%s, 'publish', %s, %s, %s, %s, %s, %s, %s, %s) "
+                    "returning publication_id",
+                    (version, model, chunker, dims, chunks, Jsonb(report or {}), snapshot,
+                     forced, list(gate_failures))).fetchone()
+                result.publication_id = pid
+                with conn.cursor() as cur:
+                    for table in tables:
+                        columns = duckdb_columns(duck, table)
+                        pg_columns = {n: postgres_type(t) for n, t in columns.items()}
+                        created = ensure_data_table(conn, table, pg_columns)
+                        full = created or not _has_live_rows(conn, table)
+                        written, removed = publish_table(duck, cur, table, columns, pid,
+                                                         full=full)
+                        if created:
+                            create_indexes(conn, table, pg_columns)
+                        if table == serving_table:
+                            result.incremental = not full
+                        result.tables[table] = {"written": written, "removed": removed}
+                result.rows_written = sum(t["written"] for t in result.tables.values())
+                result.rows_removed = sum(t["removed"] for t in result.tables.values())
+                conn.execute(f"update {PUBLICATIONS} set incremental = %s, rows_written = %s, "
+                             "rows_removed = %s where publication_id = %s",
+                             (result.incremental, result.rows_written, result.rows_removed,
+                              pid))
+                switch(conn, pid, version)
+            except psycopg.Error as exc:
+                raise PostgresServingError(
+                    f"publish {version} to {masked(url)} failed and nothing was switched: "
+                    f"{exc}") from None
+    finally:
+        if duck is not source:
+            duck.close()
+    result.pruned_publications = prune(url, keep=keep)
+    result.seconds = round(time.perf_counter() - started, 3)
+    return result
+
+
+def switch(conn, publication_id: int, version: str) -> None:
+    """THE SWITCH: point ragmart.serving at content publication `publication_id` (the caller
+    commits it with whatever it wrote)."""
+    conn.execute(f"insert into {SERVING} (publication_id, version) values (%s, %s) "
+                 "on conflict (only_row) do update set publication_id = excluded.publication_id,"
+                 " version = excluded.version, switched_at = now()", (publication_id, version))
+
+
+def prune(url: str, *, keep: int = KEEP_PUBLICATIONS) -> list[int]:
+    """Keep the last `keep` content publications and the serving one: delete the rows none of
+    them holds (removed_in <= the oldest kept id), drop the tables of versions none of them
+    serves, mark the others pruned (no rollback to them), VACUUM what changed. Returns the ids
+    newly marked pruned."""
+    with connect(url) as conn:
+        lock(conn)
+        row = conn.execute(f"select publication_id from {SERVING}").fetchone()
+        if row is None:
+            return []
+        content = conn.execute(f"select publication_id, version from {PUBLICATIONS} "
+                               "where action = 'publish' and pruned_at is null "
+                               "order by publication_id desc").fetchall()
+        kept = dict(content[:keep])
+        kept.setdefault(row[0], dict(content).get(row[0]))
+        horizon = min(kept)
+        versions = set(kept.values())
+        touched = []
+        for table in data_tables(conn):
+            version = table_version(table)
+            if version is not None and version not in versions:
+                conn.execute(f'drop table {SCHEMA}."{table}"')
+            elif conn.execute(f'delete from {SCHEMA}."{table}" where removed_in <= %s',
+                              (horizon,)).rowcount:
+                touched.append(table)
+        pruned = [pid for (pid,) in conn.execute(
+            f"update {PUBLICATIONS} set pruned_at = now() where action = 'publish' and "
+            "pruned_at is null and (publication_id < %s or not version = any(%s)) "
+            "returning publication_id", (horizon, sorted(versions))).fetchall()]
+    vacuum(url, touched)
+    return sorted(pruned)
+
+
+def vacuum(url: str, tables: list[str], *, full: bool = False) -> None:
+    """VACUUM (ANALYZE) the data tables `tables` (outside a transaction, as VACUUM must)."""
+    if not tables:
+        return
+    with connect(url, autocommit=True) as conn:
+        options = "full, analyze" if full else "analyze"
+        for table in dict.fromkeys(tables):
+            conn.execute(f'vacuum ({options}) {SCHEMA}."{table}"')

@@ -1,0 +1,179 @@
+"""The `ragmart` schema on the serving database: idempotent DDL, and DuckDB types mapped.
+
+Two bookkeeping tables and one data table per DuckDB relation served:
+
+- ``ragmart.publications``: one row per publish, rollback or refresh (purge); a publish row's
+  id is the *content* id its rows carry. ``restores`` names, for a rollback, the content
+  publication it serves again; ``pruned_at`` is set when pruning removed rows it needed (it can
+  no longer be rolled back to).
+- ``ragmart.serving``: exactly one row, the pointer: the content publication that serves and
+  its version. Switching is one UPDATE of it in the transaction that wrote the rows.
+- the data tables (``fct_chunk_embeddings_vN``, ``fct_chunk_history_vN``, ``dim_documents``,
+  ``dim_document_access``) keep DuckDB's names and columns, plus ``published_in`` and
+  ``removed_in`` (publication ids: a row belongs to publication P when ``published_in <= P and
+  (removed_in is null or removed_in > P)``, `visible_in`) and ``row_fingerprint`` (md5 of the
+  row's columns but the vector, computed by DuckDB at publish: what an incremental publish
+  compares; a changed vector always comes with a changed chunk_hash or embedding_model).
+
+Everything here is `if not exists`: any publish may run it; it never drops or rewrites.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ragmart.relations import (
+    ACCESS_TABLE,
+    DOCUMENTS_TABLE,
+    HISTORY_PREFIX,
+    INDEX_VERSION,
+    SERVING_PREFIX,
+    Relations,
+)
+from ragmart.serving.postgres.settings import SCHEMA, PostgresServingError
+
+PUBLICATIONS = f"{SCHEMA}.publications"
+SERVING = f"{SCHEMA}.serving"
+# the columns every data table has beside DuckDB's
+BOOKKEEPING_COLUMNS = ("published_in", "removed_in", "row_fingerprint")
+
+DDL = f"""
+create extension if not exists vector;
+create schema if not exists {SCHEMA};
+create table if not exists {PUBLICATIONS} (
+    publication_id bigint generated always as identity primary key,
+    version text not null,
+    action text not null check (action in ('publish', 'rollback', 'refresh')),
+    published_at timestamptz not null default now(),
+    embedding_model text,
+    chunker_version text,
+    dimensions int,
+    chunks bigint,
+    incremental bool not null default false,
+    rows_written bigint not null default 0,
+    rows_removed bigint not null default 0,
+    report jsonb,
+    snapshot text,
+    forced bool not null default false,
+    gate_failures text[] not null default '{{}}',
+    restores bigint references {PUBLICATIONS},
+    pruned_at timestamptz
+);
+create table if not exists {SERVING} (
+    only_row boolean primary key default true check (only_row),
+    publication_id bigint not null references {PUBLICATIONS},
+    version text not null,
+    switched_at timestamptz not null default now()
+);
+"""
+
+
+def ensure_schema(conn) -> None:
+    """Create the extension, the schema and the bookkeeping tables when missing (idempotent).
+    Runs in the caller's transaction."""
+    conn.execute(DDL)
+
+
+def visible_in(publication: str) -> str:
+    """The SQL condition: a data table row belongs to the publication `publication` (an SQL
+    expression, e.g. a parameter or `s.publication_id`)."""
+    return (f"published_in <= {publication} "
+            f"and (removed_in is null or removed_in > {publication})")
+
+
+_DUCKDB_TYPES = {
+    "VARCHAR": "text", "BIGINT": "bigint", "INTEGER": "integer", "SMALLINT": "smallint",
+    "BOOLEAN": "boolean", "DOUBLE": "double precision", "FLOAT": "real", "DATE": "date",
+    "TIMESTAMP": "timestamp without time zone",
+    "TIMESTAMP WITH TIME ZONE": "timestamp with time zone", "HUGEINT": "numeric",
+    "UBIGINT": "numeric", "JSON": "text",
+}
+
+
+def postgres_type(duckdb_type: str) -> str:
+    """The PostgreSQL type of a DuckDB column type: FLOAT[d] -> vector(d), X[] -> X[]."""
+    fixed = re.fullmatch(r"FLOAT\[(\d+)\]", duckdb_type)
+    if fixed:
+        return f"vector({fixed[1]})"
+    if duckdb_type.endswith("[]"):
+        return postgres_type(duckdb_type[:-2]) + "[]"
+    if duckdb_type not in _DUCKDB_TYPES:
+        raise PostgresServingError(
+            f"DuckDB type {duckdb_type} has no PostgreSQL mapping in ragmart "
+            "(ragmart.serving.postgres.schema); cast the column in its model")
+    return _DUCKDB_TYPES[duckdb_type]
+
+
+def served_tables(version: str) -> list[str]:
+    """The DuckDB relations a publication of `version` copies (those the snapshot holds)."""
+    r = Relations(version)
+    return [r.serving, r.history, DOCUMENTS_TABLE, ACCESS_TABLE]
+
+
+def is_serving_table(table: str) -> bool:
+    return table_version(table) is not None and table.startswith(SERVING_PREFIX)
+
+
+def table_columns(conn, table: str) -> dict[str, str]:
+    """name -> PostgreSQL type of `ragmart.<table>`'s columns ({} when it does not exist)."""
+    rows = conn.execute(
+        "select attname, format_type(atttypid, atttypmod) from pg_attribute "
+        "where attrelid = to_regclass(%s) and attnum > 0 and not attisdropped order by attnum",
+        (f'{SCHEMA}."{table}"',)).fetchall()
+    return dict(rows)
+
+
+def ensure_data_table(conn, table: str, columns: dict[str, str]) -> bool:
+    """Create `ragmart.<table>` with `columns` (name -> PostgreSQL type) and the bookkeeping
+    columns, or add the columns it lacks; returns whether it was created (then the caller
+    loads it and calls `create_indexes`). A column whose type changed is refused."""
+    existing = table_columns(conn, table)
+    if not existing:
+        cols = ", ".join(f'"{name}" {kind}' for name, kind in columns.items())
+        conn.execute(f'create table {SCHEMA}."{table}" ({cols}, published_in bigint not null, '
+                     "removed_in bigint, row_fingerprint text not null)")
+        return True
+    for name, kind in columns.items():
+        if name not in existing:
+            conn.execute(f'alter table {SCHEMA}."{table}" add column "{name}" {kind}')
+        elif existing[name] != kind:
+            raise PostgresServingError(
+                f"column {table}.{name} is {existing[name]} on the serving database and {kind} "
+                f"in the build; publish it under a new index version")
+    return False
+
+
+def create_indexes(conn, table: str, columns: dict[str, str]) -> None:
+    """The indexes of a data table, built after its first load (cheaper than maintaining them
+    row by row): the live rows' fingerprints (what an incremental publish looks up), the
+    chunk_id and document keys, and for a serving table the HNSW index on its vectors."""
+    q = f'{SCHEMA}."{table}"'
+    conn.execute(f'create index if not exists "{table}_live_fingerprint" on {q} '
+                 "(row_fingerprint) where removed_in is null")
+    conn.execute(f'create index if not exists "{table}_publication" on {q} '
+                 "(published_in, removed_in)")
+    if "chunk_id" in columns:
+        conn.execute(f'create index if not exists "{table}_chunk_id" on {q} (chunk_id)')
+    if "document_id" in columns:
+        keys = "document_id, document_version" if "document_version" in columns \
+            else "document_id"
+        conn.execute(f'create index if not exists "{table}_document" on {q} ({keys})')
+    if is_serving_table(table) and columns.get("embedding", "").startswith("vector("):
+        conn.execute(f'create index if not exists "{table}_embedding_hnsw" on {q} '
+                     "using hnsw (embedding vector_cosine_ops)")
+
+
+def data_tables(conn) -> list[str]:
+    """Every data table of the schema (those with the bookkeeping columns)."""
+    return [name for (name,) in conn.execute(
+        "select table_name from information_schema.columns where table_schema = %s "
+        "and column_name = 'published_in' order by table_name", (SCHEMA,)).fetchall()]
+
+
+def table_version(table: str) -> str | None:
+    """The index version a per-version data table belongs to (None for the shared ones)."""
+    for prefix in (SERVING_PREFIX, HISTORY_PREFIX):
+        version = table.removeprefix(prefix)
+        if version != table and INDEX_VERSION.fullmatch(version):
+            return version
+    return None

@@ -1,0 +1,72 @@
+"""The PostgreSQL serving target: RAGMART_SERVING_URL, and how it is shown (never with its
+password).
+
+The URL is a secret-bearing string (`postgresql://user:password@host/db`): every message that
+names the target shows `masked(url)`, and an error raised by the driver is re-raised with the
+URL masked out of its text (`connect`)."""
+
+from __future__ import annotations
+
+import os
+import re
+from urllib.parse import urlsplit, urlunsplit
+
+SERVING_URL_ENV = "RAGMART_SERVING_URL"
+SCHEMA = "ragmart"
+
+
+class PostgresServingError(RuntimeError):
+    """A PostgreSQL serving target that cannot be used (message says what to do)."""
+
+
+def serving_url() -> str | None:
+    """RAGMART_SERVING_URL, or None when unset or blank (DuckDB serving, as without it)."""
+    url = os.environ.get(SERVING_URL_ENV, "").strip()
+    if not url:
+        return None
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise PostgresServingError(
+            f"{SERVING_URL_ENV}={masked(url)!r} is not a PostgreSQL URL; write "
+            "postgresql://user:password@host:5432/database (or unset it to serve from DuckDB)")
+    return url
+
+
+_PASSWORD_PARAM = re.compile(r"(password=)[^&\s]*", re.IGNORECASE)
+
+
+def masked(url: str) -> str:
+    """`url` with its password (in the authority or a `password=` parameter) replaced by ***."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable URL>"
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        if ":" in userinfo:
+            userinfo = userinfo.split(":", 1)[0] + ":***"
+        netloc = f"{userinfo}@{host}"
+    query = _PASSWORD_PARAM.sub(r"\1***", parts.query)
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def scrub(text: str, url: str) -> str:
+    """`text` (a driver's error message) with the URL and its password masked out."""
+    text = text.replace(url, masked(url))
+    password = urlsplit(url).password
+    if password:
+        text = text.replace(password, "***")
+    return _PASSWORD_PARAM.sub(r"\1***", text)
+
+
+def connect(url: str, *, autocommit: bool = False):
+    """A psycopg connection to the serving target; PostgresServingError (URL masked) when it
+    cannot be opened."""
+    import psycopg
+
+    try:
+        return psycopg.connect(url, autocommit=autocommit)
+    except psycopg.Error as exc:
+        raise PostgresServingError(
+            f"cannot connect to the serving database {masked(url)} ({SERVING_URL_ENV}): "
+            f"{scrub(str(exc), url)}") from None

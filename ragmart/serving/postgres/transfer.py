@@ -1,0 +1,128 @@
+"""Rows from DuckDB to PostgreSQL in bulk: DuckDB renders, COPY loads, Python only moves bytes.
+
+DuckDB reads the source table and renders every value as PostgreSQL's text input (a list as an
+array literal, a FLOAT[d] as pgvector's `[x, y, ...]`, which DuckDB prints with the shortest
+digits that read back to the same float32), plus the row's fingerprint; Arrow batches of those
+strings become CSV (pyarrow: every string quoted, NULL left empty and unquoted, which is how
+PostgreSQL's CSV COPY tells NULL from '') and stream into `COPY ... FROM STDIN`. No row passes
+through a Python loop. The live fingerprints of the target come back the same way (COPY TO
+STDOUT, read by pyarrow) so the diff of an incremental publish runs in DuckDB.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+
+import duckdb
+
+from ragmart.serving.postgres.schema import SCHEMA
+
+BATCH_ROWS = 20_000
+
+
+def duckdb_columns(conn: duckdb.DuckDBPyConnection, table: str) -> dict[str, str]:
+    """name -> DuckDB type of a table of the connection's database, in column order."""
+    return dict(conn.execute(
+        "select column_name, data_type from information_schema.columns where table_name = $t "
+        "and table_catalog = current_database() and table_schema = 'main' "
+        "order by ordinal_position", {"t": table}).fetchall())
+
+
+def _text_of(name: str, duckdb_type: str) -> str:
+    """DuckDB SQL rendering column `name` as PostgreSQL's text input for its mapped type."""
+    col = f'"{name}"'
+    if duckdb_type.startswith("FLOAT[") and not duckdb_type.endswith("[]"):
+        return f"{col}::varchar"  # [x, y, ...]: pgvector's input, float32 digits round-trip
+    if duckdb_type.endswith("[]"):
+        quoted = ("list_transform(" + col + ", x -> case when x is null then 'NULL' else "
+                  "'\"' || replace(replace(x::varchar, '\\', '\\\\'), '\"', '\\\"') || '\"' "
+                  "end)")
+        return f"'{{' || array_to_string({quoted}, ',') || '}}'"
+    return f"{col}::varchar"
+
+
+def fingerprint_sql(columns: dict[str, str]) -> str:
+    """DuckDB SQL of a row's fingerprint: md5 of every column but the vector, as JSON."""
+    fields = ", ".join(f'"{n}" := "{n}"' for n, t in columns.items()
+                       if not (t.startswith("FLOAT[") and not t.endswith("[]")))
+    return f"md5(to_json(struct_pack({fields}))::varchar)"
+
+
+def _csv_batches(reader) -> Iterator[tuple[bytes, int]]:
+    """(CSV bytes, rows) of each non-empty Arrow batch of `reader`."""
+    import pyarrow.csv as pacsv
+
+    options = pacsv.WriteOptions(include_header=False, quoting_style="needed")
+    for batch in reader:
+        if batch.num_rows:
+            buffer = io.BytesIO()
+            pacsv.write_csv(batch, buffer, options)
+            yield buffer.getvalue(), batch.num_rows
+
+
+def copy_rows(duck: duckdb.DuckDBPyConnection, select_sql: str, params: dict, cur,
+              target: str, columns: list[str]) -> int:
+    """COPY the rows of `select_sql` (every column already text, in `columns`' order) into
+    `target`; returns the number of rows."""
+    count = 0
+    reader = duck.execute(select_sql, params).to_arrow_reader(BATCH_ROWS)
+    names = ", ".join(f'"{c}"' for c in columns)
+    with cur.copy(f"copy {target} ({names}) from stdin (format csv)") as copy:
+        for chunk, rows in _csv_batches(reader):
+            copy.write(chunk)
+            count += rows
+    return count
+
+
+def live_fingerprints(cur, table: str):
+    """The fingerprints of `ragmart.<table>`'s live rows (removed_in is null), as an Arrow
+    table with one column `fp`."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    buffer = io.BytesIO()
+    with cur.copy(f'copy (select row_fingerprint from {SCHEMA}."{table}" '
+                  "where removed_in is null) to stdout (format csv)") as copy:
+        for data in copy:
+            buffer.write(data)
+    if not buffer.getbuffer().nbytes:
+        return pa.table({"fp": pa.array([], pa.string())})
+    buffer.seek(0)
+    return pacsv.read_csv(buffer, read_options=pacsv.ReadOptions(column_names=["fp"]),
+                          convert_options=pacsv.ConvertOptions(column_types={"fp": pa.string()}))
+
+
+def publish_table(duck: duckdb.DuckDBPyConnection, cur, table: str, columns: dict[str, str],
+                  publication_id: int, *, full: bool) -> tuple[int, int]:
+    """Bring `ragmart.<table>` to the rows of DuckDB's `table` as publication `publication_id`:
+    rows whose fingerprint no live row has are COPYed in (published_in = the id), live rows
+    whose fingerprint the source lacks get removed_in = the id. `full`: the target has no
+    live row (its first publish), nothing to compare. Returns (rows written, rows removed)."""
+    fp = fingerprint_sql(columns)
+    source = f'(select *, {fp} as row_fingerprint from main."{table}")'
+    view = f"ragmart_pg_live_{table}"
+    if full:
+        new_rows = f"select * from {source}"
+    else:
+        duck.register(view, live_fingerprints(cur, table))
+        new_rows = f"select * from {source} as s anti join {view} as l on s.row_fingerprint = l.fp"
+    texts = ", ".join(f"{_text_of(n, t)} as \"{n}\"" for n, t in columns.items())
+    select = (f"select {texts}, $id::varchar as published_in, row_fingerprint "
+              f"from ({new_rows}) as n")
+    target = f'{SCHEMA}."{table}"'
+    written = copy_rows(duck, select, {"id": publication_id}, cur, target,
+                        [*columns, "published_in", "row_fingerprint"])
+    removed = 0
+    if not full:
+        cur.execute("create temp table if not exists ragmart_removed (fp text) on commit drop")
+        cur.execute("truncate ragmart_removed")
+        gone = (f"select fp from {view} as l anti join {source} as s "
+                "on s.row_fingerprint = l.fp")
+        if copy_rows(duck, gone, {}, cur, "ragmart_removed", ["fp"]):
+            cur.execute(f"update {target} as t set removed_in = %s from ragmart_removed as r "
+                        "where t.row_fingerprint = r.fp and t.removed_in is null",
+                        (publication_id,))
+            removed = cur.rowcount
+        duck.unregister(view)
+    return written, removed

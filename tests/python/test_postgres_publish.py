@@ -1,0 +1,219 @@
+"""Publishing to PostgreSQL (issue 15): a version built by dbt from the bundled sample, copied
+row for row into the `ragmart` schema, then only what a later build changed; rollback moves the
+pointer and writes no data; a reader never sees a mix of two publications.
+
+One deployment is built once per module; a test that lands more CDC works on its own copy.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+from pathlib import Path
+
+import pytest
+from dbt_harness import Project
+
+from ragmart.duck import connect
+from ragmart.relations import Relations
+
+psycopg = pytest.importorskip("psycopg")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Project:
+    project = Project(tmp_path_factory.mktemp("pg_publish"))
+    project.land_sample()
+    project.build()
+    return project
+
+
+@pytest.fixture
+def project(built: Project, tmp_path: Path) -> Project:
+    """A copy of the built deployment for one test."""
+    shutil.copytree(built.workdir, tmp_path / "deployment")
+    return Project(tmp_path / "deployment")
+
+
+def float32(values: list[float]) -> list[float]:
+    return [struct.unpack("f", struct.pack("f", v))[0] for v in values]
+
+
+def duckdb_rows(db: Path, table: str) -> dict[str, tuple]:
+    """chunk_id (or document_id) -> the row as Python values, the vector as float32s."""
+    conn = connect(db, read_only=True)
+    try:
+        cur = conn.execute(f"select * from {table}")
+        names = [d[0] for d in cur.description]
+        rows = cur.fetchall()
+    finally:
+        conn.close()
+    key = names.index("chunk_id") if "chunk_id" in names else names.index("document_id")
+    return {r[key]: tuple(float32(v) if n == "embedding" else v
+                          for n, v in zip(names, r, strict=True)) for r in rows}
+
+
+def served_rows(url: str, table: str, names: list[str]) -> dict[str, tuple]:
+    """The rows of ragmart.<table> that belong to the serving publication, read the way a
+    reader does: the pointer and the rows in one statement."""
+    cols = ", ".join(f'"{n}"' for n in names)
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            f"select {cols} from ragmart.{table} as t, ragmart.serving as s "
+            "where t.published_in <= s.publication_id "
+            "and (t.removed_in is null or t.removed_in > s.publication_id)").fetchall()
+    key = names.index("chunk_id") if "chunk_id" in names else names.index("document_id")
+    return {r[key]: tuple(float32([float(x) for x in v.strip("[]").split(",")])
+                          if n == "embedding" else v for n, v in zip(names, r, strict=True))
+            for r in rows}
+
+
+def columns_of(db: Path, table: str) -> list[str]:
+    conn = connect(db, read_only=True)
+    try:
+        return [r[0] for r in conn.execute(
+            "select column_name from information_schema.columns where table_name = $t "
+            "order by ordinal_position", {"t": table}).fetchall()]
+    finally:
+        conn.close()
+
+
+def assert_same_rows(project: Project, url: str, version: str = "v1") -> None:
+    r = Relations(version)
+    for table in (r.serving, r.history, "dim_documents", "dim_document_access"):
+        expected = duckdb_rows(project.db_path, table)
+        assert served_rows(url, table, columns_of(project.db_path, table)) == expected, table
+
+
+def publications(url: str) -> list[dict]:
+    with psycopg.connect(url) as conn:
+        cur = conn.execute("select * from ragmart.publications order by publication_id")
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def test_full_publish_copies_every_row_and_switches(built: Project, postgres_url: str) -> None:
+    from ragmart.serving.postgres.publish import publish_version
+
+    result = publish_version(built.db_path, "v1", postgres_url)
+    assert not result.incremental and result.rows_removed == 0
+    assert result.tables["fct_chunk_embeddings_v1"]["written"] == len(
+        duckdb_rows(built.db_path, "fct_chunk_embeddings_v1"))
+    assert_same_rows(built, postgres_url)
+    [pub] = publications(postgres_url)
+    assert (pub["publication_id"], pub["action"], pub["incremental"]) == (
+        result.publication_id, "publish", False)
+    assert pub["rows_written"] == result.rows_written > 0
+    assert pub["dimensions"] == 384 and pub["chunks"] == result.tables[
+        "fct_chunk_embeddings_v1"]["written"]
+    # the same build published again changes nothing: incremental, nothing written
+    again = publish_version(built.db_path, "v1", postgres_url)
+    assert again.incremental and (again.rows_written, again.rows_removed) == (0, 0)
+    with psycopg.connect(postgres_url) as conn:
+        assert conn.execute("select publication_id, version from ragmart.serving").fetchall() \
+            == [(again.publication_id, "v1")]
+        indexes = {name for (name,) in conn.execute(
+            "select indexname from pg_indexes where schemaname = 'ragmart'").fetchall()}
+    assert "fct_chunk_embeddings_v1_embedding_hnsw" in indexes
+    assert_same_rows(built, postgres_url)
+
+
+def table_rows(db: Path, table: str) -> set[tuple]:
+    """Every row of a DuckDB table but its vector (what a publish compares)."""
+    conn = connect(db, read_only=True)
+    try:
+        names = [r[0] for r in conn.execute(
+            "select column_name from information_schema.columns where table_name = $t "
+            "and column_name != 'embedding' order by ordinal_position", {"t": table}).fetchall()]
+        cols = ", ".join(f'"{n}"' for n in names)
+        return {tuple(map(repr, r)) for r in conn.execute(f"select {cols} from {table}").fetchall()}
+    finally:
+        conn.close()
+
+
+def pg_counts(url: str) -> dict[str, tuple[int, int]]:
+    """table -> (rows, live rows) of every data table."""
+    with psycopg.connect(url) as conn:
+        tables = [t for (t,) in conn.execute(
+            "select table_name from information_schema.columns where table_schema = 'ragmart' "
+            "and column_name = 'published_in'").fetchall()]
+        return {t: conn.execute(f"select count(*), count(*) filter (where removed_in is null) "
+                                f"from ragmart.{t}").fetchone() for t in tables}
+
+
+SERVED = ("fct_chunk_embeddings_v1", "fct_chunk_history_v1", "dim_documents",
+          "dim_document_access")
+
+
+def test_cli_publishes_incrementally_and_rolls_back(project: Project, postgres_url: str) -> None:
+    """Through the CLI: the first publish copies everything, a publish after one more CDC batch
+    writes exactly the rows the build added or changed and marks exactly the ones it replaced,
+    and rollback serves the first publication again without writing a row."""
+    from cdc_files import debezium_jsonl, document, paragraph
+
+    project.extra_env["RAGMART_SERVING_URL"] = postgres_url
+    first = json.loads(project.ragmart("publish", "v1").stdout)["postgres"]
+    assert not first["incremental"] and first["rows_removed"] == 0
+    before = {t: table_rows(project.db_path, t) for t in SERVED}
+    v1_rows = {t: duckdb_rows(project.db_path, t) for t in SERVED}
+    assert first["rows_written"] == sum(len(rows) for rows in before.values())
+
+    # one more CDC batch: a new document and an edit of one section of another
+    edited = ("ops-social-media", "Social Media Policy (edited)")
+    project.land("debezium/0200_small_edit.jsonl", debezium_jsonl([
+        {"op": "c", "seq": 30_000, "document_id": "pg-new-document", "title": "New document",
+         "content": document("New document", {"Body": [paragraph("pg", i) for i in range(3)]})},
+        {"op": "u", "seq": 30_001, "document_id": edited[0], "title": edited[1],
+         "content": document(edited[1], {"Body": [paragraph("edit", i) for i in range(4)]})},
+    ]))
+    project.build()
+    after = {t: table_rows(project.db_path, t) for t in SERVED}
+    written = {t: len(after[t] - before[t]) for t in SERVED}
+    removed = {t: len(before[t] - after[t]) for t in SERVED}
+    assert 0 < sum(written.values()) < sum(len(rows) for rows in after.values()) / 10
+
+    second = json.loads(project.ragmart("publish", "v1").stdout)["postgres"]
+    assert second["incremental"]
+    assert {t: c["written"] for t, c in second["tables"].items()} == written
+    assert {t: c["removed"] for t, c in second["tables"].items()} == removed
+    pubs = publications(postgres_url)
+    assert [(p["publication_id"], p["incremental"], p["rows_written"], p["rows_removed"])
+            for p in pubs] == [
+        (first["publication_id"], False, first["rows_written"], 0),
+        (second["publication_id"], True, sum(written.values()), sum(removed.values()))]
+    assert_same_rows(project, postgres_url)
+
+    versions = json.loads(project.ragmart("versions", "--json").stdout)
+    [v1] = versions
+    assert v1["postgres"]["serving"] and v1["postgres"]["serving_publication_id"] == \
+        second["publication_id"]
+    assert [p["publication_id"] for p in v1["postgres"]["publications"]] == [
+        second["publication_id"], first["publication_id"]]
+
+    counts = pg_counts(postgres_url)
+    out = project.ragmart("rollback").stdout
+    assert f"#{first['publication_id']}" in out and "no data written" in out
+    # the data tables are untouched; serving reads the first publication's rows again
+    assert {t: n for t, (n, _live) in pg_counts(postgres_url).items()} == {
+        t: n for t, (n, _live) in counts.items()}
+    for table in SERVED:
+        names = columns_of(project.db_path, table)
+        assert served_rows(postgres_url, table, names) == v1_rows[table], table
+    last = publications(postgres_url)[-1]
+    assert (last["action"], last["restores"], last["rows_written"]) == (
+        "rollback", first["publication_id"], 0)
+    text = project.ragmart("versions").stdout
+    assert f"* #{first['publication_id']} publish v1" in text
+
+
+def test_unreachable_target_switches_nothing_and_masks_password(project: Project) -> None:
+    project.extra_env["RAGMART_SERVING_URL"] = \
+        "postgresql://ragmart:s3cret-pw@127.0.0.1:1/ragmart?password=s3cret-pw"
+    failed = project.ragmart("publish", "v1", check=False)
+    assert failed.returncode != 0
+    assert "s3cret-pw" not in failed.stdout + failed.stderr
+    assert "postgresql://ragmart:***@127.0.0.1:1/ragmart" in failed.stderr
+    published = project.workdir / "published"
+    assert not (published / "serving.json").exists()
+    assert list(published.glob("v*.duckdb")) == []
