@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
+from retrieval import SEED, unit
 
 from ragmart.duck import connect
 from ragmart.relations import ACCESS_TABLE, DOCUMENTS_TABLE, Relations
-from retrieval import SEED, unit
 
 VERSION = "v1"
 EDIT_AT = dt.datetime(2026, 6, 1)
@@ -145,8 +146,6 @@ def compact_vector_index(path: Path) -> float:
     (macros/compact_vector_index.sql + create_vector_index): drop the index, delete the rows no
     longer served, insert the served vectors it lacks, create the index again (vss cannot keep
     an index through a delete: the whole index is rebuilt, whatever the change)."""
-    import time
-
     from ragmart.serving.vector_index import create_index_sql
 
     r = Relations(VERSION)

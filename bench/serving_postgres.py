@@ -5,15 +5,16 @@ temporary directory (as tests/python/conftest.py does), with the memory settings
 database would be given (shared_buffers holding the HNSW index, maintenance_work_mem holding
 its build), and stops it when the bench ends.
 
-STAND-IN. Until ragmart's Postgres publish (pg-serve) and search (pg-retrieval) exist on this
-branch, `StandIn` publishes and searches the serving table directly, following the shared layout
-(docs in the issue's design): the serving table with published_in / removed_in, COPY for the
-first publish, a diff on chunk_id for the next, an HNSW index (vector_cosine_ops), and searches
-under `hnsw.iterative_scan = strict_order`. Its figures are labelled `stand-in` in the output.
+Publishing is what users run: `ragmart publish` with RAGMART_SERVING_URL set
+(`PostgresServing.publish`). SEARCH IS A STAND-IN until ragmart's Postgres search exists on this
+branch: `Searcher` asks the serving table directly for the serving publication's rows of the
+eligible types, through the HNSW index under `hnsw.iterative_scan = strict_order`; its figures
+are labelled `stand-in` in the output.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
@@ -21,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ragmart.duck import connect
 from ragmart.relations import Relations
 
 SETTINGS = {"shared_buffers": "1GB", "maintenance_work_mem": "1GB",
@@ -65,76 +65,44 @@ def table_bytes(url: str) -> int:
     import psycopg
 
     with psycopg.connect(url) as conn:
-        return conn.execute("select coalesce(sum(pg_total_relation_size(c.oid)), 0) "
+        return conn.execute("select coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint "
                             "from pg_class as c join pg_namespace as n on n.oid = c.relnamespace "
                             "where n.nspname = %s and c.relkind = 'r'", (SCHEMA,)).fetchone()[0]
 
 
-class StandIn:
-    """Publish and search the serving table directly (see the module doc): a stand-in for
-    ragmart's Postgres publish and search, measured until they exist."""
+class PostgresServing:
+    """`ragmart publish` with RAGMART_SERVING_URL set (ragmart.serving.publish.publish: the
+    gated snapshot, then ragmart.serving.postgres.publish.publish_version), into its own
+    publish directory, and readers of what it serves."""
 
-    label = "stand-in"
+    label = "ragmart publish; search: stand-in"
 
-    def __init__(self, url: str, version: str = "v1") -> None:
+    def __init__(self, url: str, publish_dir: Path, version: str = "v1") -> None:
         self.url = url
+        self.publish_dir = publish_dir
+        self.version = version
         self.table = f"{SCHEMA}.{Relations(version).serving}"
-        self.serving = Relations(version).serving
-        self.publication = 0
 
-    def publish(self, build_db: Path) -> dict:
-        """Publish the build database's serving set: in full the first time, else its diff."""
-        import psycopg
+    def publish(self, build_db: Path, evaluate, gate) -> dict:
+        from ragmart.serving.publish import publish
 
-        started = time.monotonic()
-        self.publication += 1
-        p = self.publication
-        source = connect(build_db, read_only=True)
-        with psycopg.connect(self.url) as conn, tempfile.TemporaryDirectory() as tmp:
-            if p == 1:
-                dims = source.execute(f"select len(embedding) from {self.serving} limit 1"
-                                      ).fetchone()[0]
-                conn.execute("create extension if not exists vector")
-                conn.execute(f"create schema if not exists {SCHEMA}")
-                conn.execute(f"""create table {self.table} (chunk_id text not null,
-                    document_id text, document_version bigint, document_type text,
-                    allowed_groups text[], chunk_text text, embedding vector({dims}),
-                    published_in bigint not null, removed_in bigint)""")
-                new = f"select * from {self.serving}"
-                removed: list[str] = []
-            else:
-                import pyarrow as pa
-
-                live = pa.table({"chunk_id": [r[0] for r in conn.execute(
-                    f"select chunk_id from {self.table} where removed_in is null")]})
-                source.register("live", live)
-                new = (f"select * from {self.serving} where chunk_id not in "
-                       "(select chunk_id from live)")
-                removed = [r[0] for r in source.execute(
-                    f"select chunk_id from live where chunk_id not in "
-                    f"(select chunk_id from {self.serving})").fetchall()]
-            csv = Path(tmp) / "rows.csv"
-            source.execute(f"copy (select chunk_id, document_id, document_version, "
-                           f"document_type, '{{' || array_to_string(allowed_groups, ',') || '}}', "
-                           f"chunk_text, embedding, {p}, null "
-                           f"from ({new})) to '{csv}' (header false)")
-            written = 0
-            with conn.cursor() as cur, cur.copy(
-                    f"copy {self.table} from stdin (format csv)") as copy, csv.open("rb") as f:
-                while chunk := f.read(1 << 20):
-                    copy.write(chunk)
-            written = conn.execute(f"select count(*) from {self.table} where published_in = %s",
-                                   (p,)).fetchone()[0]
-            if removed:
-                conn.execute(f"update {self.table} set removed_in = %s "
-                             "where chunk_id = any(%s) and removed_in is null", (p, removed))
-            if p == 1:
-                conn.execute(f"create index on {self.table} using hnsw "
-                             "(embedding vector_cosine_ops)")
-                conn.execute(f"create index on {self.table} (chunk_id)")
-            conn.commit()
-        source.close()
-        return {"seconds": time.monotonic() - started, "rows_written": written + len(removed)}
+        saved = {k: os.environ.get(k) for k in ("RAGMART_SERVING_URL", "RAGMART_PUBLISH_DIR")}
+        os.environ.update(RAGMART_SERVING_URL=self.url, RAGMART_PUBLISH_DIR=str(self.publish_dir))
+        try:
+            started = time.monotonic()
+            publication = publish(build_db, self.version, evaluate=evaluate, gate=gate)
+            seconds = time.monotonic() - started
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+        pg = publication.postgres
+        return {"seconds": round(seconds, 2), "postgres_seconds": round(pg["seconds"], 2),
+                "rows_written": pg["rows_written"] + pg["rows_removed"],
+                "rows_inserted": pg["rows_written"], "rows_removed": pg["rows_removed"],
+                "incremental": pg["incremental"], "tables": pg["tables"]}
 
     def searcher(self) -> Searcher:
         return Searcher(self.url, self.table)
@@ -153,8 +121,11 @@ class Searcher:
         self.table = table
 
     def search(self, query: np.ndarray, types: list[str] | None, k: int) -> list[str]:
+        from ragmart.serving.postgres.schema import SERVING, visible_in
+
         vector = "[" + ",".join(repr(float(x)) for x in query) + "]"
-        where = "removed_in is null" + (" and document_type = any(%(types)s)" if types else "")
+        where = visible_in("(select publication_id from " + SERVING + ")") \
+            + (" and document_type = any(%(types)s)" if types else "")
         rows = self.conn.execute(
             f"select chunk_id from {self.table} where {where} "
             f"order by embedding <=> %(q)s::vector limit {int(k)}",
