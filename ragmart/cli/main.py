@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from ragmart.cli import build, quality, retrieve, serving, sql
+from ragmart.cli import build, postgres, quality, retrieve, serving, sql
 from ragmart.cli.arguments import Parser
 from ragmart.cli.errors import report
 
@@ -15,7 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
     """Every command's arguments; each command module imports what it runs only when run."""
     parser = Parser(prog="ragmart", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in (retrieve, quality, build, serving, sql):
+    for group in (retrieve, quality, build, serving, sql, postgres):
         group.register(sub)
     return parser
 

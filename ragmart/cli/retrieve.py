@@ -49,7 +49,10 @@ def run(args: argparse.Namespace) -> int:
         contracts_path=args.contracts,
     )
     state = None
-    if args.db is None:  # what serves; --db names a file to read as it is
+    from ragmart.serving.postgres.settings import serving_url
+
+    # what serves; --db names a file to read as it is (PostgreSQL serving: see ragmart versions)
+    if args.db is None and serving_url() is None:
         from ragmart.config import Settings
         from ragmart.serving.lag import serving_state
 

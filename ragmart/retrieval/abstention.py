@@ -14,13 +14,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import duckdb
-
-from ragmart.retrieval.clauses import CLAUSES, DOCUMENT, LEVELS, Predicate
+from ragmart.retrieval import postgres_sql
+from ragmart.retrieval import sql as duckdb_sql
+from ragmart.retrieval.clauses import CLAUSES, DOCUMENT, DUCKDB, LEVELS, POSTGRES, Predicate
 from ragmart.retrieval.contracts import Contract
 from ragmart.retrieval.request import ALL_GROUPS, Groups
 from ragmart.retrieval.results import ClauseCount
-from ragmart.retrieval.sql import Tables, chunks_sql, documents_sql, python_param, used
+from ragmart.retrieval.sql import Tables, documents_sql, used
 from ragmart.retrieval.values import clip
 
 
@@ -31,16 +31,18 @@ class ClauseFunnel:
 
     counts: list[ClauseCount]
     visible: dict[str, list[str]]
+    levels: tuple[str, ...] = ()  # the level of each step (counts[1:])
 
 
 def _steps(p_types: dict[str, str], params: dict[str, Any], contract: Contract | None,
-           requested: dict[str, Sequence[str] | None], dims: int) -> list[Predicate]:
+           requested: dict[str, Sequence[str] | None], dims: int,
+           dialect: str) -> list[Predicate]:
     """Every clause's predicates as funnel steps, ordered by level (stable: registry order).
     Adds to `params` and `p_types` the values of the clauses counted apart."""
     steps: list[Predicate] = []
     for clause in CLAUSES:
         if clause.request_option is None:
-            steps += clause.predicates(python_param(dims))
+            steps += clause.predicates(_frame(dialect).python_param(dims), dialect)
             continue
         contract_value = getattr(contract, clause.name) if contract else clause.default
         asked = requested.get(clause.request_option)
@@ -53,19 +55,26 @@ def _steps(p_types: dict[str, str], params: dict[str, Any], contract: Contract |
             name = f"{counted_as}__counted"
             params[name] = bound
             p_types[name] = clause.sql_type
-            p = python_param(dims, p_types)
-            steps += clause.predicates(p, value=p(name), counted_as=counted_as)
+            p = _frame(dialect).python_param(dims, p_types)
+            steps += clause.predicates(p, dialect, value=p(name), counted_as=counted_as)
     return sorted(steps, key=lambda step: LEVELS.index(step.level))
 
 
-def clause_counts(conn: duckdb.DuckDBPyConnection, params: dict[str, Any], *, source: str,
+def _frame(dialect: str) -> Any:
+    """The module rendering a search's frame in `dialect` (its parameters, its sources)."""
+    return postgres_sql if dialect == POSTGRES else duckdb_sql
+
+
+def clause_counts(conn: Any, params: dict[str, Any], *, source: str,
                   contract: Contract | None, requested: dict[str, Sequence[str] | None],
-                  dims: int, tables: Tables) -> ClauseFunnel:
-    """The funnel of the visible chunks of the source (see the module docstring)."""
+                  dims: int, tables: Tables, dialect: str = DUCKDB) -> ClauseFunnel:
+    """The funnel of the visible chunks of the source (see the module docstring), on a DuckDB
+    connection or (dialect postgres) a psycopg one."""
     params = dict(params)
     extra: dict[str, str] = {}
-    steps = _steps(extra, params, contract, requested, dims)
-    p = python_param(dims, extra)
+    steps = _steps(extra, params, contract, requested, dims, dialect)
+    frame = _frame(dialect)
+    p = frame.python_param(dims, extra)
     document_steps = [s for s in steps if s.level == DOCUMENT]
     flags = ",\n            ".join(
         f"coalesce({s.sql}, false) as ok_{i}" for i, s in enumerate(document_steps)
@@ -78,8 +87,9 @@ def clause_counts(conn: duckdb.DuckDBPyConnection, params: dict[str, Any], *, so
         parts.append(f"count(*) filter (where not {test})")
         parts.append(f"count(*) filter (where {' and '.join(tests[: i + 1])})")
     hinted = [c.hint_column for c in CLAUSES if c.hint_column]
-    parts += [f"list_sort(list(distinct documents.{column}) "
-              f"filter (where documents.{column} is not null))" for column in hinted]
+    distinct = "array_agg(distinct {})" if dialect == POSTGRES else "list(distinct {})"
+    parts += [f"{distinct.format(f'documents.{column}')} "
+              f"filter (where documents.{column} is not null)" for column in hinted]
     columns = "".join(f"\n            documents.{column}," for column in hinted)
     sql = f"""
     with documents as (
@@ -87,24 +97,25 @@ def clause_counts(conn: duckdb.DuckDBPyConnection, params: dict[str, Any], *, so
             documents.document_id,
             documents.document_version,{columns}
             {flags}
-        from ({documents_sql(p, source, tables)}
+        from ({documents_sql(p, source, tables, dialect)}
         ) as documents
     )
     select {', '.join(parts)}
-    from ({chunks_sql(p, source, tables)}
+    from ({frame.chunks_sql(p, source, tables)}
     ) as chunks
     inner join documents
         on
             chunks.document_id = documents.document_id
             and chunks.document_version = documents.document_version
     """
-    values = conn.execute(sql, used(sql, params)).fetchone()
+    values = conn.execute(sql, used(sql, params) if dialect == DUCKDB else params).fetchone()
     out = [ClauseCount("as_of" if source == "as_of" else "serving_set", 0, int(values[0]))]
     for i, step in enumerate(steps):
         out.append(ClauseCount(step.counted_as, int(values[1 + 2 * i]), int(values[2 + 2 * i])))
-    visible = {column: list(values[1 + 2 * len(steps) + j] or [])
+    # sorted by code point, as both engines' binary order of text
+    visible = {column: sorted(values[1 + 2 * len(steps) + j] or [])
                for j, column in enumerate(hinted)}
-    return ClauseFunnel(out, visible)
+    return ClauseFunnel(out, visible, tuple(step.level for step in steps))
 
 
 def _quoted(values: Sequence[str]) -> str:

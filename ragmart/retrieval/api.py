@@ -1,8 +1,10 @@
 """The public retrieval API: `retrieve` (one question) and `Retriever` (a reader for many).
 
 Both resolve what serves through the serving pointer (ragmart.serving.pointer): the published
-snapshot when one is published, else the build database. `ragmart.retrieve`,
-`ragmart.Retriever` and `ragmart.ALL_GROUPS` are these names (see ragmart/__init__.py).
+snapshot when one is published, else the build database. With RAGMART_SERVING_URL set (and no
+`db_path`), they read the PostgreSQL serving database instead (ragmart.retrieval.postgres), with
+the same answers; unset, nothing of it is imported. `ragmart.retrieve`, `ragmart.Retriever` and
+`ragmart.ALL_GROUPS` are these names (see ragmart/__init__.py).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from ragmart.retrieval.request import ALL_GROUPS, MISSING_GROUPS_DEFAULT, Groups
 from ragmart.retrieval.results import RetrievalError, RetrievalResult
 from ragmart.retrieval.sql import Tables
 from ragmart.serving.pointer import pointer_path, resolve_target
+from ragmart.serving.postgres.settings import serving_url
 
 __all__ = ["ALL_GROUPS", "Retriever", "retrieve"]
 
@@ -51,6 +54,16 @@ def _question_provider(version: str, models: list[str], settings: Settings
     if len(models) == 1:
         return provider_for_model(models[0], version=version)
     return get_provider(settings.embedding_provider)
+
+
+def _checked(provider: EmbeddingProvider, models: list[str]) -> EmbeddingProvider:
+    if models and provider.model not in models:
+        raise RetrievalError(
+            f"the index holds vectors of {models} but the provider {provider.name!r} embeds "
+            f"with {provider.model!r}; set RAGMART_EMBEDDING_PROVIDER to the provider the "
+            "index was built with"
+        )
+    return provider
 
 
 def default_missing_allowed_groups(path: str | Path | None = None) -> str:
@@ -97,7 +110,13 @@ class Retriever:
     while it is open, DuckDB's shared lock keeps writers (a `dbt build` on that file) out,
     which is why it should read a published snapshot rather than the build database. Like a
     DuckDB connection, a Retriever serves one thread at a time: give each worker thread its
-    own."""
+    own.
+
+    With RAGMART_SERVING_URL set and no `db_path`, it holds one connection to that PostgreSQL
+    database instead (ragmart.retrieval.postgres.PostgresReader): every search reads the
+    publication serving when it starts (publishes and rollbacks are followed at once), the
+    question is embedded by that publication's model, and `vectors_in_memory` and
+    `recheck_seconds` do not apply (pgvector's HNSW index proposes the candidates)."""
 
     def __init__(
         self,
@@ -110,6 +129,14 @@ class Retriever:
         recheck_seconds: float | None = None,
     ) -> None:
         settings = Settings.from_env()
+        self.contracts_path = contracts_path
+        self._default_missing: str | None = None
+        self._given_provider = provider
+        self._postgres = None
+        url = serving_url() if db_path is None else None
+        if url is not None:
+            self._open_postgres(url, index_version)
+            return
         self._follow_db: Path | None = None
         self._index_version = index_version
         self._vectors_in_memory = vectors_in_memory
@@ -122,9 +149,6 @@ class Retriever:
             path, version = target.database, target.version
         else:
             path, version = Path(db_path), index_version or DEFAULT_VERSION
-        self.contracts_path = contracts_path
-        self._default_missing: str | None = None
-        self._given_provider = provider
         self.path, self.tables, self.conn, self.vectors, self.provider = self._open(path, version)
 
     def _open(self, path: Path, version: str) -> tuple[
@@ -138,20 +162,39 @@ class Retriever:
             models = _serving_models(conn, tables.serving)
             # the question is embedded by the model of the version searched (a v2 at another
             # size has another model), unless the caller gave a provider
-            provider = self._given_provider or _question_provider(version, models,
-                                                                  Settings.from_env())
-            if models and provider.model not in models:
-                raise RetrievalError(
-                    f"the index holds vectors of {models} but the provider "
-                    f"{provider.name!r} embeds with {provider.model!r}; set "
-                    "RAGMART_EMBEDDING_PROVIDER to the provider the index was built with"
-                )
+            provider = _checked(self._given_provider or _question_provider(
+                version, models, Settings.from_env()), models)
             vectors = (ServingVectors.load(conn, tables.serving)
                        if self._vectors_in_memory else None)
         except BaseException:
             conn.close()
             raise
         return path, tables, conn, vectors, provider
+
+    def _open_postgres(self, url: str, index_version: str | None) -> None:
+        from ragmart.retrieval.postgres import PostgresReader, embedding_models
+
+        self._postgres = reader = PostgresReader(url, index_version=index_version)
+        self._follow_db = None
+        self._providers: dict[int, EmbeddingProvider] = {}
+        self._embedding_models = embedding_models
+        at = reader.serving()
+        self.path, self.conn, self.vectors = None, reader.conn, None
+        self.tables = Tables.for_version(at.version)
+        try:
+            self.provider = self._postgres_provider(at)
+        except BaseException:
+            reader.close()
+            raise
+
+    def _postgres_provider(self, at: Any) -> EmbeddingProvider:
+        """The provider embedding questions for publication `at` (its vectors' model)."""
+        if at.publication not in self._providers:
+            models = self._embedding_models(self.conn, at)
+            self._providers[at.publication] = _checked(
+                self._given_provider or _question_provider(at.version, models,
+                                                           Settings.from_env()), models)
+        return self._providers[at.publication]
 
     def _pointer_stat(self) -> tuple[int, int, int] | None:
         try:
@@ -194,6 +237,13 @@ class Retriever:
     ) -> RetrievalResult:
         """`search_contract` on this reader's connection, tables and in-memory vectors, for a
         caller in `groups` (None: no group; ALL_GROUPS: the operator switch)."""
+        return self._search(query_vector, k=k, doc_types=doc_types, contract=contract,
+                            groups=groups, as_of=as_of, now=now)
+
+    def _search(self, query_vector: np.ndarray | Sequence[float], *, k: int = 5,
+                doc_types: Sequence[str] | None = None, contract: str | Contract | None = None,
+                groups: Groups = None, as_of: dt.datetime | None = None,
+                now: dt.datetime | None = None, at: Any = None) -> RetrievalResult:
         check_inputs(k, groups, doc_types, as_of)
         self._follow_publishes()
         resolved = (load_contracts(self.contracts_path).get(contract)
@@ -204,6 +254,10 @@ class Retriever:
             if self._default_missing is None:
                 self._default_missing = default_missing_allowed_groups(self.contracts_path)
             missing = self._default_missing
+        if self._postgres is not None:
+            return self._postgres.search(query_vector, k=k, contract=resolved, groups=groups,
+                                         doc_types=doc_types, as_of=as_of, now=now, at=at,
+                                         missing_allowed_groups=missing)
         if as_of is not None:
             for table in (self.tables.history, self.tables.access):
                 if not table_exists(self.conn, table):
@@ -219,9 +273,16 @@ class Retriever:
             raise RetrievalError("the question is empty; pass the text to search for")
         check_inputs(options.get("k", 5), options.get("groups"), options.get("doc_types"),
                       options.get("as_of"))
+        if self._postgres is not None:  # the model of the publication the search will read
+            at = self._postgres.serving()
+            self.provider = self._postgres_provider(at)
+            return self._search(self.provider.embed([question])[0], at=at, **options)
         return self.search(self.provider.embed([question])[0], **options)
 
     def close(self) -> None:
+        if self._postgres is not None:
+            self._postgres.close()
+            return
         self.conn.close()
 
     def __enter__(self) -> Retriever:
@@ -252,8 +313,9 @@ def retrieve(
     or an abstention (`.abstained`, `.reason`) when nothing is eligible, in the database
     `db_path` and index version `index_version`. Without `db_path`, the published snapshot
     serves when one is published (ragmart publish), else $RAGMART_DB with `index_version`
-    (default v1): readers never open the database a build is writing. One query: the index
-    proposes candidates (a process answering many queries should hold a Retriever)."""
+    (default v1): readers never open the database a build is writing. With RAGMART_SERVING_URL
+    set and no `db_path`, the PostgreSQL serving database answers (see Retriever). One query:
+    the index proposes candidates (a process answering many queries should hold a Retriever)."""
     if not isinstance(question, str) or not question.strip():
         raise RetrievalError("the question is empty; pass the text to search for")
     check_inputs(k, groups, doc_types, as_of)

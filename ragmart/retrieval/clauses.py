@@ -8,10 +8,11 @@ A clause object holds everything ragmart knows about its clause:
 - its parameter: how a YAML value is read and checked (`parse`, `problems`: messages that say
   what to write instead), the default that admits everything, the value bound to the SQL
   (`bind`) and whether a bound value restricts anything at all (`active`);
-- its SQL, per dialect (one method per dialect: `duckdb` today): boolean predicates over the
-  visible document versions (`documents`), over the chunks (`chunks`), or over a chunk's cosine
-  distance; NULL counts as false, and no predicate may raise on a row's data (DuckDB evaluates
-  a conjunction in any order, and an error would echo a row the caller may not see);
+- its SQL, per dialect (one method per dialect, named after it: `duckdb`, `postgres`; a clause
+  whose SQL is standard writes it once for both): boolean predicates over the visible document
+  versions (`documents`), over the chunks (`chunks`), or over a chunk's cosine distance; NULL
+  counts as false, and no predicate may raise on a row's data (an engine evaluates a
+  conjunction in any order, and an error would echo a row the caller may not see);
 - how the in-memory path (ragmart.retrieval.memory) treats it: a document or chunk clause is
   applied by the exact eligibility SQL whose answer a Retriever remembers (`clock_bound`: the
   clock moves the answer, so it is remembered for a while only); a distance clause is not part
@@ -30,13 +31,26 @@ all (ragmart.retrieval.sql.documents_sql), before any clause.
 
 from __future__ import annotations
 
-import abc
 import datetime as dt
-import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
+from ragmart.retrieval.clause_base import (  # noqa: F401 - re-exported: what clauses share
+    CHUNK,
+    CHUNK_METADATA,
+    COMPLETENESS_LEVELS,
+    DIALECTS,
+    DISTANCE,
+    DOCUMENT,
+    DUCKDB,
+    FIELD,
+    LEVELS,
+    METADATA_COLUMNS,
+    POSTGRES,
+    Clause,
+    Predicate,
+    Render,
+)
 from ragmart.retrieval.values import (
     as_datetime,
     clip,
@@ -46,94 +60,6 @@ from ragmart.retrieval.values import (
     sql_quoted,
     sql_text,
 )
-
-DUCKDB = "duckdb"
-DIALECTS = (DUCKDB,)  # PostgreSQL (pgvector) is next: one `postgres` method per clause
-
-# the levels a predicate reads: a document version, a chunk, or a chunk's distance to the query
-DOCUMENT, CHUNK, DISTANCE = "document", "chunk", "distance"
-LEVELS = (DOCUMENT, CHUNK, DISTANCE)
-
-# A renderer: the SQL expression of a search parameter by name ($name in the Python path, the
-# macro's argument in the SQL path; see ragmart.retrieval.sql).
-Render = Callable[[str], str]
-
-COMPLETENESS_LEVELS = ("fragment", "paragraph", "section")
-# required_metadata names that are columns of the serving set; any other name is a key of the
-# producer's metadata (the source columns kept as JSON, see the README's producer contract).
-METADATA_COLUMNS = ("title", "document_type", "allowed_groups", "document_updated_at",
-                    "section")
-CHUNK_METADATA = ("section",)  # checked per chunk; the others per document version
-
-_FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
-
-
-@dataclass(frozen=True)
-class Predicate:
-    """One boolean SQL predicate of a clause, at one level, and its name in the counts."""
-
-    counted_as: str
-    level: str
-    sql: str
-
-
-class Clause(abc.ABC):
-    """A contract clause (see the module docstring). Subclasses set the attributes, `parse`,
-    `problems` and one SQL method per dialect returning {level: predicate SQL}."""
-
-    name: str
-    sql_type: str
-    default: Any = None  # the contract's value when the field is left out: admits everything
-    macro_default: str = "null"
-    clock_bound = False
-    # a distance clause (its predicate reads chunks.distance): left out of the eligible set a
-    # Retriever remembers, it bounds how far candidate pools go instead (`max_distance`)
-    on_distance = False
-    # names of the funnel steps per level (default: the clause's name)
-    counted_as: ClassVar[dict[str, str]] = {}
-    # the caller's own filter on the same clause (ragmart.retrieve(doc_types=...)), counted
-    # apart from the contract's under `request_counted_as`; it names values of
-    # `hint_column`, so an abstention can name the values the caller may see
-    request_option: str | None = None
-    request_counted_as: str | None = None
-    hint_column: str | None = None
-
-    @abc.abstractmethod
-    def parse(self, raw: object) -> Any:
-        """The YAML value, typed; ValueError('must be ...') when it cannot be."""
-
-    @abc.abstractmethod
-    def problems(self, value: Any) -> list[str]:
-        """What is wrong with a typed value (messages that say what to write instead)."""
-
-    def bind(self, value: Any, requested: Sequence[str] | None = None) -> Any:
-        """The SQL parameter value for the contract's `value` (and the caller's filter)."""
-        return value
-
-    def active(self, bound: Any) -> bool:
-        """Whether a bound value restricts anything (an inactive clause admits every row)."""
-        return bound is not None
-
-    def max_distance(self, bound: Any) -> float | None:
-        """For a distance clause: no row farther than this is eligible (None: no bound)."""
-        return None
-
-    def macro_check(self, value: str) -> tuple[str, str] | None:
-        """For the SQL table macro, whose caller passes the value itself: SQL that is true
-        when the argument `value` is invalid, and the SQL text of what is wrong, in the words
-        of `problems` (None: the argument's SQL type is the whole rule)."""
-        return None
-
-    def predicates(self, p: Render, dialect: str = DUCKDB, *,
-                   value: str | None = None, counted_as: str | None = None) -> list[Predicate]:
-        """The clause's SQL in `dialect`, reading its parameter as `value` (default
-        p(name); the abstention counts bind the contract's and the caller's values apart)."""
-        render = getattr(self, dialect, None) if dialect in DIALECTS else None
-        if render is None:
-            raise ValueError(f"clause {self.name} has no SQL for the {dialect!r} dialect")
-        by_level = render(p, value or p(self.name))
-        return [Predicate(counted_as or self.counted_as.get(level, self.name), level, sql)
-                for level, sql in by_level.items()]
 
 
 class DocumentTypes(Clause):
@@ -157,7 +83,11 @@ class DocumentTypes(Clause):
     RULE = ("must be a non-empty list of document types, e.g. [policy, handbook]; leave the "
             "field out to allow every type")
 
-    def macro_check(self, value: str) -> tuple[str, str] | None:
+    def macro_check(self, value: str, dialect: str = DUCKDB) -> tuple[str, str] | None:
+        if dialect == POSTGRES:
+            return (f"{value} is not null and (cardinality({value}) = 0 or "
+                    f"array_position({value}, null) is not null or '' = any({value}))",
+                    sql_text(self.RULE))
         return (f"{value} is not null and (len({value}) = 0 or len(list_filter({value}, "
                 f"t -> coalesce(t, '') = '')) > 0)", sql_text(self.RULE))
 
@@ -171,6 +101,11 @@ class DocumentTypes(Clause):
     def duckdb(self, p: Render, value: str) -> dict[str, str]:
         return {DOCUMENT: f"""(
             {value} is null or list_contains({value}, documents.document_type)
+        )"""}
+
+    def postgres(self, p: Render, value: str) -> dict[str, str]:
+        return {DOCUMENT: f"""(
+            {value} is null or documents.document_type = any({value})
         )"""}
 
 
@@ -190,11 +125,18 @@ class RequiredMetadata(Clause):
 
     def problems(self, value: Any) -> list[str]:
         return [f"{clip(name)!r} {self.RULE}"
-                for name in value if not isinstance(name, str) or not _FIELD.match(name)]
+                for name in value if not isinstance(name, str) or not FIELD.match(name)]
 
-    def macro_check(self, value: str) -> tuple[str, str] | None:
+    def macro_check(self, value: str, dialect: str = DUCKDB) -> tuple[str, str] | None:
+        if dialect == POSTGRES:
+            wrong = f"f is null or f !~ {sql_text(FIELD.pattern)}"
+            first = (f"(select f from unnest({value}) with ordinality as fields(f, i) "
+                     f"where {wrong} order by i limit 1)")
+            return (f"{value} is not null and exists (select from unnest({value}) as "
+                    f"fields(f) where {wrong})",
+                    f"{sql_quoted(first)} || ' ' || {sql_text(self.RULE)}")
         bad = (f"list_filter({value}, f -> f is null or not regexp_full_match(f, "
-               f"{sql_text(_FIELD.pattern.strip('^$'))}))")
+               f"{sql_text(FIELD.pattern.strip('^$'))}))")
         return (f"{value} is not null and len({bad}) > 0",
                 f"{sql_quoted(f'{bad}[1]')} || ' ' || {sql_text(self.RULE)}")
 
@@ -236,6 +178,40 @@ class RequiredMetadata(Clause):
         )""",
         }
 
+    def postgres(self, p: Render, value: str) -> dict[str, str]:
+        # as duckdb: a key that is not a field name, or metadata that is not JSON, reads as
+        # missing (pg_input_is_valid: no cast that could raise on a row's data)
+        document_checks = "\n".join(
+            f"                when fields.name = '{name}' then "
+            f"nullif(trim(cast(documents.{name} as text)), '') is null"
+            for name in METADATA_COLUMNS if name not in CHUNK_METADATA
+        )
+        chunk_checks = "\n".join(
+            f"                when fields.name = '{name}' then nullif(trim(chunks.{name}), '') "
+            "is null" for name in CHUNK_METADATA
+        )
+        chunk_level = ", ".join(f"'{name}'" for name in CHUNK_METADATA)
+        metadata = ("case when pg_input_is_valid(documents.metadata, 'jsonb') then "
+                    "cast(documents.metadata as jsonb) ->> fields.name end")
+        return {
+            DOCUMENT: f"""not exists (
+            select from unnest(coalesce({value}, '{{}}'::text[])) as fields(name) where
+                case
+                when fields.name in ({chunk_level}) then false
+{document_checks}
+                else fields.name !~ '^[A-Za-z_][A-Za-z0-9_]*$'
+                    or nullif(trim({metadata}), '') is null
+                end
+        )""",
+            CHUNK: f"""not exists (
+            select from unnest(coalesce({value}, '{{}}'::text[])) as fields(name) where
+                case
+{chunk_checks}
+                else false
+                end
+        )""",
+        }
+
 
 class MaxDocumentAge(Clause):
     """The version's age (valid_from) at the reference time: as_of, else the query's clock."""
@@ -256,8 +232,8 @@ class MaxDocumentAge(Clause):
             return ["must be a positive duration"]
         return []
 
-    def macro_check(self, value: str) -> tuple[str, str] | None:
-        return f"{value} <= interval 0 seconds", sql_text("must be a positive duration")
+    def macro_check(self, value: str, dialect: str = DUCKDB) -> tuple[str, str] | None:
+        return f"{value} <= interval '0 seconds'", sql_text("must be a positive duration")
 
     def duckdb(self, p: Render, value: str) -> dict[str, str]:
         reference_time = f"coalesce({p('as_of')}, {p('now')}, timezone('UTC', current_timestamp))"
@@ -265,6 +241,8 @@ class MaxDocumentAge(Clause):
             {value} is null
             or documents.document_valid_from >= {reference_time} - {value}
         )"""}
+
+    postgres = duckdb  # standard SQL (timezone('UTC', current_timestamp) is naive UTC in both)
 
 
 class MinDocumentVersion(Clause):
@@ -284,7 +262,7 @@ class MinDocumentVersion(Clause):
 
     RULE = "must be a non-negative integer (a change_seq)"
 
-    def macro_check(self, value: str) -> tuple[str, str] | None:
+    def macro_check(self, value: str, dialect: str = DUCKDB) -> tuple[str, str] | None:
         return f"{value} < 0", sql_text(self.RULE)
 
     def duckdb(self, p: Render, value: str) -> dict[str, str]:
@@ -292,6 +270,8 @@ class MinDocumentVersion(Clause):
             {value} is null
             or documents.document_version >= {value}
         )"""}
+
+    postgres = duckdb  # standard SQL
 
 
 class MinEffectiveDate(Clause):
@@ -315,6 +295,8 @@ class MinEffectiveDate(Clause):
             or documents.document_valid_from >= {value}
         )"""}
 
+    postgres = duckdb  # standard SQL
+
 
 class MinChunkCompleteness(Clause):
     name = "min_chunk_completeness"
@@ -334,7 +316,7 @@ class MinChunkCompleteness(Clause):
 
     RULE = f"must be one of {', '.join(COMPLETENESS_LEVELS)}"
 
-    def macro_check(self, value: str) -> tuple[str, str] | None:
+    def macro_check(self, value: str, dialect: str = DUCKDB) -> tuple[str, str] | None:
         levels = ", ".join(f"'{level}'" for level in COMPLETENESS_LEVELS)
         return (f"{value} is null or {value} not in ({levels})",
                 f"{sql_text(self.RULE + ', got ')} || {sql_quoted(value)}")
@@ -347,6 +329,13 @@ class MinChunkCompleteness(Clause):
         return {CHUNK: f"""(
             list_position({levels}, {completeness_sql()})
             >= list_position({levels}, coalesce({value}, 'fragment'))
+        )"""}
+
+    def postgres(self, p: Render, value: str) -> dict[str, str]:
+        levels = "array[" + ", ".join(f"'{level}'" for level in COMPLETENESS_LEVELS) + "]"
+        return {CHUNK: f"""(
+            array_position({levels}, {completeness_sql()})
+            >= array_position({levels}, coalesce({value}, 'fragment'))
         )"""}
 
 
@@ -370,8 +359,9 @@ class MinSimilarity(Clause):
 
     RULE = "must be a number between -1 and 1 (1 - cosine distance)"
 
-    def macro_check(self, value: str) -> tuple[str, str] | None:
-        return f"isnan({value}) or {value} < -1 or {value} > 1", sql_text(self.RULE)
+    def macro_check(self, value: str, dialect: str = DUCKDB) -> tuple[str, str] | None:
+        nan = f"{value} = 'NaN'" if dialect == POSTGRES else f"isnan({value})"
+        return f"{nan} or {value} < -1 or {value} > 1", sql_text(self.RULE)
 
     def max_distance(self, bound: Any) -> float | None:
         return None if bound is None else 1.0 - bound
@@ -381,6 +371,8 @@ class MinSimilarity(Clause):
             {value} is null
             or chunks.distance <= 1.0 - {value}
         )"""}
+
+    postgres = duckdb  # standard SQL (the distance is each engine's cosine distance)
 
 
 # The registry, in the order the SQL applies and the abstention counts the clauses (within a

@@ -13,7 +13,7 @@ import duckdb
 import pyarrow as pa
 
 from ragmart.relations import SQL_MACRO_PREFIX
-from ragmart.retrieval.clauses import CLAUSES, DUCKDB, Render
+from ragmart.retrieval.clauses import CLAUSES, DUCKDB, POSTGRES, Render
 from ragmart.retrieval.contracts import MISSING_GROUPS_POLICIES
 from ragmart.retrieval.results import RetrievalError
 from ragmart.retrieval.sql import MACRO_DEFAULTS, Tables, macro_param, search_sql
@@ -24,28 +24,32 @@ MACRO_ARGUMENTS = ", ".join(
 )
 
 
-def macro_checks(p: Render, macro: str) -> list[tuple[str, str]]:
+def macro_checks(p: Render, macro: str, dialect: str = DUCKDB) -> list[tuple[str, str]]:
     """The table macro's argument checks: (SQL true when an argument is wrong, SQL text of the
     error). Its caller passes every value itself, so a value the Python path would refuse
     (a contract field, a CLI option) is refused here too, in the same words, never answered
     with silently fewer rows; and access is never left to a default: without groups (or the
-    operator switch all_groups) the macro refuses to run, as no caller means no group."""
+    operator switch all_groups) the macro refuses to run, as no caller means no group. The
+    same checks, in the `postgres` dialect, open the SQL function ragmart.retrieve
+    (ragmart.serving.postgres.access)."""
+    named, array = (" =>", "array") if dialect == POSTGRES else (" :=", "")
     checks = [
         (f"{p('query_vector')} is null", sql_text("query_vector is missing: pass the "
                                                   "question's vector, e.g. ragmart_embed('...')")),
         (f"{p('k')} is null or {p('k')} < 1",
          sql_text("k must be an integer from 1 (the number of chunks)")),
         (f"{p('groups')} is null and not coalesce({p('all_groups')}, false)",
-         sql_text("groups is missing: pass the caller's groups, groups := ['hr', ...] "
-                  "(checked against each document's allowed_groups; [] is no group), or "
-                  "all_groups := true (the operator switch: every document)")),
+         sql_text(f"groups is missing: pass the caller's groups, groups{named} "
+                  f"{array}['hr', ...] (checked against each document's allowed_groups; "
+                  f"{array}[] is no group), or all_groups{named} true (the operator switch: "
+                  "every document)")),
         (f"{p('missing_allowed_groups')} is null or {p('missing_allowed_groups')} not in "
          f"({', '.join(sql_text(v) for v in MISSING_GROUPS_POLICIES)})",
          f"{sql_text('missing_allowed_groups must be deny or allow, got ')} || "
          f"{sql_quoted(p('missing_allowed_groups'))}"),
     ]
     for clause in CLAUSES:
-        check = clause.macro_check(p(clause.name))
+        check = clause.macro_check(p(clause.name), dialect)
         if check is not None:
             condition, message = check
             checks.append((condition, f"{sql_text(clause.name + ' ')} || {message}"))

@@ -15,8 +15,9 @@ every point in time. A document without allowed_groups follows ``missing_allowed
 groups means no group, never every group; the one way to see everything is the operator switch
 ``all_groups``. Every clause, count and error only ever meets visible versions.
 
-The frame around the clauses (access, the as-of window, the ranking) is written for DuckDB,
-the one dialect so far; a second engine adds its frame beside it and one method per clause.
+The frame around the clauses (access, the as-of window, the ranking) is written here for
+DuckDB; PostgreSQL's (ragmart.retrieval.postgres_sql) shares the access rule, the as-of window
+and the document versions (`documents_sql`), and writes its own chunk source and ranking.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from ragmart.retrieval.clauses import (
     DISTANCE,
     DOCUMENT,
     DUCKDB,
+    POSTGRES,
     Render,
     predicates,
 )
@@ -64,6 +66,11 @@ class Tables(Relations):
     @property
     def access(self) -> str:
         return ACCESS_TABLE
+
+    def visible(self, alias: str, p: Render) -> str | None:
+        """SQL true for the rows of `alias` the search may read beyond the frame's own rules
+        (None: every row; a Postgres table keeps the rows of several publications)."""
+        return None
 
 
 # The request's parameters with their SQL types (the clauses add theirs). The Python path
@@ -122,15 +129,17 @@ def _frame(dialect: str) -> None:
         raise ValueError(f"no SQL for the {dialect!r} dialect; known: {', '.join(DIALECTS)}")
 
 
-def _groups_admit(groups_column: str, p: Render) -> str:
+def _groups_admit(groups_column: str, p: Render, dialect: str) -> str:
+    overlap = (f"{groups_column} && coalesce({p('groups')}, '{{}}'::text[])"
+               if dialect == POSTGRES else
+               f"list_has_any({groups_column}, coalesce({p('groups')}, []::varchar[]))")
     return (
         f"case when {groups_column} is null then coalesce({p('missing_allowed_groups')}, 'deny')"
-        f" = 'allow' else list_has_any({groups_column}, "
-        f"coalesce({p('groups')}, []::varchar[])) end"
+        f" = 'allow' else {overlap} end"
     )
 
 
-def access_sql(p: Render, alias: str = "documents") -> str:
+def access_sql(p: Render, alias: str = "documents", dialect: str = DUCKDB) -> str:
     """The access rule, as boolean SQL over a document version `alias` carrying its own
     allowed_groups and its document's latest known ones (latest_allowed_groups): the caller's
     groups must be admitted by both, unless the operator switch all_groups is on. A NULL groups
@@ -139,13 +148,14 @@ def access_sql(p: Render, alias: str = "documents") -> str:
     return f"""(
             coalesce({p('all_groups')}, false)
             or (
-                coalesce({_groups_admit(f'{alias}.allowed_groups', p)}, false)
-                and coalesce({_groups_admit(f'{alias}.latest_allowed_groups', p)}, false)
+                coalesce({_groups_admit(f'{alias}.allowed_groups', p, dialect)}, false)
+                and coalesce({_groups_admit(f'{alias}.latest_allowed_groups', p, dialect)},
+                             false)
             )
         )"""
 
 
-def _as_of_window(p: Render, alias: str) -> str:
+def as_of_window(p: Render, alias: str) -> str:
     return (
         f"{alias}.document_valid_from <= {p('as_of')} and ({alias}.document_valid_to is null "
         f"or {alias}.document_valid_to > {p('as_of')})"
@@ -160,6 +170,11 @@ def documents_sql(p: Render, source: str, tables: Tables, dialect: str = DUCKDB)
     (dim_document_access, deleted documents included), so an as-of search never shows what the
     caller may not see today."""
     _frame(dialect)
+
+    def also(alias: str, keyword: str, *more: str) -> str:
+        conditions = [c for c in (tables.visible(alias, p), *more) if c]
+        return f"\n        {keyword} " + " and ".join(conditions) if conditions else ""
+
     live = f"""
         select
             live.document_id,
@@ -173,6 +188,7 @@ def documents_sql(p: Render, source: str, tables: Tables, dialect: str = DUCKDB)
             live.allowed_groups as latest_allowed_groups
         from {tables.documents} as live"""
     # inner join: a version whose document has no known access row is shown to nobody
+    latest_visible = also("latest", "and")
     as_of = f"""
         select
             versions.document_id,
@@ -185,21 +201,23 @@ def documents_sql(p: Render, source: str, tables: Tables, dialect: str = DUCKDB)
             any_value(versions.metadata) as metadata,
             any_value(latest.allowed_groups) as latest_allowed_groups
         from {tables.history} as versions
-        inner join {tables.access} as latest on versions.document_id = latest.document_id
-        where {_as_of_window(p, 'versions')}
+        inner join {tables.access} as latest
+            on versions.document_id = latest.document_id{latest_visible}
+        where {as_of_window(p, 'versions')}{also('versions', 'and')}
         group by versions.document_id, versions.document_version"""
     if source == "live":
-        versions = live
+        versions = live + also("live", "where")
     elif source == "as_of":
         versions = as_of
     elif source == "both":
-        versions = f"{live}\n        where {p('as_of')} is null\n        union all{as_of}"
+        live_now = also("live", "where", f"{p('as_of')} is null")
+        versions = f"{live}{live_now}\n        union all{as_of}"
     else:
         raise ValueError(f"unknown source {source!r}")
     return f"""
         select * from ({versions}
         ) as documents
-        where {access_sql(p)}"""
+        where {access_sql(p, dialect=dialect)}"""
 
 
 # the chunk columns the clauses and the ranking read (the narrow first phase of a search)
@@ -233,7 +251,7 @@ def chunks_sql(p: Render, source: str, tables: Tables, *, only: str | None = Non
         select {as_of_columns},
             array_cosine_distance(chunks.embedding, {vector}) as distance
         from {tables.history} as chunks
-        where {_as_of_window(p, 'chunks')}{restrict_as_of}"""
+        where {as_of_window(p, 'chunks')}{restrict_as_of}"""
     if source == "live":
         return live
     if source == "as_of":

@@ -30,6 +30,7 @@ from pathlib import Path
 import duckdb
 
 from ragmart.relations import Relations, check_version
+from ragmart.serving.postgres.access import install_access
 from ragmart.serving.postgres.schema import (
     PUBLICATIONS,
     SCHEMA,
@@ -141,6 +142,7 @@ def publish_version(source: Path | duckdb.DuckDBPyConnection, version: str, url:
                              "rows_removed = %s where publication_id = %s",
                              (result.incremental, result.rows_written, result.rows_removed,
                               pid))
+                install_access(conn, version)  # ragmart.retrieve, role_groups, RLS, grants
                 switch(conn, pid, version)
             except psycopg.Error as exc:
                 raise PostgresServingError(

@@ -1,0 +1,239 @@
+"""Top-k retrieval served from PostgreSQL + pgvector, with the answers of DuckDB serving.
+
+What serves is the row of ``ragmart.serving`` (the content publication and its index version,
+written by ragmart.serving.postgres); a search reads it once and then only that publication's
+rows (ragmart.retrieval.postgres_sql), so a publish or rollback switching it meanwhile never
+mixes two publications in one answer. The clauses, access rule, as-of window, order (distance,
+then chunk_id) and abstention (reason and clause counts, ragmart.retrieval.abstention) are
+those of DuckDB serving, rendered in the `postgres` dialect.
+
+The plan (`search_contract`):
+
+- as-of searches and small serving sets (at most EXACT_MAX_ROWS live rows): the exact scan
+  over the eligible rows, as DuckDB's planner does below the same size;
+- otherwise pgvector's HNSW index with ``hnsw.iterative_scan = strict_order``: the index scan
+  goes on past filtered-out rows until the limit is met, so a filter never leaves fewer than k
+  candidates while k rows are eligible; the candidates are re-ranked exactly (distance, then
+  chunk_id; the pool widens while a tie crosses its edge), and when the index stops short
+  (``hnsw.max_scan_tuples``) the search answers from the exact scan rather than short.
+
+`search_contract(conn, query_vector, ...)` runs one search on a psycopg connection (what
+bench/serving.py times); `PostgresRetriever` is what ragmart.Retriever and ragmart.retrieve
+become when RAGMART_SERVING_URL is set.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from ragmart.retrieval.abstention import abstention_reason, clause_counts
+from ragmart.retrieval.clauses import DISTANCE, POSTGRES, active_clauses
+from ragmart.retrieval.contracts import MISSING_GROUPS_POLICIES, Contract
+from ragmart.retrieval.postgres_sql import (
+    PostgresTables,
+    candidates_sql,
+    python_param,
+    search_sql,
+    visible_sql,
+)
+from ragmart.retrieval.request import MISSING_GROUPS_DEFAULT, Groups, check_inputs, parameters
+from ragmart.retrieval.results import RetrievalError, RetrievalResult, rows_to_chunks
+from ragmart.serving.postgres.schema import PUBLICATIONS, SERVING
+
+EXACT_MAX_ROWS = 25_000  # a serving set this small is scanned exactly (DuckDB's threshold)
+TIE_MARGIN = 8  # candidates beyond k, so that a tie at the k-th distance is seen whole
+EF_SEARCH = 100  # hnsw.ef_search (pgvector's default is 40): the initial candidate list
+MAX_SCAN_TUPLES = 50_000  # hnsw.max_scan_tuples: past it, the exact scan answers
+
+
+@dataclass(frozen=True)
+class Serving:
+    """The publication a search reads: its id (the content its rows carry) and version."""
+
+    publication: int
+    version: str
+
+
+def serving(conn: Any, version: str | None = None) -> Serving:
+    """What serves (ragmart.serving), or for another `version` its latest published content.
+    RetrievalError when nothing is published there."""
+    row = conn.execute(f"select publication_id, version from {SERVING}").fetchone() \
+        if _exists(conn, SERVING) else None
+    if row is None:
+        raise RetrievalError("nothing is published on the serving database "
+                             "(RAGMART_SERVING_URL); run `ragmart publish v1` first")
+    if version is None or version == row[1]:
+        return Serving(int(row[0]), row[1])
+    PostgresTables.for_version(version)  # a valid version name, or RetrievalError
+    latest = conn.execute(
+        f"select max(publication_id) from {PUBLICATIONS} where version = %s "
+        "and action = 'publish' and pruned_at is null", (version,)).fetchone()[0]
+    if latest is None:
+        raise RetrievalError(f"index version {version} was never published to the serving "
+                             f"database (or pruned since); {row[1]} serves (ragmart publish "
+                             f"{version})")
+    return Serving(int(latest), version)
+
+
+def embedding_models(conn: Any, at: Serving) -> list[str]:
+    """The embedding model(s) of the publication's vectors (what embeds its questions)."""
+    row = conn.execute(f"select embedding_model from {PUBLICATIONS} where publication_id = %s",
+                       (at.publication,)).fetchone()
+    if row is not None and row[0]:
+        return [row[0]]
+    tables = PostgresTables.for_version(at.version)
+    return [model for (model,) in conn.execute(
+        f"select distinct chunks.embedding_model from {tables.serving} as chunks "
+        f"where {visible_sql('chunks', '%(publication)s')}",
+        {"publication": at.publication}).fetchall()]
+
+
+def _exists(conn: Any, relation: str) -> bool:
+    return conn.execute("select to_regclass(%s) is not null", (relation,)).fetchone()[0]
+
+
+def search_contract(
+    conn: Any,
+    query_vector: np.ndarray | Sequence[float],
+    *,
+    k: int = 5,
+    contract: Contract | None = None,
+    groups: Groups = None,
+    doc_types: Sequence[str] | None = None,
+    as_of: dt.datetime | None = None,
+    now: dt.datetime | None = None,
+    exact: bool = False,
+    version: str | None = None,
+    at: Serving | None = None,
+    missing_allowed_groups: str = MISSING_GROUPS_DEFAULT,
+) -> RetrievalResult:
+    """ragmart.retrieval.execution.search_contract on a psycopg connection to the serving
+    database: the same arguments and answers. `version`: an index version other than the one
+    serving (its latest publication); `at`: the publication to read (default: what serves
+    now). `exact` forces the exact scan. Runs in one transaction of its own."""
+    check_inputs(k, groups, doc_types, as_of)
+    if missing_allowed_groups not in MISSING_GROUPS_POLICIES:
+        raise RetrievalError(f"missing_allowed_groups must be deny or allow, got "
+                             f"{missing_allowed_groups!r}")
+    if as_of is not None and as_of.tzinfo is not None:
+        as_of = as_of.astimezone(dt.UTC).replace(tzinfo=None)
+    vector = [float(x) for x in np.asarray(query_vector, dtype=np.float32).reshape(-1)]
+    dims = len(vector)
+    with conn.transaction():
+        at = at or serving(conn, version)
+        tables = PostgresTables.for_version(at.version)
+        p = python_param(dims)
+        params = parameters(vector, k=k, contract=contract, groups=groups,
+                            doc_types=doc_types, as_of=as_of, now=now,
+                            missing_allowed_groups=missing_allowed_groups)
+        params["publication"] = at.publication
+        _check_dimensions(conn, tables, dims)
+        source = "as_of" if as_of is not None else "live"
+        active = active_clauses(params)
+        if source == "as_of" or exact or _live_rows(conn, tables) <= EXACT_MAX_ROWS:
+            strategy, rows = "exact", _exact(conn, p, source, params, tables, active)
+        else:
+            strategy, rows = _via_index(conn, p, params, tables, active, k=k)
+        common = {"k": k, "contract": contract.name if contract else None, "as_of": as_of}
+        chunks = tuple(replace(chunk, index_version=at.version)
+                       for chunk in rows_to_chunks(rows))
+        if chunks:
+            return RetrievalResult(chunks=chunks, strategy=strategy, **common)
+        requested = {"doc_types": list(doc_types) if doc_types else None}
+        funnel = clause_counts(conn, params, source=source, contract=contract,
+                               requested=requested, dims=dims, tables=tables,
+                               dialect=POSTGRES)
+    before_similarity = [c for c, level in zip(funnel.counts[1:], funnel.levels, strict=True)
+                         if level != DISTANCE]
+    eligible = (before_similarity[-1] if before_similarity else funnel.counts[0]).remaining
+    return RetrievalResult(
+        chunks=(), strategy="none", eligible_chunks=eligible, abstained=True,
+        reason=abstention_reason(contract, funnel, groups=groups, requested=requested),
+        clauses=tuple(funnel.counts), **common,
+    )
+
+
+def _check_dimensions(conn: Any, tables: PostgresTables, dims: int) -> None:
+    """RetrievalError when the query vector's size is not the version's (pgvector would raise
+    on the first row compared, after reading it)."""
+    row = conn.execute(
+        "select format_type(atttypid, atttypmod) from pg_attribute where attrelid = "
+        "to_regclass(%s) and attname = 'embedding'", (tables.serving,)).fetchone()
+    if row is None:
+        raise RetrievalError(f"the serving database has no {tables.serving}; publish "
+                             f"{tables.version} (ragmart publish {tables.version})")
+    if row[0] != f"vector({dims})":
+        raise RetrievalError(f"the query vector has {dims} dimensions but "
+                             f"{tables.version} holds {row[0]}; embed the question with the "
+                             "model the version was built with")
+
+
+def _live_rows(conn: Any, tables: PostgresTables) -> float:
+    """The serving table's row count as the statistics know it (all publications' rows: an
+    upper bound of the live ones), counted when never analyzed."""
+    estimate = conn.execute("select reltuples from pg_class where oid = to_regclass(%s)",
+                            (tables.serving,)).fetchone()[0]
+    if estimate is None or estimate < 0:
+        estimate = conn.execute(f"select count(*) from {tables.serving}").fetchone()[0]
+    return float(estimate)
+
+
+def _exact(conn: Any, p: Any, source: str, params: dict[str, Any], tables: PostgresTables,
+           active: frozenset[str], ids: list[str] | None = None) -> list[tuple]:
+    params = {**params, "chunk_ids": ids} if ids is not None else params
+    only = "cast(%(chunk_ids)s as text[])" if ids is not None else None
+    sql = search_sql(p, source, tables, limit=p("k"), only=only, active=active)
+    return conn.execute(sql, params).fetchall()
+
+
+def _via_index(conn: Any, p: Any, params: dict[str, Any], tables: PostgresTables,
+               active: frozenset[str], *, k: int) -> tuple[str, list[tuple]]:
+    """HNSW candidates in index order (iterative scan: filtered rows do not count against the
+    limit), re-ranked exactly over those ids; the exact scan when the index stops short."""
+    conn.execute("set local hnsw.iterative_scan = strict_order")
+    conn.execute(f"set local hnsw.ef_search = {max(EF_SEARCH, min(1000, k + TIE_MARGIN))}")
+    conn.execute(f"set local hnsw.max_scan_tuples = {MAX_SCAN_TUPLES}")
+    limit = k + TIE_MARGIN
+    while True:
+        sql = candidates_sql(p, tables, limit=str(limit), active=active)
+        pool = conn.execute(sql, params).fetchall()
+        if len(pool) < k:  # fewer than k eligible rows, or the scan stopped: answer exactly
+            return "hnsw+exact", _exact(conn, p, "live", params, tables, active)
+        if len(pool) < limit or pool[-1][1] > pool[k - 1][1]:
+            break
+        limit *= 4  # the k-th distance ties past the pool's edge: widen
+    ids = [chunk_id for chunk_id, _ in pool]
+    return "hnsw", _exact(conn, p, "live", params, tables, active, ids)
+
+
+class PostgresReader:
+    """A reader of the serving database for many queries: one connection (autocommit: each
+    search is a transaction of its own, on the publication serving when it starts). What
+    ragmart.Retriever holds when RAGMART_SERVING_URL is set; it follows publishes and
+    rollbacks by reading ragmart.serving at every search."""
+
+    def __init__(self, url: str, *, index_version: str | None = None) -> None:
+        from ragmart.serving.postgres.settings import connect
+
+        self.version = index_version
+        self.conn = connect(url, autocommit=True)
+        try:
+            self.serving()  # something is published, or RetrievalError now
+        except BaseException:
+            self.conn.close()
+            raise
+
+    def serving(self) -> Serving:
+        return serving(self.conn, self.version)
+
+    def search(self, query_vector: np.ndarray | Sequence[float], **options: Any
+               ) -> RetrievalResult:
+        return search_contract(self.conn, query_vector, version=self.version, **options)
+
+    def close(self) -> None:
+        self.conn.close()

@@ -1,0 +1,204 @@
+"""The SQL of a search on PostgreSQL + pgvector: the frame of ragmart.retrieval.sql in the
+`postgres` dialect, around the same clause objects (each clause's `postgres` method).
+
+Shared with DuckDB (ragmart.retrieval.sql): the parameters and their types, the access rule
+(`access_sql`: ``&&`` where DuckDB writes list_has_any), the as-of window, the visible document
+versions (`documents_sql`) and the result columns. Written here: the schema-qualified tables,
+the rows of the serving publication (every data table keeps the rows of several publications:
+a row belongs to publication P when ``published_in <= P and (removed_in is null or
+removed_in > P)``), the chunk source with pgvector's cosine distance ``<=>``, and the two
+rankings: `search_sql` (exact, ordered by (distance, chunk_id)) and `candidates_sql` (ordered
+by distance alone, the one order pgvector's HNSW index answers; ragmart.retrieval.postgres
+re-ranks the candidates exactly).
+
+Two renderings of a parameter: `python_param` (``%(name)s``, psycopg binds it; lists travel as
+JSON text, as on DuckDB) and `function_param` (an argument of the SQL function
+``ragmart.retrieve``, ragmart.serving.postgres.access).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from ragmart.retrieval.clauses import CHUNK, DISTANCE, DOCUMENT, POSTGRES, Render, predicates
+from ragmart.retrieval.results import COLUMNS
+from ragmart.retrieval.sql import (
+    Tables,
+    as_of_window,
+    documents_sql,
+    parameter_types,
+    select_list,
+)
+from ragmart.serving.postgres.schema import SCHEMA
+
+# the serving publication's id: a parameter of the Python path, a variable of the function
+PUBLICATION = "publication"
+
+_TYPES = {"varchar": "text", "varchar[]": "text[]", "double": "double precision"}
+
+
+def postgres_type(duckdb_type: str) -> str:
+    """A search parameter's PostgreSQL type from its DuckDB one (float[d] -> vector(d))."""
+    vector = re.fullmatch(r"float\[(\d+)\]", duckdb_type)
+    return f"vector({vector[1]})" if vector else _TYPES.get(duckdb_type, duckdb_type)
+
+
+@dataclass(frozen=True)
+class PostgresTables(Tables):
+    """The relations of one index version in the `ragmart` schema, and the rows of the
+    publication a search reads (`visible`)."""
+
+    @property
+    def serving(self) -> str:
+        return f"{SCHEMA}.{super().serving}"
+
+    @property
+    def history(self) -> str:
+        return f"{SCHEMA}.{super().history}"
+
+    @property
+    def documents(self) -> str:
+        return f"{SCHEMA}.{super().documents}"
+
+    @property
+    def access(self) -> str:
+        return f"{SCHEMA}.{super().access}"
+
+    def visible(self, alias: str, p: Render) -> str | None:
+        return visible_sql(alias, p(PUBLICATION))
+
+
+def visible_sql(alias: str, publication: str) -> str:
+    """SQL true for the rows of `alias` that belong to `publication` (an SQL expression)."""
+    return (f"{alias}.published_in <= {publication} and ({alias}.removed_in is null "
+            f"or {alias}.removed_in > {publication})")
+
+
+def python_param(dims: int, extra: Mapping[str, str] | None = None) -> Render:
+    """%(name)s placeholders (psycopg), typed. Lists travel as JSON text as on DuckDB (the same
+    parameter values serve both engines), the query vector as pgvector's text form."""
+    types = {**parameter_types(dims, extra), PUBLICATION: "bigint"}
+
+    def render(name: str) -> str:
+        if types[name] == "varchar[]":
+            return (f"(case when cast(%({name})s as jsonb) is null then null else array("
+                    f"select jsonb_array_elements_text(cast(%({name})s as jsonb))) end)")
+        return f"cast(%({name})s as {postgres_type(types[name])})"
+
+    return render
+
+
+def function_param(name: str) -> str:
+    """An argument of the SQL function ragmart.retrieve (qualified: never a column), or its
+    variable holding the serving publication."""
+    return "serving_publication" if name == PUBLICATION else f"retrieve.{name}"
+
+
+# the chunk columns the clauses and the ranking read (the narrow first phase of a search)
+_NARROW_COLUMNS = ("chunk_id", "document_id", "document_version", "section",
+                   "section_chunk_index", "section_chunk_count", "is_split_paragraph")
+# every column a result or a clause reads
+_COLUMNS = tuple(dict.fromkeys(
+    [c for c in COLUMNS if c not in ("completeness", "document_valid_to")]
+    + list(_NARROW_COLUMNS)))
+
+
+def chunks_sql(p: Render, source: str, tables: Tables, *, only: str | None = None,
+               narrow: bool = False) -> str:
+    """The chunk rows of the publication with their cosine distance: the serving set ('live')
+    or the history rows live at as_of ('as_of'). `only`: SQL of a text[] of chunk_ids to
+    restrict to (the clauses still apply)."""
+    columns = _NARROW_COLUMNS if narrow else _COLUMNS
+    select = ", ".join(f"chunks.{c}" for c in columns)
+    conditions = [tables.visible("chunks", p)]
+    if source == "live":
+        table = tables.serving
+        valid_to = "" if narrow else ", cast(null as timestamp) as document_valid_to"
+    elif source == "as_of":
+        table = tables.history
+        valid_to = "" if narrow else ", chunks.document_valid_to"
+        conditions.append(as_of_window(p, "chunks"))
+    else:
+        raise ValueError(f"unknown source {source!r}")
+    if only:
+        conditions.append(f"chunks.chunk_id = any({only})")
+    where = "\n            and ".join(c for c in conditions if c)
+    return f"""
+        select {select}{valid_to},
+            chunks.embedding <=> {p('query_vector')} as distance
+        from {table} as chunks
+        where {where}"""
+
+
+def eligible_sql(p: Render, source: str, tables: Tables, *, similarity: bool = True,
+                 only: str | None = None, narrow: bool = False,
+                 active: frozenset[str] | None = None, materialized: bool = False) -> str:
+    """CTEs `documents`, `eligible_documents` and `eligible` (the eligible chunk rows with
+    their distance), as ragmart.retrieval.sql.eligible_sql. Not materialized, PostgreSQL
+    inlines them: an ORDER BY distance over `eligible` is pgvector's index order."""
+    document_predicate = "\n            and ".join(
+        predicates(p, POSTGRES, DOCUMENT, active=active) or ["true"])
+    chunk_predicate = predicates(p, POSTGRES, CHUNK, active=active)
+    if similarity:
+        chunk_predicate += predicates(p, POSTGRES, DISTANCE, active=active)
+    chunk_where = "\n            and ".join(chunk_predicate or ["true"])
+    chunks = chunks_sql(p, source, tables, only=only, narrow=narrow)
+    return f"""
+    documents as ({documents_sql(p, source, tables, POSTGRES)}
+    ),
+    eligible_documents as (
+        select documents.document_id, documents.document_version
+        from documents
+        where
+            {document_predicate}
+    ),
+    eligible as{" materialized" if materialized else ""} (
+        select chunks.*
+        from ({chunks}
+        ) as chunks
+        where
+            -- in coalesce(): a hashed subplan filtering the index scan in its order (a top-level
+            -- IN becomes a hash join, whose output PostgreSQL re-sorts after a full scan)
+            coalesce((chunks.document_id, chunks.document_version) in (
+                select eligible_documents.document_id, eligible_documents.document_version
+                from eligible_documents
+            ), false)
+            and {chunk_where}
+    )"""
+
+
+def search_sql(p: Render, source: str, tables: Tables, *, limit: str,
+               only: str | None = None, active: frozenset[str] | None = None) -> str:
+    """The ranked eligible rows, exact, ordered by (distance, chunk_id): the eligible set is
+    materialized, so no index order stands in for the exact one."""
+    return f"""
+    with {eligible_sql(p, source, tables, only=only, active=active, materialized=True)}
+    select
+        row_number() over (order by chunks.distance asc, chunks.chunk_id asc) as rank,
+        chunks.distance,
+        {select_list()}
+    from eligible as chunks
+    order by chunks.distance asc, chunks.chunk_id asc
+    limit {limit}
+"""
+
+
+def candidates_sql(p: Render, tables: Tables, *, limit: str,
+                   active: frozenset[str] | None = None) -> str:
+    """(chunk_id, distance) of the nearest eligible live rows in pgvector's index order
+    (distance alone), every clause applied as the index scan goes."""
+    return f"""
+    with {eligible_sql(p, "live", tables, narrow=True, active=active)}
+    select eligible.chunk_id, eligible.distance
+    from eligible
+    order by eligible.distance
+    limit {limit}
+"""
+
+
+def count_sql(tables: Tables, p: Render) -> str:
+    """The number of live rows of the publication (what the plan weighs)."""
+    return (f"select count(*) from {tables.serving} as chunks "
+            f"where {tables.visible('chunks', p)}")

@@ -1,0 +1,268 @@
+"""Access on the PostgreSQL serving database: the SQL function ``ragmart.retrieve``, the roles'
+access groups (``ragmart.role_groups``) and row-level security on every data table.
+
+- ``ragmart.retrieve(query_vector, k, groups => ..., <clause> => ..., as_of => ...)`` is the
+  counterpart of DuckDB's table macro ``ragmart_retrieve_<v>``: the same argument names and
+  defaults, the same checks in the same words (ragmart.retrieval.macro.macro_checks, in the
+  `postgres` dialect: it refuses to run without ``groups`` or ``all_groups => true``), the same
+  search (ragmart.retrieval.postgres_sql, every clause) and the same answers, ordered by
+  (distance, chunk_id). It reads the serving pointer itself and searches the publication that
+  serves, of whichever version serves: one branch per published version.
+- ``ragmart.role_groups(role_name, groups, all_groups)`` maps a database role to access groups
+  (`grant_groups`, ``ragmart postgres grant``). Row-level security on every data table lets a
+  role listed there read only the rows of the serving publication that its groups admit, by the
+  access rule of every search (ragmart.retrieval.sql.access_sql: the version's own
+  allowed_groups and its document's latest known ones; a document without allowed_groups is
+  denied), whatever SQL it writes; a role not listed reads nothing. A role reads its own row of
+  role_groups only, and may not change it. The publishing role owns the tables and is not
+  subject to the policies (nor is a superuser).
+
+`install_access(conn, version)` (re)creates all of it in the publishing transaction
+(ragmart.serving.postgres.publish), so a reader sees the new function and policies with the
+new publication, and grants the tables of a new version to the roles already mapped.
+"""
+
+from __future__ import annotations
+
+from ragmart.relations import ACCESS_TABLE, DOCUMENTS_TABLE, check_version
+from ragmart.retrieval.clauses import POSTGRES
+from ragmart.retrieval.macro import macro_checks
+from ragmart.retrieval.postgres_sql import (
+    PUBLICATION,
+    PostgresTables,
+    candidates_sql,
+    function_param,
+    postgres_type,
+    search_sql,
+    visible_sql,
+)
+from ragmart.retrieval.results import COLUMNS
+from ragmart.retrieval.sql import MACRO_DEFAULTS, access_sql, parameter_types
+from ragmart.serving.postgres.schema import (
+    SCHEMA,
+    SERVING,
+    data_tables,
+    is_serving_table,
+    table_version,
+)
+from ragmart.serving.postgres.settings import PostgresServingError
+
+FUNCTION = f"{SCHEMA}.retrieve"
+ROLE_GROUPS = f"{SCHEMA}.role_groups"
+POLICY = "ragmart_readers"
+# the function's plan: above this many rows in a serving table, pgvector's HNSW index proposes
+# candidates (as ragmart.retrieval.postgres.EXACT_MAX_ROWS for the Python path)
+EXACT_MAX_ROWS = 25_000
+SEARCH_SETTINGS = {"hnsw.iterative_scan": "strict_order", "hnsw.ef_search": "100",
+                   "hnsw.max_scan_tuples": "50000"}
+
+
+def function_arguments() -> str:
+    """The function's arguments: query_vector and k, then the macro's named arguments with
+    the macro's defaults, typed for PostgreSQL."""
+    types = {name: postgres_type(kind) for name, kind in parameter_types(0).items()}
+    types["query_vector"] = "vector"  # its size is the serving version's, checked inside
+    return ", ".join(["query_vector vector", f"k {types['k']}"] + [
+        f"{name} {types[name]} default {default}" for name, default in MACRO_DEFAULTS.items()])
+
+
+def _result_columns(conn, tables: PostgresTables) -> str:
+    """RETURNS TABLE (...): rank, distance and the result columns, typed as the serving
+    table's columns."""
+    types = dict(conn.execute(
+        "select attname, format_type(atttypid, atttypmod) from pg_attribute "
+        "where attrelid = to_regclass(%s) and attnum > 0 and not attisdropped",
+        (tables.serving,)).fetchall())
+    types.update(document_valid_to="timestamp without time zone", completeness="text")
+    return ", ".join(["rank bigint", "distance double precision"]
+                     + [f"{name} {types[name]}" for name in COLUMNS])
+
+
+def _dimensions(conn, tables: PostgresTables) -> int | None:
+    kind = conn.execute(
+        "select format_type(atttypid, atttypmod) from pg_attribute where attrelid = "
+        "to_regclass(%s) and attname = 'embedding'", (tables.serving,)).fetchone()
+    size = kind[0].removeprefix("vector(").rstrip(")") if kind else ""
+    return int(size) if size.isdigit() else None
+
+
+def _version_branch(tables: PostgresTables, dims: int) -> str:
+    """The search of one version: its size checked, then HNSW candidates re-ranked exactly on
+    a large serving set (the Python path's plan), else the exact scan."""
+    p = function_param
+    exact_live = search_sql(p, "live", tables, limit=p("k"))
+    exact_as_of = search_sql(p, "as_of", tables, limit=p("k"))
+    pooled = search_sql(p, "live", tables, limit=p("k"), only="pool_ids")
+    candidates = candidates_sql(p, tables, limit="pool_size")
+    return f"""
+        if vector_dims(retrieve.query_vector) <> {dims} then
+            raise exception '{FUNCTION}: query_vector has % dimensions, {tables.version} (which '
+                'serves) has {dims}: embed the question with its model',
+                vector_dims(retrieve.query_vector);
+        end if;
+        if retrieve.as_of is not null then
+            return query {exact_as_of};
+            return;
+        end if;
+        if (select reltuples from pg_class where oid = to_regclass('{tables.serving}'))
+                > {EXACT_MAX_ROWS} then
+            pool_size := retrieve.k + 8;
+            loop
+                select coalesce(array_agg(pool.chunk_id order by pool.distance), '{{}}'),
+                    coalesce(array_agg(pool.distance order by pool.distance), '{{}}')
+                into pool_ids, pool_distances
+                from ({candidates}) as pool;
+                exit when cardinality(pool_ids) < pool_size
+                    or pool_distances[pool_size] > pool_distances[retrieve.k];
+                pool_size := pool_size * 4;
+            end loop;
+            if cardinality(pool_ids) >= retrieve.k then
+                return query {pooled};
+                return;
+            end if;
+        end if;
+        return query {exact_live};
+        return;"""
+
+
+def function_sql(conn, version: str) -> str:
+    """`create or replace function ragmart.retrieve(...)`, with a branch per version whose
+    serving table the schema holds (`version`'s included)."""
+    versions = sorted({v for t in data_tables(conn) if is_serving_table(t)
+                       for v in [table_version(t)] if v} | {check_version(version)},
+                      key=lambda v: int(v[1:]))
+    branches = []
+    for v in versions:
+        tables = PostgresTables.for_version(v)
+        dims = _dimensions(conn, tables)
+        if dims is not None:
+            branches.append(f"if serving_version = '{v}' then{_version_branch(tables, dims)}")
+    if not branches:
+        raise PostgresServingError(f"the serving database has no {version} vectors to search")
+    checks = "\n".join(
+        f"    if {condition} then\n        raise exception '%', {message};\n    end if;"
+        for condition, message in macro_checks(function_param, FUNCTION, POSTGRES))
+    settings = "\n".join(f"set {name} = '{value}'" for name, value in SEARCH_SETTINGS.items())
+    dispatch = "\n    els".join(branches)
+    return f"""create or replace function {FUNCTION}({function_arguments()})
+returns table ({_result_columns(conn, PostgresTables.for_version(version))})
+language plpgsql stable
+{settings}
+as $function$
+#variable_conflict use_column
+declare
+    {function_param(PUBLICATION)} bigint;
+    serving_version text;
+    pool_size bigint;
+    pool_ids text[];
+    pool_distances double precision[];
+begin
+{checks}
+    select s.publication_id, s.version into {function_param(PUBLICATION)}, serving_version
+    from {SERVING} as s;
+    if serving_version is null then
+        raise exception '{FUNCTION}: nothing is published on this database';
+    end if;
+    {dispatch}
+    end if;
+    raise exception '{FUNCTION}: version % serves but this function predates it; publish '
+        'again to reinstall it', serving_version;
+end;
+$function$"""
+
+
+def _role_setting(column: str) -> str:
+    return f"(select g.{column} from {ROLE_GROUPS} as g where g.role_name = current_user)"
+
+
+def _caller(name: str) -> str:
+    """The access rule's parameters for a database role: its groups from role_groups; a
+    document without allowed_groups is denied."""
+    return {"groups": _role_setting("groups"), "all_groups": _role_setting("all_groups"),
+            "missing_allowed_groups": "'deny'"}[name]
+
+
+def policy_sql(table: str) -> str:
+    """The USING expression of the readers' policy on `ragmart.<table>`: the serving
+    publication's rows whose groups (and their document's latest known ones, from
+    dim_document_access) admit the role."""
+    publication = f"(select s.publication_id from {SERVING} as s)"
+    own = visible_sql(table, publication)
+    rule = access_sql(_caller, "documents", POSTGRES)
+    if table == ACCESS_TABLE:  # its own groups are its document's latest known ones
+        return f"""{own} and exists (
+    select from (
+        select {table}.allowed_groups, {table}.allowed_groups as latest_allowed_groups
+    ) as documents
+    where {rule}
+)"""
+    latest = f"""exists (
+    select from (
+        select {table}.allowed_groups, latest.allowed_groups as latest_allowed_groups
+        from {SCHEMA}.{ACCESS_TABLE} as latest
+        where latest.document_id = {table}.document_id
+            and {visible_sql('latest', publication)}
+    ) as documents
+    where {rule}
+)"""
+    return f"{own}\n    and {latest}"
+
+
+def install_access(conn, version: str) -> None:
+    """The SQL function, role_groups and the readers' policies on every data table, and SELECT
+    on the schema's tables for every mapped role (idempotent; in the caller's transaction)."""
+    conn.execute(f"""
+        create table if not exists {ROLE_GROUPS} (
+            role_name text primary key,
+            groups text[] not null,
+            all_groups boolean not null default false
+        );
+        alter table {ROLE_GROUPS} enable row level security;
+        drop policy if exists {POLICY} on {ROLE_GROUPS};
+        create policy {POLICY} on {ROLE_GROUPS} for select using (role_name = current_user)""")
+    for table in data_tables(conn):
+        if table not in (DOCUMENTS_TABLE, ACCESS_TABLE) and table_version(table) is None:
+            continue
+        conn.execute(f"""
+            alter table {SCHEMA}."{table}" enable row level security;
+            drop policy if exists {POLICY} on {SCHEMA}."{table}";
+            create policy {POLICY} on {SCHEMA}."{table}" for select using (
+                {policy_sql(table)})""")
+    conn.execute(function_sql(conn, version))
+    for (role,) in conn.execute(f"select role_name from {ROLE_GROUPS}").fetchall():
+        _grant_tables(conn, role)
+
+
+def _grant_tables(conn, role: str) -> None:
+    from psycopg import sql
+
+    name = sql.Identifier(role)
+    conn.execute(sql.SQL("grant usage on schema {} to {}").format(sql.Identifier(SCHEMA), name))
+    conn.execute(sql.SQL("grant select on all tables in schema {} to {}").format(
+        sql.Identifier(SCHEMA), name))
+    conn.execute(sql.SQL("grant execute on function {} to {}").format(sql.SQL(FUNCTION), name))
+
+
+def grant_groups(conn, role: str, groups: list[str], *, all_groups: bool = False) -> None:
+    """Map the database role `role` to `groups` (or every group, the operator switch): it then
+    reads, through any SQL, the serving chunks those groups admit. The role must exist (the
+    operator creates it: `create role <name> login password ...`)."""
+    exists = conn.execute("select exists (select from pg_roles where rolname = %s)",
+                          (role,)).fetchone()[0]
+    if not exists:
+        raise PostgresServingError(
+            f"role {role!r} does not exist on the serving database; create it first "
+            f"(create role \"{role}\" login password '...') and grant it again")
+    if conn.execute("select to_regclass(%s) is null", (ROLE_GROUPS,)).fetchone()[0]:
+        raise PostgresServingError("nothing is published on the serving database yet; run "
+                                   "`ragmart publish <version>` first, then grant")
+    conn.execute(f"insert into {ROLE_GROUPS} (role_name, groups, all_groups) values "
+                 "(%s, %s, %s) on conflict (role_name) do update set groups = excluded.groups,"
+                 " all_groups = excluded.all_groups", (role, list(groups), all_groups))
+    _grant_tables(conn, role)
+
+
+def revoke_groups(conn, role: str) -> bool:
+    """Unmap `role`: it reads no row any more. Returns whether it was mapped."""
+    return bool(conn.execute(f"delete from {ROLE_GROUPS} where role_name = %s",
+                             (role,)).rowcount)
