@@ -132,11 +132,13 @@ def measure_search(snapshot: Path, postgres, queries: np.ndarray, k: int) -> lis
             contract = Contract(name=f"bench_{round(selectivity * 1000):04d}",
                                 document_types=types, missing_allowed_groups="allow")
             runs: dict[str, list] = {"duckdb": [], "duckdb_retriever": [], "postgres": []}
+            used: dict[str, int] = {}
             for q in queries:
                 truth = exact_ids(conn, q.tolist(), types, k)
                 ms, result = timed(search_contract, conn, q, k=k, contract=contract,
                                    groups=["all-staff"], tables=tables)
                 runs["duckdb"].append((ms, [c.chunk_id for c in result.chunks], truth))
+                used[result.strategy] = used.get(result.strategy, 0) + 1
                 ms, result = timed(search_contract, conn, q, k=k, contract=contract,
                                    groups=["all-staff"], tables=tables, vectors=vectors)
                 runs["duckdb_retriever"].append((ms, [c.chunk_id for c in result.chunks],
@@ -145,6 +147,8 @@ def measure_search(snapshot: Path, postgres, queries: np.ndarray, k: int) -> lis
                 runs["postgres"].append((ms, ids, truth))
             figures = {"selectivity": selectivity,
                        **{name: search_figures(r, k) for name, r in runs.items()}}
+            figures["postgres"]["strategies"], reader.strategies = reader.strategies, {}
+            figures["duckdb"]["strategies"] = used
             report.append(figures)
             print(json.dumps(figures), flush=True)
     finally:

@@ -5,11 +5,10 @@ temporary directory (as tests/python/conftest.py does), with the memory settings
 database would be given (shared_buffers holding the HNSW index, maintenance_work_mem holding
 its build), and stops it when the bench ends.
 
-Publishing is what users run: `ragmart publish` with RAGMART_SERVING_URL set
-(`PostgresServing.publish`). SEARCH IS A STAND-IN until ragmart's Postgres search exists on this
-branch: `Searcher` asks the serving table directly for the serving publication's rows of the
-eligible types, through the HNSW index under `hnsw.iterative_scan = strict_order`; its figures
-are labelled `stand-in` in the output.
+Both are what users run: publishing is `ragmart publish` with RAGMART_SERVING_URL set
+(`PostgresServing.publish`), searching is ragmart.retrieval.postgres.PostgresReader (what
+ragmart.Retriever holds when RAGMART_SERVING_URL is set: one connection, the serving
+publication read at every search), one per reader thread.
 """
 
 from __future__ import annotations
@@ -27,8 +26,6 @@ from ragmart.relations import Relations
 SETTINGS = {"shared_buffers": "1GB", "maintenance_work_mem": "1GB",
             "max_parallel_maintenance_workers": "1", "max_wal_size": "4GB"}
 SCHEMA = "ragmart"
-EF_SEARCH = 100
-MAX_SCAN_TUPLES = 100_000
 
 
 class Server:
@@ -75,7 +72,7 @@ class PostgresServing:
     gated snapshot, then ragmart.serving.postgres.publish.publish_version), into its own
     publish directory, and readers of what it serves."""
 
-    label = "ragmart publish; search: stand-in"
+    label = "ragmart publish + ragmart.retrieval.postgres.PostgresReader"
 
     def __init__(self, url: str, publish_dir: Path, version: str = "v1") -> None:
         self.url = url
@@ -105,32 +102,26 @@ class PostgresServing:
                 "incremental": pg["incremental"], "tables": pg["tables"]}
 
     def searcher(self) -> Searcher:
-        return Searcher(self.url, self.table)
+        return Searcher(self.url)
 
 
 class Searcher:
-    """One reader connection (one per thread)."""
+    """One PostgresReader (one per thread), searching under a document-type contract as the
+    DuckDB side does; counts the strategies it used."""
 
-    def __init__(self, url: str, table: str) -> None:
-        import psycopg
+    def __init__(self, url: str) -> None:
+        from ragmart.retrieval.postgres import PostgresReader
 
-        self.conn = psycopg.connect(url, autocommit=True)
-        self.conn.execute("set hnsw.iterative_scan = strict_order")
-        self.conn.execute(f"set hnsw.ef_search = {EF_SEARCH}")
-        self.conn.execute(f"set hnsw.max_scan_tuples = {MAX_SCAN_TUPLES}")
-        self.table = table
+        self.reader = PostgresReader(url)
+        self.strategies: dict[str, int] = {}
 
     def search(self, query: np.ndarray, types: list[str] | None, k: int) -> list[str]:
-        from ragmart.serving.postgres.schema import SERVING, visible_in
+        from ragmart.retrieval.contracts import Contract
 
-        vector = "[" + ",".join(repr(float(x)) for x in query) + "]"
-        where = visible_in("(select publication_id from " + SERVING + ")") \
-            + (" and document_type = any(%(types)s)" if types else "")
-        rows = self.conn.execute(
-            f"select chunk_id from {self.table} where {where} "
-            f"order by embedding <=> %(q)s::vector limit {int(k)}",
-            {"q": vector, "types": types}).fetchall()
-        return [r[0] for r in rows]
+        contract = Contract(name="bench", document_types=types, missing_allowed_groups="allow")
+        result = self.reader.search(query, k=k, contract=contract, groups=["all-staff"])
+        self.strategies[result.strategy] = self.strategies.get(result.strategy, 0) + 1
+        return [c.chunk_id for c in result.chunks]
 
     def close(self) -> None:
-        self.conn.close()
+        self.reader.close()
