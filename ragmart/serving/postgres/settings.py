@@ -11,12 +11,15 @@ import os
 import re
 from urllib.parse import urlsplit, urlunsplit
 
+from ragmart.serving.pointer import ServingError
+
 SERVING_URL_ENV = "RAGMART_SERVING_URL"
 SCHEMA = "ragmart"
 
 
-class PostgresServingError(RuntimeError):
-    """A PostgreSQL serving target that cannot be used (message says what to do)."""
+class PostgresServingError(ServingError):
+    """A PostgreSQL serving target that cannot be used, or a publish, rollback or purge it
+    refused (the message says what to do): an error of the command's input, not of ragmart."""
 
 
 def serving_url() -> str | None:

@@ -19,12 +19,16 @@ def _installed(conn) -> bool:
 
 
 def serving_report(url: str) -> dict | None:
-    """The evaluation report of the publication PostgreSQL serves; None before the first."""
+    """The evaluation report of what PostgreSQL serves (the newest one recorded for the serving
+    publication: its publish, a rollback to it, or a refresh after a purge); None before the
+    first publish."""
     with connect(url) as conn:
         if not _installed(conn):
             return None
-        row = conn.execute(f"select p.report from {SERVING} as s join {PUBLICATIONS} as p "
-                           "using (publication_id)").fetchone()
+        row = conn.execute(
+            f"select p.report from {SERVING} as s join {PUBLICATIONS} as p on "
+            "coalesce(p.restores, p.publication_id) = s.publication_id "
+            "order by p.publication_id desc limit 1").fetchone()
     return row[0] if row and row[0] else None
 
 

@@ -28,7 +28,11 @@ each idempotent and marked done in the journal when it completes:
    (``ragmart.serving.pointer.replace_snapshot``); a reader that has the old file open is never
    written under, it keeps its file until it reopens. The old file is then removed.
 4. ``database``: the build database is purged in place and rewritten.
-5. ``unreadable``: a landing file that ingestion cannot read as records (a corrupt parquet file,
+5. ``postgres`` (with RAGMART_SERVING_URL set): the document's rows leave every version and
+   publication on the PostgreSQL serving target, and each table they were in is rewritten with
+   VACUUM FULL (``ragmart.serving.postgres.purge``; the measurement that rules out a plain
+   VACUUM is there).
+6. ``unreadable``: a landing file that ingestion cannot read as records (a corrupt parquet file,
    a broken CSV header, a name it does not accept) but whose bytes name the id stops the purge
    here with an error naming it: only the operator can delete or re-land it. The purge stays
    journaled and the next run finishes it.
@@ -44,7 +48,8 @@ recognised by bytes: its id as a whole word (``hr-relocation`` does not match in
 JSON-escaped form (``ragmart.serving.purge.artifacts.Needles``).
 
 The modules, one per part: ``deployment`` (the files a purge covers), ``journal`` (the journal,
-the registry entry, the lock), ``artifacts``, ``landing``, ``snapshots`` and ``database`` (the
-steps), ``plan`` (what a purge would change, and what it changed) and ``run`` (the order of the
-steps, and the commands' entry points ``purge_document`` and ``complete_pending``).
+the registry entry, the lock), ``artifacts``, ``landing``, ``snapshots``, ``database`` and
+``postgres`` (the steps), ``plan`` (what a purge would change, and what it changed) and ``run``
+(the order of the steps, and the commands' entry points ``purge_document`` and
+``complete_pending``).
 """

@@ -32,9 +32,14 @@ from ragmart.serving.purge.landing import (
     unreadable_mentions,
 )
 from ragmart.serving.purge.plan import PurgePlan, PurgeReport
+from ragmart.serving.purge.postgres import (
+    plan_postgres,
+    refresh_postgres_baseline,
+    step_postgres,
+)
 from ragmart.serving.purge.snapshots import purged_name, step_snapshots
 
-STEPS = ("artifacts", "landing", "snapshots", "database", "unreadable")
+STEPS = ("artifacts", "landing", "snapshots", "database", "postgres", "unreadable")
 
 
 def plan_purge(dep: Deployment, document_id: str, *, artifacts: bool = True) -> PurgePlan:
@@ -60,6 +65,7 @@ def plan_purge(dep: Deployment, document_id: str, *, artifacts: bool = True) -> 
             seqs.append(found.max_change_seq)
         if database != dep.db_path:
             plan.snapshots[str(database)] = purged_name(database.name)
+    plan_postgres(plan, document_id)
     plan.max_change_seq = max(seqs) if seqs else None
     plan.unreadable = unreadable_mentions(dep, document_id)
     if artifacts:
@@ -98,6 +104,8 @@ def _run(dep: Deployment, document_id: str, report: PurgeReport) -> None:
             step_snapshots(dep, document_id, report)
         elif step == "database":
             step_database(dep, document_id, report)
+        elif step == "postgres":
+            step_postgres(dep, document_id, report)
         else:
             step_unreadable(dep, document_id)
         entry["done"].append(step)
@@ -108,7 +116,9 @@ def _run(dep: Deployment, document_id: str, report: PurgeReport) -> None:
     # configured) leaves the purge pending and the next purge or build measures again.
     from ragmart.serving.baseline import refresh_baseline
 
-    refresh_baseline(dep.db_path)
+    refreshed = refresh_baseline(dep.db_path)
+    if refreshed is not None:
+        refresh_postgres_baseline(refreshed.report)
     del journal[document_id]
     save_journal(dep.db_path, journal)
 
