@@ -3,15 +3,20 @@ strategy's recall, Python/SQL identity, hostile inputs and determinism.
 
 Most tests run on a tiny database built directly in a tmp dir with the marts' contracted
 schemas (read from models/marts/*.yml), against a reference implementation of eligibility in
-plain Python; one test runs a real `dbt build`.
+plain Python; one test runs a real `dbt build`. The tests taking the fixture `search` (and
+`sql_rows`) run on both serving engines: DuckDB, and PostgreSQL + pgvector with the tiny
+database published to it once per module (issue 15: one test suite, both engines).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import subprocess
 import sys
+import uuid
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -29,6 +34,7 @@ from ragmart.duck import connect
 from ragmart.embedding.providers import HashingProvider
 from ragmart.exit_codes import Exit
 from ragmart.retrieval import planner
+from ragmart.retrieval import postgres as postgres_retrieval
 from ragmart.retrieval.api import ALL_GROUPS, Retriever, retrieve
 from ragmart.retrieval.clauses import CLAUSES
 from ragmart.retrieval.contracts import (
@@ -40,8 +46,9 @@ from ragmart.retrieval.contracts import (
 from ragmart.retrieval.execution import ELIGIBILITY_TTL, search_contract
 from ragmart.retrieval.macro import install_sql_macros
 from ragmart.retrieval.memory import ReadOnlyRequiredError, ServingVectors
+from ragmart.retrieval.postgres_sql import postgres_type
 from ragmart.retrieval.results import RetrievalError, RetrievedChunk
-from ragmart.retrieval.sql import Tables
+from ragmart.retrieval.sql import Tables, parameter_types
 
 DIMS = 384
 MODEL = HashingProvider().model
@@ -277,6 +284,68 @@ def vectors(conn) -> ServingVectors:
     return ServingVectors.load(conn, TABLES.serving)
 
 
+ENGINES = ("duckdb", "postgres")
+
+
+@pytest.fixture(scope="module")
+def tiny_postgres(tiny, postgres_server) -> Iterator[str]:
+    """The tiny database published (ragmart.serving.postgres.publish_version) to a PostgreSQL
+    database of this module's own; its URL."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    psycopg = pytest.importorskip("psycopg")
+    from ragmart.serving.postgres.publish import publish_version
+
+    name = f"ragmart_tiny_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(postgres_server, autocommit=True) as admin:
+        admin.execute(f'create database "{name}"')
+    url = urlunsplit(urlsplit(postgres_server)._replace(path="/" + name))
+    publish_version(tiny[0], "v1", url)
+    yield url
+    with psycopg.connect(postgres_server, autocommit=True) as admin:
+        admin.execute(f'drop database if exists "{name}" with (force)')
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def engine_conn(engine, tiny, request) -> Iterator:
+    """A connection to the tiny database on the engine under test (DuckDB read-only, or
+    psycopg to its PostgreSQL copy)."""
+    if engine == "duckdb":
+        connection = connect(tiny[0], read_only=True)
+    else:
+        import psycopg
+
+        connection = psycopg.connect(request.getfixturevalue("tiny_postgres"), autocommit=True)
+    yield connection
+    connection.close()
+
+
+@pytest.fixture
+def search(engine, engine_conn):
+    """`search_contract` of the engine under test, on the tiny database."""
+    run = search_contract if engine == "duckdb" else postgres_retrieval.search_contract
+    return functools.partial(run, engine_conn)
+
+
+@pytest.fixture
+def sql_rows(engine, engine_conn):
+    """The SQL path of the engine under test, as dicts: DuckDB's table macro or PostgreSQL's
+    function ragmart.retrieve, with the same arguments."""
+    def run(q: np.ndarray, contract: Contract | None, **options) -> list[dict]:
+        sql, params = (_macro_call if engine == "duckdb" else _function_call)(
+            contract, **options)
+        cursor = engine_conn.execute(sql, {**params, "q": _vector_text(q)})
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    return run
+
+
 # =========================================================================== reference
 
 
@@ -363,12 +432,12 @@ def queries(n: int, seed: int = 3) -> list[np.ndarray]:
     return [_unit(rng) for _ in range(n)]
 
 
-def _assert_matches_reference(conn, rows, contract, *, groups, k=5, as_of=None,
+def _assert_matches_reference(search, rows, contract, *, groups, k=5, as_of=None,
                               doc_types=None, n_queries=6, vectors=None) -> None:
     """Every search path (the planned one; with `vectors`, the in-memory candidates too)
     returns the reference's rows; the two paths return identical rows and distances."""
     for q in queries(n_queries):
-        result = search_contract(conn, q, k=k, contract=contract, groups=groups, as_of=as_of,
+        result = search(q, k=k, contract=contract, groups=groups, as_of=as_of,
                                  doc_types=doc_types, now=NOW)
         want = reference(rows, q, contract, groups=groups, k=k, as_of=as_of,
                          doc_types=doc_types)
@@ -376,7 +445,7 @@ def _assert_matches_reference(conn, rows, contract, *, groups, k=5, as_of=None,
         # equal up to float rounding at the very boundary of a tie
         assert got == want, (contract, got, want)
         if vectors is not None:
-            memory = search_contract(conn, q, k=k, contract=contract, groups=groups,
+            memory = search(q, k=k, contract=contract, groups=groups,
                                      as_of=as_of, doc_types=doc_types, now=NOW,
                                      vectors=vectors)
             assert memory.chunks == result.chunks, (contract, _ids(memory), got)
@@ -479,9 +548,11 @@ CALLER = ["all-staff", "hr"]
     {"document_types": ("policy",), "min_chunk_completeness": "paragraph",
      "max_document_age": dt.timedelta(days=60), "required_metadata": ("title",)},
 ])
-def test_each_clause_returns_the_exact_eligible_top_k(conn, tiny, vectors, clauses) -> None:
+def test_each_clause_returns_the_exact_eligible_top_k(search, engine, tiny, request,
+                                                      clauses) -> None:
     contract = Contract(name="case", **OPEN, **clauses)
-    _assert_matches_reference(conn, tiny[1], contract, groups=CALLER, k=5, vectors=vectors)
+    vectors = request.getfixturevalue("vectors") if engine == "duckdb" else None
+    _assert_matches_reference(search, tiny[1], contract, groups=CALLER, k=5, vectors=vectors)
 
 
 def test_clauses_actually_exclude(conn, tiny) -> None:
@@ -500,17 +571,18 @@ def test_clauses_actually_exclude(conn, tiny) -> None:
         ), clauses
 
 
-def test_completeness_levels_follow_the_chunker_columns(conn, tiny) -> None:
+def test_completeness_levels_follow_the_chunker_columns(search, tiny) -> None:
     q = queries(1)[0]
     for level, allowed in (("section", {"section"}), ("paragraph", {"section", "paragraph"}),
                            ("fragment", {"section", "paragraph", "fragment"})):
-        result = search_contract(conn, q, k=50, groups=CALLER, now=NOW,
-                                 contract=Contract(name="c", min_chunk_completeness=level, **OPEN))
+        result = search(q, k=50, groups=CALLER, now=NOW,
+                        contract=Contract(name="c", min_chunk_completeness=level, **OPEN))
         assert {c.completeness for c in result} <= allowed
         assert len(result) > 0
 
 
-def test_returns_exactly_k_even_when_the_nearest_chunks_are_ineligible(conn, tiny) -> None:
+def test_returns_exactly_k_even_when_the_nearest_chunks_are_ineligible(
+        search, engine, tiny, request) -> None:
     """The plain vss pattern (WHERE after an HNSW top-k) comes back short here; a contract
     search never does."""
     rows = tiny[1]
@@ -518,10 +590,17 @@ def test_returns_exactly_k_even_when_the_nearest_chunks_are_ineligible(conn, tin
     eligible = len([r for r in rows if r["is_current"] and r["type"] == "handbook"
                     and _admits(r["groups"], CALLER, "allow")])
     assert eligible >= 10
+    # a k above the eligible count returns every eligible chunk, no more
+    result = search(queries(1)[0], k=eligible + 5, contract=handbook_only, groups=CALLER,
+                    now=NOW)
+    assert len(result) == eligible and not result.abstained
+    for q in queries(10, seed=8):
+        assert len(search(q, k=10, contract=handbook_only, groups=CALLER, now=NOW)) == 10
+    if engine != "duckdb":
+        return
+    conn = request.getfixturevalue("conn")
     vectors = ServingVectors.load(conn, TABLES.serving)
     for q in queries(10, seed=8):
-        assert len(search_contract(conn, q, k=10, contract=handbook_only, groups=CALLER,
-                                   now=NOW)) == 10
         # the in-memory pool widens past ineligible chunks (here: only paragraphs and whole
         # sections of handbooks) until k remain, and answers as the exact search does
         strict = replace(handbook_only, min_chunk_completeness="section")
@@ -530,24 +609,19 @@ def test_returns_exactly_k_even_when_the_nearest_chunks_are_ineligible(conn, tin
         assert _ids(memory) == reference(rows, q, strict, groups=CALLER, k=10)
         assert memory.chunks == search_contract(conn, q, k=10, contract=strict, groups=CALLER,
                                                 now=NOW, exact=True).chunks
-    # a k above the eligible count returns every eligible chunk, no more
-    result = search_contract(conn, queries(1)[0], k=eligible + 5, contract=handbook_only,
-                             groups=CALLER, now=NOW)
-    assert len(result) == eligible and not result.abstained
 
 
 # =========================================================================== access
 
 
-def test_access_never_shows_a_document_outside_the_callers_groups(conn, tiny) -> None:
+def test_access_never_shows_a_document_outside_the_callers_groups(search, tiny) -> None:
     rows = tiny[1]
     groups_of = {r["document_id"]: r["groups"] for r in rows if r["is_current"]}
     for caller in (["all-staff"], ["hr"], ["finance"], [], ["ALL-STAFF"]):
         for missing in ("deny", "allow"):
             contract = Contract(name="access", missing_allowed_groups=missing)
             for q in queries(4):
-                result = search_contract(conn, q, k=50, contract=contract, groups=caller,
-                                         now=NOW)
+                result = search(q, k=50, contract=contract, groups=caller, now=NOW)
                 for chunk in result:
                     allowed = groups_of[chunk.document_id]
                     if allowed is None:
@@ -555,7 +629,7 @@ def test_access_never_shows_a_document_outside_the_callers_groups(conn, tiny) ->
                     else:
                         assert set(allowed) & set(caller), (caller, chunk.chunk_id)
                 assert "hb-nobody" not in {c.document_id for c in result}  # [] admits nobody
-            _assert_matches_reference(conn, rows, contract, groups=caller, k=8, n_queries=2)
+            _assert_matches_reference(search, rows, contract, groups=caller, k=8, n_queries=2)
 
 
 def test_no_groups_is_no_group_and_only_the_operator_switch_sees_everything(
@@ -634,53 +708,53 @@ def test_missing_allowed_groups_follows_the_contract_files_defaults(
     assert result.abstained
 
 
-def test_as_of_answers_from_the_versions_live_then_with_the_same_checks(conn, tiny) -> None:
+def test_as_of_answers_from_the_versions_live_then_with_the_same_checks(search, tiny) -> None:
     rows = tiny[1]
     contract = Contract(name="asof", **OPEN)
     moments = [T0 + dt.timedelta(minutes=m) for m in (-1, 1, 35, 61, 95, 130)]
     for moment in moments:
-        _assert_matches_reference(conn, rows, contract, groups=CALLER, k=6, as_of=moment,
+        _assert_matches_reference(search, rows, contract, groups=CALLER, k=6, as_of=moment,
                                   n_queries=3)
     q = queries(1)[0]
-    early = search_contract(conn, q, k=100, contract=contract, groups=CALLER,
-                            as_of=T0 + dt.timedelta(minutes=35), now=NOW)
+    early = search(q, k=100, contract=contract, groups=CALLER,
+                   as_of=T0 + dt.timedelta(minutes=35), now=NOW)
     versions = {(c.document_id, c.document_version) for c in early}
     assert ("pol-travel", 100) in versions and ("pol-travel", 101) not in versions
     assert "proc-deleted" in {c.document_id for c in early}  # deleted later: visible then
     assert all(c.document_valid_to is None or c.document_valid_to > T0 + dt.timedelta(minutes=35)
                for c in early)
-    later = search_contract(conn, q, k=100, contract=contract, groups=CALLER,
-                            as_of=T0 + dt.timedelta(minutes=95), now=NOW)
+    later = search(q, k=100, contract=contract, groups=CALLER,
+                   as_of=T0 + dt.timedelta(minutes=95), now=NOW)
     assert "proc-deleted" not in {c.document_id for c in later}
     assert ("pol-travel", 101) in {(c.document_id, c.document_version) for c in later}
-    before_anything = search_contract(conn, q, k=5, contract=contract, groups=CALLER,
-                                      as_of=T0 - dt.timedelta(days=500), now=NOW)
+    before_anything = search(q, k=5, contract=contract, groups=CALLER,
+                             as_of=T0 - dt.timedelta(days=500), now=NOW)
     assert before_anything.abstained and before_anything.clauses[0].clause == "as_of"
     # max_document_age is measured at as_of
     aged = Contract(name="aged", max_document_age=dt.timedelta(minutes=30), **OPEN)
-    _assert_matches_reference(conn, rows, aged, groups=CALLER, k=6,
+    _assert_matches_reference(search, rows, aged, groups=CALLER, k=6,
                               as_of=T0 + dt.timedelta(minutes=40), n_queries=3)
 
 
-def test_as_of_never_reveals_what_the_caller_may_not_see_today(conn) -> None:
+def test_as_of_never_reveals_what_the_caller_may_not_see_today(search) -> None:
     """pol-restricted-later was all-staff at first and is hr-only now: an all-staff caller
     does not see its old version through --as-of either (a version must admit the caller under
     its own allowed_groups and, while the document is live, under its current ones)."""
     moment = T0 + dt.timedelta(minutes=30)
     contract = Contract(name="asof", **OPEN)
     for q in queries(4):
-        staff = search_contract(conn, q, k=100, contract=contract, groups=["all-staff"],
-                                as_of=moment, now=NOW)
+        staff = search(q, k=100, contract=contract, groups=["all-staff"], as_of=moment,
+                       now=NOW)
         assert "pol-restricted-later" not in {c.document_id for c in staff}
-        hr = search_contract(conn, q, k=100, contract=contract, groups=["hr", "all-staff"],
-                             as_of=moment, now=NOW)
+        hr = search(q, k=100, contract=contract, groups=["hr", "all-staff"], as_of=moment,
+                    now=NOW)
         assert "pol-restricted-later" in {c.document_id for c in hr}
-        only_hr = search_contract(conn, q, k=100, contract=contract, groups=["hr"],
-                                  as_of=moment, now=NOW)
+        only_hr = search(q, k=100, contract=contract, groups=["hr"], as_of=moment, now=NOW)
         assert "pol-restricted-later" not in {c.document_id for c in only_hr}
 
 
-def test_as_of_applies_the_latest_known_access_of_deleted_documents(conn, tiny) -> None:
+def test_as_of_applies_the_latest_known_access_of_deleted_documents(search, sql_rows,
+                                                                    tiny) -> None:
     """pol-narrowed-deleted was all-staff, then hr-only, then deleted; pol-tombstone-narrowed
     was deleted by an event whose image names security only. Neither is shown to all-staff at
     any time, through the Python path or the SQL macro. An old version needs both its own and
@@ -696,13 +770,10 @@ def test_as_of_applies_the_latest_known_access_of_deleted_documents(conn, tiny) 
                                (["all-staff", "hr"], {"pol-narrowed-deleted"}),
                                (["all-staff", "security"], {"pol-tombstone-narrowed"}),
                                (ALL_GROUPS, hidden)):
-            result = search_contract(conn, q, k=200, contract=contract, groups=groups,
-                                     as_of=moment, now=NOW)
+            result = search(q, k=200, contract=contract, groups=groups, as_of=moment, now=NOW)
             assert {c.document_id for c in result} & hidden == expect, groups
-            sql, params = _macro_call(contract, groups=groups, k=200, as_of=moment)
-            rows = conn.execute(sql.replace("select *", "select chunk_id"),
-                                {**params, "q": _vector_text(q)}).fetchall()
-            assert [r[0] for r in rows] == _ids(result)
+            rows = sql_rows(q, contract, groups=groups, k=200, as_of=moment)
+            assert [r["chunk_id"] for r in rows] == _ids(result)
 
 
 # =========================================================================== nothing leaks
@@ -828,18 +899,17 @@ def test_abstention_is_identical_for_questions_differing_only_in_hidden_directio
 # =========================================================================== abstention
 
 
-def test_abstains_naming_the_clauses_when_nothing_is_eligible(conn, tiny) -> None:
+def test_abstains_naming_the_clauses_when_nothing_is_eligible(search, tiny) -> None:
     q = queries(1)[0]
     contract = Contract(name="hr_policies", document_types=("procedure",),
                         min_chunk_completeness="section")
-    result = search_contract(conn, q, k=5, contract=contract, groups=["finance"], now=NOW)
+    result = search(q, k=5, contract=contract, groups=["finance"], now=NOW)
     assert result.abstained and len(result) == 0
     assert result.reason == ("no chunk satisfies contract 'hr_policies': no chunk in the "
                              "serving set is visible to the groups 'finance'")
     assert [c.remaining for c in result.clauses] == [0] * len(result.clauses)
     # the counts are over the visible chunks only: access is not a clause, it is the source
-    staff = search_contract(conn, q, k=5, contract=replace(contract, **OPEN),
-                            groups=["all-staff"], now=NOW)
+    staff = search(q, k=5, contract=replace(contract, **OPEN), groups=["all-staff"], now=NOW)
     data = staff.to_dict()
     assert data["abstained"] is True and "access" not in {c["clause"] for c in data["clauses"]}
     clauses = {c["clause"]: c for c in data["clauses"]}
@@ -852,14 +922,14 @@ def test_abstains_naming_the_clauses_when_nothing_is_eligible(conn, tiny) -> Non
         "'handbook', 'policy')" in staff.reason
     # similarity alone can empty a set the other clauses leave
     picky = Contract(name="picky", min_similarity=0.99, **OPEN)
-    result = search_contract(conn, q, k=5, contract=picky, groups=CALLER, now=NOW)
+    result = search(q, k=5, contract=picky, groups=CALLER, now=NOW)
     assert result.abstained
     last = result.clauses[-1]
     assert last.clause == "min_similarity" and last.remaining == 0 and last.excluded > 0
     assert "min_similarity leaves none" in result.reason
     # without a contract an empty eligible set abstains too, naming the valid types the
     # caller may see (hr sees policies only)
-    empty = search_contract(conn, q, k=5, doc_types=["polcy"], groups=["hr"], now=NOW)
+    empty = search(q, k=5, doc_types=["polcy"], groups=["hr"], now=NOW)
     assert empty.abstained and len(empty) == 0
     assert empty.reason == (
         "no chunk satisfies the request: doc_type_filter excludes 14 of 14; doc_type_filter "
@@ -989,8 +1059,11 @@ def contract_file(tmp_path) -> Path:
     return path
 
 
-def test_cli_abstains_with_json_and_exit_code_3(monkeypatch, capsys, tiny, contract_file):
+def test_cli_abstains_with_json_and_exit_code_3(monkeypatch, capsys, tiny, contract_file,
+                                                engine, request):
     db = tiny[0]
+    if engine == "postgres":  # `ragmart retrieve` reads the serving URL
+        monkeypatch.setenv("RAGMART_SERVING_URL", request.getfixturevalue("tiny_postgres"))
     code, out, _ = _run_cli(monkeypatch, capsys, db, contract_file, "retrieve", "travel rules",
                             "--contract", "procedures", "--groups", "all-staff", "--json")
     assert code == Exit.ABSTAINED == 3
@@ -1068,10 +1141,9 @@ def _vector_text(q: np.ndarray) -> str:
     return "[" + ",".join(repr(float(x)) for x in q) + "]"
 
 
-def _macro_call(contract: Contract | None, *, groups, k, as_of=None, doc_types=None,
-                now: dt.datetime | None = NOW) -> tuple:
-    args = ["$q::float[384]", "$k"]
-    params: dict = {"k": k}
+def _sql_arguments(contract: Contract | None, *, groups, as_of=None, doc_types=None,
+                   now: dt.datetime | None = NOW) -> dict:
+    """The named arguments of the SQL path (the table macro, the SQL function) for a search."""
     named = {
         # the macro takes no default access: no group is written groups := []
         "groups": None if groups is ALL_GROUPS else (groups if groups is not None else []),
@@ -1088,11 +1160,24 @@ def _macro_call(contract: Contract | None, *, groups, k, as_of=None, doc_types=N
         "as_of": as_of,
         "now": now,
     }
-    for name, value in named.items():
-        if value is not None:
-            args.append(f"{name} := ${name}")
-            params[name] = value
+    return {name: value for name, value in named.items() if value is not None}
+
+
+def _macro_call(contract: Contract | None, *, k, **options) -> tuple:
+    """DuckDB's table macro ragmart_retrieve_v1: SQL with $q for the vector, parameters."""
+    params = {"k": k, **_sql_arguments(contract, **options)}
+    args = ["$q::float[384]", "$k"] + [f"{name} := ${name}" for name in params if name != "k"]
     return f"select * from {TABLES.macro}({', '.join(args)})", params
+
+
+def _function_call(contract: Contract | None, *, k, **options) -> tuple:
+    """PostgreSQL's function ragmart.retrieve, with the same arguments (named: =>)."""
+    params = {"k": k, **_sql_arguments(contract, **options)}
+    types = parameter_types(DIMS)
+    args = ["cast(%(q)s as vector)", "%(k)s"] + [
+        f"{name} => cast(%({name})s as {postgres_type(types[name])})"
+        for name in params if name != "k"]
+    return f"select * from ragmart.retrieve({', '.join(args)})", params
 
 
 @pytest.mark.parametrize("contract", [
@@ -1104,7 +1189,9 @@ def _macro_call(contract: Contract | None, *, groups, k, as_of=None, doc_types=N
              min_effective_date=T0 + dt.timedelta(minutes=5), min_document_version=200),
     Contract(name="sections", min_chunk_completeness="section", **OPEN),
 ])
-def test_sql_macro_returns_the_same_rows_in_the_same_order(conn, contract) -> None:
+def test_sql_macro_returns_the_same_rows_in_the_same_order(search, sql_rows, contract) -> None:
+    """The Python path and the SQL path (DuckDB's table macro, PostgreSQL's function
+    ragmart.retrieve) return the same rows, every column equal, in the same order."""
     # index_version is the Python result's; the SQL macro's name carries it (ragmart_retrieve_v1)
     columns = [c for c in RetrievedChunk.__dataclass_fields__ if c != "index_version"]
     for groups in (CALLER, ["all-staff"], None):
@@ -1112,13 +1199,8 @@ def test_sql_macro_returns_the_same_rows_in_the_same_order(conn, contract) -> No
             continue
         for as_of in (None, T0 + dt.timedelta(minutes=70)):
             for q in queries(3, seed=13):
-                python = search_contract(conn, q, k=7, contract=contract, groups=groups,
-                                         as_of=as_of, now=NOW)
-                sql, params = _macro_call(contract, groups=groups, k=7, as_of=as_of)
-                params["q"] = _vector_text(q)
-                cursor = conn.execute(sql, params)
-                names = [d[0] for d in cursor.description]
-                rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+                python = search(q, k=7, contract=contract, groups=groups, as_of=as_of, now=NOW)
+                rows = sql_rows(q, contract, groups=groups, k=7, as_of=as_of)
                 assert [r["chunk_id"] for r in rows] == _ids(python)
                 for mine, theirs in zip(python, rows, strict=True):
                     for column in columns:
@@ -1159,12 +1241,16 @@ CLAUSE_CASES = {
 
 
 def test_every_registered_clause_is_validated_rendered_applied_and_counted(
-        tiny, conn, tmp_path, monkeypatch, capsys) -> None:
-    """Each clause object, end to end: the contract file refuses a bad value naming the field
-    (CLI); a good value filters the same rows through ragmart.retrieve (the planned SQL), a
-    Retriever (the in-memory path), the CLI and the SQL macro (the clause as its named
-    argument), as the plain-Python reference does; an abstention counts the chunks it excludes
-    on its own."""
+        tiny, engine, sql_rows, tmp_path, monkeypatch, capsys, request) -> None:
+    """Each clause object, end to end, on both engines: the contract file refuses a bad value
+    naming the field (CLI); a good value filters the same rows through ragmart.retrieve (the
+    planned SQL), a Retriever (on DuckDB the in-memory path), the CLI and the SQL path (the
+    clause as its named argument of the DuckDB macro or the PostgreSQL function), as the
+    plain-Python reference does; an abstention counts the chunks it excludes on its own."""
+    where = {"db_path": tiny[0]}
+    if engine == "postgres":  # ragmart.retrieve, Retriever and the CLI read the serving URL
+        monkeypatch.setenv("RAGMART_SERVING_URL", request.getfixturevalue("tiny_postgres"))
+        where = {}
     assert set(CLAUSE_CASES) == {clause.name for clause in CLAUSES}
     provider = HashingProvider()
     question = "travel rules for staff"
@@ -1189,26 +1275,23 @@ def test_every_registered_clause_is_validated_rendered_applied_and_counted(
         want = set(reference(rows, q, contract, groups=CALLER, k=10**6))
         assert want and want < everything, clause.name  # the clause filters
         common = {"contract": "case", "contracts_path": good_file, "groups": CALLER}
-        once = retrieve(question, k=1000, db_path=tiny[0], provider=provider, now=NOW, **common)
+        once = retrieve(question, k=1000, provider=provider, now=NOW, **where, **common)
         assert set(_ids(once)) == want, clause.name
-        with Retriever(db_path=tiny[0], provider=provider, contracts_path=good_file) as reader:
+        with Retriever(provider=provider, contracts_path=good_file, **where) as reader:
             held = reader.retrieve(question, k=1000, now=NOW, contract="case", groups=CALLER)
-        assert held.chunks == once.chunks and held.strategy == "memory", clause.name
-        value = getattr(contract, clause.name)
-        macro = (f"select chunk_id from {TABLES.macro}($q::float[384], 1000, groups := $g, "
-                 f"missing_allowed_groups := 'allow', now := $now, {clause.name} := $v)")
-        rows_sql = conn.execute(macro, {"q": _vector_text(q), "g": CALLER, "now": NOW,
-                                        "v": list(value) if isinstance(value, tuple) else value})
-        assert [r[0] for r in rows_sql.fetchall()] == _ids(once), clause.name
+        assert held.chunks == once.chunks, clause.name
+        assert held.strategy == ("memory" if engine == "duckdb" else "exact"), clause.name
+        rows_sql = sql_rows(q, contract, groups=CALLER, k=1000, now=NOW)
+        assert [r["chunk_id"] for r in rows_sql] == _ids(once), clause.name
         code, out, _ = _run_cli(monkeypatch, capsys, tiny[0], good_file, "retrieve", question,
                                 "--contract", "case", "-k", "1000", "--json", *caller)
-        now_clock = retrieve(question, k=1000, db_path=tiny[0], provider=provider, **common)
+        now_clock = retrieve(question, k=1000, provider=provider, **where, **common)
         assert code == 0 and [r["chunk_id"] for r in json.loads(out)["results"]] == \
             _ids(now_clock), clause.name
 
         # the caller's own filter empties the set: the funnel still counts this clause alone
-        abstained = retrieve(question, k=5, db_path=tiny[0], provider=provider, now=NOW,
-                             doc_types=["no-such-type"], **common)
+        abstained = retrieve(question, k=5, provider=provider, now=NOW,
+                             doc_types=["no-such-type"], **where, **common)
         assert abstained.abstained
         counts = {count.clause: count for count in abstained.clauses}
         assert counts["serving_set"].remaining == visible_total
@@ -1313,9 +1396,9 @@ def test_same_query_same_rows_same_order_across_processes(tiny, contract_file) -
     assert len(ranked) == 8 and ranked == sorted(ranked, key=lambda r: (r[1], r[0]))
 
 
-def test_ties_break_on_chunk_id(conn, tiny) -> None:
+def test_ties_break_on_chunk_id(search, tiny) -> None:
     twin = next(r for r in tiny[1] if r["chunk_id"] == "pol-travel@101#0001")
-    result = search_contract(conn, twin["embedding"], k=2, groups=["all-staff"], now=NOW)
+    result = search(twin["embedding"], k=2, groups=["all-staff"], now=NOW)
     assert _ids(result) == ["pol-travel@101#0001", "pol-travel@101#0099"]
     assert result[0].distance == result[1].distance
 
