@@ -344,3 +344,49 @@ def _texts(db: Path) -> dict[str, str]:
                                  ).fetchall())
     finally:
         conn.close()
+
+
+TRICKY_TEXTS = ["plain", "", None, 'quote " and \'single\'', "comma, semicolon; tab\there",
+                "new\nline\r\nCRLF", "back\\slash \\N", "ünïcødé ✓ 𝄞", "NULL", "{braces}"]
+TRICKY_GROUPS = [None, [], [None], ['a"b', "c\\d", "x,y", "{z}", " sp ", "NULL", ""], ["é"]]
+
+
+def test_values_survive_the_copy_byte_for_byte(postgres_url: str) -> None:
+    """Package level, every awkward value: quotes, separators, newlines, backslashes, '' and
+    NULL told apart, arrays with NULL and quoted elements, float32 extremes, microseconds."""
+    import duckdb
+
+    from ragmart.serving.postgres.publish import publish_version
+
+    conn = duckdb.connect()
+    conn.execute("""create table fct_chunk_embeddings_v9 (chunk_id varchar, document_id varchar,
+        document_version bigint, chunk_text varchar, allowed_groups varchar[],
+        is_split_paragraph boolean, created_at timestamp, embedding_model varchar,
+        chunker_version varchar, embedding float[3])""")
+    rows = []
+    for i, text in enumerate(TRICKY_TEXTS):
+        groups = TRICKY_GROUPS[i % len(TRICKY_GROUPS)]
+        vector = [[1e-38, -0.0, 3.4028235e38], [0.1, -0.2, 1 / 3], [1.0, 2.0, 3.0]][i % 3]
+        rows.append((f"doc-{i}#{i}", f"doc-{i}", i, text, groups, i % 2 == 0,
+                     f"2026-11-0{1 + i % 9} 10:11:12.{i:06d}", "m", "c", vector))
+    conn.executemany("insert into fct_chunk_embeddings_v9 values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                     rows)
+    first = publish_version(conn, "v9", postgres_url)
+    assert first.rows_written == len(rows) and not first.incremental
+    names = [d[0] for d in conn.execute("select * from fct_chunk_embeddings_v9").description]
+    expected = {r[0]: tuple(float32(v) if n == "embedding" else v
+                            for n, v in zip(names, r, strict=True))
+                for r in conn.execute("select * from fct_chunk_embeddings_v9").fetchall()}
+    assert served_rows(postgres_url, "fct_chunk_embeddings_v9", names) == expected
+    # one text changed, one row gone, one added: exactly those rows are written and removed
+    conn.execute("update fct_chunk_embeddings_v9 set chunk_text = 'changed' "
+                 "where chunk_id = 'doc-1#1'")
+    conn.execute("delete from fct_chunk_embeddings_v9 where chunk_id = 'doc-2#2'")
+    conn.execute("insert into fct_chunk_embeddings_v9 select 'new#0', 'new', 1, 'new', [], "
+                 "false, null, 'm', 'c', [0, 0, 1]::float[3]")
+    second = publish_version(conn, "v9", postgres_url)
+    assert (second.incremental, second.rows_written, second.rows_removed) == (True, 2, 2)
+    expected = {r[0]: tuple(float32(v) if n == "embedding" else v
+                            for n, v in zip(names, r, strict=True))
+                for r in conn.execute("select * from fct_chunk_embeddings_v9").fetchall()}
+    assert served_rows(postgres_url, "fct_chunk_embeddings_v9", names) == expected

@@ -34,6 +34,7 @@ from ragmart.serving.postgres.settings import SCHEMA, PostgresServingError
 
 PUBLICATIONS = f"{SCHEMA}.publications"
 SERVING = f"{SCHEMA}.serving"
+HNSW_BUILD_MEMORY = "512MB"  # maintenance_work_mem while a first publish builds the HNSW index
 # the columns every data table has beside DuckDB's
 BOOKKEEPING_COLUMNS = ("published_in", "removed_in", "row_fingerprint")
 
@@ -159,6 +160,12 @@ def create_indexes(conn, table: str, columns: dict[str, str]) -> None:
             else "document_id"
         conn.execute(f'create index if not exists "{table}_document" on {q} ({keys})')
     if is_serving_table(table) and columns.get("embedding", "").startswith("vector("):
+        # pgvector builds the graph in memory while it fits in maintenance_work_mem (64 MB by
+        # default; it says so in a NOTICE when it stops fitting) and much slower past it:
+        # raised for this transaction only, never lowered
+        conn.execute(f"select set_config('maintenance_work_mem', '{HNSW_BUILD_MEMORY}', true) "
+                     "where pg_size_bytes(current_setting('maintenance_work_mem')) "
+                     f"< pg_size_bytes('{HNSW_BUILD_MEMORY}')")
         conn.execute(f'create index if not exists "{table}_embedding_hnsw" on {q} '
                      "using hnsw (embedding vector_cosine_ops)")
 
