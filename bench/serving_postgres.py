@@ -58,13 +58,20 @@ class Server:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def table_bytes(url: str) -> int:
+def table_bytes(url: str) -> dict:
+    """Bytes on disk of the `ragmart` schema's tables with their indexes, and of the HNSW
+    indexes alone (what a node must hold in memory to search fast)."""
     import psycopg
 
     with psycopg.connect(url) as conn:
-        return conn.execute("select coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint "
-                            "from pg_class as c join pg_namespace as n on n.oid = c.relnamespace "
-                            "where n.nspname = %s and c.relkind = 'r'", (SCHEMA,)).fetchone()[0]
+        total, hnsw = conn.execute(
+            "select coalesce(sum(pg_total_relation_size(c.oid)) filter (where c.relkind = 'r'),"
+            " 0)::bigint, coalesce(sum(pg_relation_size(c.oid)) filter (where c.relkind = 'i' "
+            "and am.amname = 'hnsw'), 0)::bigint "
+            "from pg_class as c join pg_namespace as n on n.oid = c.relnamespace "
+            "left join pg_am as am on am.oid = c.relam where n.nspname = %s",
+            (SCHEMA,)).fetchone()
+    return {"tables_with_indexes": total, "hnsw_indexes": hnsw}
 
 
 class PostgresServing:
