@@ -239,10 +239,16 @@ def measure_size(n: int, server: Server, args: argparse.Namespace) -> dict:
     build_db = build_database(cached, work / "build.duckdb")
     postgres = PostgresServing(server.database(f"bench_{n}"), work / "published-postgres")
     figures: dict = {"chunks": n, "postgres_implementation": postgres.label}
+    partial = OUT / f"serving-{n}.partial.json"  # each stage's figures as soon as measured
+    OUT.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:
+        partial.write_text(json.dumps(figures, indent=2, default=str))
     print(f"== {n:,} chunks: full publish", flush=True)
     figures["full_publish"] = {"duckdb": duckdb_publish(build_db),
                                "postgres": postgres.publish(build_db, no_evaluation, no_gate)}
     figures["edit"] = edit(build_db, args.edit)
+    save()
     print(f"== {n:,} chunks: incremental publish after {args.edit:.0%} edited", flush=True)
     duck = duckdb_publish(build_db)
     figures["incremental_publish"] = {
@@ -252,8 +258,10 @@ def measure_size(n: int, server: Server, args: argparse.Namespace) -> dict:
     conn = connect(snapshot, read_only=True)
     queries = sample_queries(conn, args.queries)
     conn.close()
+    save()
     print(f"== {n:,} chunks: filtered top-{args.k}", flush=True)
     figures["search"] = measure_search(snapshot, postgres, queries, args.k)
+    save()
     print(f"== {n:,} chunks: {READERS} concurrent readers, {args.seconds:g} s each", flush=True)
     figures["concurrent"] = {
         "duckdb": concurrent(duckdb_readers(snapshot, in_memory=False), queries, args.k,
@@ -261,6 +269,7 @@ def measure_size(n: int, server: Server, args: argparse.Namespace) -> dict:
         "duckdb_retriever": concurrent(duckdb_readers(snapshot, in_memory=True), queries,
                                        args.k, args.seconds),
         "postgres": concurrent(postgres_readers(postgres), queries, args.k, args.seconds)}
+    save()
     print(f"== {n:,} chunks: index maintenance", flush=True)
     if args.vss_rebuild:
         vss = {"seconds": round(compact_vector_index(build_db), 1), "measured": "this run"}
@@ -272,6 +281,7 @@ def measure_size(n: int, server: Server, args: argparse.Namespace) -> dict:
         "postgres_hnsw_incremental": {
             "seconds": figures["incremental_publish"]["postgres"]["postgres_seconds"],
             "measured": "inside the incremental publish (index kept current by its writes)"}}
+    save()
     print(json.dumps(figures, default=str), flush=True)
     shutil.rmtree(work, ignore_errors=True)
     return figures
