@@ -33,7 +33,7 @@ end. Results: a table on stdout and target/bench/serving-<sizes>.json. Timings a
 Run time (docs/performance.md, "Serving: DuckDB snapshots vs PostgreSQL"): the default run
 (20k and 100k, --queries 40 --seconds 15) took 28 minutes on the 2-core machine shared with
 seven other sessions, a third of it the vss rebuild at 100k (383 s); `--chunks 20000` alone
-takes about 6 minutes. `--million` is estimated at 4-5 hours there (not run: two DuckDB HNSW
+takes about 8 minutes. `--million` is estimated at 4-5 hours there (not run: two DuckDB HNSW
 builds of over an hour each, a 30-60 minute first PostgreSQL publish, and eight Retriever
 readers holding 1.5 GB of vectors each). The first run at a size also builds the retrieval
 bench's cached file, HNSW index included (191 s at 100k).
