@@ -61,10 +61,9 @@ def _input_errors() -> tuple[type[BaseException], ...]:
     from ragmart.retrieval.memory import ReadOnlyRequiredError
     from ragmart.retrieval.results import RetrievalError
     from ragmart.serving.pointer import ServingError
-    from ragmart.serving.postgres.settings import PostgresServingError
 
     return (RetrievalError, ServingError, FreshnessError, EmbeddingError, ExtensionUnavailableError,
-            ReadOnlyRequiredError, PostgresServingError, ValueError, OSError, duckdb.IOException)
+            ReadOnlyRequiredError, ValueError, OSError, duckdb.IOException)
 
 
 def _explain_duckdb(exc: BaseException) -> str | None:

@@ -175,11 +175,13 @@ def _check_dimensions(conn: Any, tables: PostgresTables, dims: int) -> None:
 
 def _live_rows(conn: Any, tables: PostgresTables) -> float:
     """The serving table's row count as the statistics know it (all publications' rows: an
-    upper bound of the live ones), counted when never analyzed."""
+    upper bound of the live ones); before its first ANALYZE, counted up to EXACT_MAX_ROWS + 1
+    (all the plan needs to know)."""
     estimate = conn.execute("select reltuples from pg_class where oid = to_regclass(%s)",
                             (tables.serving,)).fetchone()[0]
     if estimate is None or estimate < 0:
-        estimate = conn.execute(f"select count(*) from {tables.serving}").fetchone()[0]
+        estimate = conn.execute(f"select count(*) from (select from {tables.serving} "
+                                f"limit {EXACT_MAX_ROWS + 1}) as rows").fetchone()[0]
     return float(estimate)
 
 

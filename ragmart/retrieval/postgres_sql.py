@@ -22,14 +22,15 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ragmart.retrieval.clauses import CHUNK, DISTANCE, DOCUMENT, POSTGRES, Render, predicates
+from ragmart.retrieval.clauses import POSTGRES, Render
 from ragmart.retrieval.results import COLUMNS
 from ragmart.retrieval.sql import (
     Tables,
     as_of_window,
+    clause_conditions,
     documents_sql,
     parameter_types,
-    select_list,
+    ranked_sql,
 )
 from ragmart.serving.postgres.schema import SCHEMA
 
@@ -138,12 +139,7 @@ def eligible_sql(p: Render, source: str, tables: Tables, *, similarity: bool = T
     """CTEs `documents`, `eligible_documents` and `eligible` (the eligible chunk rows with
     their distance), as ragmart.retrieval.sql.eligible_sql. Not materialized, PostgreSQL
     inlines them: an ORDER BY distance over `eligible` is pgvector's index order."""
-    document_predicate = "\n            and ".join(
-        predicates(p, POSTGRES, DOCUMENT, active=active) or ["true"])
-    chunk_predicate = predicates(p, POSTGRES, CHUNK, active=active)
-    if similarity:
-        chunk_predicate += predicates(p, POSTGRES, DISTANCE, active=active)
-    chunk_where = "\n            and ".join(chunk_predicate or ["true"])
+    document_predicate, chunk_where = clause_conditions(p, POSTGRES, active, similarity)
     chunks = chunks_sql(p, source, tables, only=only, narrow=narrow)
     return f"""
     documents as ({documents_sql(p, source, tables, POSTGRES)}
@@ -173,16 +169,9 @@ def search_sql(p: Render, source: str, tables: Tables, *, limit: str,
                only: str | None = None, active: frozenset[str] | None = None) -> str:
     """The ranked eligible rows, exact, ordered by (distance, chunk_id): the eligible set is
     materialized, so no index order stands in for the exact one."""
+    eligible = eligible_sql(p, source, tables, only=only, active=active, materialized=True)
     return f"""
-    with {eligible_sql(p, source, tables, only=only, active=active, materialized=True)}
-    select
-        row_number() over (order by chunks.distance asc, chunks.chunk_id asc) as rank,
-        chunks.distance,
-        {select_list()}
-    from eligible as chunks
-    order by chunks.distance asc, chunks.chunk_id asc
-    limit {limit}
-"""
+    with {eligible}{ranked_sql(limit)}"""
 
 
 def candidates_sql(p: Render, tables: Tables, *, limit: str,

@@ -284,18 +284,25 @@ def select_list() -> str:
         f",\n        {completeness_sql()} as completeness"
 
 
+def clause_conditions(p: Render, dialect: str, active: frozenset[str] | None,
+                      similarity: bool) -> tuple[str, str]:
+    """(the document clauses' conjunction, the chunk clauses' and, with `similarity`, the
+    distance clauses'), in `dialect`: what every eligible set filters on."""
+    document = predicates(p, dialect, DOCUMENT, active=active)
+    chunk = predicates(p, dialect, CHUNK, active=active)
+    if similarity:
+        chunk += predicates(p, dialect, DISTANCE, active=active)
+    return ("\n            and ".join(document or ["true"]),
+            "\n            and ".join(chunk or ["true"]))
+
+
 def eligible_sql(p: Render, source: str, tables: Tables, *, dialect: str = DUCKDB,
                  similarity: bool = True, only: str | None = None, narrow: bool = False,
                  active: frozenset[str] | None = None) -> str:
     """CTEs `source_chunks`, `documents`, `eligible_documents` and `eligible` (the eligible
     chunk rows with their distance). `active`: the clauses to render (None: every clause, as
     the macro does); `similarity`: whether distance clauses apply."""
-    document_predicate = "\n            and ".join(
-        predicates(p, dialect, DOCUMENT, active=active) or ["true"])
-    chunk_predicate = predicates(p, dialect, CHUNK, active=active)
-    if similarity:
-        chunk_predicate += predicates(p, dialect, DISTANCE, active=active)
-    chunk_where = "\n            and ".join(chunk_predicate or ["true"])
+    document_predicate, chunk_where = clause_conditions(p, dialect, active, similarity)
     # a chunk_id list must stay a scan filter: materialized, the semi join below cannot turn it
     # into a join over the whole table (measured at 100k: 5 ms instead of 160 ms)
     materialized = " materialized" if only else ""
@@ -333,7 +340,13 @@ def search_sql(p: Render, source: str, tables: Tables, *, limit: str, dialect: s
                only: str | None = None) -> str:
     """The ranked eligible rows of `source`, ordered by (distance, chunk_id)."""
     return f"""
-    with {eligible_sql(p, source, tables, dialect=dialect, only=only)}
+    with {eligible_sql(p, source, tables, dialect=dialect, only=only)}{ranked_sql(limit)}"""
+
+
+def ranked_sql(limit: str) -> str:
+    """What every search ends with (both dialects): the first `limit` rows of CTE `eligible`
+    ranked by (distance, chunk_id), with the result columns."""
+    return f"""
     select
         row_number() over (order by chunks.distance asc, chunks.chunk_id asc) as rank,
         chunks.distance,

@@ -64,12 +64,12 @@ def publish(
     `force`. The published metrics become the baseline of the dbt gate."""
     check_version(version)
     db_path = Path(db_path)
+    url = _serving_url()  # a malformed RAGMART_SERVING_URL fails before any work
     path = snapshot(db_path, version)
     try:
         report = evaluate(path, version)
         serving = current_publication(db_path)
         baseline = serving.report if serving and serving.report else None
-        url = _serving_url()
         if url:
             baseline = _postgres_baseline(url) or baseline
         failures = gate(report, baseline)

@@ -16,6 +16,7 @@ import pytest
 from dbt_harness import Project
 
 from ragmart.duck import connect
+from ragmart.exit_codes import Exit
 from ragmart.relations import Relations
 
 psycopg = pytest.importorskip("psycopg")
@@ -205,6 +206,16 @@ def test_cli_publishes_incrementally_and_rolls_back(project: Project, postgres_u
         "rollback", first["publication_id"], 0)
     text = project.ragmart("versions").stdout
     assert f"* #{first['publication_id']} publish v1" in text
+
+    # the gate compares a candidate with what PostgreSQL serves
+    with psycopg.connect(postgres_url) as conn:
+        conn.execute("update ragmart.publications set report = jsonb_set(report, '{metrics}', "
+                     "(select jsonb_object_agg(key, 1.0) from jsonb_each(report -> 'metrics')))"
+                     " where coalesce(restores, publication_id) = %s",  # its rollback row too
+                     (first["publication_id"],))
+    refused = project.ragmart("publish", "v1", check=False)
+    assert refused.returncode == Exit.GATE_REFUSED and "recall@5" in refused.stderr
+    assert publications(postgres_url)[-1]["action"] == "rollback"
 
 
 def test_unreachable_target_switches_nothing_and_masks_password(project: Project) -> None:

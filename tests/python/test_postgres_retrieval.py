@@ -32,6 +32,7 @@ from ragmart.embedding.providers import HashingProvider
 from ragmart.retrieval import postgres as postgres_retrieval
 from ragmart.retrieval.api import ALL_GROUPS, Retriever, retrieve
 from ragmart.retrieval.contracts import Contract, load_contracts
+from ragmart.serving.postgres import access
 from ragmart.serving.postgres.publish import publish_version
 
 psycopg = pytest.importorskip("psycopg")
@@ -81,8 +82,7 @@ def _sample_facts(project: Project) -> tuple[list[str], list[dt.datetime], list[
     starts = sorted(v for (v,) in project.query(
         "select distinct document_valid_from from fct_chunk_history_v1"))
     moments = [starts[0] - dt.timedelta(days=1)] + [
-        starts[i] + dt.timedelta(seconds=1) for i in (0, len(starts) // 3,
-                                                      2 * len(starts) // 3, -1)]
+        starts[i] + dt.timedelta(seconds=1) for i in (len(starts) // 3, -1)]
     types = sorted(t for (t,) in project.query(
         "select distinct document_type from dim_documents where document_type is not null"))
     return groups, moments, types
@@ -99,16 +99,21 @@ def _comparable(result) -> dict:
     return data
 
 
-def test_postgres_answers_as_duckdb_on_the_sample(sample, monkeypatch) -> None:
+@pytest.mark.parametrize("every", [
+    False, pytest.param(True, marks=pytest.mark.slow, id="every-group-and-moment")])
+def test_postgres_answers_as_duckdb_on_the_sample(sample, monkeypatch, every) -> None:
     """Chunk ids, order, every column, abstention reasons and clause counts: the same through
     a Retriever on the published PostgreSQL database and on the DuckDB database, for every
-    contract of the project's file and ad-hoc filters, each group, none and ALL_GROUPS, now
-    and at moments across the sample's history."""
+    contract of the project's file and an ad-hoc type filter, groups, none and ALL_GROUPS, now
+    and at moments across the sample's history (`every`: each group and each moment; the fast
+    variant takes one group, the most used, and the last moment)."""
     project, url = sample
     groups, moments, types = _sample_facts(project)
     assert len(groups) >= 2 and len(types) >= 2
     contracts = [None, *load_contracts(CONTRACTS).contracts.values()]
-    callers = [[g] for g in groups] + [groups[:2], None, ALL_GROUPS]
+    if not every:
+        groups, moments = ["all-staff"], moments[-1:]
+    callers = [[g] for g in groups] + [None, ALL_GROUPS]
     provider = HashingProvider()
     duck = Retriever(db_path=project.db_path, provider=provider, contracts_path=CONTRACTS)
     monkeypatch.setenv("RAGMART_SERVING_URL", url)
@@ -118,10 +123,10 @@ def test_postgres_answers_as_duckdb_on_the_sample(sample, monkeypatch) -> None:
         for contract in contracts:
             for caller in callers:
                 for as_of in (None, *moments):
-                    for i, question in enumerate(QUESTIONS[:3]):
+                    for i, question in enumerate(QUESTIONS[:2]):
                         options = {"k": 4 + i, "contract": contract, "groups": caller,
                                    "as_of": as_of, "now": NOW,
-                                   "doc_types": [types[i % len(types)]] if i == 2 else None}
+                                   "doc_types": [types[0]] if i == 1 else None}
                         want = duck.retrieve(question, **options)
                         got = pg.retrieve(question, **options)
                         assert _comparable(got) == _comparable(want), (contract, caller, as_of)
@@ -130,7 +135,7 @@ def test_postgres_answers_as_duckdb_on_the_sample(sample, monkeypatch) -> None:
     finally:
         duck.close()
         pg.close()
-    assert answered > 100 and abstained > 20  # neither side of the promise is vacuous
+    assert answered > 20 and abstained > 10  # neither side of the promise is vacuous
 
 
 def _cli(monkeypatch, capsys, env: dict[str, str], *args: str) -> tuple[int, dict]:
@@ -195,7 +200,7 @@ def _unit(rng: np.random.Generator, around: np.ndarray, noise: float) -> np.ndar
 
 def test_hnsw_with_iterative_scan_never_answers_short(sample, postgres_server,
                                                       monkeypatch) -> None:
-    """3,000 filler chunks (another type, all right at the question) in front of the sample's:
+    """1,000 filler chunks (another type, all near the question) in front of the sample's:
     a plain filtered HNSW query (ORDER BY <=> LIMIT k with a WHERE) comes back short, ragmart's
     search through the same index returns k rows, the exact ones."""
     project, _ = sample
@@ -213,7 +218,7 @@ def test_hnsw_with_iterative_scan_never_answers_short(sample, postgres_server,
                 "select * from ragmart.fct_chunk_embeddings_v1 limit 0").description]
             with conn.cursor().copy(
                     f"copy ragmart.fct_chunk_embeddings_v1 ({', '.join(names)}) from stdin") as cp:
-                for i in range(3000):
+                for i in range(1000):
                     row = dict(zip(names, template, strict=True))
                     vector = _unit(rng, query, 0.3)
                     row.update(chunk_id=f"filler#{i:05d}", document_id="filler",
@@ -251,6 +256,17 @@ def test_hnsw_with_iterative_scan_never_answers_short(sample, postgres_server,
                 conn, query, k=10, contract=Contract(name="c", min_similarity=0.2),
                 groups=ALL_GROUPS, now=NOW)
             assert fillers.strategy == "hnsw" and len(fillers) == 10
+            # the SQL function's index branch (installed here for any table size) too
+            monkeypatch.setattr(access, "EXACT_MAX_ROWS", 0)
+            with conn.transaction():
+                access.install_access(conn, "v1")
+            for doc_types in ([types[0]], types):
+                through = conn.execute(
+                    "select chunk_id from ragmart.retrieve(%s::vector, 10, all_groups => true, "
+                    "document_types => %s::text[])", (vector, doc_types)).fetchall()
+                exact = postgres_retrieval.search_contract(
+                    conn, query, k=10, doc_types=doc_types, groups=ALL_GROUPS, exact=True)
+                assert [r[0] for r in through] == [c.chunk_id for c in exact]
     finally:
         _drop(postgres_server, url)
 
@@ -382,3 +398,22 @@ def test_postgres_is_required_for_the_postgres_commands(monkeypatch, capsys) -> 
     monkeypatch.delenv("RAGMART_SERVING_URL", raising=False)
     assert cli.main(["postgres", "grant", "r", "--groups", "hr"]) == 2
     assert "RAGMART_SERVING_URL is not set" in capsys.readouterr().err
+
+
+def test_the_readme_postgresql_blocks_run_on_the_published_sample(sample) -> None:
+    """Every ```postgresql block of the README runs on the published sample, with the
+    question's vector bound to $1 (the JSON list `ragmart embed --json` prints), and returns
+    rows."""
+    import re
+
+    _, url = sample
+    blocks = re.findall(r"^```postgresql\n(.*?)^```", (ROOT / "README.md").read_text(),
+                        re.DOTALL | re.MULTILINE)
+    assert blocks
+    vector = json.dumps([float(x) for x in HashingProvider().embed(["a new vendor"])[0]])
+    with psycopg.connect(url, autocommit=True) as conn:
+        for block in blocks:
+            for statement in filter(str.strip, block.split(";")):
+                rows = conn.execute(statement.replace("$1", "%(vector)s"),
+                                    {"vector": vector}).fetchall()
+                assert rows, statement

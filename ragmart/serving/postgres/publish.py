@@ -17,7 +17,7 @@ into the `ragmart` schema, as one new publication:
 Publishers take one advisory lock, so two publishes never interleave. After the commit,
 `prune` keeps the last KEEP_PUBLICATIONS content publications plus the serving one, deletes the
 rows none of them holds, drops the tables of versions none of them serves, and VACUUMs what it
-touched.
+touched (an HNSW index excepted: see `vacuum`).
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from ragmart.serving.postgres.schema import (
     data_tables,
     ensure_data_table,
     ensure_schema,
+    is_serving_table,
     postgres_type,
     served_tables,
     table_version,
@@ -197,11 +198,16 @@ def prune(url: str, *, keep: int = KEEP_PUBLICATIONS) -> list[int]:
     return sorted(pruned)
 
 
-def vacuum(url: str, tables: list[str], *, full: bool = False) -> None:
-    """VACUUM (ANALYZE) the data tables `tables` (outside a transaction, as VACUUM must)."""
+def vacuum(url: str, tables: list[str]) -> None:
+    """VACUUM (ANALYZE) the data tables `tables` after a prune (outside a transaction, as
+    VACUUM must). A serving table's HNSW index is left out (INDEX_CLEANUP OFF): vacuuming an
+    HNSW index repairs its graph around every deleted row, measured at 85 s for 200 deleted
+    rows of 20,000 on the 2-core test machine, against 0.8 s for the rest; its dead entries
+    are skipped by searches (their heap rows are gone) and autovacuum cleans them in the
+    background, never blocking readers or the next publish."""
     if not tables:
         return
     with connect(url, autocommit=True) as conn:
-        options = "full, analyze" if full else "analyze"
         for table in dict.fromkeys(tables):
+            options = "index_cleanup off, analyze" if is_serving_table(table) else "analyze"
             conn.execute(f'vacuum ({options}) {SCHEMA}."{table}"')

@@ -23,7 +23,12 @@ import sys
 
 from ragmart.build.faults import fault_point
 from ragmart.serving.postgres.publish import lock
-from ragmart.serving.postgres.schema import SCHEMA, data_tables, table_columns
+from ragmart.serving.postgres.schema import (
+    SCHEMA,
+    data_tables,
+    raise_build_memory,
+    table_columns,
+)
 from ragmart.serving.postgres.settings import connect
 
 VACUUM_PENDING = f"{SCHEMA}.vacuum_pending"
@@ -77,6 +82,7 @@ def vacuum_pending(url: str) -> list[str]:
             return []
         tables = [t for (t,) in conn.execute(f"select table_name from {VACUUM_PENDING}")]
         existing = set(data_tables(conn))
+        raise_build_memory(conn, transaction_only=False)  # VACUUM FULL rebuilds the HNSW index
         for table in tables:
             if table in existing:
                 conn.execute(f'vacuum (full) {SCHEMA}."{table}"')

@@ -75,22 +75,14 @@ def copy_rows(duck: duckdb.DuckDBPyConnection, select_sql: str, params: dict, cu
     return count
 
 
-def live_fingerprints(cur, table: str):
+def live_fingerprints(cur, duck: duckdb.DuckDBPyConnection, table: str):
     """The fingerprints of `ragmart.<table>`'s live rows (removed_in is null), as an Arrow
-    table with one column `fp`."""
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-
-    buffer = io.BytesIO()
-    with cur.copy(f'copy (select row_fingerprint from {SCHEMA}."{table}" '
-                  "where removed_in is null) to stdout (format csv)") as copy:
-        for data in copy:
-            buffer.write(data)
-    if not buffer.getbuffer().nbytes:
-        return pa.table({"fp": pa.array([], pa.string())})
-    buffer.seek(0)
-    return pacsv.read_csv(buffer, read_options=pacsv.ReadOptions(column_names=["fp"]),
-                          convert_options=pacsv.ConvertOptions(column_types={"fp": pa.string()}))
+    table with one column `fp`: one value from the server (string_agg), split by DuckDB."""
+    (joined,) = cur.execute(f"select string_agg(row_fingerprint, ',') from {SCHEMA}.\"{table}\" "
+                            "where removed_in is null").fetchone()
+    return duck.execute("select unnest(string_split($s, ',')) as fp",
+                        {"s": joined or ""}).to_arrow_table() if joined else \
+        duck.execute("select ''::varchar as fp where false").to_arrow_table()
 
 
 def publish_table(duck: duckdb.DuckDBPyConnection, cur, table: str, columns: dict[str, str],
@@ -98,31 +90,37 @@ def publish_table(duck: duckdb.DuckDBPyConnection, cur, table: str, columns: dic
     """Bring `ragmart.<table>` to the rows of DuckDB's `table` as publication `publication_id`:
     rows whose fingerprint no live row has are COPYed in (published_in = the id), live rows
     whose fingerprint the source lacks get removed_in = the id. `full`: the target has no
-    live row (its first publish), nothing to compare. Returns (rows written, rows removed)."""
+    live row (its first publish), nothing to compare. Returns (rows written, rows removed).
+
+    Incremental, each source row is fingerprinted once (with its rowid, into Arrow), and only
+    the rows to write are rendered as text."""
     fp = fingerprint_sql(columns)
-    source = f'(select *, {fp} as row_fingerprint from main."{table}")'
-    view = f"ragmart_pg_live_{table}"
-    if full:
-        new_rows = f"select * from {source}"
-    else:
-        duck.register(view, live_fingerprints(cur, table))
-        new_rows = f"select * from {source} as s anti join {view} as l on s.row_fingerprint = l.fp"
     texts = ", ".join(f"{_text_of(n, t)} as \"{n}\"" for n, t in columns.items())
-    select = (f"select {texts}, $id::varchar as published_in, row_fingerprint "
-              f"from ({new_rows}) as n")
     target = f'{SCHEMA}."{table}"'
-    written = copy_rows(duck, select, {"id": publication_id}, cur, target,
-                        [*columns, "published_in", "row_fingerprint"])
-    removed = 0
-    if not full:
+    names = [*columns, "published_in", "row_fingerprint"]
+    if full:
+        select = (f"select {texts}, $id::varchar as published_in, {fp} as row_fingerprint "
+                  f'from main."{table}"')
+        return copy_rows(duck, select, {"id": publication_id}, cur, target, names), 0
+    live, source = f"ragmart_pg_live_{table}", f"ragmart_pg_source_{table}"
+    duck.register(live, live_fingerprints(cur, duck, table))
+    duck.register(source, duck.execute(f'select rowid as source_row, {fp} as fp '
+                                       f'from main."{table}"').to_arrow_table())
+    try:
+        new = f"(select source_row, fp from {source} anti join {live} using (fp))"
+        select = (f"select {texts}, $id::varchar as published_in, n.fp as row_fingerprint "
+                  f'from main."{table}" as t join {new} as n on t.rowid = n.source_row')
+        written = copy_rows(duck, select, {"id": publication_id}, cur, target, names)
+        removed = 0
         cur.execute("create temp table if not exists ragmart_removed (fp text) on commit drop")
         cur.execute("truncate ragmart_removed")
-        gone = (f"select fp from {view} as l anti join {source} as s "
-                "on s.row_fingerprint = l.fp")
+        gone = f"select fp from {live} anti join {source} using (fp)"
         if copy_rows(duck, gone, {}, cur, "ragmart_removed", ["fp"]):
             cur.execute(f"update {target} as t set removed_in = %s from ragmart_removed as r "
                         "where t.row_fingerprint = r.fp and t.removed_in is null",
                         (publication_id,))
             removed = cur.rowcount
-        duck.unregister(view)
+    finally:
+        duck.unregister(live)
+        duck.unregister(source)
     return written, removed
