@@ -296,6 +296,10 @@ def ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.1%}" if a is not None and b else "n/a"
 
 
+def times(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}x" if a is not None and b else "n/a"
+
+
 def table(results: list[dict]) -> str:
     """The figures as markdown tables, with the ratios the issue's goals are stated in."""
     lines = ["| chunks | engine | full publish s | after the edit: publish s, rows written |"
@@ -332,6 +336,15 @@ def table(results: list[dict]) -> str:
                   for r in (a, b)]
         lines += ["", f"PostgreSQL incremental publish, {a['chunks']:,} -> {b['chunks']:,} "
                   f"chunks ({b['chunks'] / a['chunks']:g}x): {growth[0]} -> {growth[1]}"]
+    for f in results:
+        c, upkeep = f["concurrent"], f["index_maintenance"]
+        pg_upkeep = upkeep["postgres_hnsw_incremental"]["seconds"]
+        lines.append(
+            f"{f['chunks']:,} chunks, PostgreSQL / DuckDB: 8 readers' QPS "
+            f"{times(c['postgres']['qps'], c['duckdb']['qps'])} the one-shot searches', "
+            f"{times(c['postgres']['qps'], c['duckdb_retriever']['qps'])} the Retrievers'; "
+            f"index upkeep for the edit "
+            f"{times(pg_upkeep, upkeep['duckdb_vss_rebuild']['seconds'])} the vss rebuild's time")
     lines.append(f"PostgreSQL implementation: {results[0]['postgres_implementation']}")
     return "\n".join(lines)
 
