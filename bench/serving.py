@@ -243,6 +243,13 @@ def postgres_readers(postgres):
 def measure_size(n: int, server: Server, args: argparse.Namespace) -> dict:
     cached = cached_database(n)
     work = Path(tempfile.mkdtemp(prefix=f"ragmart-bench-serving-{n}-"))
+    try:
+        return _measure(n, cached, work, server, args)
+    finally:  # the build database's copy and the snapshots (a GB at 100k)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _measure(n: int, cached: Path, work: Path, server: Server, args: argparse.Namespace) -> dict:
     os.environ.pop("RAGMART_PUBLISH_DIR", None)  # the publish dir beside the build database
     build_db = build_database(cached, work / "build.duckdb")
     postgres = PostgresServing(server.database(f"bench_{n}"), work / "published-postgres")
@@ -291,7 +298,6 @@ def measure_size(n: int, server: Server, args: argparse.Namespace) -> dict:
             "measured": "inside the incremental publish (index kept current by its writes)"}}
     save()
     print(json.dumps(figures, default=str), flush=True)
-    shutil.rmtree(work, ignore_errors=True)
     return figures
 
 
