@@ -22,7 +22,7 @@ from ragmart.duck import connect
 from ragmart.embedding.providers import EmbeddingProvider, get_provider, provider_for_model
 from ragmart.relations import DEFAULT_VERSION
 from ragmart.retrieval.contracts import Contract, contracts_path, load_contracts
-from ragmart.retrieval.execution import search_contract
+from ragmart.retrieval.fusion import check_mode, search_mode
 from ragmart.retrieval.memory import ServingVectors
 from ragmart.retrieval.request import ALL_GROUPS, MISSING_GROUPS_DEFAULT, Groups, check_inputs
 from ragmart.retrieval.results import RetrievalError, RetrievalResult
@@ -191,9 +191,14 @@ class Retriever:
         groups: Groups = None,
         as_of: dt.datetime | None = None,
         now: dt.datetime | None = None,
+        mode: str | None = None,
+        question: str | None = None,
     ) -> RetrievalResult:
         """`search_contract` on this reader's connection, tables and in-memory vectors, for a
-        caller in `groups` (None: no group; ALL_GROUPS: the operator switch)."""
+        caller in `groups` (None: no group; ALL_GROUPS: the operator switch). `mode`: vector,
+        lexical or hybrid (ragmart.retrieval.fusion; lexical and hybrid need `question`, the
+        text `query_vector` embeds); None is the default mode with a question, vector
+        without."""
         check_inputs(k, groups, doc_types, as_of)
         self._follow_publishes()
         resolved = (load_contracts(self.contracts_path).get(contract)
@@ -209,17 +214,21 @@ class Retriever:
                 if not table_exists(self.conn, table):
                     raise RetrievalError(
                         f"--as-of needs {table}, which this database lacks; run `dbt build`")
-        return search_contract(self.conn, query_vector, k=k, contract=resolved, groups=groups,
-                               doc_types=doc_types, as_of=as_of, now=now, tables=self.tables,
-                               vectors=self.vectors, missing_allowed_groups=missing)
+        return search_mode(self.conn, question, query_vector,
+                           mode="vector" if mode is None and question is None else mode,
+                           k=k, contract=resolved, groups=groups, doc_types=doc_types,
+                           as_of=as_of, now=now, tables=self.tables, vectors=self.vectors,
+                           missing_allowed_groups=missing)
 
     def retrieve(self, question: str, **options: Any) -> RetrievalResult:
-        """Embed `question` with the provider the index was built with, then `search`."""
+        """Embed `question` with the provider the index was built with, then `search` in
+        `mode` (option mode=: vector, lexical or hybrid; default fusion.DEFAULT_MODE)."""
         if not isinstance(question, str) or not question.strip():
             raise RetrievalError("the question is empty; pass the text to search for")
         check_inputs(options.get("k", 5), options.get("groups"), options.get("doc_types"),
                       options.get("as_of"))
-        return self.search(self.provider.embed([question])[0], **options)
+        options["mode"] = check_mode(options.get("mode"))
+        return self.search(self.provider.embed([question])[0], question=question, **options)
 
     def close(self) -> None:
         self.conn.close()
@@ -244,6 +253,7 @@ def retrieve(
     contracts_path: str | Path | None = None,
     provider: EmbeddingProvider | None = None,
     now: dt.datetime | None = None,
+    mode: str | None = None,
 ) -> RetrievalResult:
     """Embed `question` with the provider the index was built with and return the top k
     chunks eligible under `contract` (a name in the contract file, or a Contract) for a
@@ -252,14 +262,16 @@ def retrieve(
     or an abstention (`.abstained`, `.reason`) when nothing is eligible, in the database
     `db_path` and index version `index_version`. Without `db_path`, the published snapshot
     serves when one is published (ragmart publish), else $RAGMART_DB with `index_version`
-    (default v1): readers never open the database a build is writing. One query: the index
+    (default v1): readers never open the database a build is writing. `mode`: vector,
+    lexical or hybrid (default ragmart.retrieval.fusion.DEFAULT_MODE). One query: the index
     proposes candidates (a process answering many queries should hold a Retriever)."""
     if not isinstance(question, str) or not question.strip():
         raise RetrievalError("the question is empty; pass the text to search for")
     check_inputs(k, groups, doc_types, as_of)
+    mode = check_mode(mode)
     if isinstance(contract, str):
         contract = load_contracts(contracts_path).get(contract)
     with Retriever(db_path=db_path, index_version=index_version, contracts_path=contracts_path,
                    provider=provider, vectors_in_memory=False) as reader:
         return reader.retrieve(question, k=k, doc_types=doc_types, contract=contract,
-                               groups=groups, as_of=as_of, now=now)
+                               groups=groups, as_of=as_of, now=now, mode=mode)
