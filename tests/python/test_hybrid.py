@@ -252,3 +252,17 @@ def test_lexical_needs_the_question_and_an_index(built: Project, tmp_path: Path)
     with pytest.raises(RetrievalError, match="no full-text index"):
         ragmart.retrieve("refunds", mode="hybrid", db_path=copy, groups=["staff"])
     assert ragmart.retrieve("refunds", mode="vector", db_path=copy, groups=["finance"])
+
+
+def test_eval_reports_every_mode_on_the_whole_set_and_the_exact_term_questions(
+        built: Project) -> None:
+    out = built.workdir / "target" / "eval-modes"
+    proc = built.ragmart("eval", "--modes", "--json", "--out", str(out))
+    modes = {m["mode"]: m for m in json.loads(proc.stdout)["modes"]}
+    assert sorted(modes) == ["hybrid", "lexical", "vector"]
+    for m in modes.values():
+        assert m["all"]["queries"] == 101 and m["exact_terms"]["queries"] == 24
+        assert set(m["exact_terms"]) == {"queries", "recall@5", "mrr", "ndcg@10"}
+    # exact terms are what lexical search is for, whatever the embedding model
+    assert modes["lexical"]["exact_terms"]["mrr"] > 0.9
+    assert "## Search modes" in (out / "eval_v1.md").read_text()
