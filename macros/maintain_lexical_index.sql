@@ -27,31 +27,14 @@
     ) -%}
     {%- set rebuild = found.columns[0].values()[0] == 0 -%}
     {%- if not rebuild -%}
-        {%- set counts = run_query(
-            "select (select count(*) from " ~ fts ~ ".docs) as indexed_rows, "
-            ~ "(select count(*) from " ~ serving_relation ~ ") as served_rows, "
-            ~ "(select count(*) from (select chunk_id from " ~ serving_relation ~ ") as served "
-            ~ "anti join (select name from " ~ fts ~ ".docs) as indexed "
-            ~ "on indexed.name = served.chunk_id) as delta_rows"
+        {%- set rebuild = index_needs_rebuild(
+            "full-text index of " ~ serving_relation,
+            "select name as chunk_id from " ~ fts ~ ".docs", serving_relation, {
+                "max_dead_ratio": ("lexical_index_max_dead_ratio", 0.2),
+                "delta_max_rows": ("lexical_delta_max_rows", 2000),
+                "delta_max_ratio": ("lexical_delta_max_ratio", 0.1),
+            }
         ) -%}
-        {%- set indexed_rows = counts.columns[0].values()[0] -%}
-        {%- set served_rows = counts.columns[1].values()[0] -%}
-        {%- set delta_rows = counts.columns[2].values()[0] -%}
-        {%- set dead_rows = indexed_rows - (served_rows - delta_rows) -%}
-        {%- if indexed_rows == 0 -%}
-            {%- set rebuild = delta_rows > 0 -%}
-        {%- else -%}
-            {%- set rebuild = (
-                dead_rows / indexed_rows > var('lexical_index_max_dead_ratio', 0.2)
-                or delta_rows > var('lexical_delta_max_rows', 2000)
-                or delta_rows / indexed_rows > var('lexical_delta_max_ratio', 0.1)
-            ) -%}
-        {%- endif -%}
-        {{- log(
-            "ragmart: full-text index of " ~ serving_relation ~ ": " ~ indexed_rows
-            ~ " rows, " ~ dead_rows ~ " no longer served, " ~ delta_rows ~ " in the delta; "
-            ~ "rebuilt: " ~ ('yes' if rebuild else 'no'), info=true
-        ) -}}
     {%- endif -%}
     {%- if not rebuild -%}
         {{- return('select 1 as lexical_index_kept') -}}

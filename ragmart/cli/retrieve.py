@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="answer from the document versions live at this time (ISO, UTC)")
     p.add_argument("--mode", choices=("vector", "lexical", "hybrid"), default=None,
                    help="rank by meaning (vector), by the question's words (lexical, BM25) or "
-                        "both fused (hybrid); default hybrid (the README says why)")
+                        "both fused (hybrid); default hybrid (vector without a full-text index)")
     p.add_argument("--contracts", metavar="FILE",
                    help="contract file (default $RAGMART_CONTRACTS or retrieval_contracts.yml)")
     add_db(p)

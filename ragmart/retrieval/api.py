@@ -197,8 +197,8 @@ class Retriever:
         """`search_contract` on this reader's connection, tables and in-memory vectors, for a
         caller in `groups` (None: no group; ALL_GROUPS: the operator switch). `mode`: vector,
         lexical or hybrid (ragmart.retrieval.fusion; lexical and hybrid need `question`, the
-        text `query_vector` embeds); None is the default mode with a question, vector
-        without."""
+        text `query_vector` embeds); None: hybrid with a question and a full-text index,
+        else vector (ragmart.retrieval.fusion.resolve_mode)."""
         check_inputs(k, groups, doc_types, as_of)
         self._follow_publishes()
         resolved = (load_contracts(self.contracts_path).get(contract)
@@ -215,14 +215,14 @@ class Retriever:
                     raise RetrievalError(
                         f"--as-of needs {table}, which this database lacks; run `dbt build`")
         return search_mode(self.conn, question, query_vector,
-                           mode="vector" if mode is None and question is None else mode,
+                           mode=mode,
                            k=k, contract=resolved, groups=groups, doc_types=doc_types,
                            as_of=as_of, now=now, tables=self.tables, vectors=self.vectors,
                            missing_allowed_groups=missing)
 
     def retrieve(self, question: str, **options: Any) -> RetrievalResult:
         """Embed `question` with the provider the index was built with, then `search` in
-        `mode` (option mode=: vector, lexical or hybrid; default fusion.DEFAULT_MODE)."""
+        `mode` (option mode=: vector, lexical or hybrid; default: fusion.resolve_mode)."""
         if not isinstance(question, str) or not question.strip():
             raise RetrievalError("the question is empty; pass the text to search for")
         check_inputs(options.get("k", 5), options.get("groups"), options.get("doc_types"),
@@ -263,7 +263,8 @@ def retrieve(
     `db_path` and index version `index_version`. Without `db_path`, the published snapshot
     serves when one is published (ragmart publish), else $RAGMART_DB with `index_version`
     (default v1): readers never open the database a build is writing. `mode`: vector,
-    lexical or hybrid (default ragmart.retrieval.fusion.DEFAULT_MODE). One query: the index
+    lexical or hybrid (default hybrid, vector on a database without a full-text index:
+    ragmart.retrieval.fusion.resolve_mode). One query: the index
     proposes candidates (a process answering many queries should hold a Retriever)."""
     if not isinstance(question, str) or not question.strip():
         raise RetrievalError("the question is empty; pass the text to search for")

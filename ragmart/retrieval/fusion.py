@@ -18,6 +18,7 @@ Hybrid never does for that reason: its vector list answers.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -27,9 +28,10 @@ import numpy as np
 
 from ragmart.retrieval import lexical
 from ragmart.retrieval.execution import _exact, search_contract
-from ragmart.retrieval.request import parameters
+from ragmart.retrieval.request import check_inputs, parameters
 from ragmart.retrieval.results import RetrievalError, RetrievalResult, RetrievedChunk
 from ragmart.retrieval.sql import Tables, python_param
+from ragmart.serving.lexical_index import has_index
 
 MODES = ("vector", "lexical", "hybrid")
 # the mode when none is asked: the one that wins on the judged set with the default (local
@@ -39,12 +41,23 @@ RRF_K = 60
 RRF_DEPTH = 50
 
 
-def check_mode(mode: str | None) -> str:
-    if mode is None:
-        return DEFAULT_MODE
-    if mode not in MODES:
+def check_mode(mode: str | None) -> str | None:
+    """`mode` when it is one of MODES or None (the default); RetrievalError otherwise."""
+    if mode is not None and mode not in MODES:
         raise RetrievalError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     return mode
+
+
+def resolve_mode(conn: duckdb.DuckDBPyConnection, tables: Tables, mode: str | None,
+                 question: str | None) -> str:
+    """The mode a search runs: the one asked; without one, DEFAULT_MODE when there is a
+    question and the serving set has a full-text index (every dbt build and publish makes
+    one), else vector (a database built before lexical search, a search by vector alone)."""
+    if check_mode(mode) is not None:
+        return mode
+    if question is None or not has_index(conn, tables.serving):
+        return "vector"
+    return DEFAULT_MODE
 
 
 def reciprocal_rank_fusion(*rankings: Sequence[str], k: int = RRF_K) -> list[tuple[str, float]]:
@@ -79,39 +92,46 @@ def search_mode(
 ) -> RetrievalResult:
     """`search_contract` (vector), BM25 (lexical) or their fusion (hybrid) for `question`
     embedded as `query_vector`, under the same options (contract, groups, doc_types, as_of,
-    now, vectors, missing_allowed_groups)."""
-    mode = check_mode(mode)
+    now, vectors, missing_allowed_groups); `mode` None: see resolve_mode."""
+    mode = resolve_mode(conn, tables, mode, question)
     if mode == "vector":
         return search_contract(conn, query_vector, k=k, tables=tables, **options)
     if not isinstance(question, str) or not question.strip():
         raise RetrievalError(f"--mode {mode} needs the question's text; pass question=")
     lexical.check_index(conn, tables)
+    check_inputs(k, options.get("groups"), options.get("doc_types"), options.get("as_of"))
     depth = max(k, RRF_DEPTH) if mode == "hybrid" else k
-    by_vector = search_contract(conn, query_vector, k=depth, tables=tables, **options)
-    if by_vector.abstained:  # nothing eligible: the same abstention and counts in every mode
-        return replace(by_vector, k=k)
+    as_of = options.get("as_of")
+    if as_of is not None and as_of.tzinfo is not None:
+        as_of = as_of.astimezone(dt.UTC).replace(tzinfo=None)
     vector = [float(x) for x in np.asarray(query_vector, dtype=np.float32).reshape(-1)]
-    as_of = by_vector.as_of
-    params = parameters(vector, k=depth, contract=options.get("contract"),
-                        groups=options.get("groups"), doc_types=options.get("doc_types"),
-                        as_of=as_of, now=options.get("now"),
+    contract = options.get("contract")
+    params = parameters(vector, k=depth, contract=contract, groups=options.get("groups"),
+                        doc_types=options.get("doc_types"), as_of=as_of, now=options.get("now"),
                         **({"missing_allowed_groups": options["missing_allowed_groups"]}
                            if "missing_allowed_groups" in options else {}))
     params["question"] = question
     p = python_param(len(vector), lexical.QUESTION_PARAMETER)
     source = "as_of" if as_of is not None else "live"
     by_terms = lexical.rank(conn, p, source, params, tables)
+    result = RetrievalResult(chunks=(), k=k, strategy="bm25", as_of=as_of,
+                             contract=contract.name if contract else None)
+    if mode == "hybrid" or not by_terms:
+        # nothing eligible: the same abstention and clause counts in every mode
+        result = search_contract(conn, query_vector, k=depth, tables=tables, **options)
+        if result.abstained:
+            return replace(result, k=k)
     if mode == "lexical":
         if not by_terms:
             terms = ", ".join(lexical.question_terms(conn, tables, question)) or "none"
-            return replace(by_vector, chunks=(), k=k, strategy="none", abstained=True,
+            return replace(result, chunks=(), k=k, strategy="none", abstained=True,
                            reason=lexical.LEXICAL_NO_MATCH.format(terms=terms), clauses=())
         ids = [chunk_id for chunk_id, _ in by_terms]
         strategy = "bm25"
     else:
-        fused = reciprocal_rank_fusion([c.chunk_id for c in by_vector],
+        fused = reciprocal_rank_fusion([c.chunk_id for c in result],
                                        [chunk_id for chunk_id, _ in by_terms], k=RRF_K)
         ids = [chunk_id for chunk_id, _ in fused[:k]]
-        strategy = f"rrf({by_vector.strategy}+bm25)"
+        strategy = f"rrf({result.strategy}+bm25)"
     chunks = _in_order(conn, tables, source, params, ids, len(vector))
-    return replace(by_vector, chunks=chunks, k=k, strategy=strategy)
+    return replace(result, chunks=chunks, k=k, strategy=strategy)

@@ -26,11 +26,10 @@ from typing import Any
 
 import duckdb
 
-from ragmart.duck import load_extension
 from ragmart.retrieval.clauses import DISTANCE_CLAUSES, Render, active_clauses
 from ragmart.retrieval.results import RetrievalError
 from ragmart.retrieval.sql import Tables, eligible_sql, used
-from ragmart.serving.lexical_index import STEMMER, has_index, schema_of
+from ragmart.serving.lexical_index import STEMMER, ensure_loaded, has_index, schema_of
 
 K1 = 1.2
 B = 0.75
@@ -130,9 +129,9 @@ def ranking_sql(p: Render, source: str, tables: Tables, params: dict[str, Any]) 
 def rank(conn: duckdb.DuckDBPyConnection, p: Render, source: str, params: dict[str, Any],
          tables: Tables) -> list[tuple[str, float]]:
     """The top params['k'] (chunk_id, BM25 score) of the eligible chunks for
-    params['question']; [] when none matches a term of it."""
-    load_extension(conn, "fts")  # stem(); loading again is a no-op
-    check_index(conn, tables)
+    params['question']; [] when none matches a term of it. The index must exist
+    (check_index)."""
+    ensure_loaded(conn)  # stem()
     sql = ranking_sql(p, source, tables, params)
     return [(chunk_id, float(score))
             for chunk_id, score in conn.execute(sql, used(sql, params)).fetchall()]

@@ -29,6 +29,8 @@ as ``ragmart_fts_index_sql`` for the macro maintain_lexical_index.
 
 from __future__ import annotations
 
+import weakref
+
 import duckdb
 from duckdb.sqltypes import VARCHAR
 
@@ -66,10 +68,25 @@ def register(conn: duckdb.DuckDBPyConnection) -> None:
 
 
 def has_index(conn: duckdb.DuckDBPyConnection, table: str) -> bool:
-    return bool(conn.execute(
-        "select count(*) from duckdb_tables() where database_name = current_database() "
-        "and schema_name = $s and table_name = 'docs'", {"s": schema_of(table)},
-    ).fetchone()[0])
+    """Whether main.`table` has a full-text index (asked of the table itself: ~1 ms, against
+    ~4 ms for the catalog functions, and searches ask it per query)."""
+    try:
+        conn.execute(f'select 1 from "{schema_of(table)}".docs limit 0')
+    except duckdb.CatalogException:
+        return False
+    return True
+
+
+_LOADED: weakref.WeakSet[duckdb.DuckDBPyConnection] = weakref.WeakSet()
+
+
+def ensure_loaded(conn: duckdb.DuckDBPyConnection) -> None:
+    """Load fts on `conn` once: LOAD costs ~10 ms each time (asking DuckDB whether it is
+    loaded, ~6 ms), and a search must not pay that per query. Calling a function of fts that
+    is not loaded would make DuckDB try to download the extension."""
+    if conn not in _LOADED:
+        load_extension(conn, "fts")
+        _LOADED.add(conn)
 
 
 def rebuild(conn: duckdb.DuckDBPyConnection, table: str) -> None:

@@ -252,6 +252,9 @@ def test_lexical_needs_the_question_and_an_index(built: Project, tmp_path: Path)
     with pytest.raises(RetrievalError, match="no full-text index"):
         ragmart.retrieve("refunds", mode="hybrid", db_path=copy, groups=["staff"])
     assert ragmart.retrieve("refunds", mode="vector", db_path=copy, groups=["finance"])
+    # without an index, the default mode is vector (a database built before lexical search)
+    default = ragmart.retrieve("refunds", db_path=copy, groups=["finance"])
+    assert default and not default.strategy.startswith("rrf(")
 
 
 def test_eval_reports_every_mode_on_the_whole_set_and_the_exact_term_questions(
