@@ -83,8 +83,8 @@ def ranking_sql(p: Render, source: str, tables: Tables, params: dict[str, Any]) 
     unindexed_tokens as (
         select chunks.chunk_id, unnest({fts}.tokenize(chunks.chunk_text)) as token
         from {text_table} as chunks
-        where chunks.chunk_id in (select eligible.chunk_id from eligible)
-            and chunks.chunk_id not in (select docs.name from {fts}.docs as docs)
+        semi join eligible on chunks.chunk_id = eligible.chunk_id
+        anti join {fts}.docs as docs on chunks.chunk_id = docs.name
     ),
     unindexed_kept as (
         select chunk_id, stem(token, '{STEMMER}') as term
