@@ -11,7 +11,11 @@ and builds again. Prints, measured in this run:
     parsed once, ragmart.build.runner.WarmDbt), where a build costs its nodes and not dbt's
     start-up,
 for each corpus size (default 2,000 and 10,000 documents). Every build is the production build
-(`make build`: unit tests excluded).
+(`make build`: unit tests excluded). Then the full-text (BM25) index of lexical search
+(ragmart.serving.lexical_index): whether the incremental build rebuilt it (it should not: the
+edits stay under the lexical_delta_* thresholds), what a rebuild of the whole corpus costs (what
+a build past the thresholds, a slim publish and a purge pay), and a lexical and a hybrid query
+with the edits in the delta (scored by tokenizing them) against the same after a rebuild.
 
     .venv/bin/python bench/incremental.py [--docs 2000 10000] [--edit-share 0.01]
 """
@@ -170,6 +174,7 @@ def bench(n_docs: int, edit_share: float, seed: int = 42) -> dict:
     incremental = last_run(db)
     slowest = slowest_nodes(work)
     incremental_split = node_seconds(work)
+    lexical = lexical_costs(work, db)
 
     # Full rebuild of the same landing zone into a fresh database.
     t_full = dbt_build(work, work / "full.duckdb", landing)
@@ -186,8 +191,57 @@ def bench(n_docs: int, edit_share: float, seed: int = 42) -> dict:
         "whole_doc_cost": whole_docs, "t_first": t_first, "t_noop": t_noop,
         "t_incremental": t_incremental, "t_full": t_full,
         "embed_seconds_incremental": incremental["seconds"], "slowest": slowest,
-        "noop_split": noop_split, "incremental_split": incremental_split, **warm,
+        "noop_split": noop_split, "incremental_split": incremental_split, **warm, **lexical,
     }
+
+
+def _median_query_ms(db: Path, mode: str, questions: list[str]) -> float:
+    import statistics
+
+    from ragmart.retrieval.api import ALL_GROUPS, Retriever
+
+    with Retriever(db_path=db) as reader:
+        reader.retrieve(questions[0], mode=mode, groups=ALL_GROUPS)  # warm the caches
+        times = []
+        for question in questions:
+            started = time.perf_counter()
+            reader.retrieve(question, mode=mode, groups=ALL_GROUPS)
+            times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
+def lexical_costs(work: Path, db: Path) -> dict:
+    """The full-text index after the incremental build, on a copy of its database."""
+    from ragmart.relations import Relations
+    from ragmart.serving.lexical_index import rebuild, schema_of
+
+    copy = work / "lexical.duckdb"
+    shutil.copyfile(db, copy)
+    serving = Relations("v1").serving
+    conn = connect(copy)
+    try:
+        indexed, delta = conn.execute(
+            f"select (select count(*) from {schema_of(serving)}.docs), (select count(*) from "
+            f"{serving} where chunk_id not in (select name from {schema_of(serving)}.docs))"
+        ).fetchone()
+    finally:
+        conn.close()
+    questions = [f"{a} {b} approval" for a, b in zip(WORDS[::3], WORDS[1::3], strict=False)]
+    with_delta = {m: _median_query_ms(copy, m, questions) for m in ("lexical", "hybrid")}
+    conn = connect(copy)
+    try:
+        started = time.perf_counter()
+        rebuild(conn, serving)
+        conn.execute("checkpoint")
+        t_rebuild = time.perf_counter() - started
+    finally:
+        conn.close()
+    rebuilt = {m: _median_query_ms(copy, m, questions) for m in ("lexical", "hybrid")}
+    vector = _median_query_ms(copy, "vector", questions)
+    return {"fts_indexed": indexed, "fts_delta": delta, "t_fts_rebuild": t_rebuild,
+            "ms_lexical_delta": with_delta["lexical"], "ms_hybrid_delta": with_delta["hybrid"],
+            "ms_lexical_rebuilt": rebuilt["lexical"], "ms_hybrid_rebuilt": rebuilt["hybrid"],
+            "ms_vector": vector}
 
 
 def warm_builds(workdir: Path, db: Path, landing: Path, edits: Path) -> dict:
@@ -255,6 +309,17 @@ def main() -> None:
               f"{r['t_warm_incremental'] - split['models'] - split['tests']:5.1f} s")
         print("slowest nodes of the incremental build: "
               + ", ".join(f"{name} {secs:.1f}s" for name, secs in r["slowest"]))
+        print(f"full-text index after it     {r['fts_indexed']:>8} chunks indexed, "
+              f"{r['fts_delta']} in the delta"
+              + (" (the incremental build kept the index)" if r["fts_delta"] else ""))
+        print(f"full-text index rebuild      {r['t_fts_rebuild']:8.1f} s   "
+              f"({r['t_fts_rebuild'] / r['t_full']:.1%} of a full rebuild; what a build past "
+              "the lexical_delta_* thresholds, a slim publish or a purge pays)")
+        print(f"lexical query (median)       {r['ms_lexical_delta']:8.1f} ms with the delta, "
+              f"{r['ms_lexical_rebuilt']:.1f} ms after a rebuild "
+              f"({r['ms_lexical_delta'] / r['ms_lexical_rebuilt']:.2f}x)")
+        print(f"hybrid query (median)        {r['ms_hybrid_delta']:8.1f} ms with the delta, "
+              f"{r['ms_hybrid_rebuilt']:.1f} ms after a rebuild; vector {r['ms_vector']:.1f} ms")
     if len(results) > 1:
         a, b = results[0], results[-1]
         print(f"\ncorpus x{b['docs'] / a['docs']:.0f}: incremental over no-change build "

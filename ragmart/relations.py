@@ -93,3 +93,7 @@ class Relations:
 
 # Added by the CLI split (issue 14): the valid CDC events of both layouts, one typed stream.
 EVENTS_TABLE = "stg_cdc__document_events"
+
+# Added by hybrid retrieval (issue 16): the schema DuckDB's fts extension writes the full-text
+# index of main.<table> to (ragmart.serving.lexical_index).
+LEXICAL_SCHEMA_PREFIX = "fts_main_"

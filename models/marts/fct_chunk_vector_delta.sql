@@ -1,8 +1,12 @@
 -- Served vectors the HNSW index does not hold yet: what changed since the last compaction.
 -- Rebuilt each build from an anti-join on chunk_id (cheap), searched exactly beside the index.
+-- Its post-hook keeps the serving set's full-text index (lexical search) within its thresholds.
 {{ config(
     alias='fct_chunk_vector_delta_' ~ var('index_version'),
     materialized='table',
+    post_hook=[
+        {"sql": "{{ maintain_lexical_index(ref('fct_chunk_embeddings')) }}", "transaction": false},
+    ]
 ) }}
 
 with

@@ -10,6 +10,8 @@ is written once:
 - ``ragmart_gate_tolerance`` / ``ragmart_gate_regressed``: the evaluation gate
   (``ragmart.quality.gate``, for the test assert_candidate_does_not_regress);
 - ``ragmart_hnsw_index_sql``: the HNSW index statement (``ragmart.serving.vector_index``);
+- ``ragmart_fts_index_sql``: the full-text index statement (``ragmart.serving.lexical_index``,
+  which loads fts too);
 - ``ragmart_embedding_sla_lag_seconds``: the embedding-lag SLA
   (``ragmart.quality.embedding_lag``, for assert_embedding_lag_within_sla and freshness).
 
@@ -34,7 +36,7 @@ from dbt.adapters.duckdb.plugins import BasePlugin
 from ragmart.duck import configure_connection
 from ragmart.embedding import model_function
 from ragmart.quality import embedding_lag, gate
-from ragmart.serving import vector_index
+from ragmart.serving import lexical_index, vector_index
 
 
 class Plugin(BasePlugin):
@@ -54,6 +56,7 @@ class Plugin(BasePlugin):
         model_function.register(conn)
         gate.register(conn)
         vector_index.register(conn)
+        lexical_index.register(conn)
         embedding_lag.register(conn)
         from ragmart.config import Settings
         from ragmart.ingest.store import is_s3_url

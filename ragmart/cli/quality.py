@@ -46,6 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fail-on-regression", action="store_true",
                    help="accepted for compatibility, no effect: --compare always exits "
                         f"{Exit.GATE_REFUSED} when the candidate fails the gate")
+    p.add_argument("--modes", action="store_true",
+                   help="also compare the search modes (vector, lexical, hybrid) on the whole "
+                        "set and on its exact-term questions (qxNN)")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(func=run_eval)
 
@@ -121,8 +124,10 @@ def run_eval(args: argparse.Namespace) -> int:
     result = gate(reports[1], reports[0], tolerance) if args.compare else None
     markdown, plot = write_report(reports, args.out, result,
                                   tolerance=tolerance if result else None)
+    by_mode = _eval_modes(args, db, versions[-1], queries, markdown) if args.modes else None
     if args.json:
         print(json.dumps({
+            **({"modes": [m.to_dict() for m in by_mode]} if by_mode is not None else {}),
             "reports": [r.to_dict(per_query=True) for r in reports],
             "gate": None if result is None else {
                 "baseline": versions[0], "candidate": versions[1], "passed": result.passed,
@@ -143,9 +148,25 @@ def run_eval(args: argparse.Namespace) -> int:
                   + ("passed" if result.passed else "FAILED"))
             for failure in result.failures:
                 print(f"  - {failure}")
+        if by_mode is not None:
+            from ragmart.quality.modes import render_modes
+
+            print(render_modes(by_mode), end="")
         print(f"report: {markdown}\nplot: {plot}")
     # the gate's verdict is the exit code (--fail-on-regression, once needed for it, is a no-op)
     return Exit.GATE_REFUSED if result is not None and not result.passed else Exit.OK
+
+
+def _eval_modes(args: argparse.Namespace, db, version: str, queries, markdown):
+    """`--modes`: every search mode on the judged set, its table appended to the report."""
+    from ragmart.quality.modes import evaluate_modes, render_modes
+    from ragmart.serving.pointer import resolve_target
+
+    path = db if db is not None else resolve_target(None, version).database
+    by_mode = evaluate_modes(path, version, queries, k=args.k)
+    with open(markdown, "a", encoding="utf-8") as report:
+        report.write("\n" + render_modes(by_mode))
+    return by_mode
 
 
 def run_stats(args: argparse.Namespace) -> int:

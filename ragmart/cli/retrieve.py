@@ -26,6 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="operator switch: see every document whatever its allowed_groups")
     p.add_argument("--as-of", metavar="TIMESTAMP", type=text,
                    help="answer from the document versions live at this time (ISO, UTC)")
+    p.add_argument("--mode", choices=("vector", "lexical", "hybrid"), default=None,
+                   help="rank by meaning (vector), by the question's words (lexical, BM25) or "
+                        "both fused (hybrid); default hybrid (vector without a full-text index)")
     p.add_argument("--contracts", metavar="FILE",
                    help="contract file (default $RAGMART_CONTRACTS or retrieval_contracts.yml)")
     add_db(p)
@@ -48,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
         as_of=parse_as_of(args.as_of),
         db_path=database(args) if args.db else None,
         contracts_path=args.contracts,
+        mode=args.mode,
     )
     state = None
     from ragmart.serving.postgres.settings import serving_url

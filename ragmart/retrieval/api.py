@@ -24,7 +24,7 @@ from ragmart.duck import connect
 from ragmart.embedding.providers import EmbeddingProvider, get_provider, provider_for_model
 from ragmart.relations import DEFAULT_VERSION
 from ragmart.retrieval.contracts import Contract, contracts_path, load_contracts
-from ragmart.retrieval.execution import search_contract
+from ragmart.retrieval.fusion import check_mode, search_mode
 from ragmart.retrieval.memory import ServingVectors
 from ragmart.retrieval.request import ALL_GROUPS, MISSING_GROUPS_DEFAULT, Groups, check_inputs
 from ragmart.retrieval.results import RetrievalError, RetrievalResult
@@ -230,16 +230,23 @@ class Retriever:
         groups: Groups = None,
         as_of: dt.datetime | None = None,
         now: dt.datetime | None = None,
+        mode: str | None = None,
+        question: str | None = None,
     ) -> RetrievalResult:
         """`search_contract` on this reader's connection, tables and in-memory vectors, for a
-        caller in `groups` (None: no group; ALL_GROUPS: the operator switch)."""
+        caller in `groups` (None: no group; ALL_GROUPS: the operator switch). `mode`: vector,
+        lexical or hybrid (ragmart.retrieval.fusion; lexical and hybrid need `question`, the
+        text `query_vector` embeds); None: hybrid with a question and a full-text index,
+        else vector (ragmart.retrieval.fusion.resolve_mode). PostgreSQL serving searches by
+        vector only: lexical and hybrid are refused there."""
         return self._search(query_vector, k=k, doc_types=doc_types, contract=contract,
-                            groups=groups, as_of=as_of, now=now)
+                            groups=groups, as_of=as_of, now=now, mode=mode, question=question)
 
     def _search(self, query_vector: np.ndarray | Sequence[float], *, k: int = 5,
                 doc_types: Sequence[str] | None = None, contract: str | Contract | None = None,
                 groups: Groups = None, as_of: dt.datetime | None = None,
-                now: dt.datetime | None = None, at: Any = None) -> RetrievalResult:
+                now: dt.datetime | None = None, mode: str | None = None,
+                question: str | None = None, at: Any = None) -> RetrievalResult:
         check_inputs(k, groups, doc_types, as_of)
         self._follow_publishes()
         resolved = (load_contracts(self.contracts_path).get(contract)
@@ -251,6 +258,10 @@ class Retriever:
                 self._default_missing = default_missing_allowed_groups(self.contracts_path)
             missing = self._default_missing
         if self._postgres is not None:
+            if check_mode(mode) not in (None, "vector"):
+                raise RetrievalError(
+                    f"--mode {mode} is not served from PostgreSQL (lexical search runs on "
+                    "DuckDB serving only); use --mode vector, or unset RAGMART_SERVING_URL")
             return self._postgres.search(query_vector, k=k, contract=resolved, groups=groups,
                                          doc_types=doc_types, as_of=as_of, now=now, at=at,
                                          missing_allowed_groups=missing)
@@ -259,21 +270,26 @@ class Retriever:
                 if not table_exists(self.conn, table):
                     raise RetrievalError(
                         f"--as-of needs {table}, which this database lacks; run `dbt build`")
-        return search_contract(self.conn, query_vector, k=k, contract=resolved, groups=groups,
-                               doc_types=doc_types, as_of=as_of, now=now, tables=self.tables,
-                               vectors=self.vectors, missing_allowed_groups=missing)
+        return search_mode(self.conn, question, query_vector,
+                           mode=mode,
+                           k=k, contract=resolved, groups=groups, doc_types=doc_types,
+                           as_of=as_of, now=now, tables=self.tables, vectors=self.vectors,
+                           missing_allowed_groups=missing)
 
     def retrieve(self, question: str, **options: Any) -> RetrievalResult:
-        """Embed `question` with the provider the index was built with, then `search`."""
+        """Embed `question` with the provider the index was built with, then `search` in
+        `mode` (option mode=: vector, lexical or hybrid; default: fusion.resolve_mode)."""
         if not isinstance(question, str) or not question.strip():
             raise RetrievalError("the question is empty; pass the text to search for")
         check_inputs(options.get("k", 5), options.get("groups"), options.get("doc_types"),
                       options.get("as_of"))
+        options["mode"] = check_mode(options.get("mode"))
         if self._postgres is not None:  # the model of the publication the search will read
             at = self._postgres.serving()
             self.provider = self._postgres_provider(at)
-            return self._search(self.provider.embed([question])[0], at=at, **options)
-        return self.search(self.provider.embed([question])[0], **options)
+            return self._search(self.provider.embed([question])[0], at=at, question=question,
+                                **options)
+        return self.search(self.provider.embed([question])[0], question=question, **options)
 
     def close(self) -> None:
         if self._postgres is not None:
@@ -301,6 +317,7 @@ def retrieve(
     contracts_path: str | Path | None = None,
     provider: EmbeddingProvider | None = None,
     now: dt.datetime | None = None,
+    mode: str | None = None,
 ) -> RetrievalResult:
     """Embed `question` with the provider the index was built with and return the top k
     chunks eligible under `contract` (a name in the contract file, or a Contract) for a
@@ -310,14 +327,17 @@ def retrieve(
     `db_path` and index version `index_version`. Without `db_path`, the published snapshot
     serves when one is published (ragmart publish), else $RAGMART_DB with `index_version`
     (default v1): readers never open the database a build is writing. With RAGMART_SERVING_URL
-    set and no `db_path`, the PostgreSQL serving database answers (see Retriever). One query:
-    the index proposes candidates (a process answering many queries should hold a Retriever)."""
+    set and no `db_path`, the PostgreSQL serving database answers (see Retriever). `mode`:
+    vector, lexical or hybrid (default hybrid, vector on a database without a full-text index:
+    ragmart.retrieval.fusion.resolve_mode; PostgreSQL serving: vector only). One query: the
+    index proposes candidates (a process answering many queries should hold a Retriever)."""
     if not isinstance(question, str) or not question.strip():
         raise RetrievalError("the question is empty; pass the text to search for")
     check_inputs(k, groups, doc_types, as_of)
+    mode = check_mode(mode)
     if isinstance(contract, str):
         contract = load_contracts(contracts_path).get(contract)
     with Retriever(db_path=db_path, index_version=index_version, contracts_path=contracts_path,
                    provider=provider, vectors_in_memory=False) as reader:
         return reader.retrieve(question, k=k, doc_types=doc_types, contract=contract,
-                               groups=groups, as_of=as_of, now=now)
+                               groups=groups, as_of=as_of, now=now, mode=mode)

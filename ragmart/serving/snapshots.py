@@ -30,6 +30,7 @@ from ragmart.relations import (
     Relations,
     version_of,
 )
+from ragmart.serving import lexical_index
 from ragmart.serving.build_db import open_build_db
 from ragmart.serving.pointer import ServingError, current_publication, history, publish_dir
 
@@ -149,6 +150,9 @@ def snapshot(db_path: Path, version: str) -> Path:
     try:
         if slim:
             install_sql_macros(copy, dims, Tables.for_version(version))
+        if slim or not lexical_index.has_index(copy, serving):
+            # a slim copy carries no full-text index: built once, on the immutable snapshot
+            lexical_index.rebuild(copy, serving)
         copy.execute(f"create or replace table {MARKS_TABLE} as select $v as index_version, "
                      "$b::timestamp as built_at, $i::timestamp as ingested_through, $s as slim",
                      {"v": version, "b": built_at, "i": ingested, "s": slim})

@@ -44,8 +44,9 @@ from ragmart.quality.report import render_markdown, report_stem
 RANKED = ["d1", "r1", "d2", "d3", "r2", "d4"]
 RELEVANT = frozenset({"r1", "r2", "r3"})
 
-# seeds/judged_queries.csv: 77 questions (two whose document the sample deletes were dropped)
-N_JUDGED = 77
+# seeds/judged_queries.csv: 101 questions (two whose document the sample deletes were dropped;
+# qx01-qx24 are the exact-term questions of hybrid retrieval)
+N_JUDGED = 101
 
 
 def test_ranked_documents_keeps_each_document_at_its_best_chunk() -> None:

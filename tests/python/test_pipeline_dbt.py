@@ -228,7 +228,8 @@ def test_retrieval_is_deterministic_across_processes(project: Project) -> None:
         {"op": "I", "seq": 3, "document_id": "other", "content": policy("other")},
     ]))
     project.build()
-    args = ["retrieve", "shared rule 2 employees approval", "-k", "6", "--all-groups", "--json"]
+    args = ["retrieve", "shared rule 2 employees approval", "-k", "6", "--mode", "vector",
+            "--all-groups", "--json"]
     first = json.loads(project.ragmart(*args).stdout)
     second = json.loads(project.ragmart(*args).stdout)
     assert first == second

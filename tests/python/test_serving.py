@@ -171,17 +171,19 @@ def test_purge_removes_a_document_from_every_file_and_rollback_cannot_resurrect(
     for database in databases:
         conn = connect(database, read_only=True)
         try:
-            for table, column in conn.execute(
-                "select table_name, column_name from information_schema.columns "
+            for schema, table, column in conn.execute(
+                "select table_schema, table_name, column_name from information_schema.columns "
                 "where data_type = 'VARCHAR' and table_catalog = current_database()"
             ).fetchall():
-                # its text anywhere; its id as a row key (the judged queries may still name it)
+                # its text anywhere (the full-text index's schema too); its id as a row key
+                # (the judged queries may still name it)
                 same_id = f' or "{column}" = $d' if column == "document_id" else ""
                 hits = conn.execute(
-                    f'select count(*) from "{table}" where "{column}" like $m{same_id}',
+                    f'select count(*) from "{schema}"."{table}" where "{column}" like '
+                    f'$m{same_id}',
                     {"m": f"%{marker}%", "d": victim} if same_id else {"m": f"%{marker}%"},
                 ).fetchone()[0]
-                assert hits == 0, (database.name, table, column)
+                assert hits == 0, (database.name, schema, table, column)
             # indexes survive the rewrite: the HNSW index where the file has the index table
             # (the build database; a slim snapshot has neither, ragmart.serving.snapshots),
             # the chunk_id lookup indexes in snapshots

@@ -19,6 +19,7 @@ import duckdb
 from ragmart.build.faults import fault_point
 from ragmart.duck import configure_connection, connect
 from ragmart.ingest.purged import belongs
+from ragmart.serving import lexical_index
 from ragmart.serving.purge.deployment import TEMP_MARK, Deployment, PurgeError
 from ragmart.serving.purge.plan import PurgeReport
 from ragmart.serving.vector_index import create_index_sql
@@ -198,7 +199,8 @@ def _quote(path: Path) -> str:
 def rewrite_database(path: Path) -> None:
     """Copy every table into a fresh file and swap it in: freed blocks of the old file, which
     still hold the purged bytes, are gone. HNSW indexes are re-created with their metric
-    (COPY FROM DATABASE would lose metric='cosine'); other indexes are copied."""
+    (COPY FROM DATABASE would lose metric='cosine'), full-text indexes rebuilt from the rows
+    left (ragmart.serving.lexical_index); other indexes are copied."""
     fresh = path.with_name(f".{path.name}{TEMP_MARK}fresh")
     fresh.unlink(missing_ok=True)
     conn = duckdb.connect(":memory:")
@@ -215,6 +217,9 @@ def rewrite_database(path: Path) -> None:
         for index_name, table in _hnsw_indexes(conn):
             conn.execute(f'drop index "{index_name}"')
             conn.execute(create_index_sql(index_name, f'"{table}"'))
+        # a full-text index keeps the words of every text it indexed (its dict), a deleted
+        # document's too, until rebuilt from the rows left
+        lexical_index.rebuild_all(conn)
         conn.execute("checkpoint")
         conn.execute("use memory")
         conn.execute("detach fresh")
