@@ -49,7 +49,7 @@ from ragmart.http.limits import (
 )
 from ragmart.http.metrics import Metrics, RequestMetrics
 from ragmart.http.models import ErrorResponse, RetrieveRequest, RetrieveResponse
-from ragmart.http.pool import NothingServes, ServingPool, search_accepts
+from ragmart.http.pool import NothingServes, ServingPool
 from ragmart.retrieval.document import parse_as_of, retrieval_document
 from ragmart.retrieval.results import RetrievalError
 from ragmart.serving.pointer import file_stamp
@@ -124,7 +124,6 @@ def create_app(*, keys_file: str | Path, db_path: str | Path | None = None,
         on_switch=lambda g: metrics.serving_changed(g.version, g.path.name, g.chunks))
     buckets = TokenBuckets(limits.rate, limits.burst)
     executor = ThreadPoolExecutor(limits.workers, thread_name_prefix="ragmart-search")
-    with_mode = search_accepts("mode")
     admitted = 0
 
     @asynccontextmanager
@@ -193,11 +192,7 @@ def create_app(*, keys_file: str | Path, db_path: str | Path | None = None,
         except ValueError as exc:
             raise ApiError(400, "bad_request", str(exc)) from None
         if body.mode is not None:
-            if with_mode:
-                options["mode"] = body.mode
-            elif body.mode != "vector":
-                raise ApiError(400, "bad_request", f"mode {body.mode!r} is not available in "
-                               "this ragmart: it searches by vector only; send mode \"vector\"")
+            options["mode"] = body.mode
 
         def search() -> tuple[Any, Any, Any]:
             result, generation = pool.run(lambda reader: reader.retrieve(body.question,

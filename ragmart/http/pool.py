@@ -10,6 +10,9 @@ Without a file named (--db), only a published snapshot serves: reading the build
 would hold a read lock on it that keeps `dbt build` and `ragmart publish` (which records the
 gate's baseline there) out, so the service answers 503 until the first publish.
 
+With RAGMART_SERVING_URL set (and no --db), PostgreSQL serves: `workers` Retrievers on it, each
+search reading the serving publication itself (`PostgresGeneration`).
+
 Following publishes (`ServingPool.refresh`, run by a watcher thread every
 RAGMART_SERVING_RECHECK_SECONDS): it stats serving.json; when it changed it opens the snapshot it
 names as a new generation (vectors loaded, provider ready) *beside* the one serving, then swaps
@@ -22,7 +25,6 @@ that cannot be opened leaves the old one answering (tried again at the next chec
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import logging
 import queue
 import threading
@@ -36,6 +38,7 @@ from ragmart.retrieval.api import Retriever, _recheck_seconds
 from ragmart.serving.build_db import mtime_ns
 from ragmart.serving.lag import serving_state
 from ragmart.serving.pointer import file_stamp, pointer_path, resolve_target
+from ragmart.serving.postgres.settings import serving_url
 
 if TYPE_CHECKING:
     from ragmart.serving.lag import ServingState
@@ -47,11 +50,6 @@ T = TypeVar("T")
 
 class NothingServes(RuntimeError):
     """No snapshot or database could be opened yet (503)."""
-
-
-def search_accepts(name: str) -> bool:
-    """Whether the installed Retriever.search takes the option `name` (e.g. mode)."""
-    return name in inspect.signature(Retriever.search).parameters
 
 
 class Generation:
@@ -97,6 +95,31 @@ class Generation:
             reader.close()
 
 
+class PostgresGeneration(Generation):
+    """Readers of the PostgreSQL serving database (RAGMART_SERVING_URL, ragmart.retrieval.
+    postgres): each search reads the serving publication itself, in its own transaction, so a
+    publish or rollback there switches every next search with nothing to swap here."""
+
+    def __init__(self, workers: int) -> None:
+        readers: list[Retriever] = []
+        try:
+            for _ in range(workers):
+                readers.append(Retriever())  # no file named: RAGMART_SERVING_URL serves
+        except BaseException:
+            for reader in readers:
+                reader.close()
+            raise
+        self.path, self.version, self.published = Path("postgresql"), readers[0].tables.version, \
+            False
+        self.opened_state, self.chunks = None, None
+        self._free = queue.SimpleQueue()
+        for reader in readers:
+            self._free.put(reader)
+        self._readers = readers
+        self.in_use = 0
+        self.retired = False
+
+
 class ServingPool:
     """The generation that serves, the watcher that follows the pointer, the worker threads'
     entry point (`run`)."""
@@ -126,6 +149,9 @@ class ServingPool:
     def refresh(self) -> None:
         """Open what serves now, if it changed (or nothing serves yet), and swap it in."""
         with self._refreshing:
+            if self.pinned is None and serving_url() is not None:
+                self._open_postgres()
+                return
             if self.current is not None and (self.pinned is not None
                                              or self._pointer_stat() == self._seen):
                 return
@@ -164,6 +190,22 @@ class ServingPool:
             log.info("ragmart serve: serving %s (%s)", opened.version, opened.path.name)
             if self.on_switch is not None:
                 self.on_switch(opened)
+
+    def _open_postgres(self) -> None:
+        if self.current is not None:
+            return
+        try:
+            opened = PostgresGeneration(self.workers)
+        except Exception as exc:  # answering 503 until the serving database can be read
+            self.error = _one_line(exc)
+            log.warning("ragmart serve: cannot read the PostgreSQL serving database (%s); "
+                        "answering 503 until it can", self.error)
+            return
+        with self._lock:
+            self.current, self.error = opened, None
+        log.info("ragmart serve: serving from PostgreSQL (%s at start)", opened.version)
+        if self.on_switch is not None:
+            self.on_switch(opened)
 
     def start(self) -> None:
         self.refresh()

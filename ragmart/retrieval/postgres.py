@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from ragmart.retrieval.abstention import abstention_reason, clause_counts
+from ragmart.retrieval.citations import with_sources
 from ragmart.retrieval.clauses import DISTANCE, POSTGRES, active_clauses
 from ragmart.retrieval.contracts import MISSING_GROUPS_POLICIES, Contract
 from ragmart.retrieval.postgres_sql import (
@@ -142,6 +143,7 @@ def search_contract(
         common = {"k": k, "contract": contract.name if contract else None, "as_of": as_of}
         chunks = tuple(replace(chunk, index_version=at.version)
                        for chunk in rows_to_chunks(rows))
+        chunks = with_sources(conn, chunks, tables, as_of=source == "as_of")
         if chunks:
             return RetrievalResult(chunks=chunks, strategy=strategy, **common)
         requested = {"doc_types": list(doc_types) if doc_types else None}
