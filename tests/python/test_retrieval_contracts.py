@@ -1189,11 +1189,14 @@ def _function_call(contract: Contract | None, *, k, **options) -> tuple:
              min_effective_date=T0 + dt.timedelta(minutes=5), min_document_version=200),
     Contract(name="sections", min_chunk_completeness="section", **OPEN),
 ])
-def test_sql_macro_returns_the_same_rows_in_the_same_order(search, sql_rows, contract) -> None:
+def test_sql_macro_returns_the_same_rows_in_the_same_order(engine, search, sql_rows,
+                                                           contract) -> None:
     """The Python path and the SQL path (DuckDB's table macro, PostgreSQL's function
     ragmart.retrieve) return the same rows, every column equal, in the same order."""
-    # index_version is the Python result's; the SQL macro's name carries it (ragmart_retrieve_v1)
-    columns = [c for c in RetrievedChunk.__dataclass_fields__ if c != "index_version"]
+    # index_version is the Python result's; the SQL macro's name carries it (ragmart_retrieve_v1).
+    # PostgreSQL's function has no source column yet (the README says so).
+    left_out = {"index_version"} | ({"source"} if engine == "postgres" else set())
+    columns = [c for c in RetrievedChunk.__dataclass_fields__ if c not in left_out]
     for groups in (CALLER, ["all-staff"], None):
         if contract is None and groups is None:
             continue
