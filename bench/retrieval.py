@@ -281,6 +281,17 @@ def plain_vss(conn, vector: list[float], types: list[str] | None, k: int) -> lis
     return [r[0] for r in rows]
 
 
+def sample_queries(conn, n_queries: int) -> np.ndarray:
+    """`n_queries` query vectors near the data: served vectors (a seeded sample) plus noise."""
+    rng = np.random.default_rng(SEED + 1)
+    sample = conn.execute(
+        "select embedding from fct_chunk_embeddings_v1 using sample reservoir("
+        f"{n_queries} rows) repeatable ({SEED % 1000})"
+    ).fetchall()
+    matrix = np.array([r[0] for r in sample], np.float32)
+    return unit(matrix + 0.5 * unit(rng.normal(size=matrix.shape)))
+
+
 def run(path: Path, n_queries: int, k: int) -> tuple[dict, list[dict]]:
     """The reader's load figures and one report per selectivity."""
     from ragmart.retrieval.contracts import Contract
@@ -294,13 +305,7 @@ def run(path: Path, n_queries: int, k: int) -> tuple[dict, list[dict]]:
     loaded = {"dims": dims, "retriever_load_s": round(time.perf_counter() - started, 2),
               "retriever_memory_mb": round(vectors.nbytes / 2**20, 1)}
     print(json.dumps(loaded), flush=True)
-    rng = np.random.default_rng(SEED + 1)
-    sample = conn.execute(
-        "select embedding from fct_chunk_embeddings_v1 using sample reservoir("
-        f"{n_queries} rows) repeatable ({SEED % 1000})"
-    ).fetchall()
-    queries = unit(np.array([r[0] for r in sample], np.float32)
-                   + 0.5 * unit(rng.normal(size=(len(sample), dims))))
+    queries = sample_queries(conn, n_queries)
     report = []
     try:
         for selectivity, types in SELECTIVITIES.items():
