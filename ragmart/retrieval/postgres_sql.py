@@ -36,6 +36,12 @@ from ragmart.serving.postgres.schema import SCHEMA
 
 # the serving publication's id: a parameter of the Python path, a variable of the function
 PUBLICATION = "publication"
+# The plan of both searches (ragmart.retrieval.postgres and the SQL function ragmart.retrieve):
+# at most this many rows eligible before similarity, the exact scan over them; more, pgvector's
+# HNSW index (iterative scan) proposes candidates. Eligible, not stored, as DuckDB's planner
+# weighs it: a selective filter through the index loses recall (bench/serving.py at 100k
+# chunks: 0.66 at 1% eligible), the exact scan of few rows does not, and is as fast.
+EXACT_MAX_ELIGIBLE = 25_000
 
 _TYPES = {"varchar": "text", "varchar[]": "text[]", "double": "double precision"}
 
@@ -185,6 +191,15 @@ def candidates_sql(p: Render, tables: Tables, *, limit: str,
     order by eligible.distance
     limit {limit}
 """
+
+
+def eligible_count_sql(p: Render, tables: Tables, *, active: frozenset[str] | None = None
+                       ) -> str:
+    """How many live rows of the publication every clause but the distance ones admits,
+    counted up to EXACT_MAX_ELIGIBLE + 1 (all the plan needs to know; no vector is read)."""
+    return f"""
+    with {eligible_sql(p, "live", tables, similarity=False, narrow=True, active=active)}
+    select count(*) from (select from eligible limit {EXACT_MAX_ELIGIBLE + 1}) as counted"""
 
 
 def count_sql(tables: Tables, p: Render) -> str:
