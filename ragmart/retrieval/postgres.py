@@ -49,8 +49,6 @@ from ragmart.retrieval.results import RetrievalError, RetrievalResult, rows_to_c
 from ragmart.serving.postgres.schema import PUBLICATIONS, SERVING
 
 TIE_MARGIN = 8  # candidates beyond k, so that a tie at the k-th distance is seen whole
-EF_SEARCH = 100  # hnsw.ef_search (pgvector's default is 40): the initial candidate list
-MAX_SCAN_TUPLES = 50_000  # hnsw.max_scan_tuples: past it, the exact scan answers
 
 
 @dataclass(frozen=True)
@@ -196,8 +194,9 @@ def _via_index(conn: Any, p: Any, params: dict[str, Any], tables: PostgresTables
     """HNSW candidates in index order (iterative scan: filtered rows do not count against the
     limit), re-ranked exactly over those ids; the exact scan when the index stops short."""
     conn.execute("set local hnsw.iterative_scan = strict_order")
-    conn.execute(f"set local hnsw.ef_search = {max(EF_SEARCH, min(1000, k + TIE_MARGIN))}")
-    conn.execute(f"set local hnsw.max_scan_tuples = {MAX_SCAN_TUPLES}")
+    ef_search = max(postgres_sql.EF_SEARCH, min(1000, k + TIE_MARGIN))
+    conn.execute(f"set local hnsw.ef_search = {ef_search}")
+    conn.execute(f"set local hnsw.max_scan_tuples = {postgres_sql.MAX_SCAN_TUPLES}")
     limit = k + TIE_MARGIN
     while True:
         sql = candidates_sql(p, tables, limit=str(limit), active=active)

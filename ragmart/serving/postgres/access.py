@@ -52,8 +52,9 @@ from ragmart.serving.postgres.settings import PostgresServingError
 FUNCTION = f"{SCHEMA}.retrieve"
 ROLE_GROUPS = f"{SCHEMA}.role_groups"
 POLICY = "ragmart_readers"
-SEARCH_SETTINGS = {"hnsw.iterative_scan": "strict_order", "hnsw.ef_search": "100",
-                   "hnsw.max_scan_tuples": "50000"}
+SEARCH_SETTINGS = {"hnsw.iterative_scan": "strict_order",
+                   "hnsw.ef_search": str(postgres_sql.EF_SEARCH),
+                   "hnsw.max_scan_tuples": str(postgres_sql.MAX_SCAN_TUPLES)}
 
 
 def function_arguments() -> str:
