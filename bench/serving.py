@@ -19,8 +19,8 @@ incremental publish can be seen to stay flat as the corpus grows), it measures:
     recall@k against the exact filtered search (DuckDB's exact scan of the same rows), and the
     share of queries answered with k rows. DuckDB: the one-shot search (`ragmart retrieve`'s
     plan, HNSW or exact) and a long-lived reader (`Retriever`: vectors in memory). PostgreSQL:
-    ragmart.retrieval.postgres.PostgresReader (its plan: exact up to 25,000 rows, else HNSW
-    with iterative scans); the strategy each used is in the output;
+    ragmart.retrieval.postgres.PostgresReader (its plan: exact over at most 25,000 eligible
+    rows, else HNSW with iterative scans); the strategy each used is in the output;
   - 8 concurrent reader threads for `--seconds` each at 10% eligible: queries per second and
     p95, each thread with its own reader, warmed by one search: DuckDB one-shot (its own
     read-only snapshot connection), DuckDB `Retriever` (its own connection and vectors),
@@ -31,6 +31,7 @@ end. Results: a table on stdout and target/bench/serving-<sizes>.json. Timings a
 
     .venv/bin/python bench/serving.py                            # 20k and 100k
     .venv/bin/python bench/serving.py --chunks 20000 --seconds 5 # quick run
+    .venv/bin/python bench/serving.py --chunks 100000 --only search  # publish + searches
     .venv/bin/python bench/serving.py --million                  # adds 1,000,000 chunks
 
 Run time (docs/performance.md, "Serving: DuckDB snapshots vs PostgreSQL"): the default run
