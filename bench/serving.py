@@ -19,8 +19,8 @@ incremental publish can be seen to stay flat as the corpus grows), it measures:
     recall@k against the exact filtered search (DuckDB's exact scan of the same rows), and the
     share of queries answered with k rows. DuckDB: the one-shot search (`ragmart retrieve`'s
     plan, HNSW or exact) and a long-lived reader (`Retriever`: vectors in memory). PostgreSQL:
-    ragmart.retrieval.postgres.PostgresReader (its plan: exact up to 25,000 rows, else HNSW
-    with iterative scans); the strategy each used is in the output;
+    ragmart.retrieval.postgres.PostgresReader (its plan: exact over at most 25,000 eligible
+    rows, else HNSW with iterative scans); the strategy each used is in the output;
   - 8 concurrent reader threads for `--seconds` each at 10% eligible: queries per second and
     p95, each thread with its own reader, warmed by one search: DuckDB one-shot (its own
     read-only snapshot connection), DuckDB `Retriever` (its own connection and vectors),
@@ -31,6 +31,7 @@ end. Results: a table on stdout and target/bench/serving-<sizes>.json. Timings a
 
     .venv/bin/python bench/serving.py                            # 20k and 100k
     .venv/bin/python bench/serving.py --chunks 20000 --seconds 5 # quick run
+    .venv/bin/python bench/serving.py --chunks 100000 --only search  # publish + searches
     .venv/bin/python bench/serving.py --million                  # adds 1,000,000 chunks
 
 Run time (docs/performance.md, "Serving: DuckDB snapshots vs PostgreSQL"): the default run
@@ -262,8 +263,18 @@ def _measure(n: int, cached: Path, work: Path, server: Server, args: argparse.Na
     print(f"== {n:,} chunks: full publish", flush=True)
     figures["full_publish"] = {"duckdb": duckdb_publish(build_db),
                                "postgres": postgres.publish(build_db, no_evaluation, no_gate)}
-    figures["edit"] = edit(build_db, args.edit)
+    if args.only != "search":
+        figures["edit"] = edit(build_db, args.edit)
     save()
+    if args.only == "search":  # the filtered searches on the first publication alone
+        snapshot = Path(figures["full_publish"]["duckdb"]["snapshot"])
+        conn = connect(snapshot, read_only=True)
+        queries = sample_queries(conn, args.queries)
+        conn.close()
+        print(f"== {n:,} chunks: filtered top-{args.k}", flush=True)
+        figures["search"] = measure_search(snapshot, postgres, queries, args.k)
+        save()
+        return figures
     print(f"== {n:,} chunks: incremental publish after {args.edit:.0%} edited", flush=True)
     duck = duckdb_publish(build_db)
     figures["incremental_publish"] = {
@@ -309,6 +320,20 @@ def times(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}x" if a is not None and b else "n/a"
 
 
+def search_table(results: list[dict]) -> str:
+    """The filtered searches' figures as a markdown table."""
+    lines = ["| chunks | eligible | DuckDB one-shot p50/p95 ms, recall@k, k rows | DuckDB"
+             " Retriever | PostgreSQL |", "|---" * 5 + "|"]
+    for f in results:
+        for s in f["search"]:
+            cells = [f"{s[e]['p50_ms']} / {s[e]['p95_ms']}, {s[e]['recall_at_k']:.3f}, "
+                     f"{s[e]['k_rows_share']:.0%}"
+                     for e in ("duckdb", "duckdb_retriever", "postgres")]
+            lines.append(f"| {f['chunks']:,} | {s['selectivity']:.1%} | " + " | ".join(cells)
+                         + " |")
+    return "\n".join(lines)
+
+
 def table(results: list[dict]) -> str:
     """The figures as markdown tables, with the ratios the issue's goals are stated in."""
     lines = ["| chunks | engine | full publish s | after the edit: publish s, rows written |"
@@ -329,15 +354,7 @@ def table(results: list[dict]) -> str:
             lines.append(f"| {f['chunks']:,} | {engine} | {full[key]:.2f}{total} | "
                          f"{inc[key]:.2f}, {inc['rows_written']:,} | "
                          f"{ratio(inc[key], full[key])} | {upkeep[engine]} | {readers} |")
-    lines += ["", "| chunks | eligible | DuckDB one-shot p50/p95 ms, recall@k, k rows | DuckDB"
-              " Retriever | PostgreSQL |", "|---" * 5 + "|"]
-    for f in results:
-        for s in f["search"]:
-            cells = [f"{s[e]['p50_ms']} / {s[e]['p95_ms']}, {s[e]['recall_at_k']:.3f}, "
-                     f"{s[e]['k_rows_share']:.0%}"
-                     for e in ("duckdb", "duckdb_retriever", "postgres")]
-            lines.append(f"| {f['chunks']:,} | {s['selectivity']:.1%} | " + " | ".join(cells)
-                         + " |")
+    lines += ["", search_table(results)]
     if len(results) > 1:
         a, b = results[0], results[-1]
         growth = [f"{r['incremental_publish']['postgres']['postgres_seconds']:.2f} s "
@@ -374,6 +391,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-vss-rebuild", dest="vss_rebuild", action="store_false",
                         help="report the cached file's HNSW build time instead of rebuilding "
                         "(the same rows on the same machine; saves ~10 min at 100k)")
+    parser.add_argument("--only", choices=["search"],
+                        help="search: publish once, then only the filtered searches (minutes "
+                        "at 100k instead of half an hour)")
     args = parser.parse_args(argv)
     sizes = sorted(set(args.chunks or [20_000, 100_000]) | ({1_000_000} if args.million else set()))
     if any(n < 10_000 or n % CHUNKS_PER_DOCUMENT for n in sizes):
@@ -385,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
             results.append(measure_size(n, server, args))
     finally:
         server.close()
-    print(table(results))
+    print(table(results) if args.only is None else search_table(results))
     OUT.mkdir(parents=True, exist_ok=True)
     out = OUT / f"serving-{'-'.join(str(n) for n in sizes)}.json"
     out.write_text(json.dumps({"argv": sys.argv[1:], "results": results}, indent=2,

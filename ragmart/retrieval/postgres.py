@@ -9,8 +9,9 @@ those of DuckDB serving, rendered in the `postgres` dialect.
 
 The plan (`search_contract`):
 
-- as-of searches and small serving sets (at most EXACT_MAX_ROWS live rows): the exact scan
-  over the eligible rows, as DuckDB's planner does below the same size;
+- as-of searches and few eligible rows (at most postgres_sql.EXACT_MAX_ELIGIBLE admitted by
+  every clause but the distance ones, counted with a LIMIT): the exact scan over them, as
+  DuckDB's planner plans by what is eligible, not by the table's size;
 - otherwise pgvector's HNSW index with ``hnsw.iterative_scan = strict_order``: the index scan
   goes on past filtered-out rows until the limit is met, so a filter never leaves fewer than k
   candidates while k rows are eligible; the candidates are re-ranked exactly (distance, then
@@ -31,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from ragmart.retrieval import postgres_sql
 from ragmart.retrieval.abstention import abstention_reason, clause_counts
 from ragmart.retrieval.citations import with_sources
 from ragmart.retrieval.clauses import DISTANCE, POSTGRES, active_clauses
@@ -38,6 +40,7 @@ from ragmart.retrieval.contracts import MISSING_GROUPS_POLICIES, Contract
 from ragmart.retrieval.postgres_sql import (
     PostgresTables,
     candidates_sql,
+    eligible_count_sql,
     python_param,
     search_sql,
     visible_sql,
@@ -46,10 +49,7 @@ from ragmart.retrieval.request import MISSING_GROUPS_DEFAULT, Groups, check_inpu
 from ragmart.retrieval.results import RetrievalError, RetrievalResult, rows_to_chunks
 from ragmart.serving.postgres.schema import PUBLICATIONS, SERVING
 
-EXACT_MAX_ROWS = 25_000  # a serving set this small is scanned exactly (DuckDB's threshold)
 TIE_MARGIN = 8  # candidates beyond k, so that a tie at the k-th distance is seen whole
-EF_SEARCH = 100  # hnsw.ef_search (pgvector's default is 40): the initial candidate list
-MAX_SCAN_TUPLES = 50_000  # hnsw.max_scan_tuples: past it, the exact scan answers
 
 
 @dataclass(frozen=True)
@@ -136,7 +136,7 @@ def search_contract(
         _check_dimensions(conn, tables, dims)
         source = "as_of" if as_of is not None else "live"
         active = active_clauses(params)
-        if source == "as_of" or exact or _live_rows(conn, tables) <= EXACT_MAX_ROWS:
+        if source == "as_of" or exact or _few_eligible(conn, p, params, tables, active):
             strategy, rows = "exact", _exact(conn, p, source, params, tables, active)
         else:
             strategy, rows = _via_index(conn, p, params, tables, active, k=k)
@@ -175,16 +175,12 @@ def _check_dimensions(conn: Any, tables: PostgresTables, dims: int) -> None:
                              "model the version was built with")
 
 
-def _live_rows(conn: Any, tables: PostgresTables) -> float:
-    """The serving table's row count as the statistics know it (all publications' rows: an
-    upper bound of the live ones); before its first ANALYZE, counted up to EXACT_MAX_ROWS + 1
-    (all the plan needs to know)."""
-    estimate = conn.execute("select reltuples from pg_class where oid = to_regclass(%s)",
-                            (tables.serving,)).fetchone()[0]
-    if estimate is None or estimate < 0:
-        estimate = conn.execute(f"select count(*) from (select from {tables.serving} "
-                                f"limit {EXACT_MAX_ROWS + 1}) as rows").fetchone()[0]
-    return float(estimate)
+def _few_eligible(conn: Any, p: Any, params: dict[str, Any], tables: PostgresTables,
+                  active: frozenset[str]) -> bool:
+    """Whether at most EXACT_MAX_ELIGIBLE live rows pass every clause but the distance ones
+    (the exact scan's domain): the count stops one row past it."""
+    sql = eligible_count_sql(p, tables, active=active)
+    return conn.execute(sql, params).fetchone()[0] <= postgres_sql.EXACT_MAX_ELIGIBLE
 
 
 def _exact(conn: Any, p: Any, source: str, params: dict[str, Any], tables: PostgresTables,
@@ -200,8 +196,9 @@ def _via_index(conn: Any, p: Any, params: dict[str, Any], tables: PostgresTables
     """HNSW candidates in index order (iterative scan: filtered rows do not count against the
     limit), re-ranked exactly over those ids; the exact scan when the index stops short."""
     conn.execute("set local hnsw.iterative_scan = strict_order")
-    conn.execute(f"set local hnsw.ef_search = {max(EF_SEARCH, min(1000, k + TIE_MARGIN))}")
-    conn.execute(f"set local hnsw.max_scan_tuples = {MAX_SCAN_TUPLES}")
+    ef_search = max(postgres_sql.EF_SEARCH, min(1000, k + TIE_MARGIN))
+    conn.execute(f"set local hnsw.ef_search = {ef_search}")
+    conn.execute(f"set local hnsw.max_scan_tuples = {postgres_sql.MAX_SCAN_TUPLES}")
     limit = k + TIE_MARGIN
     while True:
         sql = candidates_sql(p, tables, limit=str(limit), active=active)

@@ -36,6 +36,17 @@ from ragmart.serving.postgres.schema import SCHEMA
 
 # the serving publication's id: a parameter of the Python path, a variable of the function
 PUBLICATION = "publication"
+# The plan of both searches (ragmart.retrieval.postgres and the SQL function ragmart.retrieve):
+# at most this many rows eligible before similarity, the exact scan over them; more, pgvector's
+# HNSW index (iterative scan) proposes candidates. Eligible, not stored, as DuckDB's planner
+# weighs it: a selective filter through the index loses recall (bench/serving.py at 100k
+# chunks: 0.66 at 1% eligible), the exact scan of few rows does not, and is as fast.
+EXACT_MAX_ELIGIBLE = 25_000
+# pgvector's settings for the index path (both searches). ef_search 400 (pgvector's default is
+# 40): at 100k chunks recall@10 0.978 -> 1.000 at 100% eligible and 0.973 -> 0.998 at 10%,
+# p50 27 -> 32 ms (bench/serving.py's data). max_scan_tuples: past it, the exact scan answers.
+EF_SEARCH = 400
+MAX_SCAN_TUPLES = 50_000
 
 _TYPES = {"varchar": "text", "varchar[]": "text[]", "double": "double precision"}
 
@@ -135,12 +146,22 @@ def chunks_sql(p: Render, source: str, tables: Tables, *, only: str | None = Non
 
 def eligible_sql(p: Render, source: str, tables: Tables, *, similarity: bool = True,
                  only: str | None = None, narrow: bool = False,
-                 active: frozenset[str] | None = None, materialized: bool = False) -> str:
+                 active: frozenset[str] | None = None, materialized: bool = False,
+                 index_order: bool = False) -> str:
     """CTEs `documents`, `eligible_documents` and `eligible` (the eligible chunk rows with
     their distance), as ragmart.retrieval.sql.eligible_sql. Not materialized, PostgreSQL
-    inlines them: an ORDER BY distance over `eligible` is pgvector's index order."""
+    inlines them: with `index_order`, an ORDER BY distance over `eligible` is pgvector's index
+    order; without, the eligible documents' chunks may be read through the document key's
+    btree (a semi join: few eligible documents, few rows read)."""
     document_predicate, chunk_where = clause_conditions(p, POSTGRES, active, similarity)
     chunks = chunks_sql(p, source, tables, only=only, narrow=narrow)
+    admitted = "(chunks.document_id, chunks.document_version) in (" \
+        "select eligible_documents.document_id, eligible_documents.document_version " \
+        "from eligible_documents)"
+    if index_order:
+        # in coalesce(): a hashed subplan filtering the index scan in its order (a top-level
+        # IN becomes a hash join, whose output PostgreSQL re-sorts after a full scan)
+        admitted = f"coalesce({admitted}, false)"
     return f"""
     documents as ({documents_sql(p, source, tables, POSTGRES)}
     ),
@@ -155,12 +176,7 @@ def eligible_sql(p: Render, source: str, tables: Tables, *, similarity: bool = T
         from ({chunks}
         ) as chunks
         where
-            -- in coalesce(): a hashed subplan filtering the index scan in its order (a top-level
-            -- IN becomes a hash join, whose output PostgreSQL re-sorts after a full scan)
-            coalesce((chunks.document_id, chunks.document_version) in (
-                select eligible_documents.document_id, eligible_documents.document_version
-                from eligible_documents
-            ), false)
+            {admitted}
             and {chunk_where}
     )"""
 
@@ -179,12 +195,21 @@ def candidates_sql(p: Render, tables: Tables, *, limit: str,
     """(chunk_id, distance) of the nearest eligible live rows in pgvector's index order
     (distance alone), every clause applied as the index scan goes."""
     return f"""
-    with {eligible_sql(p, "live", tables, narrow=True, active=active)}
+    with {eligible_sql(p, "live", tables, narrow=True, active=active, index_order=True)}
     select eligible.chunk_id, eligible.distance
     from eligible
     order by eligible.distance
     limit {limit}
 """
+
+
+def eligible_count_sql(p: Render, tables: Tables, *, active: frozenset[str] | None = None
+                       ) -> str:
+    """How many live rows of the publication every clause but the distance ones admits,
+    counted up to EXACT_MAX_ELIGIBLE + 1 (all the plan needs to know; no vector is read)."""
+    return f"""
+    with {eligible_sql(p, "live", tables, similarity=False, narrow=True, active=active)}
+    select count(*) from (select from eligible limit {EXACT_MAX_ELIGIBLE + 1}) as counted"""
 
 
 def count_sql(tables: Tables, p: Render) -> str:

@@ -25,12 +25,14 @@ new publication, and grants the tables of a new version to the roles already map
 from __future__ import annotations
 
 from ragmart.relations import ACCESS_TABLE, DOCUMENTS_TABLE, check_version
+from ragmart.retrieval import postgres_sql
 from ragmart.retrieval.clauses import POSTGRES
 from ragmart.retrieval.macro import macro_checks
 from ragmart.retrieval.postgres_sql import (
     PUBLICATION,
     PostgresTables,
     candidates_sql,
+    eligible_count_sql,
     function_param,
     postgres_type,
     search_sql,
@@ -50,11 +52,9 @@ from ragmart.serving.postgres.settings import PostgresServingError
 FUNCTION = f"{SCHEMA}.retrieve"
 ROLE_GROUPS = f"{SCHEMA}.role_groups"
 POLICY = "ragmart_readers"
-# the function's plan: above this many rows in a serving table, pgvector's HNSW index proposes
-# candidates (as ragmart.retrieval.postgres.EXACT_MAX_ROWS for the Python path)
-EXACT_MAX_ROWS = 25_000
-SEARCH_SETTINGS = {"hnsw.iterative_scan": "strict_order", "hnsw.ef_search": "100",
-                   "hnsw.max_scan_tuples": "50000"}
+SEARCH_SETTINGS = {"hnsw.iterative_scan": "strict_order",
+                   "hnsw.ef_search": str(postgres_sql.EF_SEARCH),
+                   "hnsw.max_scan_tuples": str(postgres_sql.MAX_SCAN_TUPLES)}
 
 
 def function_arguments() -> str:
@@ -89,13 +89,15 @@ def _dimensions(conn, tables: PostgresTables) -> int | None:
 
 
 def _version_branch(tables: PostgresTables, dims: int) -> str:
-    """The search of one version: its size checked, then HNSW candidates re-ranked exactly on
-    a large serving set (the Python path's plan), else the exact scan."""
+    """The search of one version: its size checked, then HNSW candidates re-ranked exactly when
+    more than EXACT_MAX_ELIGIBLE rows are eligible (the Python path's plan), else the exact
+    scan."""
     p = function_param
     exact_live = search_sql(p, "live", tables, limit=p("k"))
     exact_as_of = search_sql(p, "as_of", tables, limit=p("k"))
     pooled = search_sql(p, "live", tables, limit=p("k"), only="pool_ids")
     candidates = candidates_sql(p, tables, limit="pool_size")
+    count = eligible_count_sql(p, tables)
     return f"""
         if vector_dims(retrieve.query_vector) <> {dims} then
             raise exception '{FUNCTION}: query_vector has % dimensions, {tables.version} (which '
@@ -106,8 +108,7 @@ def _version_branch(tables: PostgresTables, dims: int) -> str:
             return query {exact_as_of};
             return;
         end if;
-        if (select reltuples from pg_class where oid = to_regclass('{tables.serving}'))
-                > {EXACT_MAX_ROWS} then
+        if ({count}) > {postgres_sql.EXACT_MAX_ELIGIBLE} then
             pool_size := retrieve.k + 8;
             loop
                 select coalesce(array_agg(pool.chunk_id order by pool.distance), '{{}}'),
