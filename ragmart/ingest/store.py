@@ -205,6 +205,7 @@ class S3Store(LandingStore):
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.client = client
+        self._folders: set[str] = set()  # the top-level folder markers of the last listing
         self.url = f"{S3_SCHEME}{bucket}" + (f"/{self.prefix}" if self.prefix else "")
 
     @classmethod
@@ -257,6 +258,19 @@ class S3Store(LandingStore):
             key = key[len(self.prefix) + 1:]
         return key if key and not key.endswith("/") else None
 
+    def _note_folder(self, key: str) -> None:
+        """Remember a top-level folder marker (``dms/``, zero bytes): S3 has no folders, and an
+        operator creates an empty layout folder as a marker, as the README shows."""
+        relative = key[len(self.prefix) + 1:] if self.prefix else key
+        first, sep, rest = relative.partition("/")
+        if first and sep and not rest:
+            self._folders.add(first + "/")
+
+    def top_level(self, entries: list[StoreEntry]) -> set[str]:
+        """The names directly under the root, the folder markers of the last listing too."""
+        return super().top_level(entries) | {
+            name for name in self._folders if not name.startswith(".")}
+
     def _check_exists(self, pages: list[dict], field: str) -> None:
         if self.prefix and not any(page.get(field) for page in pages):
             raise LandingZoneError(
@@ -270,8 +284,10 @@ class S3Store(LandingStore):
         pages = self._pages(operation)
         self._check_exists(pages, field)
         entries = []
+        self._folders = set()
         for page in pages:
             for obj in page.get(field, []):
+                self._note_folder(obj["Key"])
                 key = self._relative(obj["Key"])
                 if key is not None:
                     entries.append(StoreEntry(

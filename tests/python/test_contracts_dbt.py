@@ -130,6 +130,9 @@ def test_every_relation_of_a_built_database_is_documented(tmp_path) -> None:
     assert len(relations) > 10
     assert {"embedding_runs", "embedding_cache_pending", "index_versions",
             "published_eval_metrics"} <= {table for _, table in relations}
+    # the full-text index of each serving set (schema fts_main_<serving table>): the fts
+    # extension's own tables, rebuilt from the serving set (README, "Hybrid retrieval")
+    relations = [r for r in relations if not r[0].startswith("fts_main_fct_chunk_embeddings_")]
     undeclared = sorted(r for r in relations if r not in declared)
     assert not undeclared, f"relations neither a node nor a source: {undeclared}"
     in_docs = {**catalog["nodes"], **catalog["sources"]}

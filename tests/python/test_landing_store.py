@@ -158,3 +158,18 @@ def test_an_object_overwritten_after_the_listing_is_left_for_the_next_ingestion(
     assert [(r["source_file"], r["content"]) for r in ingest(listed)] == [("dms/2.csv", "other")]
     again = [r for r in ingest(list_landing_files(store.url)) if r["source_file"] == "dms/1.csv"]
     assert [r["content"] for r in again] == ["rewritten"] and again[0]["file_etag"]
+
+
+def test_an_empty_layout_folder_counts_on_s3_as_on_disk(store) -> None:
+    """A file at the root beside an empty dms/ folder (on S3 a folder marker): the layout is
+    there, so the file is listed (and quarantined by ingestion), not a misconfiguration."""
+    from ragmart.ingest.landing import list_landing_files
+
+    store.put("0000_batch.csv", b"x\n")
+    with pytest.raises(LandingZoneError, match="holds no dms/ or debezium/ folder"):
+        list_landing_files(store)
+    if isinstance(store, LocalStore):
+        (store.root / "dms").mkdir()
+    else:
+        store.put("dms/", b"")
+    assert [f.relative_path for f in list_landing_files(store)] == ["0000_batch.csv"]

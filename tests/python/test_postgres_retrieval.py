@@ -127,8 +127,9 @@ def test_postgres_answers_as_duckdb_on_the_sample(sample, monkeypatch, every) ->
             for caller in callers:
                 for as_of in (None, *moments):
                     for i, question in enumerate(QUESTIONS[:2]):
+                        # PostgreSQL serves vector search (lexical and hybrid: DuckDB's)
                         options = {"k": 4 + i, "contract": contract, "groups": caller,
-                                   "as_of": as_of, "now": NOW,
+                                   "as_of": as_of, "now": NOW, "mode": "vector",
                                    "doc_types": [types[0]] if i == 1 else None}
                         want = duck.retrieve(question, **options)
                         got = pg.retrieve(question, **options)
@@ -160,7 +161,9 @@ def test_cli_and_retrieve_read_postgres_when_the_serving_url_is_set(sample, monk
                  ["travel rules", "--all-groups", "--contract", "policy_answers", "-k", "7"],
                  ["leave", "--groups", groups[0], "--as-of", moments[2].isoformat()],
                  ["leave", "--groups", groups[0], "--doc-type", "no-such-type"]):
-        code, duck = _cli(monkeypatch, capsys, {}, *args, "--db", str(project.db_path))
+        # PostgreSQL serves vector search, the default there (lexical and hybrid: DuckDB's)
+        code, duck = _cli(monkeypatch, capsys, {}, *args, "--db", str(project.db_path),
+                          "--mode", "vector")
         pg_code, pg = _cli(monkeypatch, capsys, {"RAGMART_SERVING_URL": url}, *args)
         assert pg_code == code
         for side in (duck, pg):
@@ -176,7 +179,8 @@ def test_cli_and_retrieve_read_postgres_when_the_serving_url_is_set(sample, monk
     monkeypatch.setenv("RAGMART_SERVING_URL", url)
     served = retrieve("travel rules", k=5, groups=groups, now=NOW)
     assert served.strategy == "exact" and len(served) == 5
-    local = retrieve("travel rules", k=5, groups=groups, now=NOW, db_path=project.db_path)
+    local = retrieve("travel rules", k=5, groups=groups, now=NOW, db_path=project.db_path,
+                     mode="vector")
     assert [c.chunk_id for c in local] == [c.chunk_id for c in served]
 
 

@@ -269,7 +269,12 @@ def assert_slim_snapshot(project: Project) -> None:
     snapshot = project.workdir / "published" / serving_json(project)["snapshot"]
     conn = connect(snapshot, read_only=True)
     try:
-        tables = {t for (t,) in conn.execute("select table_name from duckdb_tables()").fetchall()}
+        tables = {t for (t,) in conn.execute(
+            "select table_name from duckdb_tables() where schema_name = 'main'").fetchall()}
+        # the full-text index of the serving set (hybrid search), built on the snapshot
+        fts = {t for (t,) in conn.execute(
+            "select table_name from duckdb_tables() "
+            "where schema_name = 'fts_main_fct_chunk_embeddings_v1'").fetchall()}
         macro = conn.execute(
             "select count(*) from ragmart_retrieve_v1((select embedding from "
             "fct_chunk_embeddings_v1 limit 1), 3, all_groups := true)").fetchone()[0]
@@ -279,6 +284,7 @@ def assert_slim_snapshot(project: Project) -> None:
     assert tables == {"fct_chunk_embeddings_v1", "fct_chunk_vector_delta_v1",
                       "fct_chunk_history_v1", "dim_documents", "dim_document_access",
                       "index_versions", "published_snapshot_marks"}
+    assert {"docs", "terms", "dict"} <= fts
     assert macro == 3 and bound == [("v1",)]
     assert snapshot.stat().st_size < project.db_path.stat().st_size * 0.6
     as_of = project.ragmart("retrieve", "refund", "--all-groups", "--as-of", "2026-11-02T10:00",

@@ -242,6 +242,9 @@ COMPACTION_VARS = {
     "vector_index_max_dead_ratio": 0.77,
     "vector_delta_max_rows": -1,
     "vector_delta_max_ratio": 0.66,
+    "lexical_index_max_dead_ratio": 0.55,
+    "lexical_delta_max_rows": -1,
+    "lexical_delta_max_ratio": 0.44,
 }
 
 
@@ -276,7 +279,7 @@ def vars_build(tmp_path_factory: pytest.TempPathFactory) -> Build:
     conn.executemany("insert into probe_metrics values (?, 1.0, 1)", [[m] for m in HIGH_BASELINE])
     conn.close()
     second = {k: v for k, v in VARS_BUILD.items() if k != "eval_baseline"}
-    _run(build, "index", "build", "-s", "fct_chunk_vector_index",
+    _run(build, "index", "build", "-s", "fct_chunk_vector_index", "fct_chunk_vector_delta",
          "assert_candidate_does_not_regress", "--vars",
          _vars({**second, **landing, **COMPACTION_VARS, "eval_baseline_relation": "probe_metrics"}))
     return build
@@ -530,6 +533,15 @@ def _compaction(name: str, value: object) -> Callable[[Build], None]:
     return check
 
 
+def _lexical(name: str, value: object) -> Callable[[Build], None]:
+    def check(b: Build) -> None:
+        out = b.procs["index"].stdout
+        line = next((x for x in out.splitlines() if "ragmart: full-text index" in x), "")
+        assert f"{name} {value}" in line, out[-3000:]
+        assert line.endswith("yes"), line  # lexical_delta_max_rows -1: every build rebuilds
+    return check
+
+
 def _freshness(key: str, hours: int) -> Callable[[Build], None]:
     def check(b: Build) -> None:
         source = b.manifest()["sources"]["source.ragmart.landing.dms_files"]
@@ -778,6 +790,10 @@ CHECKS: dict[str, tuple[str, Callable[[Build], None]]] = {
     "vector_index_max_dead_ratio": ("vars_build", _compaction("vector_index_max_dead_ratio", 0.77)),
     "vector_delta_max_rows": ("vars_build", _compaction("vector_delta_max_rows", -1)),
     "vector_delta_max_ratio": ("vars_build", _compaction("vector_delta_max_ratio", 0.66)),
+    "lexical_index_max_dead_ratio": ("vars_build",
+                                     _lexical("lexical_index_max_dead_ratio", 0.55)),
+    "lexical_delta_max_rows": ("vars_build", _lexical("lexical_delta_max_rows", -1)),
+    "lexical_delta_max_ratio": ("vars_build", _lexical("lexical_delta_max_ratio", 0.44)),
     "source_freshness_warn_after_hours": ("vars_build", _freshness("warn_after", 5)),
     "source_freshness_error_after_hours": ("vars_build", _freshness("error_after", 9)),
     "embedding_lag_sla_minutes": ("vars_build", _sla),
@@ -827,6 +843,26 @@ def _serve_limit(name: str) -> Callable[[Build], None]:
 
 CHECKS.update({"RAGMART_API_KEYS_FILE": ("serve_run", _keys_file),
                **{name: ("serve_run", _serve_limit(name)) for name in SERVE_SETTINGS}})
+
+
+@pytest.fixture(scope="module")
+def serving_url_run(tmp_path_factory) -> Build:
+    """`ragmart retrieve` with RAGMART_SERVING_URL naming a server that is not there: the
+    search goes to it (and fails naming it, its password masked)."""
+    project = Project(tmp_path_factory.mktemp("serving-url"))
+    project.extra_env["RAGMART_SERVING_URL"] = "postgresql://ragmart:pw-s3cret@127.0.0.1:9/none"
+    build = Build(project)
+    build.procs["versions"] = project.ragmart("retrieve", "x", "--groups", "g", check=False)
+    return build
+
+
+def _serving_url(b: Build) -> None:
+    proc = b.procs["versions"]
+    assert proc.returncode == 2 and "127.0.0.1:9" in proc.stderr, proc.stderr
+    assert "pw-s3cret" not in proc.stderr + proc.stdout
+
+
+CHECKS["RAGMART_SERVING_URL"] = ("serving_url_run", _serving_url)
 
 
 @pytest.mark.parametrize("name", list(settings_table()))

@@ -84,8 +84,9 @@ def test_shell_reads_the_build_database_with_vss_the_macro_and_refuses_writes(bu
 def test_one_statement_in_three_formats_embeds_with_the_index_model(built, capsys) -> None:
     sql = (f"select rank, chunk_id from ragmart_retrieve_v1(ragmart_embed('{QUESTION}'), 3, "
            "all_groups := true) order by rank")
+    # the table macro searches by vector (lexical and hybrid are the Python path's)
     retrieved = json.loads(run(built, capsys, "retrieve", QUESTION, "-k", "3", "--all-groups",
-                               "--json").stdout)["results"]
+                               "--mode", "vector", "--json").stdout)["results"]
     # the environment names another provider: the vector is still the index's model's
     env = {"RAGMART_EMBEDDING_PROVIDER": "openai"}
     as_json = run(built, capsys, "sql", "-c", sql, "--json", **env)
