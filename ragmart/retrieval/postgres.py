@@ -34,7 +34,6 @@ import numpy as np
 
 from ragmart.retrieval import postgres_sql
 from ragmart.retrieval.abstention import abstention_reason, clause_counts
-from ragmart.retrieval.citations import with_sources
 from ragmart.retrieval.clauses import DISTANCE, POSTGRES, active_clauses
 from ragmart.retrieval.contracts import MISSING_GROUPS_POLICIES, Contract
 from ragmart.retrieval.postgres_sql import (
@@ -43,10 +42,16 @@ from ragmart.retrieval.postgres_sql import (
     eligible_count_sql,
     python_param,
     search_sql,
+    sources_sql,
     visible_sql,
 )
 from ragmart.retrieval.request import MISSING_GROUPS_DEFAULT, Groups, check_inputs, parameters
-from ragmart.retrieval.results import RetrievalError, RetrievalResult, rows_to_chunks
+from ragmart.retrieval.results import (
+    RetrievalError,
+    RetrievalResult,
+    RetrievedChunk,
+    rows_to_chunks,
+)
 from ragmart.serving.postgres.schema import PUBLICATIONS, SERVING
 
 TIE_MARGIN = 8  # candidates beyond k, so that a tie at the k-th distance is seen whole
@@ -143,7 +148,7 @@ def search_contract(
         common = {"k": k, "contract": contract.name if contract else None, "as_of": as_of}
         chunks = tuple(replace(chunk, index_version=at.version)
                        for chunk in rows_to_chunks(rows))
-        chunks = with_sources(conn, chunks, tables, as_of=source == "as_of")
+        chunks = _with_sources(conn, p, chunks, tables, params, as_of=source == "as_of")
         if chunks:
             return RetrievalResult(chunks=chunks, strategy=strategy, **common)
         requested = {"doc_types": list(doc_types) if doc_types else None}
@@ -158,6 +163,20 @@ def search_contract(
         reason=abstention_reason(contract, funnel, groups=groups, requested=requested),
         clauses=tuple(funnel.counts), **common,
     )
+
+
+def _with_sources(conn: Any, p: Any, chunks: tuple[RetrievedChunk, ...], tables: PostgresTables,
+                  params: dict[str, Any], *, as_of: bool) -> tuple[RetrievedChunk, ...]:
+    """`chunks` with `source` read from their document versions' published source column."""
+    if not chunks:
+        return chunks
+    keys = {"document_ids": [c.document_id for c in chunks],
+            "document_versions": [c.document_version for c in chunks],
+            "chunk_ids": [c.chunk_id for c in chunks]}
+    rows = conn.execute(sources_sql(tables, p, as_of=as_of), {**params, **keys}).fetchall()
+    sources = {(document_id, version): source for document_id, version, source in rows}
+    return tuple(replace(c, source=sources.get((c.document_id, c.document_version)))
+                 for c in chunks)
 
 
 def _check_dimensions(conn: Any, tables: PostgresTables, dims: int) -> None:

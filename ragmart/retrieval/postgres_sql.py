@@ -216,3 +216,37 @@ def count_sql(tables: Tables, p: Render) -> str:
     """The number of live rows of the publication (what the plan weighs)."""
     return (f"select count(*) from {tables.serving} as chunks "
             f"where {tables.visible('chunks', p)}")
+
+
+
+def source_of_sql(tables: Tables, p: Render, alias: str, *, as_of: bool) -> str:
+    """The source location of the result row `alias` (document_id, document_version, chunk_id):
+    the `source` column the publish wrote (ragmart.serving.postgres.transfer, by the rule of
+    ragmart.retrieval.citations) on the publication's row of its document version, from the
+    live documents, or for an as-of search from its history row."""
+    relation, key = (tables.history, "chunk_id") if as_of else (tables.documents, "document_id")
+    return f"""(
+            select versions.source from {relation} as versions
+            where versions.{key} = {alias}.{key}
+                and versions.document_version = {alias}.document_version
+                and {tables.visible('versions', p)}
+            limit 1)"""
+
+
+def with_source_sql(query: str, tables: Tables, p: Render, *, as_of: bool) -> str:
+    """The ranked rows of `query` (rank, distance, the result columns) and their `source`."""
+    return f"""
+    select ranked.*, {source_of_sql(tables, p, "ranked", as_of=as_of)} as source
+    from ({query}
+    ) as ranked
+    order by ranked.rank"""
+
+
+def sources_sql(tables: Tables, p: Render, *, as_of: bool) -> str:
+    """(document_id, document_version, source) of the rows given as the parallel arrays
+    %(document_ids)s, %(document_versions)s and %(chunk_ids)s."""
+    return f"""
+    select keyed.document_id, keyed.document_version,
+        {source_of_sql(tables, p, "keyed", as_of=as_of)}
+    from unnest(cast(%(document_ids)s as text[]), cast(%(document_versions)s as bigint[]),
+        cast(%(chunk_ids)s as text[])) as keyed (document_id, document_version, chunk_id)"""
