@@ -40,6 +40,7 @@ from ragmart.retrieval.postgres_sql import (
     PostgresTables,
     candidates_sql,
     eligible_count_sql,
+    eligible_estimate_sql,
     python_param,
     search_sql,
     sources_sql,
@@ -197,7 +198,13 @@ def _check_dimensions(conn: Any, tables: PostgresTables, dims: int) -> None:
 def _few_eligible(conn: Any, p: Any, params: dict[str, Any], tables: PostgresTables,
                   active: frozenset[str]) -> bool:
     """Whether at most EXACT_MAX_ELIGIBLE live rows pass every clause but the distance ones
-    (the exact scan's domain): the count stops one row past it."""
+    (the exact scan's domain): decided by a page sample's estimate when it is clear
+    (postgres_sql.plan_by_estimate), else counted (the count stops one row past it)."""
+    estimate = conn.execute(eligible_estimate_sql(p, tables, active=active), params
+                            ).fetchone()[0]
+    plan = postgres_sql.plan_by_estimate(float(estimate))
+    if plan is not None:
+        return plan == "exact"
     sql = eligible_count_sql(p, tables, active=active)
     return conn.execute(sql, params).fetchone()[0] <= postgres_sql.EXACT_MAX_ELIGIBLE
 

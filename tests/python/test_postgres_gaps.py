@@ -187,3 +187,49 @@ def test_a_publish_leaves_the_policies_in_place_and_readers_keep_reading(
         assert owner.execute(FUNCTION).fetchall() == function
         owner.execute(f'drop owned by "{role}"')
         owner.execute(f'drop role "{role}"')
+
+
+def test_the_plan_skips_the_count_when_the_sample_estimate_is_clear(
+        built: Project, postgres_url: str, monkeypatch) -> None:
+    """With the exact threshold lowered to the sample's scale, a search admitting every chunk
+    goes through the index and one admitting a few is scored exactly, both without counting
+    the eligible rows (the page sample decided), and both answer as the exact scan does,
+    through the Python search and the SQL function; between the margins the count decides."""
+    from ragmart.retrieval import postgres as postgres_retrieval
+    from ragmart.retrieval import postgres_sql
+    from ragmart.serving.postgres import access
+
+    publish_version(built.db_path, "v1", postgres_url)
+    counted = []
+    count_sql = postgres_retrieval.eligible_count_sql
+    monkeypatch.setattr(postgres_retrieval, "eligible_count_sql",
+                        lambda *a, **kw: counted.append(1) or count_sql(*a, **kw))
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        chunks = conn.execute("select count(*) from ragmart.fct_chunk_embeddings_v1"
+                              ).fetchone()[0]
+        rare, few = conn.execute(
+            "select document_type, count(*) from ragmart.fct_chunk_embeddings_v1 "
+            "group by 1 order by 2, 1 limit 1").fetchone()
+        assert few * 8 < chunks
+        monkeypatch.setattr(postgres_sql, "EXACT_MAX_ELIGIBLE", few * 2)  # few <= max / 2
+        with conn.transaction():
+            access.install_access(conn, "v1")  # the function's plan at this threshold
+        for question in QUESTIONS:
+            query = HashingProvider().embed([question])[0]
+            for doc_types, strategy in ((None, "hnsw"), ([rare], "exact")):
+                got = postgres_retrieval.search_contract(
+                    conn, query, k=5, doc_types=doc_types, groups=ALL_GROUPS)
+                exact = postgres_retrieval.search_contract(
+                    conn, query, k=5, doc_types=doc_types, groups=ALL_GROUPS, exact=True)
+                assert got.strategy == strategy
+                assert [c.chunk_id for c in got] == [c.chunk_id for c in exact]
+                through = conn.execute(
+                    "select chunk_id from ragmart.retrieve(%s::vector, 5, all_groups => true, "
+                    "document_types => %s::text[])", (_vector(question), doc_types)).fetchall()
+                assert [r[0] for r in through] == [c.chunk_id for c in exact]
+        assert counted == []
+        # an estimate between the margins: the eligible rows are counted
+        monkeypatch.setattr(postgres_sql, "EXACT_MAX_ELIGIBLE", few)
+        got = postgres_retrieval.search_contract(conn, HashingProvider().embed(["x"])[0], k=5,
+                                                 doc_types=[rare], groups=ALL_GROUPS)
+        assert counted == [1] and got.strategy == "exact"

@@ -34,6 +34,7 @@ from ragmart.retrieval.postgres_sql import (
     PostgresTables,
     candidates_sql,
     eligible_count_sql,
+    eligible_estimate_sql,
     function_param,
     postgres_type,
     search_sql,
@@ -92,8 +93,8 @@ def _dimensions(conn, tables: PostgresTables) -> int | None:
 
 def _version_branch(tables: PostgresTables, dims: int) -> str:
     """The search of one version: its size checked, then HNSW candidates re-ranked exactly when
-    more than EXACT_MAX_ELIGIBLE rows are eligible (the Python path's plan), else the exact
-    scan."""
+    more than EXACT_MAX_ELIGIBLE rows are eligible, else the exact scan: the Python path's plan
+    (a page sample's estimate, the capped count only when the estimate is unclear)."""
     p = function_param
     exact_live = with_source_sql(search_sql(p, "live", tables, limit=p("k")), tables, p,
                                  as_of=False)
@@ -103,6 +104,9 @@ def _version_branch(tables: PostgresTables, dims: int) -> str:
                              tables, p, as_of=False)
     candidates = candidates_sql(p, tables, limit="pool_size")
     count = eligible_count_sql(p, tables)
+    estimate = eligible_estimate_sql(p, tables)
+    many, few = (postgres_sql.EXACT_MAX_ELIGIBLE * postgres_sql.PLAN_MARGIN,
+                 postgres_sql.EXACT_MAX_ELIGIBLE / postgres_sql.PLAN_MARGIN)
     return f"""
         if vector_dims(retrieve.query_vector) <> {dims} then
             raise exception '{FUNCTION}: query_vector has % dimensions, {tables.version} (which '
@@ -113,7 +117,10 @@ def _version_branch(tables: PostgresTables, dims: int) -> str:
             return query {exact_as_of};
             return;
         end if;
-        if ({count}) > {postgres_sql.EXACT_MAX_ELIGIBLE} then
+        -- the plan of postgres_sql.plan_by_estimate, then the count when it is unclear
+        estimated := ({estimate});
+        if estimated >= {many} or (estimated > {few}
+                and ({count}) > {postgres_sql.EXACT_MAX_ELIGIBLE}) then
             pool_size := retrieve.k + 8;
             loop
                 select coalesce(array_agg(pool.chunk_id order by pool.distance), '{{}}'),
@@ -166,6 +173,7 @@ declare
     {function_param(PUBLICATION)} bigint;
     serving_version text;
     pool_size bigint;
+    estimated double precision;
     pool_ids text[];
     pool_distances double precision[];
 begin
