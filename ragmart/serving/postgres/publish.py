@@ -134,6 +134,8 @@ def publish_version(source: Path | duckdb.DuckDBPyConnection, version: str, url:
                                                          full=full)
                         if created:
                             create_indexes(conn, table, pg_columns)
+                        if full:  # the planner's statistics now, not at autovacuum's turn
+                            conn.execute(f'analyze {SCHEMA}."{table}"')
                         if table == serving_table:
                             result.incremental = not full
                         result.tables[table] = {"written": written, "removed": removed}
