@@ -32,6 +32,7 @@ import duckdb
 from ragmart.relations import Relations, check_version
 from ragmart.serving.postgres.access import install_access
 from ragmart.serving.postgres.schema import (
+    LIVE_FINGERPRINTS,
     PUBLICATIONS,
     REMOVALS,
     SCHEMA,
@@ -195,7 +196,8 @@ def prune(url: str, *, keep: int = KEEP_PUBLICATIONS) -> list[int]:
             version = table_version(table)
             if version is not None and version not in versions:
                 conn.execute(f'drop table {SCHEMA}."{table}"')
-                conn.execute(f"delete from {REMOVALS} where table_name = %s", (table,))
+                for log in (REMOVALS, LIVE_FINGERPRINTS):
+                    conn.execute(f"delete from {log} where table_name = %s", (table,))
                 continue
             conn.execute(f'delete from {SCHEMA}."{table}" as t using {REMOVALS} as r '
                          "where r.publication_id <= %s and r.table_name = %s "
