@@ -74,7 +74,7 @@ from retrieval import (  # noqa: E402
     sample_queries,
 )
 from serving_data import VERSION, build_database, compact_vector_index, edit  # noqa: E402
-from serving_postgres import PostgresServing, Server, count_plan, table_bytes  # noqa: E402
+from serving_postgres import PostgresServing, Server, both_plans, table_bytes  # noqa: E402
 
 from ragmart.duck import connect  # noqa: E402
 
@@ -157,18 +157,9 @@ def measure_search(snapshot: Path, postgres, queries: np.ndarray, k: int) -> lis
                                    groups=["all-staff"], tables=tables, vectors=vectors)
                 runs["duckdb_retriever"].append((ms, [c.chunk_id for c in result.chunks],
                                                  truth))
-                # the plan, and the plan before the page-sample estimate (counting first), in
-                # turns first: neither always finds the pages the other read in the cache
-                for counting in (False, True) if len(runs["postgres"]) % 2 else (True, False):
-                    if counting:
-                        planned, reader.strategies = reader.strategies, counted
-                        with count_plan():
-                            ms, ids = timed(reader.search, q, types, k)
-                        counted, reader.strategies = reader.strategies, planned
-                    else:
-                        ms, ids = timed(reader.search, q, types, k)
-                    runs["postgres_count_plan" if counting else "postgres"].append(
-                        (ms, ids, truth))
+                for name, (ms, ids) in both_plans(reader, counted, q, types, k,
+                                                  len(runs["postgres"]) % 2 == 0).items():
+                    runs[name].append((ms, ids, truth))
             figures = {"selectivity": selectivity,
                        **{name: search_figures(r, k) for name, r in runs.items()}}
             figures["postgres"]["strategies"], reader.strategies = reader.strategies, {}

@@ -135,6 +135,26 @@ class count_plan:  # noqa: N801 - a context manager, named for what it switches 
         postgres._few_eligible = self.saved
 
 
+def both_plans(reader: Searcher, counted: dict[str, int], query: np.ndarray,
+               types: list[str] | None, k: int, counting_first: bool) -> dict[str, tuple]:
+    """One search with the plan ("postgres") and one counting first ("postgres_count_plan",
+    its strategies into `counted`), in the order given (alternate it: neither then always
+    finds the pages the other read in the cache): name -> (ms, chunk ids)."""
+    out = {}
+    for counting in (True, False) if counting_first else (False, True):
+        started = time.perf_counter()
+        if counting:
+            planned, reader.strategies = reader.strategies, counted
+            with count_plan():
+                ids = reader.search(query, types, k)
+            reader.strategies = planned
+        else:
+            ids = reader.search(query, types, k)
+        out["postgres_count_plan" if counting else "postgres"] = (
+            (time.perf_counter() - started) * 1000, ids)
+    return out
+
+
 class Searcher:
     """One PostgresReader (one per thread), searching under a document-type contract as the
     DuckDB side does; counts the strategies it used."""
