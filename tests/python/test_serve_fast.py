@@ -9,6 +9,10 @@ tests/python/test_http.py's; these cases cover many callers and contracts in-pro
 from __future__ import annotations
 
 import datetime as dt
+import threading
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import duckdb
 import numpy as np
@@ -19,7 +23,7 @@ from test_retrieval_contracts import NOW, TABLES, build_tiny_database, queries
 from ragmart.duck import connect
 from ragmart.retrieval.contracts import Contract
 from ragmart.retrieval.execution import search_contract
-from ragmart.retrieval.memory import ServingVectors, duckdb_cosine_distances
+from ragmart.retrieval.memory import ServingVectors, SharedProducts, duckdb_cosine_distances
 from ragmart.retrieval.request import ALL_GROUPS
 
 
@@ -127,3 +131,49 @@ def test_a_clock_bound_contract_still_answers_exactly(conn) -> None:
             exact = search_contract(conn, q, k=5, contract=aged, groups=["all-staff"],
                                     now=now, exact=True)
             assert fast.chunks == exact.chunks
+
+
+def test_queries_arriving_together_share_one_product() -> None:
+    """SharedProducts: threads asking at once each get their own column (matrix @ q up to
+    float rounding), computed in batches; an error reaches every query of its batch."""
+    rng = np.random.default_rng(9)
+    matrix = rng.normal(size=(20_000, 64)).astype(np.float32)
+    products = SharedProducts(matrix)
+    asked = [rng.normal(size=64).astype(np.float32) for _ in range(96)]
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(products.product, asked))
+    for q, answer in zip(asked, answers, strict=True):
+        np.testing.assert_allclose(answer, matrix @ q, rtol=0, atol=1e-4)
+    with pytest.raises(ValueError):
+        products.product(np.zeros(3, dtype=np.float32))  # the wrong size: numpy's error
+    np.testing.assert_allclose(products.product(asked[0]), matrix @ asked[0], atol=1e-4)
+
+
+def test_worker_threads_sharing_the_vectors_answer_exactly(tiny) -> None:
+    """What `ragmart serve` does: one matrix, one reader (connection, eligibility cache) per
+    worker thread, searches side by side; every answer is the exact search's."""
+    connections = [connect(tiny[0], read_only=True) for _ in range(4)]
+    try:
+        first = ServingVectors.load(connections[0], TABLES.serving, TABLES.documents)
+        copies = [first] + [replace(first, _eligible=OrderedDict(), _chunk_index=None)
+                            for _ in connections[1:]]
+        assert all(c.products is first.products for c in copies)
+        work = [(q, groups) for q in queries(12, seed=4)
+                for groups in (ALL_GROUPS, ["all-staff"])]
+
+        def answer(i: int):
+            q, groups = work[i]
+            conn, vectors = connections[i % 4], copies[i % 4]
+            with locks[i % 4]:
+                return search_contract(conn, q, k=7, groups=groups, now=NOW, vectors=vectors)
+
+        locks = [threading.Lock() for _ in connections]
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(answer, range(len(work))))
+        for (q, groups), got in zip(work, answers, strict=True):
+            exact = search_contract(connections[0], q, k=7, groups=groups, now=NOW,
+                                    exact=True)
+            assert got.chunks == exact.chunks and got.chunks
+    finally:
+        for conn in connections:
+            conn.close()
