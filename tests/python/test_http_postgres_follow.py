@@ -4,12 +4,17 @@ restart, as the answers already do."""
 
 from __future__ import annotations
 
-import shutil
 import time
 
-from dbt_harness import ROOT, Project
 from fastapi.testclient import TestClient
-from test_http import QUESTION, bearer, cli, deployment, metric_samples  # noqa: F401
+from test_http import (  # noqa: F401
+    QUESTION,
+    bearer,
+    cli,
+    deployment,
+    metric_samples,
+    published_to_postgres,
+)
 
 from ragmart.exit_codes import Exit
 from ragmart.http.app import create_app
@@ -23,19 +28,7 @@ def serving_versions(client: TestClient) -> list[str]:
 
 def test_the_serving_version_follows_a_publish_to_postgresql(
         deployment, tmp_path, postgres_url, monkeypatch, capsys) -> None:  # noqa: F811
-    project = Project(tmp_path / "copy")
-    shutil.copytree(deployment.workdir, project.workdir, ignore=shutil.ignore_patterns("logs"))
-    for name, value in project.env().items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("RAGMART_SERVING_URL", postgres_url)
-    monkeypatch.chdir(ROOT)
-    code, _out, err = cli(capsys, "publish", "v1")
-    assert code == Exit.OK, err
-    path = tmp_path / "keys.json"
-    code, out, err = cli(capsys, "keys", "add", "staff", "--groups", "all-staff", "--keys",
-                         str(path))
-    assert code == Exit.OK, err
-    key = out.strip()
+    path, key = published_to_postgres(deployment, tmp_path, postgres_url, monkeypatch, capsys)
     body = {"question": QUESTION, "k": 3, "mode": "vector"}
     with TestClient(create_app(keys_file=str(path), recheck_seconds=0.05)) as client:
         assert serving_versions(client) == ["v1"]

@@ -18,7 +18,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pytest
-from test_retrieval_contracts import NOW, TABLES, build_tiny_database, queries
+from test_retrieval_contracts import NOW, TABLES, conn, queries, tiny  # noqa: F401
 
 from ragmart.duck import connect
 from ragmart.retrieval.contracts import Contract
@@ -27,24 +27,11 @@ from ragmart.retrieval.memory import ServingVectors, SharedProducts, duckdb_cosi
 from ragmart.retrieval.request import ALL_GROUPS
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny-fast") / "ragmart.duckdb"
-    return path, build_tiny_database(path)
-
-
-@pytest.fixture
-def conn(tiny):
-    connection = connect(tiny[0], read_only=True)
-    yield connection
-    connection.close()
-
-
 class CountingConnection:
     """A DuckDB connection that counts the statements run through it."""
 
-    def __init__(self, conn) -> None:
-        self.conn, self.statements = conn, 0
+    def __init__(self, connection) -> None:
+        self.conn, self.statements = connection, 0
 
     def execute(self, *args, **kwargs):
         self.statements += 1
@@ -54,7 +41,7 @@ class CountingConnection:
         return getattr(self.conn, name)
 
 
-def test_distances_are_duckdbs_bit_for_bit(conn) -> None:
+def test_distances_are_duckdbs_bit_for_bit(conn) -> None:  # noqa: F811
     """duckdb_cosine_distances is DuckDB's array_cosine_distance, to the last bit: over the
     stored vectors and over vectors of any scale, a zero vector included (NaN in both)."""
     rng = np.random.default_rng(5)
@@ -89,7 +76,7 @@ CALLERS = [["all-staff"], ["hr"], ["all-staff", "hr"], None, ALL_GROUPS]
 
 
 @pytest.mark.parametrize("contract", CONTRACTS, ids=lambda c: c.name if c else "none")
-def test_the_answer_without_sql_is_the_exact_searchs(conn, contract) -> None:
+def test_the_answer_without_sql_is_the_exact_searchs(conn, contract) -> None:  # noqa: F811
     """Every caller and contract, k from 1 to past the eligible count: the same chunks (ids,
     order, distances, every printed field and the source) or the same abstention as the exact
     search, and once a caller's eligible set is known, not one SQL statement per search."""
@@ -117,7 +104,7 @@ def test_the_answer_without_sql_is_the_exact_searchs(conn, contract) -> None:
         assert answered
 
 
-def test_a_clock_bound_contract_still_answers_exactly(conn) -> None:
+def test_a_clock_bound_contract_still_answers_exactly(conn) -> None:  # noqa: F811
     """max_document_age: an eligible set computed a little earlier is a superset, so the
     search re-applies every clause in SQL; the answer is still the exact one."""
     vectors = ServingVectors.load(conn, TABLES.serving, TABLES.documents)
@@ -149,7 +136,7 @@ def test_queries_arriving_together_share_one_product() -> None:
     np.testing.assert_allclose(products.product(asked[0]), matrix @ asked[0], atol=1e-4)
 
 
-def test_worker_threads_sharing_the_vectors_answer_exactly(tiny) -> None:
+def test_worker_threads_sharing_the_vectors_answer_exactly(tiny) -> None:  # noqa: F811
     """What `ragmart serve` does: one matrix, one reader (connection, eligibility cache) per
     worker thread, searches side by side; every answer is the exact search's."""
     connections = [connect(tiny[0], read_only=True) for _ in range(4)]
