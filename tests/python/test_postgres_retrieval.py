@@ -109,8 +109,9 @@ def test_postgres_answers_as_duckdb_on_the_sample(sample, monkeypatch, every) ->
     """Chunk ids, order, every column, abstention reasons and clause counts, in every mode
     (vector, lexical, hybrid): the same through a Retriever on the published PostgreSQL
     database and on the DuckDB database, for every contract of the project's file and an
-    ad-hoc type filter, groups, none and ALL_GROUPS, now and at moments across the sample's history (`every`: each group and each moment; the fast
-    variant takes one group, the most used, and the last moment)."""
+    ad-hoc type filter, groups, none and ALL_GROUPS, now and at moments across the sample's
+    history (`every`: each group and each moment; the fast variant takes one group, the most
+    used, and the last moment)."""
     project, url = sample
     groups, moments, types = _sample_facts(project)
     assert len(groups) >= 2 and len(types) >= 2
