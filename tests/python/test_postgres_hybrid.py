@@ -300,3 +300,67 @@ def test_a_publication_without_terms_searches_by_vector_and_refuses_lexical(
     with ragmart.Retriever() as reader, pytest.raises(RetrievalError,
                                                       match="needs the question"):
         reader.search(reader.provider.embed(["refunds"])[0], mode="lexical", groups=["staff"])
+
+
+@pytest.fixture(scope="module")
+def tiny_lexical(tmp_path_factory: pytest.TempPathFactory, postgres_server: str
+                 ) -> Iterator[tuple[Path, list[dict], str]]:
+    """The contract tests' tiny database with a full-text index of its serving set, and its
+    publication to PostgreSQL: (path, reference rows, URL)."""
+    from test_retrieval_contracts import TABLES, build_tiny_database
+
+    from ragmart.serving import lexical_index
+    from ragmart.serving.postgres.publish import publish_version
+
+    path = tmp_path_factory.mktemp("tiny-lexical") / "ragmart.duckdb"
+    rows = build_tiny_database(path)
+    conn = connect(path)
+    try:
+        lexical_index.rebuild(conn, TABLES.serving)
+        conn.execute("checkpoint")
+    finally:
+        conn.close()
+    url = _database(postgres_server)
+    publish_version(path, "v1", url)
+    try:
+        yield path, rows, url
+    finally:
+        _drop(postgres_server, url)
+
+
+@pytest.mark.parametrize("engine", ["duckdb", "postgres"])
+def test_every_clause_applies_to_lexical_and_hybrid_search_on_both_engines(
+        tiny_lexical, engine: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each contract clause, through ragmart.retrieve in modes lexical and hybrid: the chunks
+    returned are exactly those the plain-Python reference of the contract tests admits (every
+    tiny chunk's text holds the word "text", so BM25 ranks every eligible chunk)."""
+    import yaml
+    from test_retrieval_contracts import CALLER, CLAUSE_CASES, NOW, reference
+
+    from ragmart.embedding.providers import HashingProvider
+    from ragmart.retrieval.clauses import CLAUSES
+    from ragmart.retrieval.contracts import load_contracts
+
+    path, rows, url = tiny_lexical
+    where: dict = {"db_path": path}
+    if engine == "postgres":
+        monkeypatch.setenv("RAGMART_SERVING_URL", url)
+        where = {}
+    provider = HashingProvider()
+    question = "text of travel rules"
+    q = provider.embed([question])[0]
+    for clause in CLAUSES:
+        good_file = tmp_path / f"good_{clause.name}.yml"
+        good_file.write_text(yaml.safe_dump({"version": 1, "contracts": {
+            "case": {clause.name: CLAUSE_CASES[clause.name][0],
+                     "access": {"missing_allowed_groups": "allow"}}}}))
+        want = set(reference(rows, q, load_contracts(good_file).get("case"), groups=CALLER,
+                             k=10**6))
+        assert want, clause.name
+        for mode in ("lexical", "hybrid"):
+            got = ragmart.retrieve(question, k=1000, provider=provider, now=NOW, mode=mode,
+                                   contract="case", contracts_path=good_file, groups=CALLER,
+                                   **where)
+            assert {c.chunk_id for c in got} == want, (clause.name, mode)
+            assert got.strategy == "bm25" if mode == "lexical" else got.strategy.startswith(
+                "rrf("), (clause.name, mode)
