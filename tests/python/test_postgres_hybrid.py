@@ -15,15 +15,21 @@ from __future__ import annotations
 
 import json
 import shutil
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from cdc_files import dms_csv, ts
 from dbt_harness import Project
-from test_hybrid import LATE_WORD, SECRET_WORD, TWIN_WORD, VICTIM_WORD, _doc
+from test_hybrid import (
+    LATE_WORD,
+    SECRET_WORD,
+    TWIN_WORD,
+    VICTIM_WORD,
+    _doc,
+    build_hybrid_deployment,
+)
+from test_postgres_retrieval import _database, _drop
 
 import ragmart
 from ragmart.duck import connect
@@ -39,29 +45,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Project:
-    project = Project(tmp_path_factory.mktemp("pg-hybrid"))
-    project.land_sample()
-    twin = _doc("hyb-twin-a", 200, TWIN_WORD, ["staff"], title="Twin register")
-    project.land("dms/0200_hybrid.csv", dms_csv([
-        _doc("hyb-secret", 201, SECRET_WORD, ["legal"]),
-        _doc("hyb-victim", 202, VICTIM_WORD, ["staff"]),
-        twin,
-        {**twin, "document_id": "hyb-twin-b", "seq": 203},
-    ]))
-    project.build()
-    return project
-
-
-def _database(postgres_server: str) -> str:
-    name = f"ragmart_hybrid_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(postgres_server, autocommit=True) as admin:
-        admin.execute(f'create database "{name}"')
-    return urlunsplit(urlsplit(postgres_server)._replace(path="/" + name))
-
-
-def _drop(postgres_server: str, url: str) -> None:
-    with psycopg.connect(postgres_server, autocommit=True) as admin:
-        admin.execute(f'drop database if exists "{urlsplit(url).path[1:]}" with (force)')
+    return build_hybrid_deployment(tmp_path_factory.mktemp("pg-hybrid"))
 
 
 @pytest.fixture(scope="module")

@@ -197,18 +197,18 @@ def publish_terms(duck: duckdb.DuckDBPyConnection, conn, version: str,
                                      "as n on texts.chunk_id = n.fp)"),
             ["chunk_id", "document_id", "terms", "tfs", "len", "published_in",
              "row_fingerprint"], publication_id)
-        term_fp = "term || ' ' || df::varchar"
-        out[t.terms] = _sync(
-            duck, cur, t.terms, f"select {term_fp} as fp from {fts}.dict",
-            lambda new: (f"select term, df::varchar, $id::varchar, {term_fp} "
-                         f"from {fts}.dict semi join {new} as n on {term_fp} = n.fp"),
-            ["term", "df", "published_in", "row_fingerprint"], publication_id)
-        stats_fp = "num_docs::varchar || ' ' || coalesce(avgdl::varchar, '')"
-        out[t.stats] = _sync(
-            duck, cur, t.stats, f"select {stats_fp} as fp from {fts}.stats",
-            lambda new: (f"select num_docs::varchar, avgdl::varchar, $id::varchar, {stats_fp} "
-                         f"from {fts}.stats semi join {new} as n on {stats_fp} = n.fp"),
-            ["num_docs", "avgdl", "published_in", "row_fingerprint"], publication_id)
+        # the index's dict and stats, copied as they are (a row changes with a rebuild)
+        for table, relation, columns, fp in (
+                (t.terms, f"{fts}.dict", ("term", "df"), "term || ' ' || df::varchar"),
+                (t.stats, f"{fts}.stats", ("num_docs", "avgdl"),
+                 "num_docs::varchar || ' ' || coalesce(avgdl::varchar, '')")):
+            texts_of = ", ".join(f"{c}::varchar" for c in columns)
+            out[table] = _sync(
+                duck, cur, table, f"select {fp} as fp from {relation}",
+                lambda new, relation=relation, texts_of=texts_of, fp=fp: (
+                    f"select {texts_of}, $id::varchar, {fp} from {relation} "
+                    f"semi join {new} as n on {fp} = n.fp"),
+                [*columns, "published_in", "row_fingerprint"], publication_id)
         for table, (written, removed) in out.items():
             if written or removed:  # the planner's statistics (publish_version's VACUUM runs
                 cur.execute(f"analyze {t.qualified(table)}")  # only after pruning)
