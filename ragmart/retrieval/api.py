@@ -164,7 +164,7 @@ class Retriever:
             # size has another model), unless the caller gave a provider
             provider = _checked(self._given_provider or _question_provider(
                 version, models, Settings.from_env()), models)
-            vectors = (ServingVectors.load(conn, tables.serving)
+            vectors = (ServingVectors.load(conn, tables.serving, tables.documents)
                        if self._vectors_in_memory else None)
         except BaseException:
             conn.close()

@@ -417,11 +417,10 @@ def test_openapi_describes_the_request_without_any_access_field(client) -> None:
     assert "/v1/retrieve" in spec["paths"] and client.get("/docs").status_code == 200
 
 
-def test_with_a_serving_url_the_service_answers_from_postgresql(
-        deployment, tmp_path, postgres_url, monkeypatch, capsys) -> None:
-    """RAGMART_SERVING_URL set: the service answers what `ragmart retrieve` answers from
-    PostgreSQL, follows a publish there without a restart, and refuses lexical search (DuckDB
-    serving only) with ragmart's reason."""
+def published_to_postgres(deployment, tmp_path, postgres_url, monkeypatch, capsys
+                          ) -> tuple[Path, str]:
+    """A copy of `deployment` with RAGMART_SERVING_URL set and v1 published there; (a keys
+    file, its key for the group all-staff)."""
     project = Project(tmp_path / "copy")
     shutil.copytree(deployment.workdir, project.workdir, ignore=shutil.ignore_patterns("logs"))
     for name, value in project.env().items():
@@ -434,7 +433,15 @@ def test_with_a_serving_url_the_service_answers_from_postgresql(
     code, out, err = cli(capsys, "keys", "add", "staff", "--groups", "all-staff", "--keys",
                          str(path))
     assert code == Exit.OK, err
-    key = out.strip()
+    return path, out.strip()
+
+
+def test_with_a_serving_url_the_service_answers_from_postgresql(
+        deployment, tmp_path, postgres_url, monkeypatch, capsys) -> None:
+    """RAGMART_SERVING_URL set: the service answers what `ragmart retrieve` answers from
+    PostgreSQL, follows a publish there without a restart, and refuses lexical search (DuckDB
+    serving only) with ragmart's reason."""
+    path, key = published_to_postgres(deployment, tmp_path, postgres_url, monkeypatch, capsys)
     code, out, err = cli(capsys, "retrieve", QUESTION, "--groups", "all-staff", "-k", "3",
                          "--mode", "vector", "--json")
     assert code == Exit.OK, err
