@@ -29,7 +29,12 @@ import numpy as np
 from ragmart.retrieval import lexical
 from ragmart.retrieval.execution import _exact, search_contract
 from ragmart.retrieval.request import check_inputs, parameters
-from ragmart.retrieval.results import RetrievalError, RetrievalResult, RetrievedChunk
+from ragmart.retrieval.results import (
+    RetrievalError,
+    RetrievalResult,
+    RetrievedChunk,
+    with_scores,
+)
 from ragmart.retrieval.sql import Tables, python_param
 from ragmart.serving.lexical_index import has_index
 
@@ -183,7 +188,7 @@ def run_mode(engine: ModeEngine, question: str | None,
             return replace(result, chunks=(), k=k, strategy="none", abstained=True,
                            reason=lexical.LEXICAL_NO_MATCH.format(terms=terms), clauses=())
         ids = [chunk_id for chunk_id, _ in by_terms]
-        strategy = "bm25"
+        strategy, fused = "bm25", None
     else:
         fused = reciprocal_rank_fusion([c.chunk_id for c in result],
                                        [chunk_id for chunk_id, _ in by_terms], k=RRF_K)
@@ -192,4 +197,5 @@ def run_mode(engine: ModeEngine, question: str | None,
     rows = {c.chunk_id: c for c in engine.rows(source, params, ids)}
     chunks = tuple(replace(rows[chunk_id], rank=rank, index_version=index_version)
                    for rank, chunk_id in enumerate((i for i in ids if i in rows), start=1))
+    chunks = with_scores(chunks, lexical=by_terms, fused=fused)
     return replace(result, chunks=chunks, k=k, strategy=strategy)

@@ -34,7 +34,6 @@ import numpy as np
 
 from ragmart.retrieval import postgres_lexical, postgres_sql
 from ragmart.retrieval.abstention import abstention_reason, clause_counts
-from ragmart.retrieval.citations import with_sources
 from ragmart.retrieval.clauses import DISTANCE, POSTGRES, active_clauses
 from ragmart.retrieval.contracts import MISSING_GROUPS_POLICIES, Contract
 from ragmart.retrieval.fusion import default_mode, run_mode
@@ -42,8 +41,10 @@ from ragmart.retrieval.postgres_sql import (
     PostgresTables,
     candidates_sql,
     eligible_count_sql,
+    eligible_estimate_sql,
     python_param,
     search_sql,
+    sources_sql,
     visible_sql,
 )
 from ragmart.retrieval.request import MISSING_GROUPS_DEFAULT, Groups, check_inputs, parameters
@@ -149,7 +150,7 @@ def search_contract(
         common = {"k": k, "contract": contract.name if contract else None, "as_of": as_of}
         chunks = tuple(replace(chunk, index_version=at.version)
                        for chunk in rows_to_chunks(rows))
-        chunks = with_sources(conn, chunks, tables, as_of=source == "as_of")
+        chunks = _with_sources(conn, p, chunks, tables, params, as_of=source == "as_of")
         if chunks:
             return RetrievalResult(chunks=chunks, strategy=strategy, **common)
         requested = {"doc_types": list(doc_types) if doc_types else None}
@@ -164,6 +165,20 @@ def search_contract(
         reason=abstention_reason(contract, funnel, groups=groups, requested=requested),
         clauses=tuple(funnel.counts), **common,
     )
+
+
+def _with_sources(conn: Any, p: Any, chunks: tuple[RetrievedChunk, ...], tables: PostgresTables,
+                  params: dict[str, Any], *, as_of: bool) -> tuple[RetrievedChunk, ...]:
+    """`chunks` with `source` read from their document versions' published source column."""
+    if not chunks:
+        return chunks
+    keys = {"document_ids": [c.document_id for c in chunks],
+            "document_versions": [c.document_version for c in chunks],
+            "chunk_ids": [c.chunk_id for c in chunks]}
+    rows = conn.execute(sources_sql(tables, p, as_of=as_of), {**params, **keys}).fetchall()
+    sources = {(document_id, version): source for document_id, version, source in rows}
+    return tuple(replace(c, source=sources.get((c.document_id, c.document_version)))
+                 for c in chunks)
 
 
 def _check_dimensions(conn: Any, tables: PostgresTables, dims: int) -> None:
@@ -184,7 +199,13 @@ def _check_dimensions(conn: Any, tables: PostgresTables, dims: int) -> None:
 def _few_eligible(conn: Any, p: Any, params: dict[str, Any], tables: PostgresTables,
                   active: frozenset[str]) -> bool:
     """Whether at most EXACT_MAX_ELIGIBLE live rows pass every clause but the distance ones
-    (the exact scan's domain): the count stops one row past it."""
+    (the exact scan's domain): decided by a page sample's estimate when it is clear
+    (postgres_sql.plan_by_estimate), else counted (the count stops one row past it)."""
+    estimate = conn.execute(eligible_estimate_sql(p, tables, active=active), params
+                            ).fetchone()[0]
+    plan = postgres_sql.plan_by_estimate(float(estimate))
+    if plan is not None:
+        return plan == "exact"
     sql = eligible_count_sql(p, tables, active=active)
     return conn.execute(sql, params).fetchone()[0] <= postgres_sql.EXACT_MAX_ELIGIBLE
 
@@ -225,7 +246,7 @@ class _PostgresModes:
                  options: dict[str, Any]) -> None:
         self.conn, self.at, self.query_vector, self.options = conn, at, query_vector, options
         self.tables = PostgresTables.for_version(at.version)
-        self.p = python_param(np.asarray(query_vector).size, postgres_lexical.TERMS_PARAMETER)
+        self.p = python_param(np.asarray(query_vector).size)
 
     def vector(self, k: int) -> RetrievalResult:
         return search_contract(self.conn, self.query_vector, k=k, at=self.at, **self.options)
@@ -242,8 +263,8 @@ class _PostgresModes:
         params = {**params, "publication": self.at.publication, "k": len(ids)}
         rows = _exact(self.conn, self.p, source, params, self.tables, active_clauses(params),
                       ids)
-        return with_sources(self.conn, rows_to_chunks(rows), self.tables,
-                            as_of=source == "as_of")
+        return _with_sources(self.conn, self.p, rows_to_chunks(rows), self.tables, params,
+                             as_of=source == "as_of")
 
     def question_terms(self, question: str) -> list[str]:
         return postgres_lexical.question_terms(question)

@@ -18,8 +18,10 @@ of this process, then stopwords dropped and stemmed; no text leaves for the serv
 
 from __future__ import annotations
 
-import json
+import contextlib
+import re
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import duckdb
@@ -31,8 +33,13 @@ from ragmart.retrieval.results import RetrievalError
 from ragmart.serving import lexical_index
 from ragmart.serving.postgres.lexical import LexicalTables
 
-# the extra parameter a PostgreSQL lexical search binds: the question's terms
-TERMS_PARAMETER = {"terms": "varchar[]"}
+# DuckDB's round(score, 9): round(x * 10^9) / 10^9 in double precision (ragmart.retrieval.
+# lexical rounds so, ties then broken by chunk_id)
+SCORE_DECIMALS = 9
+# past this many chunks holding a question's terms, the ranking is planned with hash joins
+MANY_HOLDERS = 5_000
+MANY_HOLDERS_WORK_MEM = "64MB"
+TERM = re.compile(r"[a-z0-9]+")  # what the tokenizer leaves (lexical_index.IGNORE)
 _TOKENIZER_TABLE = "question"  # the in-memory table whose (empty) index lends its tokenizer
 _tokenizer: duckdb.DuckDBPyConnection | None = None
 _tokenizer_lock = threading.Lock()
@@ -92,20 +99,34 @@ def _float(value: float) -> str:
     return f"cast({value!r} as double precision)"
 
 
-def ranking_sql(p: Render, source: str, tables: PostgresTables, params: dict[str, Any]) -> str:
-    """(chunk_id, score) of the eligible chunks holding a term of $terms, best first (score,
-    then chunk_id in byte order), at most $k."""
+def terms_literal(terms: list[str]) -> str:
+    """The question's terms as an SQL array literal. In the statement's text, not a parameter:
+    the planner then estimates from the GIN statistics how many chunks hold them (a document
+    number: a few, a word of every chunk: all of them) and plans the eligibility join by it (a
+    parameter's unknown value made it probe the chunks' index once per candidate: 3.5 s for a
+    word of every chunk at 100,000 chunks, against a hash join)."""
+    for term in terms:
+        if not TERM.fullmatch(term):  # the tokenizer keeps [a-z0-9] only; never a quote
+            raise RetrievalError(f"unexpected term {term!r} from the tokenizer")
+    return "cast(array[" + ", ".join(f"'{term}'" for term in terms) + "] as text[])"
+
+
+def ranking_sql(p: Render, source: str, tables: PostgresTables, params: dict[str, Any],
+                terms: list[str]) -> str:
+    """(chunk_id, score) of the eligible chunks holding one of `terms` (the question's), best
+    first (score, then chunk_id in byte order), at most $k."""
     t = LexicalTables(tables.version)
     active = active_clauses(params)
     eligible = eligible_sql(p, source, tables, narrow=True, active=active,
                             similarity=bool(active & DISTANCE_CLAUSES))
     publication = p("publication")
+    wanted = terms_literal(terms)
     k1, b, one = _float(K1), _float(B), _float(1.0)
-    half = _float(0.5)
+    half, scale = _float(0.5), _float(10.0 ** SCORE_DECIMALS)
     return f"""
     with {eligible},
     query_terms as (
-        select distinct term from unnest({p('terms')}) as term
+        select distinct term from unnest({wanted}) as term
     ),
     kept_terms as materialized (
         select query_terms.term, cast(coalesce(dict.df, 0) as double precision) as df
@@ -121,28 +142,29 @@ def ranking_sql(p: Render, source: str, tables: PostgresTables, params: dict[str
     candidates as materialized (
         select bags.chunk_id, bags.terms, bags.tfs, bags.len
         from {t.qualified(t.chunks)} as bags
-        where bags.terms && {p('terms')} and {visible_sql('bags', publication)}
+        where bags.terms && {wanted} and {visible_sql('bags', publication)}
+            and bags.chunk_id in (select eligible.chunk_id from eligible)
     ),
     matches as (
         select candidates.chunk_id, cast(candidates.len as double precision) as len,
-            kept_terms.df, cast(bag.tf as double precision) as tf
+            kept_terms.df,
+            cast(candidates.tfs[array_position(candidates.terms, kept_terms.term)]
+                as double precision) as tf
         from candidates
-        cross join lateral unnest(candidates.terms, candidates.tfs) as bag (term, tf)
-        inner join kept_terms on kept_terms.term = bag.term
-        where candidates.chunk_id in (select eligible.chunk_id from eligible)
+        inner join kept_terms on candidates.terms @> array[kept_terms.term]
     ),
     scores as (
         select matches.chunk_id,
-            round(cast(sum(
+            round(sum(
                 ln(((stats.num_docs - matches.df) + {half}) / (matches.df + {half}) + {one})
                 * (matches.tf * ({k1} + {one}))
                 / (matches.tf + {k1} * ({one} - {b} + {b} * (matches.len / stats.avgdl)))
-            ) as numeric), 9) as score
+            ) * {scale}) / {scale} as score
         from matches
         cross join stats
         group by matches.chunk_id
     )
-    select scores.chunk_id, cast(scores.score as double precision) as score
+    select scores.chunk_id, scores.score
     from scores
     order by scores.score desc, scores.chunk_id collate "C" asc
     limit {p('k')}
@@ -153,10 +175,42 @@ def rank(conn: Any, p: Render, source: str, params: dict[str, Any],
          tables: PostgresTables) -> list[tuple[str, float]]:
     """The top params['k'] (chunk_id, BM25 score) of the eligible chunks for
     params['question'] in the publication params['publication']; [] when none holds a term of
-    it. `p` must render the `terms` parameter (TERMS_PARAMETER)."""
+    it."""
     terms = question_terms(params["question"])
     if not terms:
         return []
-    sql = ranking_sql(p, source, tables, params)
-    return [(chunk_id, float(score))
-            for chunk_id, score in conn.execute(sql, {**params, "terms": json.dumps(terms)})]
+    sql = ranking_sql(p, source, tables, params, terms)
+    with _plan_for(conn, _holders(conn, tables.version, params["publication"], terms)):
+        return [(chunk_id, float(score)) for chunk_id, score in conn.execute(sql, params)]
+
+
+def _holders(conn: Any, version: str, publication: int, terms: list[str]) -> int:
+    """At most how many chunks hold a term of `terms` (the sum of their document frequencies
+    in the publication's statistics): what the ranking will score."""
+    t = LexicalTables(version)
+    return conn.execute(
+        f"select coalesce(sum(dict.df), 0) from {t.qualified(t.terms)} as dict "
+        f"where dict.term = any(%(terms)s) and {visible_sql('dict', '%(p)s')}",
+        {"terms": terms, "p": publication}).fetchone()[0]
+
+
+@contextlib.contextmanager
+def _plan_for(conn: Any, holders: int) -> Iterator[None]:
+    """Plan the ranking by how many chunks it scores: up to MANY_HOLDERS, PostgreSQL's own
+    plan (it probes the eligible chunks by key: ~10 ms for a document number at 100,000
+    chunks); more, hash joins and the memory to sort them (its row estimates for the eligible
+    set are low, and probing each of 100,000 candidates took 2-3 s where hashing takes ~1 s).
+    The settings are the transaction's and restored after the statement (the vector search of
+    a hybrid search plans as ever)."""
+    if holders <= MANY_HOLDERS:
+        yield
+        return
+    saved = conn.execute("select current_setting('enable_nestloop'), "
+                         "current_setting('work_mem')").fetchone()
+    conn.execute(f"select set_config('enable_nestloop', 'off', true), "
+                 f"set_config('work_mem', '{MANY_HOLDERS_WORK_MEM}', true)")
+    try:
+        yield
+    finally:
+        conn.execute("select set_config('enable_nestloop', %s, true), "
+                     "set_config('work_mem', %s, true)", saved)

@@ -7,7 +7,8 @@ index, or for a chunk the index lacks, from its text tokenized by the index's ow
 macro, stopwords dropped, then stemmed), and the index's statistics (its document count and
 average length, each term's document frequency). A publish carries exactly those to three data
 tables per version, rows of publications like every other (``published_in``/``removed_in``,
-``row_fingerprint``, ragmart.serving.postgres.schema):
+``row_fingerprint``, the rows marked removed logged in ``ragmart.removals`` for pruning,
+ragmart.serving.postgres.schema):
 
 - ``lexical_chunks_vN``: one row per chunk_id of the serving set and the history (as-of
   searches rank old versions too): its ``terms`` (text[]), their counts ``tfs`` (int[], same
@@ -42,7 +43,7 @@ from ragmart.relations import (
     Relations,
 )
 from ragmart.serving.lexical_index import STEMMER, has_index, schema_of
-from ragmart.serving.postgres.schema import SCHEMA
+from ragmart.serving.postgres.schema import REMOVALS, SCHEMA
 from ragmart.serving.postgres.transfer import copy_rows, duckdb_columns
 
 _BOOKKEEPING = "published_in bigint not null, removed_in bigint, row_fingerprint text not null"
@@ -156,21 +157,28 @@ def _sync(duck: duckdb.DuckDBPyConnection, cur, table: str, keys_sql: str, rows_
     finally:
         duck.unregister(live)
         duck.unregister(source)
-    removed = 0
-    if gone:
-        cur.execute(f'update {SCHEMA}."{table}" set removed_in = %s where removed_in is null '
-                    "and row_fingerprint = any(%s)", (publication_id, gone))
-        removed = cur.rowcount
-    return written, removed
+    return written, _mark_removed(cur, table, publication_id, gone) if gone else 0
+
+
+def _mark_removed(cur, table: str, publication_id: int, fingerprints: list[str] | None) -> int:
+    """Set removed_in on the live rows of `fingerprints` (None: every live row) and log them
+    in ragmart.removals, which pruning deletes by. Returns how many."""
+    only = "" if fingerprints is None else "and row_fingerprint = any(%(fps)s)"
+    cur.execute(f"""
+        with marked as (
+            update {SCHEMA}."{table}" set removed_in = %(id)s
+            where removed_in is null {only}
+            returning row_fingerprint
+        )
+        insert into {REMOVALS} (publication_id, table_name, row_fingerprint)
+        select %(id)s, %(table)s, row_fingerprint from marked""",
+                {"id": publication_id, "table": table, "fps": fingerprints})
+    return cur.rowcount
 
 
 def _remove_all(cur, t: LexicalTables, publication_id: int) -> dict[str, dict[str, int]]:
-    out = {}
-    for table in (t.chunks, t.terms, t.stats):
-        cur.execute(f"update {t.qualified(table)} set removed_in = %s where removed_in is null",
-                    (publication_id,))
-        out[table] = {"written": 0, "removed": cur.rowcount}
-    return out
+    return {table: {"written": 0, "removed": _mark_removed(cur, table, publication_id, None)}
+            for table in (t.chunks, t.terms, t.stats)}
 
 
 def publish_terms(duck: duckdb.DuckDBPyConnection, conn, version: str,
