@@ -10,6 +10,7 @@ Scripts branch on them, so each outcome has its own code and a code never change
 | 3    | ABSTAINED      | retrieval abstained: nothing the caller may see satisfies the request |
 | 4    | GATE_REFUSED   | the quality gate refused a candidate: publish, eval --compare, build  |
 | 5    | CHECK_FAILED   | a check failed: freshness --check, any other failed node of build     |
+| 6    | DEGRADED       | answered in part: a server it reads is unreachable (versions: PG)     |
 """
 
 from __future__ import annotations
@@ -24,3 +25,4 @@ class Exit(IntEnum):
     ABSTAINED = 3
     GATE_REFUSED = 4
     CHECK_FAILED = 5
+    DEGRADED = 6

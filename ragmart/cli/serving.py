@@ -62,7 +62,7 @@ def run_versions(args: argparse.Namespace) -> int:
     postgres = _postgres_versions(rows)
     if args.json:
         print(json.dumps(rows, indent=2))
-        return Exit.OK
+        return Exit.DEGRADED if postgres and postgres.get("unreachable") else Exit.OK
     for r in rows:
         mark = "*" if r["serving"] else " "
         m = ", ".join(f"{k} {v:.3f}" for k, v in r["metrics"].items())
@@ -75,12 +75,15 @@ def run_versions(args: argparse.Namespace) -> int:
         from ragmart.serving.postgres.versions import describe
 
         print("\n".join(describe(postgres)))
-    return Exit.OK
+    return Exit.DEGRADED if postgres and postgres.get("unreachable") else Exit.OK
 
 
 def _postgres_versions(rows: list[dict]) -> dict | None:
     """With RAGMART_SERVING_URL set: PostgreSQL's state, and in each version's row a "postgres"
-    entry (whether PostgreSQL serves it, its publications there); None otherwise."""
+    entry (whether PostgreSQL serves it, its publications there); None otherwise. When the
+    server cannot be reached, the state says so ("unreachable": the reason, URL masked) and
+    each row's entry is {"unreachable": the reason}: the DuckDB side is still shown, and the
+    command exits DEGRADED."""
     from ragmart.serving.postgres.settings import serving_url
 
     url = serving_url()
@@ -89,6 +92,10 @@ def _postgres_versions(rows: list[dict]) -> dict | None:
     from ragmart.serving.postgres.versions import postgres_state
 
     state = postgres_state(url)
+    if state.get("unreachable"):
+        for row in rows:
+            row["postgres"] = {"unreachable": state["unreachable"]}
+        return state
     serving = state["serving"] or {}
     for row in rows:
         row["postgres"] = {

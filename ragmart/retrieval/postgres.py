@@ -32,21 +32,28 @@ from typing import Any
 
 import numpy as np
 
-from ragmart.retrieval import postgres_sql
+from ragmart.retrieval import postgres_lexical, postgres_sql
 from ragmart.retrieval.abstention import abstention_reason, clause_counts
-from ragmart.retrieval.citations import with_sources
 from ragmart.retrieval.clauses import DISTANCE, POSTGRES, active_clauses
 from ragmart.retrieval.contracts import MISSING_GROUPS_POLICIES, Contract
+from ragmart.retrieval.fusion import default_mode, run_mode
 from ragmart.retrieval.postgres_sql import (
     PostgresTables,
     candidates_sql,
     eligible_count_sql,
+    eligible_estimate_sql,
     python_param,
     search_sql,
+    sources_sql,
     visible_sql,
 )
 from ragmart.retrieval.request import MISSING_GROUPS_DEFAULT, Groups, check_inputs, parameters
-from ragmart.retrieval.results import RetrievalError, RetrievalResult, rows_to_chunks
+from ragmart.retrieval.results import (
+    RetrievalError,
+    RetrievalResult,
+    RetrievedChunk,
+    rows_to_chunks,
+)
 from ragmart.serving.postgres.schema import PUBLICATIONS, SERVING
 
 TIE_MARGIN = 8  # candidates beyond k, so that a tie at the k-th distance is seen whole
@@ -143,7 +150,7 @@ def search_contract(
         common = {"k": k, "contract": contract.name if contract else None, "as_of": as_of}
         chunks = tuple(replace(chunk, index_version=at.version)
                        for chunk in rows_to_chunks(rows))
-        chunks = with_sources(conn, chunks, tables, as_of=source == "as_of")
+        chunks = _with_sources(conn, p, chunks, tables, params, as_of=source == "as_of")
         if chunks:
             return RetrievalResult(chunks=chunks, strategy=strategy, **common)
         requested = {"doc_types": list(doc_types) if doc_types else None}
@@ -158,6 +165,20 @@ def search_contract(
         reason=abstention_reason(contract, funnel, groups=groups, requested=requested),
         clauses=tuple(funnel.counts), **common,
     )
+
+
+def _with_sources(conn: Any, p: Any, chunks: tuple[RetrievedChunk, ...], tables: PostgresTables,
+                  params: dict[str, Any], *, as_of: bool) -> tuple[RetrievedChunk, ...]:
+    """`chunks` with `source` read from their document versions' published source column."""
+    if not chunks:
+        return chunks
+    keys = {"document_ids": [c.document_id for c in chunks],
+            "document_versions": [c.document_version for c in chunks],
+            "chunk_ids": [c.chunk_id for c in chunks]}
+    rows = conn.execute(sources_sql(tables, p, as_of=as_of), {**params, **keys}).fetchall()
+    sources = {(document_id, version): source for document_id, version, source in rows}
+    return tuple(replace(c, source=sources.get((c.document_id, c.document_version)))
+                 for c in chunks)
 
 
 def _check_dimensions(conn: Any, tables: PostgresTables, dims: int) -> None:
@@ -178,7 +199,13 @@ def _check_dimensions(conn: Any, tables: PostgresTables, dims: int) -> None:
 def _few_eligible(conn: Any, p: Any, params: dict[str, Any], tables: PostgresTables,
                   active: frozenset[str]) -> bool:
     """Whether at most EXACT_MAX_ELIGIBLE live rows pass every clause but the distance ones
-    (the exact scan's domain): the count stops one row past it."""
+    (the exact scan's domain): decided by a page sample's estimate when it is clear
+    (postgres_sql.plan_by_estimate), else counted (the count stops one row past it)."""
+    estimate = conn.execute(eligible_estimate_sql(p, tables, active=active), params
+                            ).fetchone()[0]
+    plan = postgres_sql.plan_by_estimate(float(estimate))
+    if plan is not None:
+        return plan == "exact"
     sql = eligible_count_sql(p, tables, active=active)
     return conn.execute(sql, params).fetchone()[0] <= postgres_sql.EXACT_MAX_ELIGIBLE
 
@@ -212,6 +239,54 @@ def _via_index(conn: Any, p: Any, params: dict[str, Any], tables: PostgresTables
     return "hnsw", _exact(conn, p, "live", params, tables, active, ids)
 
 
+class _PostgresModes:
+    """ragmart.retrieval.fusion.ModeEngine on publication `at` of the serving database."""
+
+    def __init__(self, conn: Any, at: Serving, query_vector: np.ndarray | Sequence[float],
+                 options: dict[str, Any]) -> None:
+        self.conn, self.at, self.query_vector, self.options = conn, at, query_vector, options
+        self.tables = PostgresTables.for_version(at.version)
+        self.p = python_param(np.asarray(query_vector).size)
+
+    def vector(self, k: int) -> RetrievalResult:
+        return search_contract(self.conn, self.query_vector, k=k, at=self.at, **self.options)
+
+    def check_index(self) -> None:
+        postgres_lexical.check_terms(self.conn, self.at.version, self.at.publication)
+
+    def rank(self, source: str, params: dict[str, Any]) -> list[tuple[str, float]]:
+        params = {**params, "publication": self.at.publication}
+        return postgres_lexical.rank(self.conn, self.p, source, params, self.tables)
+
+    def rows(self, source: str, params: dict[str, Any], ids: list[str]
+             ) -> tuple[RetrievedChunk, ...]:
+        params = {**params, "publication": self.at.publication, "k": len(ids)}
+        rows = _exact(self.conn, self.p, source, params, self.tables, active_clauses(params),
+                      ids)
+        return _with_sources(self.conn, self.p, rows_to_chunks(rows), self.tables, params,
+                             as_of=source == "as_of")
+
+    def question_terms(self, question: str) -> list[str]:
+        return postgres_lexical.question_terms(question)
+
+
+def search_mode(conn: Any, question: str | None, query_vector: np.ndarray | Sequence[float],
+                *, mode: str | None = None, k: int = 5, version: str | None = None,
+                at: Serving | None = None, **options: Any) -> RetrievalResult:
+    """ragmart.retrieval.fusion.search_mode on the serving database: vector search
+    (`search_contract`), BM25 over the publication's statistics (lexical) or their fusion
+    (hybrid), under the same options; all of it reads one publication (`at`, default: what
+    serves when it starts) in one transaction. `mode` None: hybrid when there is a question and
+    the publication carries BM25 statistics, else vector (fusion.default_mode)."""
+    with conn.transaction():
+        at = at or serving(conn, version)
+        mode = default_mode(mode, question, lambda: postgres_lexical.has_terms(
+            conn, at.version, at.publication))
+        engine = _PostgresModes(conn, at, query_vector, options)
+        return run_mode(engine, question, query_vector, mode=mode, k=k,
+                        index_version=at.version, **options)
+
+
 class PostgresReader:
     """A reader of the serving database for many queries: one connection (autocommit: each
     search is a transaction of its own, on the publication serving when it starts). What
@@ -232,9 +307,11 @@ class PostgresReader:
     def serving(self) -> Serving:
         return serving(self.conn, self.version)
 
-    def search(self, query_vector: np.ndarray | Sequence[float], **options: Any
-               ) -> RetrievalResult:
-        return search_contract(self.conn, query_vector, version=self.version, **options)
+    def search(self, query_vector: np.ndarray | Sequence[float], *, mode: str | None = None,
+               question: str | None = None, **options: Any) -> RetrievalResult:
+        """A search in `mode` (vector, lexical or hybrid; None: see `search_mode`)."""
+        return search_mode(self.conn, question, query_vector, mode=mode, version=self.version,
+                           **options)
 
     def close(self) -> None:
         self.conn.close()

@@ -17,9 +17,10 @@ access groups (``ragmart.role_groups``) and row-level security on every data tab
   role_groups only, and may not change it. The publishing role owns the tables and is not
   subject to the policies (nor is a superuser).
 
-`install_access(conn, version)` (re)creates all of it in the publishing transaction
-(ragmart.serving.postgres.publish), so a reader sees the new function and policies with the
-new publication, and grants the tables of a new version to the roles already mapped.
+`install_access(conn, version)` creates what is missing or changed of it in the publishing
+transaction (ragmart.serving.postgres.publish), so a reader sees a new function or policy with
+the new publication, and grants the tables of a new version to the roles already mapped; what
+is already in place it leaves alone (no lock on a reader's table).
 """
 
 from __future__ import annotations
@@ -33,10 +34,12 @@ from ragmart.retrieval.postgres_sql import (
     PostgresTables,
     candidates_sql,
     eligible_count_sql,
+    eligible_estimate_sql,
     function_param,
     postgres_type,
     search_sql,
     visible_sql,
+    with_source_sql,
 )
 from ragmart.retrieval.results import COLUMNS
 from ragmart.retrieval.sql import MACRO_DEFAULTS, access_sql, parameter_types
@@ -77,7 +80,7 @@ def _result_columns(conn, tables: PostgresTables) -> str | None:
     if any(name not in types for name in COLUMNS):
         return None
     return ", ".join(["rank bigint", "distance double precision"]
-                     + [f"{name} {types[name]}" for name in COLUMNS])
+                     + [f"{name} {types[name]}" for name in COLUMNS] + ["source text"])
 
 
 def _dimensions(conn, tables: PostgresTables) -> int | None:
@@ -90,14 +93,20 @@ def _dimensions(conn, tables: PostgresTables) -> int | None:
 
 def _version_branch(tables: PostgresTables, dims: int) -> str:
     """The search of one version: its size checked, then HNSW candidates re-ranked exactly when
-    more than EXACT_MAX_ELIGIBLE rows are eligible (the Python path's plan), else the exact
-    scan."""
+    more than EXACT_MAX_ELIGIBLE rows are eligible, else the exact scan: the Python path's plan
+    (a page sample's estimate, the capped count only when the estimate is unclear)."""
     p = function_param
-    exact_live = search_sql(p, "live", tables, limit=p("k"))
-    exact_as_of = search_sql(p, "as_of", tables, limit=p("k"))
-    pooled = search_sql(p, "live", tables, limit=p("k"), only="pool_ids")
+    exact_live = with_source_sql(search_sql(p, "live", tables, limit=p("k")), tables, p,
+                                 as_of=False)
+    exact_as_of = with_source_sql(search_sql(p, "as_of", tables, limit=p("k")), tables, p,
+                                  as_of=True)
+    pooled = with_source_sql(search_sql(p, "live", tables, limit=p("k"), only="pool_ids"),
+                             tables, p, as_of=False)
     candidates = candidates_sql(p, tables, limit="pool_size")
     count = eligible_count_sql(p, tables)
+    estimate = eligible_estimate_sql(p, tables)
+    many, few = (postgres_sql.EXACT_MAX_ELIGIBLE * postgres_sql.PLAN_MARGIN,
+                 postgres_sql.EXACT_MAX_ELIGIBLE / postgres_sql.PLAN_MARGIN)
     return f"""
         if vector_dims(retrieve.query_vector) <> {dims} then
             raise exception '{FUNCTION}: query_vector has % dimensions, {tables.version} (which '
@@ -108,7 +117,10 @@ def _version_branch(tables: PostgresTables, dims: int) -> str:
             return query {exact_as_of};
             return;
         end if;
-        if ({count}) > {postgres_sql.EXACT_MAX_ELIGIBLE} then
+        -- the plan of postgres_sql.plan_by_estimate, then the count when it is unclear
+        estimated := ({estimate});
+        if estimated >= {many} or (estimated > {few}
+                and ({count}) > {postgres_sql.EXACT_MAX_ELIGIBLE}) then
             pool_size := retrieve.k + 8;
             loop
                 select coalesce(array_agg(pool.chunk_id order by pool.distance), '{{}}'),
@@ -161,6 +173,7 @@ declare
     {function_param(PUBLICATION)} bigint;
     serving_version text;
     pool_size bigint;
+    estimated double precision;
     pool_ids text[];
     pool_distances double precision[];
 begin
@@ -218,40 +231,88 @@ def policy_sql(table: str, latest_known: bool = True) -> str:
 
 def install_access(conn, version: str) -> None:
     """The SQL function, role_groups and the readers' policies on every data table, and SELECT
-    on the schema's tables for every mapped role (idempotent; in the caller's transaction)."""
-    conn.execute(f"""
+    on the schema's tables for every mapped role (idempotent; in the caller's transaction).
+
+    What is already in place is left alone: a policy (or the function) is created only when
+    it is missing or its SQL changed (`_ensure_policy`: the md5 of its SQL, kept in the policy's
+    comment and in the function's body), and row-level security is enabled only where it is
+    off. Creating a policy takes an ACCESS EXCLUSIVE lock on its table until the publish
+    commits, which would hold every reader of the table; a publish that changes no policy
+    takes none (tests/python/test_postgres_gaps.py)."""
+    _ensure_policy(conn, ROLE_GROUPS, "role_name = current_user", create_table=f"""
         create table if not exists {ROLE_GROUPS} (
             role_name text primary key,
             groups text[] not null,
             all_groups boolean not null default false
-        );
-        alter table {ROLE_GROUPS} enable row level security;
-        drop policy if exists {POLICY} on {ROLE_GROUPS};
-        create policy {POLICY} on {ROLE_GROUPS} for select using (role_name = current_user)""")
+        )""")
     tables = data_tables(conn)
     for table in tables:
         if table not in (DOCUMENTS_TABLE, ACCESS_TABLE) and table_version(table) is None:
             continue
-        conn.execute(f"""
-            alter table {SCHEMA}."{table}" enable row level security;
-            drop policy if exists {POLICY} on {SCHEMA}."{table}";
-            create policy {POLICY} on {SCHEMA}."{table}" for select using (
-                {policy_sql(table, latest_known=ACCESS_TABLE in tables)})""")
+        _ensure_policy(conn, f'{SCHEMA}."{table}"',
+                       policy_sql(table, latest_known=ACCESS_TABLE in tables))
     function = function_sql(conn, version)
     if function is not None:
-        conn.execute(function)
+        mark = f"-- ragmart:{_md5(function)}"
+        current = conn.execute(
+            "select p.prosrc from pg_proc as p join pg_namespace as n on n.oid = p.pronamespace"
+            " where n.nspname = %s and p.proname = %s", (SCHEMA, FUNCTION.split(".")[1])
+        ).fetchall()
+        if [row[0].strip().splitlines()[0] for row in current] != [mark]:
+            conn.execute(function.replace("$function$\n", f"$function$\n{mark}\n", 1))
     for (role,) in conn.execute(f"select role_name from {ROLE_GROUPS}").fetchall():
         _grant_tables(conn, role)
 
 
+def _md5(text: str) -> str:
+    import hashlib
+
+    return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
+
+
+def _ensure_policy(conn, relation: str, using: str, *, create_table: str = "") -> None:
+    """Row-level security on `relation` with the readers' policy USING `using`, unless it is
+    already so (the policy's comment holds the md5 of its expression)."""
+    mark = f"ragmart:{_md5(using)}"
+    if create_table and conn.execute("select to_regclass(%s) is null", (relation,)
+                                     ).fetchone()[0]:
+        conn.execute(create_table)
+    enabled, comment = conn.execute(
+        "select c.relrowsecurity, (select obj_description(p.oid, 'pg_policy') from pg_policy "
+        "as p where p.polrelid = c.oid and p.polname = %s) from pg_class as c "
+        "where c.oid = to_regclass(%s)", (POLICY, relation)).fetchone()
+    if not enabled:
+        conn.execute(f"alter table {relation} enable row level security")
+    if comment != mark:
+        conn.execute(f"drop policy if exists {POLICY} on {relation}")
+        conn.execute(f"create policy {POLICY} on {relation} for select using ({using})")
+        conn.execute(f"comment on policy {POLICY} on {relation} is '{mark}'")
+
+
 def _grant_tables(conn, role: str) -> None:
+    """USAGE on the schema, SELECT on its tables and EXECUTE on the function for `role`, where
+    it lacks them (a GRANT rewrites the object's catalog row even when nothing changes)."""
     from psycopg import sql
 
     name = sql.Identifier(role)
-    conn.execute(sql.SQL("grant usage on schema {} to {}").format(sql.Identifier(SCHEMA), name))
-    conn.execute(sql.SQL("grant select on all tables in schema {} to {}").format(
-        sql.Identifier(SCHEMA), name))
-    conn.execute(sql.SQL("grant execute on function {} to {}").format(sql.SQL(FUNCTION), name))
+    schema = sql.Identifier(SCHEMA)
+    if not conn.execute("select has_schema_privilege(%s, %s, 'usage')", (role, SCHEMA)
+                        ).fetchone()[0]:
+        conn.execute(sql.SQL("grant usage on schema {} to {}").format(schema, name))
+    lacking = conn.execute(
+        "select exists (select from pg_class as c join pg_namespace as n on n.oid = "
+        "c.relnamespace where n.nspname = %s and c.relkind in ('r', 'p', 'v') "
+        "and not has_table_privilege(%s, c.oid, 'select'))", (SCHEMA, role)).fetchone()[0]
+    if lacking:
+        conn.execute(sql.SQL("grant select on all tables in schema {} to {}").format(
+            schema, name))
+    function = conn.execute(
+        "select p.oid from pg_proc as p join pg_namespace as n on n.oid = p.pronamespace "
+        "where n.nspname = %s and p.proname = %s and not has_function_privilege(%s, p.oid, "
+        "'execute')", (SCHEMA, FUNCTION.split(".")[1], role)).fetchall()
+    if function:
+        conn.execute(sql.SQL("grant execute on function {} to {}").format(sql.SQL(FUNCTION),
+                                                                         name))
 
 
 def grant_groups(conn, role: str, groups: list[str], *, all_groups: bool = False) -> None:

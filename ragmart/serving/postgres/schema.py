@@ -8,10 +8,13 @@ Two bookkeeping tables and one data table per DuckDB relation served:
   no longer be rolled back to).
 - ``ragmart.serving``: exactly one row, the pointer: the content publication that serves and
   its version. Switching is one UPDATE of it in the transaction that wrote the rows.
+- ``ragmart.removals``: the fingerprints of the rows each publication marked removed, per
+  table: what pruning deletes by (through the fingerprint index), so that neither marking nor
+  pruning reads a whole table (``removed_in`` has no index: see `create_indexes`).
 - the data tables (``fct_chunk_embeddings_vN``, ``fct_chunk_history_vN``, ``dim_documents``,
   ``dim_document_access``) keep DuckDB's names and columns, plus ``published_in`` and
   ``removed_in`` (publication ids: a row belongs to publication P when ``published_in <= P and
-  (removed_in is null or removed_in > P)``, `visible_in`) and ``row_fingerprint`` (md5 of the
+  (removed_in is null or removed_in > P)``, `visible_in`) and ``row_fingerprint`` (a hash of the
   row's columns but the vector, computed by DuckDB at publish: what an incremental publish
   compares; a changed vector always comes with a changed chunk_hash or embedding_model).
 
@@ -34,10 +37,14 @@ from ragmart.serving.postgres.settings import SCHEMA, PostgresServingError
 
 PUBLICATIONS = f"{SCHEMA}.publications"
 SERVING = f"{SCHEMA}.serving"
+REMOVALS = f"{SCHEMA}.removals"
 SERVING_FILLFACTOR = 70  # a serving row is ~2 kB (its vector inline): room for its HOT update
 HNSW_BUILD_MEMORY = "512MB"  # maintenance_work_mem while a first publish builds the HNSW index
 # the columns every data table has beside DuckDB's
 BOOKKEEPING_COLUMNS = ("published_in", "removed_in", "row_fingerprint")
+# the column the publish adds to every table with a metadata column: the document version's
+# source location (ragmart.retrieval.citations' rule, applied by DuckDB at publish)
+SOURCE_COLUMN = "source"
 
 DDL = f"""
 create extension if not exists vector;
@@ -67,13 +74,26 @@ create table if not exists {SERVING} (
     version text not null,
     switched_at timestamptz not null default now()
 );
+create table if not exists {REMOVALS} (
+    publication_id bigint not null,
+    table_name text not null,
+    row_fingerprint text not null
+);
+create index if not exists removals_publication on {REMOVALS} (publication_id, table_name);
 """
 
 
 def ensure_schema(conn) -> None:
     """Create the extension, the schema and the bookkeeping tables when missing (idempotent).
-    Runs in the caller's transaction."""
+    Runs in the caller's transaction. A schema from before ``ragmart.removals`` gets it
+    filled from its removed rows (once: what pruning then deletes by fingerprint)."""
+    new_log = conn.execute("select to_regclass(%s) is null", (REMOVALS,)).fetchone()[0]
     conn.execute(DDL)
+    if new_log:
+        for table in data_tables(conn):
+            conn.execute(f"insert into {REMOVALS} (publication_id, table_name, row_fingerprint) "
+                         f'select removed_in, %s, row_fingerprint from {SCHEMA}."{table}" '
+                         "where removed_in is not null", (table,))
 
 
 def visible_in(publication: str) -> str:

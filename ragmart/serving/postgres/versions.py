@@ -5,7 +5,7 @@ serving report)."""
 from __future__ import annotations
 
 from ragmart.serving.postgres.schema import PUBLICATIONS, SCHEMA, SERVING, data_tables
-from ragmart.serving.postgres.settings import connect, masked
+from ragmart.serving.postgres.settings import PostgresServingError, connect, masked
 
 # the publications columns `ragmart versions` shows (the report is summarized by its metrics)
 _SHOWN = ("publication_id", "version", "action", "published_at", "incremental", "rows_written",
@@ -35,9 +35,13 @@ def serving_report(url: str) -> dict | None:
 def postgres_state(url: str) -> dict:
     """{"target": the masked URL, "serving": {publication_id, version, switched_at} or None,
     "publications": [every publication, newest first, with its metrics], "tables": {data table:
-    {rows, live_rows}}}."""
+    {rows, live_rows}}}; when the server cannot be reached, "unreachable": why (URL masked)."""
     state: dict = {"target": masked(url), "serving": None, "publications": [], "tables": {}}
-    with connect(url) as conn:
+    try:
+        conn = connect(url)
+    except PostgresServingError as exc:
+        return {**state, "unreachable": str(exc)}
+    with conn:
         if not _installed(conn):
             return state
         row = conn.execute(f"select publication_id, version, switched_at::text from {SERVING}"
@@ -61,6 +65,9 @@ def postgres_state(url: str) -> dict:
 
 def describe(state: dict) -> list[str]:
     """`postgres_state` as the lines `ragmart versions` prints."""
+    if state.get("unreachable"):
+        return [f"postgres {state['target']}: unreachable, its state is unknown "
+                f"({state['unreachable']})"]
     lines = [f"postgres {state['target']}:"]
     serving = state["serving"]
     if serving is None:

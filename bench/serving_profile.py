@@ -1,0 +1,165 @@
+"""Where an incremental publish to PostgreSQL spends its time, at one or more corpus sizes.
+
+On bench/serving.py's data (the retrieval bench's cached set plus the history and access
+tables a build writes, bench/serving_data.py), for each `--chunks` size: a full publish of v1
+(ragmart.serving.postgres.publish.publish_version, timed), then `--rounds` times: 1% of the
+documents edited as an incremental build writes them, and the incremental publish, with
+every SQL statement and COPY it runs timed (the slowest listed) and its phases summed:
+the DuckDB side, each statement kind, the prune and its VACUUM. Prints one summary line per
+publish: seconds, rows written, and the incremental/full ratio the issue's goal is stated in.
+
+    flock /tmp/ragmart-bench.lock .venv/bin/python bench/serving_profile.py --chunks 20000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from retrieval import cached_database  # noqa: E402
+from serving_data import VERSION, build_database, edit  # noqa: E402
+from serving_postgres import Server  # noqa: E402
+
+OUT = ROOT / "target" / "bench"
+
+
+class StatementTimer:
+    """Times every psycopg statement and COPY (patched on the Cursor class while active)."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[float, str]] = []
+
+    def __enter__(self) -> StatementTimer:
+        import psycopg
+
+        self._execute, self._copy = psycopg.Cursor.execute, psycopg.Cursor.copy
+        timer = self
+
+        def execute(cur, query, params=None, **kw):
+            started = time.perf_counter()
+            try:
+                return timer._execute(cur, query, params, **kw)
+            finally:
+                timer.rows.append((time.perf_counter() - started, str(query)))
+
+        class TimedCopy:
+            def __init__(self, cur, statement, *a, **kw):
+                self.inner = timer._copy(cur, statement, *a, **kw)
+                self.statement = str(statement)
+
+            def __enter__(self):
+                self.started = time.perf_counter()
+                return self.inner.__enter__()
+
+            def __exit__(self, *exc):
+                try:
+                    return self.inner.__exit__(*exc)
+                finally:
+                    timer.rows.append((time.perf_counter() - self.started, self.statement))
+
+        psycopg.Cursor.execute = execute
+        def copy(cur, statement, *a, **kw):
+            return TimedCopy(cur, statement, *a, **kw)
+
+        psycopg.Cursor.copy = copy
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import psycopg
+
+        psycopg.Cursor.execute, psycopg.Cursor.copy = self._execute, self._copy
+
+    def summary(self, top: int = 8) -> dict:
+        kinds: dict[str, float] = defaultdict(float)
+        for seconds, sql in self.rows:
+            words = re.sub(r"\s+", " ", sql).strip().split(" ")
+            kinds[" ".join(words[:2]).lower()] += seconds
+        slowest = sorted(self.rows, reverse=True)[:top]
+        return {"statements": len(self.rows),
+                "sql_seconds": round(sum(s for s, _ in self.rows), 3),
+                "by_kind": {k: round(v, 3) for k, v in sorted(kinds.items(),
+                                                              key=lambda kv: -kv[1])[:top]},
+                "slowest": [(round(s, 3), re.sub(r"\s+", " ", q)[:140]) for s, q in slowest]}
+
+
+def publish_once(build_db: Path, url: str, *, cprofile: bool = False) -> dict:
+    import cProfile
+    import pstats
+
+    from ragmart.serving.postgres.publish import publish_version
+
+    profiler = cProfile.Profile() if cprofile else None
+    with StatementTimer() as timer:
+        started = time.perf_counter()
+        if profiler:
+            profiler.enable()
+        pub = publish_version(build_db, VERSION, url)
+        if profiler:
+            profiler.disable()
+        seconds = time.perf_counter() - started
+    if profiler:
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(30)
+    return {"seconds": round(seconds, 3), "incremental": pub.incremental,
+            "rows_written": pub.rows_written, "rows_removed": pub.rows_removed,
+            "tables": pub.tables, **timer.summary()}
+
+
+def profile_size(n: int, server: Server, rounds: int, cprofile: bool = False) -> dict:
+    cached = cached_database(n)
+    work = Path(tempfile.mkdtemp(prefix=f"ragmart-bench-profile-{n}-"))
+    try:
+        build_db = build_database(cached, work / "build.duckdb")
+        url = server.database(f"profile_{n}")
+        figures = {"chunks": n, "full": publish_once(build_db, url), "incremental": []}
+        print(f"{n:,} full: {figures['full']['seconds']:.2f} s, "
+              f"{figures['full']['rows_written']:,} rows", flush=True)
+        for round_ in range(1, rounds + 1):
+            edit(build_db, 0.01, round_=round_)
+            inc = publish_once(build_db, url, cprofile=cprofile and round_ == rounds)
+            figures["incremental"].append(inc)
+            ratio = inc["seconds"] / figures["full"]["seconds"]
+            print(f"{n:,} incremental #{round_}: {inc['seconds']:.2f} s ({ratio:.1%} of full), "
+                  f"{inc['rows_written']:,} written + {inc['rows_removed']:,} removed; "
+                  f"SQL {inc['sql_seconds']:.2f} s: {json.dumps(inc['by_kind'])}", flush=True)
+            for seconds, sql in inc["slowest"][:5]:
+                print(f"    {seconds:7.3f} s  {sql}", flush=True)
+        return figures
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--chunks", type=int, action="append", default=[], metavar="N")
+    parser.add_argument("--rounds", type=int, default=4,
+                        help="edits and incremental publishes per size (pruning starts at 4)")
+    parser.add_argument("--cprofile", action="store_true",
+                        help="print the Python profile of the last incremental publish")
+    args = parser.parse_args(argv)
+    server = Server()
+    try:
+        results = [profile_size(n, server, args.rounds, args.cprofile)
+                   for n in args.chunks or [20_000]]
+    finally:
+        server.close()
+    OUT.mkdir(parents=True, exist_ok=True)
+    out = OUT / f"serving-profile-{'-'.join(str(r['chunks']) for r in results)}.json"
+    out.write_text(json.dumps(results, indent=2))
+    print(f"wrote {out.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
