@@ -112,6 +112,49 @@ class PostgresServing:
         return Searcher(self.url)
 
 
+class count_plan:  # noqa: N801 - a context manager, named for what it switches to
+    """Within it, PostgresReader plans as before the page-sample estimate: it always counts the
+    eligible rows (capped at EXACT_MAX_ELIGIBLE + 1) before choosing exact or the index, so
+    that bench/serving.py measures both plans in the same run."""
+
+    def __enter__(self) -> count_plan:
+        from ragmart.retrieval import postgres, postgres_sql
+
+        self.saved = postgres._few_eligible
+
+        def few_eligible(conn, p, params, tables, active):
+            sql = postgres_sql.eligible_count_sql(p, tables, active=active)
+            return conn.execute(sql, params).fetchone()[0] <= postgres_sql.EXACT_MAX_ELIGIBLE
+
+        postgres._few_eligible = few_eligible
+        return self
+
+    def __exit__(self, *exc) -> None:
+        from ragmart.retrieval import postgres
+
+        postgres._few_eligible = self.saved
+
+
+def both_plans(reader: Searcher, counted: dict[str, int], query: np.ndarray,
+               types: list[str] | None, k: int, counting_first: bool) -> dict[str, tuple]:
+    """One search with the plan ("postgres") and one counting first ("postgres_count_plan",
+    its strategies into `counted`), in the order given (alternate it: neither then always
+    finds the pages the other read in the cache): name -> (ms, chunk ids)."""
+    out = {}
+    for counting in (True, False) if counting_first else (False, True):
+        started = time.perf_counter()
+        if counting:
+            planned, reader.strategies = reader.strategies, counted
+            with count_plan():
+                ids = reader.search(query, types, k)
+            reader.strategies = planned
+        else:
+            ids = reader.search(query, types, k)
+        out["postgres_count_plan" if counting else "postgres"] = (
+            (time.perf_counter() - started) * 1000, ids)
+    return out
+
+
 class Searcher:
     """One PostgresReader (one per thread), searching under a document-type contract as the
     DuckDB side does; counts the strategies it used."""

@@ -234,8 +234,11 @@ def eligible_estimate_sql(p: Render, tables: Tables, *,
     """An estimate of the live rows every clause but the distance ones admits: those of a page
     sample (about SAMPLE_ROWS chunks), scaled to the publication's chunks (no vector read)."""
     percent = _sample_percent(p)
+    # index_order's form of the admission (a hashed subplan filtering the sample scan): without
+    # statistics (a table not yet analyzed) the planner chose a nested loop over the sample and
+    # the eligible documents, 40 ms instead of 3 at 20,000 chunks
     eligible = eligible_sql(p, "live", tables, similarity=False, narrow=True, active=active,
-                            sample=percent)
+                            sample=percent, index_order=True)
     return f"""
     with {eligible}
     select count(*) * 100.0 / {percent} from eligible"""

@@ -233,3 +233,49 @@ def test_the_plan_skips_the_count_when_the_sample_estimate_is_clear(
         got = postgres_retrieval.search_contract(conn, HashingProvider().embed(["x"])[0], k=5,
                                                  doc_types=[rare], groups=ALL_GROUPS)
         assert counted == [1] and got.strategy == "exact"
+
+
+def test_the_fingerprint_logs_follow_the_rows(built: Project, postgres_url: str,
+                                               tmp_path: Path) -> None:
+    """What an incremental publish compares with (ragmart.live_fingerprints) and what pruning
+    deletes by (ragmart.removals) stay exactly the rows' state through full and incremental
+    publishes, pruning and a purge: the live rows' fingerprints, and one logged removal per
+    row marked removed."""
+    from ragmart.serving.postgres.purge import purge_document_rows
+
+    edited = _edited(built, tmp_path)
+
+    def check() -> None:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            tables = [t for (t,) in conn.execute(
+                "select distinct table_name from ragmart.live_fingerprints order by 1")]
+            assert tables == sorted(["dim_document_access", "dim_documents",
+                                     "fct_chunk_embeddings_v1", "fct_chunk_history_v1"])
+            for table in tables:
+                live = conn.execute(
+                    f'select row_fingerprint from ragmart."{table}" where removed_in is null '
+                    "order by 1").fetchall()
+                kept = conn.execute(
+                    "select row_fingerprint from ragmart.live_fingerprints where table_name = %s"
+                    " order by 1", (table,)).fetchall()
+                assert live == kept, table
+                removed = conn.execute(
+                    f'select removed_in, row_fingerprint from ragmart."{table}" '
+                    "where removed_in is not null order by 1, 2").fetchall()
+                logged = conn.execute(
+                    "select r.publication_id, r.row_fingerprint from ragmart.removals as r "
+                    f'where r.table_name = %s and exists (select from ragmart."{table}" as t '
+                    "where t.row_fingerprint = r.row_fingerprint) order by 1, 2",
+                    (table,)).fetchall()
+                assert removed == logged, table
+
+    for source in (built.db_path, edited, built.db_path, edited, built.db_path):
+        publication = publish_version(source, "v1", postgres_url)
+        check()
+    assert publication.pruned_publications  # pruning ran
+    [(document,)] = built.query("select document_id from dim_documents order by 1 limit 1")
+    assert purge_document_rows(postgres_url, document)
+    check()
+    again = publish_version(built.db_path, "v1", postgres_url)
+    assert again.incremental
+    check()

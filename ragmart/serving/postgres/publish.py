@@ -33,6 +33,7 @@ from ragmart.relations import Relations, check_version
 from ragmart.serving.postgres.access import install_access
 from ragmart.serving.postgres.lexical import publish_terms
 from ragmart.serving.postgres.schema import (
+    LIVE_FINGERPRINTS,
     PUBLICATIONS,
     REMOVALS,
     SCHEMA,
@@ -135,6 +136,8 @@ def publish_version(source: Path | duckdb.DuckDBPyConnection, version: str, url:
                                                          full=full)
                         if created:
                             create_indexes(conn, table, pg_columns)
+                        if full:  # the planner's statistics now, not at autovacuum's turn
+                            conn.execute(f'analyze {SCHEMA}."{table}"')
                         if table == serving_table:
                             result.incremental = not full
                         result.tables[table] = {"written": written, "removed": removed}
@@ -195,7 +198,8 @@ def prune(url: str, *, keep: int = KEEP_PUBLICATIONS) -> list[int]:
             version = table_version(table)
             if version is not None and version not in versions:
                 conn.execute(f'drop table {SCHEMA}."{table}"')
-                conn.execute(f"delete from {REMOVALS} where table_name = %s", (table,))
+                for log in (REMOVALS, LIVE_FINGERPRINTS):
+                    conn.execute(f"delete from {log} where table_name = %s", (table,))
                 continue
             conn.execute(f'delete from {SCHEMA}."{table}" as t using {REMOVALS} as r '
                          "where r.publication_id <= %s and r.table_name = %s "

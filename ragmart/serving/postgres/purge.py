@@ -25,6 +25,7 @@ from ragmart.build.faults import fault_point
 from ragmart.serving.postgres.lexical import purge_orphan_terms
 from ragmart.serving.postgres.publish import lock
 from ragmart.serving.postgres.schema import (
+    LIVE_FINGERPRINTS,
     SCHEMA,
     data_tables,
     raise_build_memory,
@@ -64,9 +65,13 @@ def purge_document_rows(url: str, document_id: str) -> dict[str, int]:
         lock(conn)
         conn.execute(f"create table if not exists {VACUUM_PENDING} (table_name text primary key)")
         for table in _document_tables(conn):
-            n = conn.execute(f'delete from {SCHEMA}."{table}" where document_id = %s',
-                             (document_id,)).rowcount
+            gone = [fp for (fp,) in conn.execute(
+                f'delete from {SCHEMA}."{table}" where document_id = %s '
+                "returning row_fingerprint", (document_id,)).fetchall()]
+            n = len(gone)
             if n:
+                conn.execute(f"delete from {LIVE_FINGERPRINTS} where table_name = %s "
+                             "and row_fingerprint = any(%s)", (table, gone))
                 deleted[table] = n
                 conn.execute(f"insert into {VACUUM_PENDING} values (%s) on conflict do nothing",
                              (table,))

@@ -11,6 +11,10 @@ Two bookkeeping tables and one data table per DuckDB relation served:
 - ``ragmart.removals``: the fingerprints of the rows each publication marked removed, per
   table: what pruning deletes by (through the fingerprint index), so that neither marking nor
   pruning reads a whole table (``removed_in`` has no index: see `create_indexes`).
+- ``ragmart.live_fingerprints``: the fingerprints of every published table's live rows
+  (removed_in is null), kept by the publish (and purge) beside the rows: what an incremental
+  publish compares the source with, read from a narrow table instead of the wide data tables
+  (0.5-0.6 s per publish at 100,000 chunks).
 - the data tables (``fct_chunk_embeddings_vN``, ``fct_chunk_history_vN``, ``dim_documents``,
   ``dim_document_access``) keep DuckDB's names and columns, plus ``published_in`` and
   ``removed_in`` (publication ids: a row belongs to publication P when ``published_in <= P and
@@ -38,6 +42,7 @@ from ragmart.serving.postgres.settings import SCHEMA, PostgresServingError
 PUBLICATIONS = f"{SCHEMA}.publications"
 SERVING = f"{SCHEMA}.serving"
 REMOVALS = f"{SCHEMA}.removals"
+LIVE_FINGERPRINTS = f"{SCHEMA}.live_fingerprints"
 SERVING_FILLFACTOR = 70  # a serving row is ~2 kB (its vector inline): room for its HOT update
 HNSW_BUILD_MEMORY = "512MB"  # maintenance_work_mem while a first publish builds the HNSW index
 # the columns every data table has beside DuckDB's
@@ -80,6 +85,12 @@ create table if not exists {REMOVALS} (
     row_fingerprint text not null
 );
 create index if not exists removals_publication on {REMOVALS} (publication_id, table_name);
+create table if not exists {LIVE_FINGERPRINTS} (
+    table_name text not null,
+    row_fingerprint text not null
+);
+create index if not exists live_fingerprints_row on {LIVE_FINGERPRINTS}
+    (table_name, row_fingerprint);
 """
 
 
@@ -87,13 +98,18 @@ def ensure_schema(conn) -> None:
     """Create the extension, the schema and the bookkeeping tables when missing (idempotent).
     Runs in the caller's transaction. A schema from before ``ragmart.removals`` gets it
     filled from its removed rows (once: what pruning then deletes by fingerprint)."""
-    new_log = conn.execute("select to_regclass(%s) is null", (REMOVALS,)).fetchone()[0]
+    new_log, new_live = conn.execute("select to_regclass(%s) is null, to_regclass(%s) is null",
+                                     (REMOVALS, LIVE_FINGERPRINTS)).fetchone()
     conn.execute(DDL)
-    if new_log:
-        for table in data_tables(conn):
+    for table in data_tables(conn):
+        if new_log:
             conn.execute(f"insert into {REMOVALS} (publication_id, table_name, row_fingerprint) "
                          f'select removed_in, %s, row_fingerprint from {SCHEMA}."{table}" '
                          "where removed_in is not null", (table,))
+        if new_live and (table_version(table) is not None or table in SHARED_TABLES):
+            conn.execute(f"insert into {LIVE_FINGERPRINTS} (table_name, row_fingerprint) "
+                         f'select %s, row_fingerprint from {SCHEMA}."{table}" '
+                         "where removed_in is null", (table,))
 
 
 def visible_in(publication: str) -> str:
@@ -126,10 +142,14 @@ def postgres_type(duckdb_type: str) -> str:
     return _DUCKDB_TYPES[duckdb_type]
 
 
+# the data tables every version shares
+SHARED_TABLES = (DOCUMENTS_TABLE, ACCESS_TABLE)
+
+
 def served_tables(version: str) -> list[str]:
     """The DuckDB relations a publication of `version` copies (those the snapshot holds)."""
     r = Relations(version)
-    return [r.serving, r.history, DOCUMENTS_TABLE, ACCESS_TABLE]
+    return [r.serving, r.history, *SHARED_TABLES]
 
 
 def is_serving_table(table: str) -> bool:

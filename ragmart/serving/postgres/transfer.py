@@ -22,7 +22,12 @@ from collections.abc import Iterator
 import duckdb
 
 from ragmart.retrieval.citations import source_sql
-from ragmart.serving.postgres.schema import REMOVALS, SCHEMA, SOURCE_COLUMN
+from ragmart.serving.postgres.schema import (
+    LIVE_FINGERPRINTS,
+    REMOVALS,
+    SCHEMA,
+    SOURCE_COLUMN,
+)
 from ragmart.serving.postgres.settings import PostgresServingError
 
 BATCH_ROWS = 20_000
@@ -114,9 +119,10 @@ def copy_rows(duck: duckdb.DuckDBPyConnection, select_sql: str, params: dict, cu
 
 def live_fingerprints(cur, duck: duckdb.DuckDBPyConnection, table: str):
     """The fingerprints of `ragmart.<table>`'s live rows (removed_in is null), as an Arrow
-    table with one column `fp`: one value from the server (string_agg), split by DuckDB."""
-    (joined,) = cur.execute(f"select string_agg(row_fingerprint, ',') from {SCHEMA}.\"{table}\" "
-                            "where removed_in is null").fetchone()
+    table with one column `fp`: one value from the server (string_agg over the narrow
+    ragmart.live_fingerprints), split by DuckDB."""
+    (joined,) = cur.execute(f"select string_agg(row_fingerprint, ',') from {LIVE_FINGERPRINTS} "
+                            "where table_name = %s", (table,)).fetchone()
     return duck.execute("select unnest(string_split($s, ',')) as fp",
                         {"s": joined or ""}).to_arrow_table() if joined else \
         duck.execute("select ''::varchar as fp where false").to_arrow_table()
@@ -141,7 +147,11 @@ def publish_table(duck: duckdb.DuckDBPyConnection, cur, table: str, columns: dic
     if full:
         select = (f"select {texts}, $id::varchar as published_in, {fp} as row_fingerprint "
                   f'from main."{table}"')
-        return copy_rows(duck, select, {"id": publication_id}, cur, target, names), 0
+        written = copy_rows(duck, select, {"id": publication_id}, cur, target, names)
+        cur.execute(f"insert into {LIVE_FINGERPRINTS} (table_name, row_fingerprint) "
+                    f"select %s, row_fingerprint from {target} where published_in = %s",
+                    (table, publication_id))
+        return written, 0
     live, source = f"ragmart_pg_live_{table}", f"ragmart_pg_source_{table}"
     duck.register(live, live_fingerprints(cur, duck, table))
     duck.register(source, duck.execute(f'select rowid as source_row, {fp} as fp '
@@ -151,6 +161,8 @@ def publish_table(duck: duckdb.DuckDBPyConnection, cur, table: str, columns: dic
         select = (f"select {texts}, $id::varchar as published_in, n.fp as row_fingerprint "
                   f'from main."{table}" as t join {new} as n on t.rowid = n.source_row')
         written = copy_rows(duck, select, {"id": publication_id}, cur, target, names)
+        copy_rows(duck, f"select $table as table_name, fp from {new}", {"table": table}, cur,
+                  LIVE_FINGERPRINTS, ["table_name", "row_fingerprint"])
         removed = 0
         gone = (f"select $id::varchar as publication_id, $table as table_name, fp "
                 f"from {live} anti join {source} using (fp)")
@@ -161,6 +173,10 @@ def publish_table(duck: duckdb.DuckDBPyConnection, cur, table: str, columns: dic
                         "and t.row_fingerprint = r.row_fingerprint and t.removed_in is null",
                         (publication_id, publication_id, table))
             removed = cur.rowcount
+            cur.execute(f"delete from {LIVE_FINGERPRINTS} as l using {REMOVALS} as r "
+                        "where r.publication_id = %s and r.table_name = %s "
+                        "and l.table_name = r.table_name "
+                        "and l.row_fingerprint = r.row_fingerprint", (publication_id, table))
     finally:
         duck.unregister(live)
         duck.unregister(source)
