@@ -1,28 +1,34 @@
 """`ragmart serve` benchmark: latency and throughput of a question answered in-process, over
-loopback HTTP with 1, 8 and 32 concurrent clients, and by spawning `ragmart retrieve` per query.
+loopback HTTP with 1, 8 and 32 concurrent clients, and by spawning `ragmart retrieve` per query,
+in each search mode.
 
 The serving set is bench/retrieval.py's synthetic one (imported, not copied: N chunks of 384
 dimensions, clustered, documents of 10 chunks, every document readable by the group
 `all-staff`), written without its HNSW index (a reader that keeps the vectors in memory never
 uses it) and labelled with the hash provider's model, so that the service, the Python API and
-the CLI embed the same questions the same way (cached under bench/out/serve-<N>.duckdb). Every
-query is a question of six words, k = 10, for a key of the group `all-staff`:
+the CLI embed the same questions the same way; each chunk's text is TEXT_WORDS words (one in
+ten a word the questions use, the others from VOCABULARY synthetic terms) with the full-text
+index a publish builds (cached under bench/out/serve-<N>.duckdb). Every query is a question of
+six words, k = 10, for a key of the group `all-staff`:
 
-  - in-process: one `ragmart.Retriever` (vectors in memory), sequential;
+  - in-process: one `ragmart.Retriever` (vectors in memory), sequential, per mode (vector,
+    hybrid, lexical);
   - HTTP: a real `ragmart serve --db FILE` process on 127.0.0.1, answering C client threads
-    (C = 1, 8, 32), each with a keep-alive connection, after a warm-up;
+    (C = 1, 8, 32 for vector search; --mode-clients, 8, for hybrid and lexical), each with a
+    keep-alive connection, after a warm-up;
   - CLI: `ragmart retrieve ... --db FILE --json` spawned per query (a few runs: each costs the
     interpreter's start-up, the imports and opening the file; its one-off search is exact here,
     without the HNSW index).
 
 It prints one JSON line per measurement (p50 / p95 ms, queries per second, and the CPU a query
-costs: the bench's own process in-process, the server's process over HTTP, which stay meaningful
-on a shared machine where wall-clock latency measures the neighbours) and a last line with the
-ratios: the CLI's p50 over HTTP's at 1 client (goal > 10x), HTTP p95 at 8 clients against
-the 50 ms goal, and HTTP's overhead over the in-process search.
+costs: the bench's own process in-process, the server's processes over HTTP, which stay
+meaningful on a shared machine where wall-clock latency measures the neighbours) and a last line
+with the ratios: the CLI's p50 over HTTP's at 1 client (goal > 10x), HTTP p95 at 8 clients
+(vector search) against the 50 ms goal, and HTTP's overhead over the in-process search.
 
     .venv/bin/python bench/serve.py --chunks 10000          # quick
-    nice -n 10 .venv/bin/python bench/serve.py              # 100k chunks
+    nice -n 10 .venv/bin/python bench/serve.py              # 100k chunks, every mode
+    .venv/bin/python bench/serve.py --mode vector --clients 8
 """
 
 from __future__ import annotations
@@ -48,16 +54,22 @@ sys.path.insert(0, str(ROOT))
 from bench.retrieval import CHUNKS_PER_DOCUMENT, OUT, SEED, build, percentile  # noqa: E402
 from ragmart.duck import connect  # noqa: E402
 from ragmart.embedding.providers.hashing import HashingProvider  # noqa: E402
+from ragmart.serving.lexical_index import has_index, rebuild  # noqa: E402
 
 K = 10
 GROUPS = ["all-staff"]
+SERVING = "fct_chunk_embeddings_v1"
+MODES = ("vector", "hybrid", "lexical")
+TEXT_WORDS = 40
+VOCABULARY = 5000
 WORDS = ("policy leave travel expense approval contract vendor security incident payroll "
          "remote onboarding referral bonus laptop access review budget invoice training "
          "holiday overtime pension benefits relocation equipment password audit").split()
 
 
 def serving_database(n_chunks: int) -> Path:
-    """bench/retrieval.py's synthetic serving set without HNSW, in the hash model's name."""
+    """bench/retrieval.py's synthetic serving set without HNSW, in the hash model's name, with
+    texts of TEXT_WORDS words and their full-text index (lexical and hybrid search)."""
     path = OUT / f"serve-{n_chunks}.duckdb"
     model = HashingProvider().model
     if path.exists():
@@ -66,9 +78,12 @@ def serving_database(n_chunks: int) -> Path:
             rows, models = conn.execute(
                 "select count(*), list(distinct embedding_model) from fct_chunk_embeddings_v1"
             ).fetchone()
+            indexed = has_index(conn, SERVING)
         finally:
             conn.close()
         if rows == n_chunks and models == [model]:
+            if not indexed:
+                words_and_index(path)
             print(f"reusing {path.relative_to(ROOT)}", flush=True)
             return path
         path.unlink()
@@ -80,7 +95,29 @@ def serving_database(n_chunks: int) -> Path:
         conn.execute("checkpoint")
     finally:
         conn.close()
+    words_and_index(path)
     return path
+
+
+def words_and_index(path: Path) -> None:
+    """Give every chunk TEXT_WORDS words (one in ten a word of the questions, the others from a
+    vocabulary of VOCABULARY synthetic terms, chosen by a hash of the chunk id: deterministic)
+    and build the full-text index a publish builds (ragmart.serving.lexical_index)."""
+    print(f"writing texts and the full-text index of {path.relative_to(ROOT)}...", flush=True)
+    conn = connect(path)
+    try:
+        conn.execute(f"""
+            update {SERVING} set chunk_text = (
+                select string_agg(case when h % 10 = 0 then $words[1 + (h // 10) % $n]
+                                       else 'term' || (h // 10) % {VOCABULARY} end, ' ')
+                from (select cast(hash({SERVING}.chunk_id || '#' || i) % 1000000007 as bigint)
+                          as h
+                      from range({TEXT_WORDS}) as t(i))
+            )""", {"words": list(WORDS), "n": len(WORDS)})
+        rebuild(conn, SERVING)
+        conn.execute("checkpoint")
+    finally:
+        conn.close()
 
 
 def questions(n: int) -> list[str]:
@@ -96,22 +133,28 @@ def figures(name: str, ms: list[float], wall: float | None = None, **extra: obje
     return out
 
 
-def in_process(path: Path, asked: list[str]) -> dict:
+def in_process(path: Path, asked: list[str], modes: list[str]) -> dict[str, dict]:
     from ragmart.retrieval.api import Retriever
 
     started = time.perf_counter()
+    out = {}
     with Retriever(db_path=path) as reader:
         load_s = round(time.perf_counter() - started, 2)
-        reader.retrieve(asked[0], k=K, groups=GROUPS)  # the eligibility query, once
-        ms = []
-        cpu = time.process_time()
-        for question in asked:
-            t = time.perf_counter()
-            result = reader.retrieve(question, k=K, groups=GROUPS)
-            ms.append((time.perf_counter() - t) * 1000)
-            assert len(result) == K, result
-        cpu_ms = (time.process_time() - cpu) * 1000 / len(asked)
-    return figures("in_process", ms, load_s=load_s, cpu_ms_per_query=round(cpu_ms, 2))
+        reader.conn.execute("set threads = 1")  # as `ragmart serve` sets it
+        for mode in modes:
+            reader.retrieve(asked[0], k=K, groups=GROUPS, mode=mode)  # eligibility, once
+            ms = []
+            cpu = time.process_time()
+            for question in asked:
+                t = time.perf_counter()
+                result = reader.retrieve(question, k=K, groups=GROUPS, mode=mode)
+                ms.append((time.perf_counter() - t) * 1000)
+                assert len(result) == K, result
+            cpu_ms = (time.process_time() - cpu) * 1000 / len(asked)
+            name = "in_process" if mode == "vector" else f"in_process_{mode}"
+            out[mode] = figures(name, ms, mode=mode, load_s=load_s,
+                                cpu_ms_per_query=round(cpu_ms, 2))
+    return out
 
 
 def cpu_seconds(pid: int) -> float:
@@ -126,11 +169,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def serve(path: Path, keys_file: Path, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+def children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (the server's workers, Linux /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+def serve(path: Path, keys_file: Path, env: dict[str, str], workers: int | None = None
+          ) -> tuple[subprocess.Popen, str]:
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "ragmart.cli.main", "serve", "--db", str(path), "--port",
-         str(port), "--keys", str(keys_file)], cwd=ROOT, env=env,
+         str(port), "--keys", str(keys_file),
+         *(["--workers", str(workers)] if workers else [])], cwd=ROOT, env=env,
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 600
@@ -147,7 +204,8 @@ def serve(path: Path, keys_file: Path, env: dict[str, str]) -> tuple[subprocess.
     raise SystemExit("ragmart serve did not become healthy in 600 s")
 
 
-def over_http(base: str, key: str, asked: list[str], clients: int, pid: int) -> dict:
+def over_http(base: str, key: str, asked: list[str], clients: int, pids: list[int],
+              mode: str = "vector") -> dict:
     per_client = max(10, len(asked) // clients)
     ms: list[float] = []
     errors: list[str] = []
@@ -157,12 +215,13 @@ def over_http(base: str, key: str, asked: list[str], clients: int, pid: int) -> 
     def client(offset: int) -> None:
         with httpx.Client(base_url=base, timeout=60,
                           headers={"Authorization": f"Bearer {key}"}) as c:
-            c.post("/v1/retrieve", json={"question": asked[offset % len(asked)], "k": K})
+            c.post("/v1/retrieve", json={"question": asked[offset % len(asked)], "k": K,
+                                         "mode": mode})
             start.wait()
             for i in range(per_client):
                 question = asked[(offset + i * clients) % len(asked)]
                 t = time.perf_counter()
-                r = c.post("/v1/retrieve", json={"question": question, "k": K})
+                r = c.post("/v1/retrieve", json={"question": question, "k": K, "mode": mode})
                 elapsed = (time.perf_counter() - t) * 1000
                 with lock:
                     ms.append(elapsed)
@@ -173,14 +232,15 @@ def over_http(base: str, key: str, asked: list[str], clients: int, pid: int) -> 
     for t in threads:
         t.start()
     start.wait()
-    started, cpu = time.perf_counter(), cpu_seconds(pid)
+    started, cpu = time.perf_counter(), sum(cpu_seconds(pid) for pid in pids)
     for t in threads:
         t.join()
     wall = time.perf_counter() - started
-    server_cpu_ms = (cpu_seconds(pid) - cpu) * 1000 / len(ms)
+    server_cpu_ms = (sum(cpu_seconds(pid) for pid in pids) - cpu) * 1000 / len(ms)
     if errors:
         raise SystemExit(f"{len(errors)} failed requests at {clients} clients: {errors[:3]}")
-    return figures(f"http_{clients}_clients", ms, wall, clients=clients,
+    name = f"http_{clients}_clients" + ("" if mode == "vector" else f"_{mode}")
+    return figures(name, ms, wall, clients=clients, mode=mode,
                    server_cpu_ms_per_query=round(server_cpu_ms, 2))
 
 
@@ -206,28 +266,43 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cli-runs", type=int, default=5)
     parser.add_argument("--clients", type=int, action="append", default=[],
                         help="concurrent HTTP clients (repeatable; default 1, 8, 32)")
+    parser.add_argument("--mode", dest="modes", action="append", choices=MODES, default=[],
+                        help="search modes measured (repeatable; default all: vector at every "
+                             "client count, hybrid and lexical at --mode-clients)")
+    parser.add_argument("--mode-clients", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=None,
+                        help="server processes (`ragmart serve --workers`; default its own)")
     args = parser.parse_args(argv)
+    modes = args.modes or list(MODES)
     if args.chunks < 1_000 or args.chunks % CHUNKS_PER_DOCUMENT:
         parser.error("--chunks must be a multiple of 10, at least 1,000")
     path = serving_database(args.chunks)
     asked = questions(args.queries)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RAGMART_SERVE_RATE": "1000000",
            "RAGMART_SERVE_BURST": "1000000", "RAGMART_SERVE_MAX_CONCURRENCY": "1000"}
-    report = {"chunks": args.chunks, "in_process": in_process(path, asked)}
+    report: dict = {"chunks": args.chunks}
+    for mode, figures_of_mode in in_process(path, asked, modes).items():
+        report["in_process" if mode == "vector" else f"in_process_{mode}"] = figures_of_mode
     from ragmart.http.keys import KeyRing
 
     with tempfile.TemporaryDirectory() as tmp:
         ring, key = KeyRing(Path(tmp) / "keys.json").add("bench", GROUPS)
         ring.save()
-        proc, base = serve(path, ring.path, env)
+        proc, base = serve(path, ring.path, env, args.workers)
+        pids = [proc.pid, *children(proc.pid)]
         try:
-            for clients in args.clients or [1, 8, 32]:
-                report[f"http_{clients}"] = over_http(base, key, asked, clients, proc.pid)
+            if "vector" in modes:
+                for clients in args.clients or [1, 8, 32]:
+                    report[f"http_{clients}"] = over_http(base, key, asked, clients, pids)
+            for mode in (m for m in modes if m != "vector"):
+                report[f"http_{args.mode_clients}_{mode}"] = over_http(
+                    base, key, asked, args.mode_clients, pids, mode)
         finally:
             proc.terminate()
             proc.wait(60)
     report["cli"] = cli_per_query(path, asked, args.cli_runs, env)
     summary: dict[str, object] = {"chunks": args.chunks}
+    summary["server_processes"] = len(pids)
     if "http_1" in report:
         summary["cli_p50_over_http_1_client_p50"] = round(
             report["cli"]["p50_ms"] / report["http_1"]["p50_ms"], 1)

@@ -97,3 +97,10 @@ EVENTS_TABLE = "stg_cdc__document_events"
 # Added by hybrid retrieval (issue 16): the schema DuckDB's fts extension writes the full-text
 # index of main.<table> to (ragmart.serving.lexical_index).
 LEXICAL_SCHEMA_PREFIX = "fts_main_"
+
+# Added by lexical search on PostgreSQL (issues 15/16): the BM25 statistics a publication of
+# version vN carries to the serving database (ragmart.serving.postgres.lexical): one term bag
+# per chunk, the full-text index's document frequencies, and its document count and length.
+LEXICAL_CHUNKS_PREFIX = "lexical_chunks_"
+LEXICAL_TERMS_PREFIX = "lexical_terms_"
+LEXICAL_STATS_PREFIX = "lexical_stats_"

@@ -38,6 +38,8 @@ class RetrievedChunkModel(BaseModel):
 
     rank: int
     distance: float
+    lexical_score: float | None = Field(None, description="BM25 score (lexical, hybrid)")
+    fused_score: float | None = Field(None, description="reciprocal rank fusion (hybrid)")
     chunk_id: str
     document_id: str
     document_version: int

@@ -105,12 +105,13 @@ class PostgresGeneration(Generation):
         try:
             for _ in range(workers):
                 readers.append(Retriever())  # no file named: RAGMART_SERVING_URL serves
+            at = readers[0]._postgres.serving()  # followed by ServingPool._follow_postgres
         except BaseException:
             for reader in readers:
                 reader.close()
             raise
-        self.path, self.version, self.published = Path("postgresql"), readers[0].tables.version, \
-            False
+        self.path, self.version, self.published = Path("postgresql"), at.version, False
+        self.publication = at.publication
         self.opened_state, self.chunks = None, None
         self._free = queue.SimpleQueue()
         for reader in readers:
@@ -193,6 +194,7 @@ class ServingPool:
 
     def _open_postgres(self) -> None:
         if self.current is not None:
+            self._follow_postgres()
             return
         try:
             opened = PostgresGeneration(self.workers)
@@ -206,6 +208,26 @@ class ServingPool:
         log.info("ragmart serve: serving from PostgreSQL (%s at start)", opened.version)
         if self.on_switch is not None:
             self.on_switch(opened)
+
+    def _follow_postgres(self) -> None:
+        """Read which publication PostgreSQL serves now (on a free reader, like a search) and,
+        when its version changed, say so (/healthz, the metrics' serving version): every search
+        already reads the publication serving when it starts."""
+        current = self.current
+        if not isinstance(current, PostgresGeneration):
+            return
+        try:
+            at, _ = self.run(lambda reader: reader._postgres.serving())
+        except Exception as exc:  # the searches say what is wrong; try again at the next check
+            log.warning("ragmart serve: cannot read what PostgreSQL serves (%s)", _one_line(exc))
+            return
+        if (at.version, at.publication) == (current.version, current.publication):
+            return
+        current.version, current.publication = at.version, at.publication
+        log.info("ragmart serve: PostgreSQL serves %s now (publication %s)", at.version,
+                 at.publication)
+        if self.on_switch is not None:
+            self.on_switch(current)
 
     def start(self) -> None:
         self.refresh()

@@ -35,9 +35,10 @@ ON_ABSTAIN = ("raise", "empty")
 # place in it, and where it came from
 CITATION_FIELDS = ("document_id", "document_version", "index_version", "title", "section",
                    "chunk_id", "source")
-# further result fields every hit carries (rank and distance: where and how near it ranked)
-HIT_FIELDS = (*CITATION_FIELDS, "rank", "distance", "document_type", "section_type",
-              "completeness", "embedding_model")
+# further result fields every hit carries (rank, distance and the lexical and fused scores:
+# where and how it ranked)
+HIT_FIELDS = (*CITATION_FIELDS, "rank", "distance", "lexical_score", "fused_score",
+              "document_type", "section_type", "completeness", "embedding_model")
 RETRIEVE_PATH = "/v1/retrieve"
 
 

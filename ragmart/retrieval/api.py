@@ -164,7 +164,7 @@ class Retriever:
             # size has another model), unless the caller gave a provider
             provider = _checked(self._given_provider or _question_provider(
                 version, models, Settings.from_env()), models)
-            vectors = (ServingVectors.load(conn, tables.serving)
+            vectors = (ServingVectors.load(conn, tables.serving, tables.documents)
                        if self._vectors_in_memory else None)
         except BaseException:
             conn.close()
@@ -237,8 +237,8 @@ class Retriever:
         caller in `groups` (None: no group; ALL_GROUPS: the operator switch). `mode`: vector,
         lexical or hybrid (ragmart.retrieval.fusion; lexical and hybrid need `question`, the
         text `query_vector` embeds); None: hybrid with a question and a full-text index,
-        else vector (ragmart.retrieval.fusion.resolve_mode). PostgreSQL serving searches by
-        vector only: lexical and hybrid are refused there."""
+        else vector (ragmart.retrieval.fusion.resolve_mode; on PostgreSQL serving, with
+        published BM25 statistics: ragmart.retrieval.postgres.search_mode)."""
         return self._search(query_vector, k=k, doc_types=doc_types, contract=contract,
                             groups=groups, as_of=as_of, now=now, mode=mode, question=question)
 
@@ -258,13 +258,10 @@ class Retriever:
                 self._default_missing = default_missing_allowed_groups(self.contracts_path)
             missing = self._default_missing
         if self._postgres is not None:
-            if check_mode(mode) not in (None, "vector"):
-                raise RetrievalError(
-                    f"--mode {mode} is not served from PostgreSQL (lexical search runs on "
-                    "DuckDB serving only); use --mode vector, or unset RAGMART_SERVING_URL")
             return self._postgres.search(query_vector, k=k, contract=resolved, groups=groups,
                                          doc_types=doc_types, as_of=as_of, now=now, at=at,
-                                         missing_allowed_groups=missing)
+                                         missing_allowed_groups=missing, mode=mode,
+                                         question=question)
         if as_of is not None:
             for table in (self.tables.history, self.tables.access):
                 if not table_exists(self.conn, table):
@@ -329,7 +326,7 @@ def retrieve(
     (default v1): readers never open the database a build is writing. With RAGMART_SERVING_URL
     set and no `db_path`, the PostgreSQL serving database answers (see Retriever). `mode`:
     vector, lexical or hybrid (default hybrid, vector on a database without a full-text index:
-    ragmart.retrieval.fusion.resolve_mode; PostgreSQL serving: vector only). One query: the
+    ragmart.retrieval.fusion.resolve_mode; on PostgreSQL serving alike). One query: the
     index proposes candidates (a process answering many queries should hold a Retriever)."""
     if not isinstance(question, str) or not question.strip():
         raise RetrievalError("the question is empty; pass the text to search for")

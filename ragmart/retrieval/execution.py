@@ -255,8 +255,6 @@ def _eligible_rows(conn: duckdb.DuckDBPyConnection, p: Render, params: dict[str,
     to ELIGIBILITY_TTL earlier is a superset (candidates only; the exact search drops the rows
     that aged out since)."""
     active = active_clauses(params) - DISTANCE_CLAUSES
-    if not active:
-        return np.arange(vectors.rows), True
     timed = any(c.clock_bound for c in CLAUSES if c.name in active)
     key = tuple((name, repr(value)) for name, value in sorted(params.items())
                 if name not in ("query_vector", "k", "now", *DISTANCE_CLAUSES))
@@ -286,6 +284,8 @@ def _via_memory(
     row left outside it."""
     rows, exact_count = _eligible_rows(conn, p, params, tables, vectors)
     farthest_allowed = max_distance(params)
+    if exact_count and vectors.records is not None:  # the same answer without search SQL
+        return len(rows), vectors.top(query, rows, k, farthest_allowed)
     chunks: tuple[RetrievedChunk, ...] = ()
     for ids, bound in vectors.candidate_rounds(query, rows, k):
         if literal_list(ids) is None:  # an id SQL cannot carry as a literal

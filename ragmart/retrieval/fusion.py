@@ -19,9 +19,9 @@ Hybrid never does for that reason: its vector list answers.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol
 
 import duckdb
 import numpy as np
@@ -29,7 +29,12 @@ import numpy as np
 from ragmart.retrieval import lexical
 from ragmart.retrieval.execution import _exact, search_contract
 from ragmart.retrieval.request import check_inputs, parameters
-from ragmart.retrieval.results import RetrievalError, RetrievalResult, RetrievedChunk
+from ragmart.retrieval.results import (
+    RetrievalError,
+    RetrievalResult,
+    RetrievedChunk,
+    with_scores,
+)
 from ragmart.retrieval.sql import Tables, python_param
 from ragmart.serving.lexical_index import has_index
 
@@ -53,9 +58,15 @@ def resolve_mode(conn: duckdb.DuckDBPyConnection, tables: Tables, mode: str | No
     """The mode a search runs: the one asked; without one, DEFAULT_MODE when there is a
     question and the serving set has a full-text index (every dbt build and publish makes
     one), else vector (a database built before lexical search, a search by vector alone)."""
+    return default_mode(mode, question, lambda: has_index(conn, tables.serving))
+
+
+def default_mode(mode: str | None, question: str | None, indexed: Callable[[], bool]) -> str:
+    """resolve_mode on any engine: `indexed()` says whether the serving set can be searched by
+    terms (DuckDB: a full-text index; PostgreSQL: published BM25 statistics)."""
     if check_mode(mode) is not None:
         return mode
-    if question is None or not has_index(conn, tables.serving):
+    if question is None or not indexed():
         return "vector"
     return DEFAULT_MODE
 
@@ -69,15 +80,54 @@ def reciprocal_rank_fusion(*rankings: Sequence[str], k: int = RRF_K) -> list[tup
     return sorted(scores.items(), key=lambda item: (-item[1], item[0]))
 
 
-def _in_order(conn: duckdb.DuckDBPyConnection, tables: Tables, source: str,
-              params: dict[str, Any], ids: list[str], dims: int) -> tuple[RetrievedChunk, ...]:
-    """The rows of the eligible chunks `ids` (the exact search's, with their distance), in the
-    order of `ids`, ranked from 1."""
-    p = python_param(dims, lexical.QUESTION_PARAMETER)
-    rows = {c.chunk_id: c for c in _exact(conn, p, source, {**params, "k": len(ids)}, tables,
-                                          ids=ids)}
-    return tuple(replace(rows[chunk_id], rank=rank, index_version=tables.version)
-                 for rank, chunk_id in enumerate((i for i in ids if i in rows), start=1))
+class ModeEngine(Protocol):
+    """What `run_mode` needs of an engine (DuckDB here, PostgreSQL in ragmart.retrieval.
+    postgres_lexical), all on one serving set read by one search."""
+
+    def vector(self, k: int) -> RetrievalResult:
+        """The engine's vector search (search_contract) of the query vector, to depth k."""
+
+    def check_index(self) -> None:
+        """RetrievalError when the serving set cannot be searched by terms."""
+
+    def rank(self, source: str, params: dict[str, Any]) -> list[tuple[str, float]]:
+        """The top params['k'] (chunk_id, BM25 score) of the eligible chunks for
+        params['question'], best first, ties by chunk_id; [] when none matches."""
+
+    def rows(self, source: str, params: dict[str, Any], ids: list[str]
+             ) -> tuple[RetrievedChunk, ...]:
+        """The eligible rows of `ids` (the exact search's, with their distance), any order."""
+
+    def question_terms(self, question: str) -> list[str]:
+        """The terms lexical search looks for in `question` (the abstention reason)."""
+
+
+class _DuckDBModes:
+    """ModeEngine on a DuckDB serving set (ragmart.retrieval.lexical, execution)."""
+
+    def __init__(self, conn: duckdb.DuckDBPyConnection, tables: Tables,
+                 query_vector: np.ndarray | Sequence[float], options: dict[str, Any]) -> None:
+        self.conn, self.tables, self.query_vector, self.options = \
+            conn, tables, query_vector, options
+        self.p = python_param(np.asarray(query_vector).size, lexical.QUESTION_PARAMETER)
+
+    def vector(self, k: int) -> RetrievalResult:
+        return search_contract(self.conn, self.query_vector, k=k, tables=self.tables,
+                               **self.options)
+
+    def check_index(self) -> None:
+        lexical.check_index(self.conn, self.tables)
+
+    def rank(self, source: str, params: dict[str, Any]) -> list[tuple[str, float]]:
+        return lexical.rank(self.conn, self.p, source, params, self.tables)
+
+    def rows(self, source: str, params: dict[str, Any], ids: list[str]
+             ) -> tuple[RetrievedChunk, ...]:
+        return _exact(self.conn, self.p, source, {**params, "k": len(ids)},
+                      self.tables, ids=ids)
+
+    def question_terms(self, question: str) -> list[str]:
+        return lexical.question_terms(self.conn, self.tables, question)
 
 
 def search_mode(
@@ -94,11 +144,23 @@ def search_mode(
     embedded as `query_vector`, under the same options (contract, groups, doc_types, as_of,
     now, vectors, missing_allowed_groups); `mode` None: see resolve_mode."""
     mode = resolve_mode(conn, tables, mode, question)
+    engine = _DuckDBModes(conn, tables, query_vector, options)
+    return run_mode(engine, question, query_vector, mode=mode, k=k,
+                    index_version=tables.version, **options)
+
+
+def run_mode(engine: ModeEngine, question: str | None,
+             query_vector: np.ndarray | Sequence[float], *, mode: str, k: int,
+             index_version: str, **options: Any) -> RetrievalResult:
+    """The search of `mode` (resolved) on `engine`: the vector search itself, or the BM25
+    ranking of the eligible chunks (lexical), or its fusion with the vector ranking (hybrid),
+    answered with the exact search's rows in that order. The one place both engines rank by
+    mode."""
     if mode == "vector":
-        return search_contract(conn, query_vector, k=k, tables=tables, **options)
+        return engine.vector(k)
     if not isinstance(question, str) or not question.strip():
         raise RetrievalError(f"--mode {mode} needs the question's text; pass question=")
-    lexical.check_index(conn, tables)
+    engine.check_index()
     check_inputs(k, options.get("groups"), options.get("doc_types"), options.get("as_of"))
     depth = max(k, RRF_DEPTH) if mode == "hybrid" else k
     as_of = options.get("as_of")
@@ -111,27 +173,29 @@ def search_mode(
                         **({"missing_allowed_groups": options["missing_allowed_groups"]}
                            if "missing_allowed_groups" in options else {}))
     params["question"] = question
-    p = python_param(len(vector), lexical.QUESTION_PARAMETER)
     source = "as_of" if as_of is not None else "live"
-    by_terms = lexical.rank(conn, p, source, params, tables)
+    by_terms = engine.rank(source, params)
     result = RetrievalResult(chunks=(), k=k, strategy="bm25", as_of=as_of,
                              contract=contract.name if contract else None)
     if mode == "hybrid" or not by_terms:
         # nothing eligible: the same abstention and clause counts in every mode
-        result = search_contract(conn, query_vector, k=depth, tables=tables, **options)
+        result = engine.vector(depth)
         if result.abstained:
             return replace(result, k=k)
     if mode == "lexical":
         if not by_terms:
-            terms = ", ".join(lexical.question_terms(conn, tables, question)) or "none"
+            terms = ", ".join(engine.question_terms(question)) or "none"
             return replace(result, chunks=(), k=k, strategy="none", abstained=True,
                            reason=lexical.LEXICAL_NO_MATCH.format(terms=terms), clauses=())
         ids = [chunk_id for chunk_id, _ in by_terms]
-        strategy = "bm25"
+        strategy, fused = "bm25", None
     else:
         fused = reciprocal_rank_fusion([c.chunk_id for c in result],
                                        [chunk_id for chunk_id, _ in by_terms], k=RRF_K)
         ids = [chunk_id for chunk_id, _ in fused[:k]]
         strategy = f"rrf({result.strategy}+bm25)"
-    chunks = _in_order(conn, tables, source, params, ids, len(vector))
+    rows = {c.chunk_id: c for c in engine.rows(source, params, ids)}
+    chunks = tuple(replace(rows[chunk_id], rank=rank, index_version=index_version)
+                   for rank, chunk_id in enumerate((i for i in ids if i in rows), start=1))
+    chunks = with_scores(chunks, lexical=by_terms, fused=fused)
     return replace(result, chunks=chunks, k=k, strategy=strategy)

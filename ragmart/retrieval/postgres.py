@@ -32,10 +32,11 @@ from typing import Any
 
 import numpy as np
 
-from ragmart.retrieval import postgres_sql
+from ragmart.retrieval import postgres_lexical, postgres_sql
 from ragmart.retrieval.abstention import abstention_reason, clause_counts
 from ragmart.retrieval.clauses import DISTANCE, POSTGRES, active_clauses
 from ragmart.retrieval.contracts import MISSING_GROUPS_POLICIES, Contract
+from ragmart.retrieval.fusion import default_mode, run_mode
 from ragmart.retrieval.postgres_sql import (
     PostgresTables,
     candidates_sql,
@@ -238,6 +239,54 @@ def _via_index(conn: Any, p: Any, params: dict[str, Any], tables: PostgresTables
     return "hnsw", _exact(conn, p, "live", params, tables, active, ids)
 
 
+class _PostgresModes:
+    """ragmart.retrieval.fusion.ModeEngine on publication `at` of the serving database."""
+
+    def __init__(self, conn: Any, at: Serving, query_vector: np.ndarray | Sequence[float],
+                 options: dict[str, Any]) -> None:
+        self.conn, self.at, self.query_vector, self.options = conn, at, query_vector, options
+        self.tables = PostgresTables.for_version(at.version)
+        self.p = python_param(np.asarray(query_vector).size)
+
+    def vector(self, k: int) -> RetrievalResult:
+        return search_contract(self.conn, self.query_vector, k=k, at=self.at, **self.options)
+
+    def check_index(self) -> None:
+        postgres_lexical.check_terms(self.conn, self.at.version, self.at.publication)
+
+    def rank(self, source: str, params: dict[str, Any]) -> list[tuple[str, float]]:
+        params = {**params, "publication": self.at.publication}
+        return postgres_lexical.rank(self.conn, self.p, source, params, self.tables)
+
+    def rows(self, source: str, params: dict[str, Any], ids: list[str]
+             ) -> tuple[RetrievedChunk, ...]:
+        params = {**params, "publication": self.at.publication, "k": len(ids)}
+        rows = _exact(self.conn, self.p, source, params, self.tables, active_clauses(params),
+                      ids)
+        return _with_sources(self.conn, self.p, rows_to_chunks(rows), self.tables, params,
+                             as_of=source == "as_of")
+
+    def question_terms(self, question: str) -> list[str]:
+        return postgres_lexical.question_terms(question)
+
+
+def search_mode(conn: Any, question: str | None, query_vector: np.ndarray | Sequence[float],
+                *, mode: str | None = None, k: int = 5, version: str | None = None,
+                at: Serving | None = None, **options: Any) -> RetrievalResult:
+    """ragmart.retrieval.fusion.search_mode on the serving database: vector search
+    (`search_contract`), BM25 over the publication's statistics (lexical) or their fusion
+    (hybrid), under the same options; all of it reads one publication (`at`, default: what
+    serves when it starts) in one transaction. `mode` None: hybrid when there is a question and
+    the publication carries BM25 statistics, else vector (fusion.default_mode)."""
+    with conn.transaction():
+        at = at or serving(conn, version)
+        mode = default_mode(mode, question, lambda: postgres_lexical.has_terms(
+            conn, at.version, at.publication))
+        engine = _PostgresModes(conn, at, query_vector, options)
+        return run_mode(engine, question, query_vector, mode=mode, k=k,
+                        index_version=at.version, **options)
+
+
 class PostgresReader:
     """A reader of the serving database for many queries: one connection (autocommit: each
     search is a transaction of its own, on the publication serving when it starts). What
@@ -258,9 +307,11 @@ class PostgresReader:
     def serving(self) -> Serving:
         return serving(self.conn, self.version)
 
-    def search(self, query_vector: np.ndarray | Sequence[float], **options: Any
-               ) -> RetrievalResult:
-        return search_contract(self.conn, query_vector, version=self.version, **options)
+    def search(self, query_vector: np.ndarray | Sequence[float], *, mode: str | None = None,
+               question: str | None = None, **options: Any) -> RetrievalResult:
+        """A search in `mode` (vector, lexical or hybrid; None: see `search_mode`)."""
+        return search_mode(self.conn, question, query_vector, mode=mode, version=self.version,
+                           **options)
 
     def close(self) -> None:
         self.conn.close()

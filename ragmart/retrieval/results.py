@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, overload
 
 
@@ -41,9 +41,18 @@ class RetrievedChunk:
     # where the document came from (its metadata's source_path or URL: ragmart.retrieval.
     # citations), read after the search like index_version
     source: str | None = None
+    # the scores that ranked it besides `distance` (cosine, every mode): its BM25 score when the
+    # lexical list holds it (modes lexical and hybrid), its reciprocal rank fusion score (mode
+    # hybrid); None otherwise (`with_scores`)
+    lexical_score: float | None = None
+    fused_score: float | None = None
 
     def to_dict(self) -> dict:
-        data = asdict(self)
+        # what dataclasses.asdict gives, without its deep copy of every value (a service
+        # answers this per result)
+        data = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        if data["allowed_groups"] is not None:
+            data["allowed_groups"] = list(data["allowed_groups"])
         for name in ("created_at", "document_valid_from", "document_valid_to"):
             if data[name] is not None:
                 data[name] = data[name].isoformat()
@@ -54,8 +63,19 @@ class RetrievedChunk:
 # after rank and distance)
 COLUMNS = [
     name for name in RetrievedChunk.__dataclass_fields__
-    if name not in ("rank", "distance", "index_version", "source")
+    if name not in ("rank", "distance", "index_version", "source", "lexical_score",
+                    "fused_score")
 ]
+
+
+def with_scores(chunks: Sequence[RetrievedChunk],
+                lexical: Iterable[tuple[str, float]] | None = None,
+                fused: Iterable[tuple[str, float]] | None = None) -> tuple[RetrievedChunk, ...]:
+    """`chunks` with `lexical_score` and `fused_score` from the (chunk_id, score) lists that
+    ranked them (the BM25 list, the RRF list); a chunk a list lacks keeps None."""
+    by_terms, by_fusion = dict(lexical or ()), dict(fused or ())
+    return tuple(replace(chunk, lexical_score=by_terms.get(chunk.chunk_id),
+                         fused_score=by_fusion.get(chunk.chunk_id)) for chunk in chunks)
 
 
 def rows_to_chunks(rows: list[tuple]) -> tuple[RetrievedChunk, ...]:

@@ -417,11 +417,10 @@ def test_openapi_describes_the_request_without_any_access_field(client) -> None:
     assert "/v1/retrieve" in spec["paths"] and client.get("/docs").status_code == 200
 
 
-def test_with_a_serving_url_the_service_answers_from_postgresql(
-        deployment, tmp_path, postgres_url, monkeypatch, capsys) -> None:
-    """RAGMART_SERVING_URL set: the service answers what `ragmart retrieve` answers from
-    PostgreSQL, follows a publish there without a restart, and refuses lexical search (DuckDB
-    serving only) with ragmart's reason."""
+def published_to_postgres(deployment, tmp_path, postgres_url, monkeypatch, capsys
+                          ) -> tuple[Path, str]:
+    """A copy of `deployment` with RAGMART_SERVING_URL set and v1 published there; (a keys
+    file, its key for the group all-staff)."""
     project = Project(tmp_path / "copy")
     shutil.copytree(deployment.workdir, project.workdir, ignore=shutil.ignore_patterns("logs"))
     for name, value in project.env().items():
@@ -434,11 +433,25 @@ def test_with_a_serving_url_the_service_answers_from_postgresql(
     code, out, err = cli(capsys, "keys", "add", "staff", "--groups", "all-staff", "--keys",
                          str(path))
     assert code == Exit.OK, err
-    key = out.strip()
+    return path, out.strip()
+
+
+def test_with_a_serving_url_the_service_answers_from_postgresql(
+        deployment, tmp_path, postgres_url, monkeypatch, capsys) -> None:
+    """RAGMART_SERVING_URL set: the service answers what `ragmart retrieve` answers from
+    PostgreSQL, in every mode (lexical and hybrid too, with their scores), and follows a publish
+    there without a restart."""
+    path, key = published_to_postgres(deployment, tmp_path, postgres_url, monkeypatch, capsys)
     code, out, err = cli(capsys, "retrieve", QUESTION, "--groups", "all-staff", "-k", "3",
                          "--mode", "vector", "--json")
     assert code == Exit.OK, err
     expected = json.loads(out)
+    code, out, err = cli(capsys, "retrieve", QUESTION, "--groups", "all-staff", "-k", "3",
+                         "--mode", "lexical", "--json")
+    assert code == Exit.OK, err
+    expected_lexical = json.loads(out)
+    assert expected_lexical["strategy"] == "bm25"
+    assert all(r["lexical_score"] for r in expected_lexical["results"])
     body = {"question": QUESTION, "k": 3, "mode": "vector"}
     with TestClient(create_app(keys_file=str(path))) as c:
         answer = c.post("/v1/retrieve", json=body, headers=bearer(key))
@@ -446,7 +459,8 @@ def test_with_a_serving_url_the_service_answers_from_postgresql(
         assert answer.json() == expected
         assert {r["index_version"] for r in expected["results"]} == {"v1"}
         lexical = c.post("/v1/retrieve", json={**body, "mode": "lexical"}, headers=bearer(key))
-        assert lexical.status_code == 400 and "PostgreSQL" in lexical.text, lexical.text
+        assert lexical.status_code == 200, lexical.text
+        assert lexical.json() == expected_lexical
         code, _out, err = cli(capsys, "publish", "v2", "--force")
         assert code == Exit.OK, err
         after = c.post("/v1/retrieve", json=body, headers=bearer(key))

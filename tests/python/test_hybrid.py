@@ -39,9 +39,10 @@ def _doc(doc_id: str, seq: int, word: str, groups: list[str], title: str | None 
             "content": text, "allowed_groups": groups, "document_type": doc_type}
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Project:
-    project = Project(tmp_path_factory.mktemp("hybrid-base"))
+def build_hybrid_deployment(workdir: Path) -> Project:
+    """The sample plus the documents whose words no other has, built (test_postgres_hybrid
+    builds it too)."""
+    project = Project(workdir)
     project.land_sample()
     twin = _doc("hyb-twin-a", 200, TWIN_WORD, ["staff"], title="Twin register")
     project.land("dms/0200_hybrid.csv", dms_csv([
@@ -52,6 +53,11 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Project:
     ]))
     project.build()
     return project
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Project:
+    return build_hybrid_deployment(tmp_path_factory.mktemp("hybrid-base"))
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ database works on a database of its own.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import subprocess
 import sys
@@ -105,11 +106,12 @@ def _comparable(result) -> dict:
 @pytest.mark.parametrize("every", [
     False, pytest.param(True, marks=pytest.mark.slow, id="every-group-and-moment")])
 def test_postgres_answers_as_duckdb_on_the_sample(sample, monkeypatch, every) -> None:
-    """Chunk ids, order, every column, abstention reasons and clause counts: the same through
-    a Retriever on the published PostgreSQL database and on the DuckDB database, for every
-    contract of the project's file and an ad-hoc type filter, groups, none and ALL_GROUPS, now
-    and at moments across the sample's history (`every`: each group and each moment; the fast
-    variant takes one group, the most used, and the last moment)."""
+    """Chunk ids, order, every column, abstention reasons and clause counts, in every mode
+    (vector, lexical, hybrid): the same through a Retriever on the published PostgreSQL
+    database and on the DuckDB database, for every contract of the project's file and an
+    ad-hoc type filter, groups, none and ALL_GROUPS, now and at moments across the sample's
+    history (`every`: each group and each moment; the fast variant takes one group, the most
+    used, and the last moment)."""
     project, url = sample
     groups, moments, types = _sample_facts(project)
     assert len(groups) >= 2 and len(types) >= 2
@@ -126,14 +128,15 @@ def test_postgres_answers_as_duckdb_on_the_sample(sample, monkeypatch, every) ->
         for contract in contracts:
             for caller in callers:
                 for as_of in (None, *moments):
-                    for i, question in enumerate(QUESTIONS[:2]):
-                        # PostgreSQL serves vector search (lexical and hybrid: DuckDB's)
+                    for (i, question), mode in itertools.product(
+                            enumerate(QUESTIONS[:2]), ("vector", "lexical", "hybrid")):
                         options = {"k": 4 + i, "contract": contract, "groups": caller,
-                                   "as_of": as_of, "now": NOW, "mode": "vector",
+                                   "as_of": as_of, "now": NOW, "mode": mode,
                                    "doc_types": [types[0]] if i == 1 else None}
                         want = duck.retrieve(question, **options)
                         got = pg.retrieve(question, **options)
-                        assert _comparable(got) == _comparable(want), (contract, caller, as_of)
+                        assert _comparable(got) == _comparable(want), (contract, caller, as_of,
+                                                                       mode)
                         answered += bool(want)
                         abstained += want.abstained
     finally:
@@ -161,10 +164,11 @@ def test_cli_and_retrieve_read_postgres_when_the_serving_url_is_set(sample, monk
                  ["travel rules", "--all-groups", "--contract", "policy_answers", "-k", "7"],
                  ["leave", "--groups", groups[0], "--as-of", moments[2].isoformat()],
                  ["leave", "--groups", groups[0], "--doc-type", "no-such-type"]):
-        # PostgreSQL serves vector search, the default there (lexical and hybrid: DuckDB's)
+        # vector search on both (test_postgres_hybrid compares the other modes)
         code, duck = _cli(monkeypatch, capsys, {}, *args, "--db", str(project.db_path),
                           "--mode", "vector")
-        pg_code, pg = _cli(monkeypatch, capsys, {"RAGMART_SERVING_URL": url}, *args)
+        pg_code, pg = _cli(monkeypatch, capsys, {"RAGMART_SERVING_URL": url}, *args,
+                           "--mode", "vector")
         assert pg_code == code
         for side in (duck, pg):
             side.pop("serving")
@@ -177,7 +181,7 @@ def test_cli_and_retrieve_read_postgres_when_the_serving_url_is_set(sample, monk
 
     # ragmart.retrieve: Postgres when the URL is set; a db_path still names a DuckDB file
     monkeypatch.setenv("RAGMART_SERVING_URL", url)
-    served = retrieve("travel rules", k=5, groups=groups, now=NOW)
+    served = retrieve("travel rules", k=5, groups=groups, now=NOW, mode="vector")
     assert served.strategy == "exact" and len(served) == 5
     local = retrieve("travel rules", k=5, groups=groups, now=NOW, db_path=project.db_path,
                      mode="vector")
@@ -313,7 +317,7 @@ def test_a_selective_filter_on_a_large_set_is_answered_exactly(sample, postgres_
             for question in QUESTIONS:
                 query = np.asarray(provider.embed([question])[0], dtype=np.float32)
                 got = retrieve(question, k=10, doc_types=[types[0]], groups=ALL_GROUPS,
-                               now=NOW)
+                               now=NOW, mode="vector")
                 exact = postgres_retrieval.search_contract(
                     conn, query, k=10, doc_types=[types[0]], groups=ALL_GROUPS, now=NOW,
                     exact=True)

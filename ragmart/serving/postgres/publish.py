@@ -31,6 +31,7 @@ import duckdb
 
 from ragmart.relations import Relations, check_version
 from ragmart.serving.postgres.access import install_access
+from ragmart.serving.postgres.lexical import publish_terms
 from ragmart.serving.postgres.schema import (
     LIVE_FINGERPRINTS,
     PUBLICATIONS,
@@ -146,6 +147,7 @@ def publish_version(source: Path | duckdb.DuckDBPyConnection, version: str, url:
                              "rows_removed = %s where publication_id = %s",
                              (result.incremental, result.rows_written, result.rows_removed,
                               pid))
+                publish_terms(duck, conn, version, pid)  # BM25 statistics: lexical search
                 install_access(conn, version)  # ragmart.retrieve, role_groups, RLS, grants
                 switch(conn, pid, version)
             except psycopg.Error as exc:

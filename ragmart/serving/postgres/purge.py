@@ -22,6 +22,7 @@ from __future__ import annotations
 import sys
 
 from ragmart.build.faults import fault_point
+from ragmart.serving.postgres.lexical import purge_orphan_terms
 from ragmart.serving.postgres.publish import lock
 from ragmart.serving.postgres.schema import (
     LIVE_FINGERPRINTS,
@@ -74,6 +75,7 @@ def purge_document_rows(url: str, document_id: str) -> dict[str, int]:
                 deleted[table] = n
                 conn.execute(f"insert into {VACUUM_PENDING} values (%s) on conflict do nothing",
                              (table,))
+        purge_orphan_terms(conn, VACUUM_PENDING)  # the words no other document has (lexical)
     fault_point("purge_postgres_deleted")
     vacuum_pending(url)
     return deleted

@@ -1,0 +1,248 @@
+"""The BM25 statistics of a publication on the serving database, so that PostgreSQL ranks by
+terms as DuckDB serving does (ragmart.retrieval.postgres_lexical reads them).
+
+DuckDB's lexical search (ragmart.retrieval.lexical) scores an eligible chunk from the serving
+set's full-text index (ragmart.serving.lexical_index): the chunk's terms and length (from the
+index, or for a chunk the index lacks, from its text tokenized by the index's own ``tokenize``
+macro, stopwords dropped, then stemmed), and the index's statistics (its document count and
+average length, each term's document frequency). A publish carries exactly those to three data
+tables per version, rows of publications like every other (``published_in``/``removed_in``,
+``row_fingerprint``, the rows marked removed logged in ``ragmart.removals`` for pruning,
+ragmart.serving.postgres.schema):
+
+- ``lexical_chunks_vN``: one row per chunk_id of the serving set and the history (as-of
+  searches rank old versions too): its ``terms`` (text[]), their counts ``tfs`` (int[], same
+  order) and ``len`` (their sum, what the index's ``docs.len`` holds), keyed by chunk_id: a
+  chunk_id names one document version and position, so its text, hence its bag, never changes
+  and an incremental publish tokenizes only the chunks it has not published yet. A GIN index
+  on ``terms`` finds the chunks holding a question's terms.
+- ``lexical_terms_vN``: the index's ``dict`` (term, df); rewritten only where a df changed (an
+  index rebuild), so most publishes write none.
+- ``lexical_stats_vN``: the index's one ``stats`` row (num_docs, avgdl).
+
+A source without a full-text index publishes no statistics (its live ones are marked removed):
+that publication serves vector search only, as DuckDB serving does without an index.
+
+Readers' roles see none of these rows (row-level security on, no policy: the terms of every
+document are in them; the publishing role owns the tables and reads them for every caller,
+under the access rule applied to the chunks). Purge deletes a document's bags with its rows
+(the tables carry document_id) and `purge_orphan_terms` the terms no remaining bag holds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import duckdb
+import pyarrow as pa
+
+from ragmart.relations import (
+    LEXICAL_CHUNKS_PREFIX,
+    LEXICAL_STATS_PREFIX,
+    LEXICAL_TERMS_PREFIX,
+    Relations,
+)
+from ragmart.serving.lexical_index import STEMMER, has_index, schema_of
+from ragmart.serving.postgres.schema import REMOVALS, SCHEMA
+from ragmart.serving.postgres.transfer import copy_rows, duckdb_columns
+
+_BOOKKEEPING = "published_in bigint not null, removed_in bigint, row_fingerprint text not null"
+_COLUMNS = {
+    "chunks": "chunk_id text not null, document_id text, terms text[] not null, "
+              "tfs integer[] not null, len integer not null",
+    "terms": "term text not null, df bigint not null",
+    "stats": "num_docs bigint not null, avgdl double precision",
+}
+
+
+@dataclass(frozen=True)
+class LexicalTables:
+    """The three statistics tables of one index version (unqualified names)."""
+
+    version: str
+
+    @property
+    def chunks(self) -> str:
+        return LEXICAL_CHUNKS_PREFIX + self.version
+
+    @property
+    def terms(self) -> str:
+        return LEXICAL_TERMS_PREFIX + self.version
+
+    @property
+    def stats(self) -> str:
+        return LEXICAL_STATS_PREFIX + self.version
+
+    def qualified(self, table: str) -> str:
+        return f'{SCHEMA}."{table}"'
+
+
+def ensure_tables(conn, version: str) -> None:
+    """Create the version's statistics tables and their indexes when missing, readers locked
+    out (idempotent; in the caller's transaction)."""
+    t = LexicalTables(version)
+    for kind, table in (("chunks", t.chunks), ("terms", t.terms), ("stats", t.stats)):
+        q = t.qualified(table)
+        conn.execute(f"create table if not exists {q} ({_COLUMNS[kind]}, {_BOOKKEEPING})")
+        conn.execute(f"alter table {q} enable row level security")
+        conn.execute(f'create index if not exists "{table}_fingerprint" on {q} '
+                     "(row_fingerprint)")
+    conn.execute(f'create index if not exists "{t.chunks}_terms" on {t.qualified(t.chunks)} '
+                 "using gin (terms)")
+    conn.execute(f'create index if not exists "{t.chunks}_chunk_id" on '
+                 f"{t.qualified(t.chunks)} (chunk_id)")
+    conn.execute(f'create index if not exists "{t.chunks}_document" on '
+                 f"{t.qualified(t.chunks)} (document_id)")
+    conn.execute(f'create index if not exists "{t.terms}_term" on {t.qualified(t.terms)} '
+                 "(term)")
+
+
+def _texts_sql(duck: duckdb.DuckDBPyConnection, version: str) -> str:
+    """DuckDB SQL: (chunk_id, document_id, chunk_text) of every chunk_id of the version's
+    serving set and history."""
+    r = Relations(version)
+    parts = [f'select chunk_id, document_id, chunk_text from main."{table}"'
+             for table in (r.serving, r.history) if duckdb_columns(duck, table)]
+    return ("select chunk_id, any_value(document_id) as document_id, "
+            "any_value(chunk_text) as chunk_text from (" + " union all ".join(parts) +
+            ") group by chunk_id")
+
+
+def bags_sql(fts: str, texts: str) -> str:
+    """DuckDB SQL: each chunk of `texts` (a relation of chunk_id, document_id, chunk_text) as
+    its term bag, tokenized as the full-text index `fts` tokenized it (ragmart.retrieval.
+    lexical scores an unindexed chunk the same way), rendered as PostgreSQL's text input."""
+    return f"""
+    with tokens as (
+        select chunk_id, document_id, unnest({fts}.tokenize(chunk_text)) as token
+        from {texts}
+    ),
+    kept as (
+        select chunk_id, document_id, stem(token, '{STEMMER}') as term
+        from tokens
+        where token <> '' and token not in (select sw from {fts}.stopwords)
+    ),
+    counted as (
+        select chunk_id, any_value(document_id) as document_id, term, count(*) as tf
+        from kept group by chunk_id, term
+    )
+    select chunk_id, any_value(document_id) as document_id,
+        '{{' || array_to_string(list('"' || term || '"' order by term), ',') || '}}' as terms,
+        '{{' || array_to_string(list(tf order by term), ',') || '}}' as tfs,
+        sum(tf)::varchar as len, $id::varchar as published_in, chunk_id as row_fingerprint
+    from counted group by chunk_id"""
+
+
+def _live(cur, duck: duckdb.DuckDBPyConnection, table: str) -> pa.Table:
+    rows = cur.execute(f'select row_fingerprint from {SCHEMA}."{table}" '
+                       "where removed_in is null").fetchall()
+    return pa.table({"fp": pa.array([fp for (fp,) in rows], pa.string())})
+
+
+def _sync(duck: duckdb.DuckDBPyConnection, cur, table: str, keys_sql: str, rows_sql,
+          columns: list[str], publication_id: int) -> tuple[int, int]:
+    """Bring ``ragmart.<table>`` to the source's rows as publication `publication_id`: the keys
+    of `keys_sql` (column fp) that no live row has are rendered by `rows_sql(new)` (`new`: a
+    relation of those keys) and COPYed in; live rows whose key the source lacks get
+    removed_in. Returns (written, removed)."""
+    live, source = f"ragmart_pg_live_{table}", f"ragmart_pg_keys_{table}"
+    duck.register(live, _live(cur, duck, table))
+    duck.register(source, duck.execute(keys_sql).to_arrow_table())
+    try:
+        new = f"(select fp from {source} anti join {live} using (fp))"
+        written = copy_rows(duck, rows_sql(new), {"id": publication_id}, cur,
+                            f'{SCHEMA}."{table}"', columns)
+        gone = [fp for (fp,) in duck.execute(
+            f"select fp from {live} anti join {source} using (fp)").fetchall()]
+    finally:
+        duck.unregister(live)
+        duck.unregister(source)
+    return written, _mark_removed(cur, table, publication_id, gone) if gone else 0
+
+
+def _mark_removed(cur, table: str, publication_id: int, fingerprints: list[str] | None) -> int:
+    """Set removed_in on the live rows of `fingerprints` (None: every live row) and log them
+    in ragmart.removals, which pruning deletes by. Returns how many."""
+    only = "" if fingerprints is None else "and row_fingerprint = any(%(fps)s)"
+    cur.execute(f"""
+        with marked as (
+            update {SCHEMA}."{table}" set removed_in = %(id)s
+            where removed_in is null {only}
+            returning row_fingerprint
+        )
+        insert into {REMOVALS} (publication_id, table_name, row_fingerprint)
+        select %(id)s, %(table)s, row_fingerprint from marked""",
+                {"id": publication_id, "table": table, "fps": fingerprints})
+    return cur.rowcount
+
+
+def _remove_all(cur, t: LexicalTables, publication_id: int) -> dict[str, dict[str, int]]:
+    return {table: {"written": 0, "removed": _mark_removed(cur, table, publication_id, None)}
+            for table in (t.chunks, t.terms, t.stats)}
+
+
+def publish_terms(duck: duckdb.DuckDBPyConnection, conn, version: str,
+                  publication_id: int) -> dict[str, dict[str, int]]:
+    """Publish the BM25 statistics of `version` from the DuckDB database `duck` (its serving
+    table's full-text index and texts) as publication `publication_id`, in the caller's
+    transaction on `conn`; only what changed since the live rows is written. Returns
+    table -> {written, removed}."""
+    from ragmart.duck import load_extension
+
+    t = LexicalTables(version)
+    ensure_tables(conn, version)
+    serving = Relations(version).serving
+    with conn.cursor() as cur:
+        if not has_index(duck, serving):
+            return _remove_all(cur, t, publication_id)
+        load_extension(duck, "fts")  # stem()
+        fts = schema_of(serving)
+        texts = _texts_sql(duck, version)
+        out = {}
+        out[t.chunks] = _sync(
+            duck, cur, t.chunks, f"select chunk_id as fp from ({texts})",
+            lambda new: bags_sql(fts, f"(select texts.* from ({texts}) as texts semi join {new} "
+                                     "as n on texts.chunk_id = n.fp)"),
+            ["chunk_id", "document_id", "terms", "tfs", "len", "published_in",
+             "row_fingerprint"], publication_id)
+        # the index's dict and stats, copied as they are (a row changes with a rebuild)
+        for table, relation, columns, fp in (
+                (t.terms, f"{fts}.dict", ("term", "df"), "term || ' ' || df::varchar"),
+                (t.stats, f"{fts}.stats", ("num_docs", "avgdl"),
+                 "num_docs::varchar || ' ' || coalesce(avgdl::varchar, '')")):
+            texts_of = ", ".join(f"{c}::varchar" for c in columns)
+            out[table] = _sync(
+                duck, cur, table, f"select {fp} as fp from {relation}",
+                lambda new, relation=relation, texts_of=texts_of, fp=fp: (
+                    f"select {texts_of}, $id::varchar, {fp} from {relation} "
+                    f"semi join {new} as n on {fp} = n.fp"),
+                [*columns, "published_in", "row_fingerprint"], publication_id)
+        for table, (written, removed) in out.items():
+            if written or removed:  # the planner's statistics (publish_version's VACUUM runs
+                cur.execute(f"analyze {t.qualified(table)}")  # only after pruning)
+    return {table: {"written": w, "removed": r} for table, (w, r) in out.items()}
+
+
+def lexical_versions(conn) -> list[str]:
+    """The versions with statistics tables on the serving database."""
+    return [name.removeprefix(LEXICAL_CHUNKS_PREFIX) for (name,) in conn.execute(
+        "select table_name from information_schema.tables where table_schema = %s "
+        "and starts_with(table_name, %s) order by table_name",
+        (SCHEMA, LEXICAL_CHUNKS_PREFIX)).fetchall()]
+
+
+def purge_orphan_terms(conn, pending: str) -> dict[str, int]:
+    """After a purge deleted a document's term bags (every publication): delete the terms no
+    remaining bag holds (its own words), and record each table it deleted from in `pending`
+    (the purge's VACUUM FULL list). Returns table -> rows deleted."""
+    deleted = {}
+    for version in lexical_versions(conn):
+        t = LexicalTables(version)
+        n = conn.execute(
+            f"delete from {t.qualified(t.terms)} as dict where not exists (select from "
+            f"{t.qualified(t.chunks)} as bags where bags.terms @> array[dict.term])").rowcount
+        if n:
+            deleted[t.terms] = n
+            conn.execute(f"insert into {pending} values (%s) on conflict do nothing",
+                         (t.terms,))
+    return deleted
