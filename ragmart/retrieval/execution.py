@@ -208,6 +208,7 @@ def _via_index(
     farthest_allowed = max_distance(params)
     vector = {"query_vector": params["query_vector"]}
     distance = f"array_cosine_distance(embedding, {p('query_vector')})"
+    conn.execute(f"set hnsw_ef_search = {planner.HNSW_EF_SEARCH}")
     while n_candidates <= planner.MAX_CANDIDATES:
         pool = conn.execute(
             f"select chunk_id, {distance} as d from {tables.index} order by d "
