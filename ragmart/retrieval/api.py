@@ -105,8 +105,9 @@ class Retriever:
     that cannot be opened is tried again at the next check while the old one keeps answering.
     With `db_path` it pins that file. With `vectors_in_memory` (the default) it copies the
     serving set's vectors into memory (ragmart.retrieval.memory: float32, 4 bytes per dimension:
-    ~1.5 KB per chunk at 384 dimensions, 6 KB at 1536, 12 KB at 3072) and live searches score
-    candidates there; the answers are those of the exact search. Close it (or use `with`):
+    ~1.5 KB per chunk at 384 dimensions, 6 KB at 1536, 12 KB at 3072) with the rows a result
+    prints (text and metadata), and live searches answer from there without search SQL; the
+    answers are those of the exact search. Close it (or use `with`):
     while it is open, DuckDB's shared lock keeps writers (a `dbt build` on that file) out,
     which is why it should read a published snapshot rather than the build database. Like a
     DuckDB connection, a Retriever serves one thread at a time: give each worker thread its
