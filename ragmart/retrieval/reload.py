@@ -10,8 +10,10 @@ When is a row unchanged? A chunk_id names one version of one document and a posi
 (ragmart.chunking.versions.make_chunk_id), but a purge followed by a new landing could serve the
 same id again with other text, and a serving table of another version holds another model's
 vectors. So a row is reused only when the serving table is the same, and its chunk_id, its
-chunk_hash (the text) and its embedding_model are all the previous row's, and the vector's
-size is the same; any other row is read from the new snapshot.
+chunk_hash (the text) and its embedding_model are all the previous row's (compared as the
+chunk_id itself and a 64-bit DuckDB `hash` of the three: two rows of one chunk_id with other
+text pass only on a hash collision, ~5e-20 per changed row), and the vector's size is the
+same; any other row is read from the new snapshot.
 """
 
 from __future__ import annotations
@@ -20,19 +22,19 @@ from dataclasses import dataclass, field
 
 import duckdb
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from ragmart.retrieval.memory import ReadOnlyRequiredError, ServingVectors
+from ragmart.retrieval.sql import literal_list
 
 KEY_COLUMNS = ("chunk_id", "chunk_hash", "embedding_model")
+LITERAL_IDS_MAX = 5_000  # more new rows than this: a full load
 
 
 @dataclass
 class FollowedVectors(ServingVectors):
     """ServingVectors that remember each row's key, for the next load to reuse them."""
 
-    row_keys: pa.Array | None = field(default=None, repr=False, compare=False)
+    row_keys: np.ndarray | None = field(default=None, repr=False, compare=False)  # uint64
     reused_rows: int = 0  # rows taken from the previous load rather than read
 
 
@@ -45,27 +47,40 @@ def load_vectors(conn: duckdb.DuckDBPyConnection, serving_table: str,
             or previous.serving_table != serving_table or not previous.rows):
         return _full(conn, serving_table)
     _check_read_only(conn)
-    keys = _keys(conn, serving_table)
-    row_keys = _fingerprint(keys)
-    found = pc.index_in(row_keys, value_set=previous.row_keys)
-    reused = pc.is_valid(found).to_numpy(zero_copy_only=False)
-    at = pc.fill_null(found, 0).to_numpy(zero_copy_only=False).astype(np.int64)
-    matrix = np.empty((len(keys), previous.matrix.shape[1]), dtype=np.float32)
-    matrix[reused] = previous.matrix[at[reused]]
+    chunk_ids, row_keys = _keys(conn, serving_table)
+    # rows are sorted by chunk_id, and so were the previous load's: match on the key's hash,
+    # then on the chunk_id itself
+    order = np.argsort(previous.row_keys, kind="stable")
+    at = np.searchsorted(previous.row_keys, row_keys, sorter=order).clip(0, previous.rows - 1)
+    at = order[at]
+    reused = (previous.row_keys[at] == row_keys) & (previous.chunk_ids[at] == chunk_ids)
     new_rows = np.flatnonzero(~reused)
+    if not len(new_rows) and np.array_equal(at, np.arange(previous.rows)):
+        matrix = previous.matrix  # the same rows in the same order (read-only in both)
+    else:
+        matrix = previous.matrix.take(at, axis=0)  # one gather; new rows overwritten below
     if len(new_rows):
-        fresh = _read_rows(conn, serving_table, keys["chunk_id"].take(pa.array(new_rows)))
-        if fresh.shape != (len(new_rows), matrix.shape[1]):  # another size: load it all
+        listed = (literal_list(chunk_ids[new_rows].tolist())
+                  if len(new_rows) <= LITERAL_IDS_MAX else None)
+        if listed is None:  # a large change: read it all
             return _full(conn, serving_table)
-        matrix[new_rows] = fresh
-    return FollowedVectors(serving_table=serving_table,
-                           chunk_ids=np.asarray(keys["chunk_id"].to_pylist(), dtype=object),
-                           matrix=matrix, row_keys=row_keys, reused_rows=int(reused.sum()))
+        # the same load (and normalization) as a full one, of the new rows only; a constant
+        # list, which a snapshot answers from its chunk_id index (only those rows' vectors)
+        fresh = ServingVectors.load(conn, f"(select chunk_id, embedding from {serving_table} "
+                                          f"where chunk_id in ({listed}))")
+        if fresh.matrix.shape != (len(new_rows), matrix.shape[1]) \
+                or not np.array_equal(fresh.chunk_ids, chunk_ids[new_rows]):
+            return _full(conn, serving_table)  # another size
+        matrix[new_rows] = fresh.matrix
+    return FollowedVectors(serving_table=serving_table, chunk_ids=chunk_ids, matrix=matrix,
+                           row_keys=row_keys, reused_rows=int(reused.sum()))
 
 
 def _full(conn: duckdb.DuckDBPyConnection, serving_table: str) -> FollowedVectors:
     vectors = FollowedVectors.load(conn, serving_table)
-    vectors.row_keys = _fingerprint(_keys(conn, serving_table))
+    chunk_ids, vectors.row_keys = _keys(conn, serving_table)
+    if not np.array_equal(chunk_ids, vectors.chunk_ids):  # cannot happen on a read-only file
+        vectors.row_keys = None
     return vectors
 
 
@@ -77,31 +92,11 @@ def _check_read_only(conn: duckdb.DuckDBPyConnection) -> None:
         raise ReadOnlyRequiredError("serving vectors are reused only from a read-only connection")
 
 
-def _keys(conn: duckdb.DuckDBPyConnection, serving_table: str) -> pa.Table:
-    return conn.execute(
-        f"select {', '.join(KEY_COLUMNS)} from {serving_table} order by chunk_id"
-    ).to_arrow_table()
-
-
-def _fingerprint(keys: pa.Table) -> pa.Array:
-    """One string per row: its key columns joined (none of them holds a NUL)."""
-    columns = [pc.fill_null(keys[c].combine_chunks().cast(pa.string()), "")
-               for c in KEY_COLUMNS]
-    return pc.binary_join_element_wise(*columns, "\x00")
-
-
-def _read_rows(conn: duckdb.DuckDBPyConnection, serving_table: str,
-               chunk_ids: pa.Array) -> np.ndarray:
-    """Unit-normalized float32 vectors of `chunk_ids` (in chunk_id order, as the table's rows
-    are loaded), as ServingVectors.load normalizes them."""
-    wanted = pa.table({"chunk_id": chunk_ids})  # noqa: F841 - read by the SQL below
+def _keys(conn: duckdb.DuckDBPyConnection, serving_table: str) -> tuple[np.ndarray, np.ndarray]:
+    """(chunk ids, a 64-bit hash of each row's chunk_id, chunk_hash and embedding_model), in
+    chunk_id order, as ServingVectors.load orders its rows."""
     table = conn.execute(
-        f"select served.chunk_id, served.embedding from {serving_table} as served "
-        "semi join wanted on served.chunk_id = wanted.chunk_id order by served.chunk_id"
-    ).to_arrow_table()
-    embeddings = table["embedding"].combine_chunks()
-    dims = embeddings.type.list_size if len(table) else 0
-    flat = embeddings.flatten().to_numpy(zero_copy_only=False) if len(table) else np.zeros(0)
-    matrix = np.asarray(flat, dtype=np.float32).reshape(len(table), dims)
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    return matrix / np.where(norms > 0, norms, 1.0)
+        f"select chunk_id, hash({', '.join(KEY_COLUMNS)}) as row_key from {serving_table} "
+        "order by chunk_id").to_arrow_table()
+    return (np.asarray(table["chunk_id"].to_pylist(), dtype=object),
+            table["row_key"].to_numpy())
