@@ -140,6 +140,7 @@ def automatic(corpus: Corpus, env: dict[str, str], landing: Path, edits: int, ev
     def pump() -> None:
         for line in loop.stdout:
             lines.append((time.time(), line.rstrip()))
+            print(line.rstrip(), file=sys.stderr, flush=True)  # kept should the run fail
 
     threading.Thread(target=pump, daemon=True).start()
     while not any("ragmart build #1" in line for _, line in lines):  # its first (no-op) build
@@ -162,7 +163,11 @@ def automatic(corpus: Corpus, env: dict[str, str], landing: Path, edits: int, ev
         reader.stop.set()
         reader.join(timeout=30)
         loop.send_signal(signal.SIGINT)
-        loop.wait(timeout=120)
+        try:  # a SIGINT that dbt catches mid-build only fails that build: stop it then
+            loop.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            loop.kill()
+            loop.wait()
     builds = []
     for at, line in lines:
         match = LINE.search(line)

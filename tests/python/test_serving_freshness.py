@@ -414,3 +414,35 @@ def test_a_publish_after_a_change_reevaluates_and_reloads_only_what_changed(tmp_
                 theirs = fresh.retrieve(question, k=5, groups=ALL_GROUPS)
                 assert [(c.chunk_id, c.distance) for c in ours] == \
                     [(c.chunk_id, c.distance) for c in theirs]
+
+
+def test_ctrl_c_stops_the_watch_loop_even_in_the_middle_of_a_build(tmp_path) -> None:
+    """dbt returns a SIGINT that lands during a build as a failed build; the loop must stop,
+    not retry it (at 100k chunks a build and its publish fill most of the loop's time)."""
+    import signal
+    import time
+
+    project = Project(tmp_path)
+    project.land_sample()
+    loop = subprocess.Popen(
+        [sys.executable, "-m", "ragmart.cli.main", "build", "--watch", "--publish",
+         "--interval", "0.5", "--", "--quiet"],
+        cwd=ROOT, env=project.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = Lines(loop)
+    try:
+        lines.wait_for("watching")
+        # the first build of the sample runs every model: interrupt it once dbt is running
+        log = project.workdir / "logs" / "dbt.log"
+        deadline = time.monotonic() + 120
+        while "Began running node" not in (log.read_text() if log.exists() else ""):
+            assert time.monotonic() < deadline and loop.poll() is None, lines.seen
+            time.sleep(0.05)
+        loop.send_signal(signal.SIGINT)
+        assert loop.wait(timeout=90) == Exit.OK
+        time.sleep(0.5)
+        while not lines.queue.empty():
+            lines.seen.append(lines.queue.get())
+        assert not any("ragmart build #2" in line for line in lines.seen), lines.seen
+    finally:
+        if loop.poll() is None:
+            loop.kill()
