@@ -157,14 +157,23 @@ def _best_chunks(conn: duckdb.DuckDBPyConnection, table: str, vectors: np.ndarra
 
 def _rankings(state: _State) -> list[list[str]]:
     """Per question, every document by its best chunk: (distance, chunk_id) ascending, as the
-    SQL orders it (a NaN distance last)."""
-    if not len(state.documents):
-        return [[] for _ in range(len(state.distances))]
-    _, chunk_rank = np.unique(state.chunks.astype(str), return_inverse=True)
-    chunk_rank = chunk_rank.reshape(state.chunks.shape)
+    SQL orders it (a NaN distance last). Sorted by distance, then each run of equal distances
+    (rare) by chunk_id."""
     out = []
     for question in range(len(state.distances)):
         distance = state.distances[question]
-        order = np.lexsort((chunk_rank[question], distance))  # NaN sorts last
+        order = np.argsort(distance, kind="stable")  # NaN sorts last
+        ranked = distance[order]
+        tied = np.flatnonzero((ranked[1:] == ranked[:-1])
+                              | (np.isnan(ranked[1:]) & np.isnan(ranked[:-1])))
+        start = 0
+        while start < len(tied):  # each run of equal distances, by chunk_id
+            end = start
+            while end + 1 < len(tied) and tied[end + 1] == tied[end] + 1:
+                end += 1
+            lo, hi = tied[start], tied[end] + 2
+            chunks = state.chunks[question]
+            order[lo:hi] = sorted(order[lo:hi], key=lambda i, c=chunks: c[i])
+            start = end + 1
         out.append(state.documents[order].tolist())
     return out
