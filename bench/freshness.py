@@ -24,6 +24,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -139,6 +140,7 @@ def automatic(corpus: Corpus, env: dict[str, str], landing: Path, edits: int, ev
     def pump() -> None:
         for line in loop.stdout:
             lines.append((time.time(), line.rstrip()))
+            print(line.rstrip(), file=sys.stderr, flush=True)  # kept should the run fail
 
     threading.Thread(target=pump, daemon=True).start()
     while not any("ragmart build #1" in line for _, line in lines):  # its first (no-op) build
@@ -161,7 +163,11 @@ def automatic(corpus: Corpus, env: dict[str, str], landing: Path, edits: int, ev
         reader.stop.set()
         reader.join(timeout=30)
         loop.send_signal(signal.SIGINT)
-        loop.wait(timeout=120)
+        try:  # a SIGINT that dbt catches mid-build only fails that build: stop it then
+            loop.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            loop.kill()
+            loop.wait()
     builds = []
     for at, line in lines:
         match = LINE.search(line)
@@ -210,29 +216,56 @@ def manual(corpus: Corpus, env: dict[str, str], workdir: Path, db: Path, landing
             **{f"{name}_s_p50": pct(values, 0.5) for name, values in steps.items()}}
 
 
-def bench(n_docs: int, edits: int, every: float, manual_edits: int, recheck: float,
-          timeout: float, seed: int = 7) -> dict:
-    workdir = Path(tempfile.mkdtemp(prefix=f"ragmart-fresh-{n_docs}-"))
+LAYOUT_VERSION = 1  # bump when the corpus or its first build changes: the cache is rebuilt
+
+
+def prepared(n_docs: int, seed: int) -> tuple[Path, dict]:
+    """The corpus of `n_docs` documents built and published once, cached under bench/out/
+    (the initial build, with its HNSW index above 25,000 chunks, takes minutes: prepare it
+    outside the benchmark lock with --prepare); returns (its directory, what it measured)."""
+    cache = ROOT / "bench" / "out" / f"freshness-{n_docs}-s{seed}-l{LAYOUT_VERSION}"
+    if (cache / "prepared.json").exists():
+        return cache, json.loads((cache / "prepared.json").read_text())
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix=f"ragmart-fresh-{n_docs}-", dir=cache.parent))
     db, landing = workdir / "ragmart.duckdb", workdir / "landing"
     env = {**os.environ, **build_env(workdir, db, landing),
            "RAGMART_PUBLISH_DIR": str(workdir / "published")}
-    os.environ.update(env)  # the reader (in this process) resolves what serves from it
-    corpus = Corpus(n_docs, seed)
-    corpus.initial(landing)
+    Corpus(n_docs, seed).initial(landing)
     started = time.perf_counter()
     dbt_build(workdir, db, landing)
     initial_build = time.perf_counter() - started
     proc = cli(env, "publish", "v1")
     if proc.returncode != 0:
         raise SystemExit(f"publish failed: {proc.stderr}")
-    chunks = json.loads(proc.stdout)["chunks"]
-    snapshot_mb = (workdir / "published" / json.loads(proc.stdout)["snapshot"]).stat().st_size
-    return {
-        "docs": n_docs, "chunks": chunks, "initial_build_s": initial_build,
-        "snapshot_mb": snapshot_mb / 1e6, "db_mb": db.stat().st_size / 1e6,
-        "automatic": automatic(corpus, env, landing, edits, every, recheck, timeout),
-        "manual": manual(corpus, env, workdir, db, landing, manual_edits),
-    }
+    out = json.loads(proc.stdout)
+    facts = {"chunks": out["chunks"], "initial_build_s": initial_build,
+             "snapshot_mb": (workdir / "published" / out["snapshot"]).stat().st_size / 1e6}
+    (workdir / "prepared.json").write_text(json.dumps(facts))
+    shutil.rmtree(cache, ignore_errors=True)
+    os.replace(workdir, cache)
+    return cache, facts
+
+
+def bench(n_docs: int, edits: int, every: float, manual_edits: int, recheck: float,
+          timeout: float, seed: int = 7) -> dict:
+    cache, facts = prepared(n_docs, seed)
+    workdir = Path(tempfile.mkdtemp(prefix=f"ragmart-fresh-{n_docs}-"))
+    shutil.copytree(cache, workdir, dirs_exist_ok=True)  # copy2: landed files keep their times
+    db, landing = workdir / "ragmart.duckdb", workdir / "landing"
+    env = {**os.environ, **build_env(workdir, db, landing),
+           "RAGMART_PUBLISH_DIR": str(workdir / "published")}
+    os.environ.update(env)  # the reader (in this process) resolves what serves from it
+    corpus = Corpus(n_docs, seed)  # the same documents as the cached build's
+    corpus.seq = n_docs + 1  # and its change sequence, as initial() left it
+    try:
+        return {
+            "docs": n_docs, **facts, "db_mb": db.stat().st_size / 1e6,
+            "automatic": automatic(corpus, env, landing, edits, every, recheck, timeout),
+            "manual": manual(corpus, env, workdir, db, landing, manual_edits),
+        }
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _s(value: float | None) -> str:
@@ -250,7 +283,13 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=120.0,
                         help="give up on an edit not servable after this many seconds")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--prepare", action="store_true",
+                        help="build (or check) the cached corpus and its first publish, and stop")
     args = parser.parse_args()
+    if args.prepare:
+        for n_docs in args.docs:
+            print(n_docs, *prepared(n_docs, 7))
+        return
     for n_docs in args.docs:
         result = bench(n_docs, args.edits, args.every, args.manual, args.recheck, args.timeout)
         if args.json:

@@ -180,6 +180,7 @@ class WarmDbt:
             result = self._runner_class().invoke(["parse", *parse_args(self.dbt_args)])
         finally:
             close_duckdb()
+        _reraise_interrupt(result)
         if not result.success:
             raise RuntimeError(f"dbt parse failed: {result.exception!r}")
         self._runner = self._runner_class(manifest=result.result)
@@ -200,6 +201,7 @@ class WarmDbt:
                 ["build", *self.build_args, *extra, *self.dbt_args, "--no-write-json"])
         finally:
             close_duckdb()
+        _reraise_interrupt(result)
         if hasattr(result.result, "write"):
             self.target_path.mkdir(parents=True, exist_ok=True)
             result.result.write(str(self.target_path / "run_results.json"))
@@ -210,6 +212,13 @@ class WarmDbt:
             failures.append(repr(result.exception))
         return BuildOutcome(bool(result.success), time.perf_counter() - started, parsed,
                             split["models"], split["tests"], failures)
+
+
+def _reraise_interrupt(result: Any) -> None:
+    """dbtRunner.invoke returns a Ctrl-C (SIGINT) as a failed result: raise it again, so that
+    `ragmart build --watch` stops instead of retrying the build it interrupted."""
+    if isinstance(getattr(result, "exception", None), KeyboardInterrupt):
+        raise KeyboardInterrupt
 
 
 def then_publish(build: Callable[[], BuildOutcome], publish: Callable[[], Any]

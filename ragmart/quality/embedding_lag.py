@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 
 import duckdb
+import pyarrow as pa
 from duckdb.sqltypes import BIGINT, BOOLEAN, TIMESTAMP
 
 FUNCTION = "ragmart_embedding_sla_lag_seconds"
@@ -46,6 +47,16 @@ def register(conn: duckdb.DuckDBPyConnection) -> None:
         "select count(*) from duckdb_functions() where function_name = $f", {"f": FUNCTION},
     ).fetchone()[0]
     if not registered:
-        conn.create_function(FUNCTION, sla_lag_seconds,
+        # vectorized (arrow): a native Python UDF costs ~0.27 ms a row, 2.7 s for the 10,000
+        # versions of a 100k-chunk corpus, paid twice by every build's SLA test; this is the
+        # same function applied to each row of a batch
+        conn.create_function(FUNCTION, _per_row,
                              [BOOLEAN, BIGINT, BIGINT, TIMESTAMP, TIMESTAMP], BIGINT,
-                             null_handling="special")
+                             type="arrow", null_handling="special")
+
+
+def _per_row(is_live: pa.Array, expected_chunks: pa.Array, lag_seconds: pa.Array,
+             committed_at: pa.Array, at: pa.Array) -> pa.Array:
+    columns = (is_live, expected_chunks, lag_seconds, committed_at, at)
+    return pa.array([sla_lag_seconds(*row) for row in zip(*(c.to_pylist() for c in columns),
+                                                          strict=True)], pa.int64())

@@ -26,6 +26,7 @@ from ragmart.relations import DEFAULT_VERSION
 from ragmart.retrieval.contracts import Contract, contracts_path, load_contracts
 from ragmart.retrieval.fusion import check_mode, search_mode
 from ragmart.retrieval.memory import ServingVectors
+from ragmart.retrieval.reload import load_vectors
 from ragmart.retrieval.request import ALL_GROUPS, MISSING_GROUPS_DEFAULT, Groups, check_inputs
 from ragmart.retrieval.results import RetrievalError, RetrievalResult
 from ragmart.retrieval.sql import Tables
@@ -165,7 +166,8 @@ class Retriever:
             # size has another model), unless the caller gave a provider
             provider = _checked(self._given_provider or _question_provider(
                 version, models, Settings.from_env()), models)
-            vectors = (ServingVectors.load(conn, tables.serving, tables.documents)
+            vectors = (load_vectors(conn, tables.serving, getattr(self, "vectors", None),
+                                    tables.documents)
                        if self._vectors_in_memory else None)
         except BaseException:
             conn.close()

@@ -107,7 +107,7 @@ class ServingVectors:
         matrix = np.ascontiguousarray(np.asarray(flat, dtype=np.float32).reshape(len(table),
                                                                                  dims))
         chunk_ids = np.asarray(table["chunk_id"].to_pylist(), dtype=object)
-        records = None if documents_table is None else _records(
+        records = None if documents_table is None else load_records(
             conn, serving_table, documents_table, table["chunk_id"])
         return cls(serving_table=serving_table, chunk_ids=chunk_ids, matrix=matrix,
                    records=records)
@@ -303,7 +303,7 @@ def duckdb_cosine_distances(vectors: np.ndarray, query: np.ndarray) -> np.ndarra
     return np.float32(1) - similarity.astype(np.float32)
 
 
-def _records(conn: duckdb.DuckDBPyConnection, serving_table: str, documents_table: str,
+def load_records(conn: duckdb.DuckDBPyConnection, serving_table: str, documents_table: str,
              chunk_ids: pa.ChunkedArray) -> pa.Table:
     """Every row of `serving_table` as a live search's result prints it (the exact search's
     columns, completeness, the document's source: ragmart.retrieval.execution._exact and

@@ -20,14 +20,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ragmart.relations import check_version
-from ragmart.serving.baseline import (
-    Evaluator,
-    Gate,
-    evaluate_snapshot,
-    gate_on_serving,
-    make_baseline,
-    now,
-)
+from ragmart.serving.baseline import Evaluator, Gate, gate_on_serving, make_baseline, now
+from ragmart.serving.evaluation import evaluate_snapshot
 from ragmart.serving.pointer import (
     Publication,
     current_publication,

@@ -49,11 +49,15 @@ class VersionInfo:
     size_bytes: int
 
 
-def list_versions(conn: duckdb.DuckDBPyConnection) -> list[VersionInfo]:
-    """Every index version whose serving table the connection's database holds."""
+def list_versions(conn: duckdb.DuckDBPyConnection, only: str | None = None
+                  ) -> list[VersionInfo]:
+    """Every index version whose serving table the connection's database holds (only the
+    version `only`, when given: each one read costs a scan of its vectors' sizes)."""
     names = [r[0] for r in conn.execute(
         "select table_name from information_schema.tables where table_name like $p "
         "order by table_name", {"p": f"{SERVING_PREFIX}v%"}).fetchall()]
+    if only is not None:
+        names = [name for name in names if name == Relations(only).serving]
     out = []
     for name in names:
         version = version_of(name)
@@ -213,7 +217,7 @@ def snapshot_info(path: Path, version: str) -> VersionInfo:
     """What the snapshot file `path` holds of `version`."""
     conn = connect(path, read_only=True)
     try:
-        return next(v for v in list_versions(conn) if v.version == version)
+        return next(v for v in list_versions(conn, only=version) if v.version == version)
     finally:
         conn.close()
 

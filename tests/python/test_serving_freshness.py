@@ -358,3 +358,91 @@ def test_dbt_and_ragmart_freshness_judge_the_embedding_lag_sla_alike(tmp_path) -
     sla = (served_lag + 30) / 60
     assert set(_sla_failures(project, sla)) == set(judged_by_freshness(sla)) == {
         ("pending", 1)}
+
+
+def test_a_publish_after_a_change_reevaluates_and_reloads_only_what_changed(tmp_path,
+                                                                             monkeypatch) -> None:
+    """The watch loop's publishes (one process) evaluate only the documents changed since the
+    last one, with the report of a full evaluation, and a following Retriever reads only the
+    new chunks' vectors, holding what a fresh reader of the snapshot holds."""
+    import numpy as np
+
+    from ragmart.retrieval.api import ALL_GROUPS, Retriever
+    from ragmart.serving import evaluation
+    from ragmart.serving.baseline import evaluate_snapshot as full_evaluation
+    from ragmart.serving.publish import publish
+
+    project = Project(tmp_path)
+    project.land_sample()
+    land_note(project, 6, "Badger bicycle loans are approved by the facilities desk.")
+    project.build()
+    for key, value in project.env().items():
+        monkeypatch.setenv(key, value)
+    published = project.workdir / "published"
+    first = publish(project.db_path, "v1")
+    documents = project.query("select count(distinct document_id) from "
+                              "fct_chunk_embeddings_v1")[0][0]
+    assert evaluation.last_recomputed(published / first.snapshot, "v1") == documents
+    assert first.report == full_evaluation(published / first.snapshot, "v1")
+
+    sentence = "Otter ferry passes are refunded within a fortnight."
+    with Retriever(recheck_seconds=0) as reader:
+        assert reader.retrieve(sentence, k=3, groups=ALL_GROUPS)
+        before = reader.vectors.rows
+        gone = project.query("select count(*) from fct_chunk_embeddings_v1 "
+                             "where document_id = 'freshness-note-6'")[0][0]
+        assert gone > 0
+        # one new document, one deleted: two documents changed, the others did not
+        land_note(project, 7, sentence)
+        project.land("dms/2099_delete.csv", dms_csv([
+            {"op": "D", "seq": 99, "document_id": "freshness-note-6"}]))
+        project.build()
+        second = publish(project.db_path, "v1")
+        snapshot = published / second.snapshot
+        assert evaluation.last_recomputed(snapshot, "v1") == 1  # the new note; the deleted
+        assert second.report == full_evaluation(snapshot, "v1")  # one is dropped
+
+        assert any(sentence in r.chunk_text
+                   for r in reader.retrieve(sentence, k=3, groups=ALL_GROUPS))
+        assert reader.path == snapshot
+        assert reader.vectors.reused_rows == before - gone
+        with Retriever(db_path=snapshot) as fresh:
+            assert list(fresh.vectors.chunk_ids) == list(reader.vectors.chunk_ids)
+            assert np.array_equal(fresh.vectors.matrix, reader.vectors.matrix)
+            for question in (sentence, "How many vacation days carry over?"):
+                ours = reader.retrieve(question, k=5, groups=ALL_GROUPS)
+                theirs = fresh.retrieve(question, k=5, groups=ALL_GROUPS)
+                assert [(c.chunk_id, c.distance) for c in ours] == \
+                    [(c.chunk_id, c.distance) for c in theirs]
+
+
+def test_ctrl_c_stops_the_watch_loop_even_in_the_middle_of_a_build(tmp_path) -> None:
+    """dbt returns a SIGINT that lands during a build as a failed build; the loop must stop,
+    not retry it (at 100k chunks a build and its publish fill most of the loop's time)."""
+    import signal
+    import time
+
+    project = Project(tmp_path)
+    project.land_sample()
+    loop = subprocess.Popen(
+        [sys.executable, "-m", "ragmart.cli.main", "build", "--watch", "--publish",
+         "--interval", "0.5", "--", "--quiet"],
+        cwd=ROOT, env=project.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = Lines(loop)
+    try:
+        lines.wait_for("watching")
+        # the first build of the sample runs every model: interrupt it once dbt is running
+        log = project.workdir / "logs" / "dbt.log"
+        deadline = time.monotonic() + 120
+        while "Began running node" not in (log.read_text() if log.exists() else ""):
+            assert time.monotonic() < deadline and loop.poll() is None, lines.seen
+            time.sleep(0.05)
+        loop.send_signal(signal.SIGINT)
+        assert loop.wait(timeout=90) == Exit.OK
+        time.sleep(0.5)
+        while not lines.queue.empty():
+            lines.seen.append(lines.queue.get())
+        assert not any("ragmart build #2" in line for line in lines.seen), lines.seen
+    finally:
+        if loop.poll() is None:
+            loop.kill()

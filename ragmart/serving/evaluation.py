@@ -1,0 +1,179 @@
+"""The publish gate's evaluation, at the cost of the change: each document's best chunk is kept
+between publishes and recomputed only for the documents that changed.
+
+The gate evaluates every candidate snapshot exactly (ragmart.quality.evaluation): every judged
+question against every served chunk, each document ranked by its best chunk, the least
+(cosine distance, chunk_id). At 100,000 chunks and 77 questions that is 7.7 million distances,
+most of a publish (bench/freshness.py). Between two publishes of a watch loop a few documents
+change; the others' chunks, and so their best chunks, are the same.
+
+`evaluate_snapshot` computes the same report as ragmart.serving.baseline.evaluate_snapshot:
+- per question and document it keeps the best chunk's distance (as DuckDB computed it:
+  `array_cosine_distance`, float32) and chunk_id, with a signature of the document's served
+  rows (a hash of every row's chunk_id, chunk_hash and vector created_at);
+- at the next publish it reads the signatures of the new snapshot (one grouped scan of those
+  columns, no vectors) and recomputes, with the same SQL function, only the documents whose
+  signature differs or that are new; documents no longer served are dropped;
+- each question's ranking is then sorted by (distance, chunk_id), as the SQL orders it.
+A document whose rows are unchanged has the same distances to the same questions, so the
+rankings, and the report, are those of a full evaluation (tests/python/test_serving_freshness
+compares them). What is kept lives in this process only (the watch loop's): a cold `ragmart
+publish` evaluates everything once, and any other embedding model, question set or vector of
+a question starts over.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from ragmart.duck import connect
+from ragmart.relations import Relations
+
+_LOCK = threading.Lock()
+_KEPT: dict[tuple[str, str], _State] = {}  # (publish dir, version) -> what the last one kept
+
+
+@dataclass
+class _State:
+    key: str  # the model, the questions and their vectors
+    documents: np.ndarray  # object: document ids, sorted
+    signatures: np.ndarray  # int64 per document
+    distances: np.ndarray  # float64 (questions, documents): each document's best chunk...
+    chunks: np.ndarray  # object (questions, documents): ...and its chunk_id
+    recomputed: int = 0  # documents computed by the last evaluation (all, the first time)
+
+
+def evaluate_snapshot(database: Path, version: str) -> dict:
+    """The judged-query evaluation report of `version` in the snapshot `database`, equal to
+    ragmart.serving.baseline.evaluate_snapshot's, recomputing only the documents changed since
+    the last evaluation of `version` in this publish directory by this process."""
+    from ragmart.embedding.providers import provider_for_model
+    from ragmart.quality.evaluation import _version_model
+    from ragmart.quality.judged import load_judged_queries
+    from ragmart.quality.metrics import evaluate
+
+    queries = load_judged_queries()
+    conn = connect(Path(database), read_only=True)
+    try:
+        model = _version_model(conn, version)
+        provider = provider_for_model(model, version=version, purpose="evaluate")
+        questions = list(dict.fromkeys(q.question for q in queries))
+        vectors = np.asarray(provider.embed(questions) if questions
+                             else np.zeros((0, provider.dimensions)), dtype=np.float32)
+        table = Relations(version).serving
+        slot = (str(Path(database).resolve().parent), version)
+        with _LOCK:
+            state = _refresh(conn, table, vectors, _key(model, questions, vectors),
+                             _KEPT.get(slot))
+            _KEPT[slot] = state
+        types = dict(conn.execute(
+            f"select document_id, min(document_type) from {table} group by document_id"
+        ).fetchall())
+    finally:
+        conn.close()
+    rankings = dict(zip(questions, _rankings(state), strict=True))
+    return evaluate(queries, rankings.__getitem__, k=5, document_types=types, version=version,
+                    embedding_model=model).to_dict()
+
+
+def last_recomputed(database: Path, version: str) -> int | None:
+    """How many documents the last evaluation of `version` next to `database` computed."""
+    state = _KEPT.get((str(Path(database).resolve().parent), version))
+    return None if state is None else state.recomputed
+
+
+def _key(model: str, questions: list[str], vectors: np.ndarray) -> str:
+    digest = hashlib.sha256(model.encode())
+    for question in questions:
+        digest.update(question.encode() + b"\x00")
+    digest.update(np.ascontiguousarray(vectors).tobytes())
+    return digest.hexdigest()
+
+
+def _refresh(conn: duckdb.DuckDBPyConnection, table: str, vectors: np.ndarray, key: str,
+             kept: _State | None) -> _State:
+    rows = sorted(conn.execute(
+        f"select document_id, hash(list((chunk_id, chunk_hash, created_at) order by chunk_id)) "
+        f"from {table} group by document_id").fetchall())
+    documents = np.asarray([r[0] for r in rows], dtype=object)
+    signatures = np.asarray([r[1] for r in rows], dtype=np.uint64).view(np.int64)
+    n_questions = len(vectors)
+    distances = np.full((n_questions, len(documents)), np.nan)
+    chunks = np.empty((n_questions, len(documents)), dtype=object)
+    todo = np.ones(len(documents), dtype=bool)
+    if kept is not None and kept.key == key and len(kept.documents):
+        at = np.searchsorted(kept.documents, documents).clip(0, len(kept.documents) - 1)
+        same = (kept.documents[at] == documents) & (kept.signatures[at] == signatures)
+        distances[:, same] = kept.distances[:, at[same]]
+        chunks[:, same] = kept.chunks[:, at[same]]
+        todo = ~same
+    if todo.any() and n_questions:
+        position = {doc: i for i, doc in enumerate(documents)}
+        for question, doc, distance, chunk in _best_chunks(
+                conn, table, vectors, None if todo.all() else documents[todo]):
+            distances[question, position[doc]] = distance
+            chunks[question, position[doc]] = chunk
+    return _State(key, documents, signatures, distances, chunks, int(todo.sum()))
+
+
+def _best_chunks(conn: duckdb.DuckDBPyConnection, table: str, vectors: np.ndarray,
+                 documents: np.ndarray | None) -> list[tuple[int, str, float, str]]:
+    """(question index, document_id, distance, chunk_id) of each document's best chunk (the
+    least (distance, chunk_id), as ragmart.quality.evaluation.exact_document_rankings), for
+    the `documents` given (None: every document)."""
+    flat = pa.array(vectors.reshape(-1), pa.float32())
+    offsets = pa.array(np.arange(0, vectors.size + 1, vectors.shape[1], dtype=np.int32))
+    questions = pa.table({  # noqa: F841 - read by the SQL below
+        "question_index": pa.array(np.arange(len(vectors), dtype=np.int32)),
+        "embedding": pa.ListArray.from_arrays(offsets, flat),
+    })
+    wanted = pa.table({"document_id": pa.array(  # noqa: F841 - read by the SQL below
+        [] if documents is None else documents.tolist(), pa.string())})
+    only = "" if documents is None else \
+        "semi join wanted on served.document_id = wanted.document_id"
+    return conn.execute(f"""
+        with vectors as (
+            select question_index, cast(embedding as float[{vectors.shape[1]}]) as embedding
+            from questions
+        ),
+        served as (select served.* from {table} as served {only}),
+        best_chunks as (
+            select vectors.question_index, served.document_id,
+                min({{'d': array_cosine_distance(served.embedding, vectors.embedding),
+                      'c': served.chunk_id}}) as best
+            from vectors cross join served
+            group by vectors.question_index, served.document_id
+        )
+        select question_index, document_id, best.d, best.c from best_chunks
+        """).fetchall()
+
+
+def _rankings(state: _State) -> list[list[str]]:
+    """Per question, every document by its best chunk: (distance, chunk_id) ascending, as the
+    SQL orders it (a NaN distance last). Sorted by distance, then each run of equal distances
+    (rare) by chunk_id."""
+    out = []
+    for question in range(len(state.distances)):
+        distance = state.distances[question]
+        order = np.argsort(distance, kind="stable")  # NaN sorts last
+        ranked = distance[order]
+        tied = np.flatnonzero((ranked[1:] == ranked[:-1])
+                              | (np.isnan(ranked[1:]) & np.isnan(ranked[:-1])))
+        start = 0
+        while start < len(tied):  # each run of equal distances, by chunk_id
+            end = start
+            while end + 1 < len(tied) and tied[end + 1] == tied[end] + 1:
+                end += 1
+            lo, hi = tied[start], tied[end] + 2
+            chunks = state.chunks[question]
+            order[lo:hi] = sorted(order[lo:hi], key=lambda i, c=chunks: c[i])
+            start = end + 1
+        out.append(state.documents[order].tolist())
+    return out
