@@ -96,7 +96,7 @@ def test_a_failed_build_exits_gate_refused_when_only_the_gate_failed_else_check_
 def test_every_code_is_distinct_and_stable() -> None:
     assert {e.name: e.value for e in Exit} == {
         "OK": 0, "INTERNAL": 1, "USAGE": 2, "ABSTAINED": 3, "GATE_REFUSED": 4,
-        "CHECK_FAILED": 5}
+        "CHECK_FAILED": 5, "DEGRADED": 6}
 
 
 def test_judged_queries_are_found_from_any_directory_through_dbt_project_dir(
