@@ -60,6 +60,15 @@ class ReadOnlyRequiredError(RuntimeError):
     pass
 
 
+def require_read_only(conn: duckdb.DuckDBPyConnection, message: str) -> None:
+    """ReadOnlyRequiredError(`message`) unless `conn`'s database is open read-only."""
+    readonly = conn.execute(
+        "select readonly from duckdb_databases() where database_name = current_database()"
+    ).fetchone()
+    if not readonly or not readonly[0]:
+        raise ReadOnlyRequiredError(message)
+
+
 @dataclass
 class ServingVectors:
     """The vectors of one serving table as stored (float32), each row's inverse norm and chunk
@@ -90,14 +99,9 @@ class ServingVectors:
              documents_table: str | None = None) -> ServingVectors:
         """Copy the vectors of `serving_table` from `conn`, which must be read-only; with
         `documents_table` (the live documents), also every row a result prints (`top`)."""
-        readonly = conn.execute(
-            "select readonly from duckdb_databases() where database_name = current_database()"
-        ).fetchone()
-        if not readonly or not readonly[0]:
-            raise ReadOnlyRequiredError(
-                "serving vectors are kept in memory only from a read-only connection (the file "
-                "cannot change under it); open the database with read_only=True"
-            )
+        require_read_only(conn, "serving vectors are kept in memory only from a read-only "
+                          "connection (the file cannot change under it); open the database "
+                          "with read_only=True")
         table = conn.execute(
             f"select chunk_id, embedding from {serving_table} order by chunk_id"
         ).to_arrow_table()

@@ -24,7 +24,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from ragmart.retrieval.memory import ReadOnlyRequiredError, ServingVectors, load_records
+from ragmart.retrieval.memory import ServingVectors, load_records, require_read_only
 from ragmart.retrieval.sql import literal_list
 
 KEY_COLUMNS = ("chunk_id", "chunk_hash", "embedding_model")
@@ -50,7 +50,7 @@ def load_vectors(conn: duckdb.DuckDBPyConnection, serving_table: str,
     if (not isinstance(previous, FollowedVectors) or previous.row_keys is None
             or previous.serving_table != serving_table or not previous.rows):
         return _full(conn, serving_table, documents_table)
-    _check_read_only(conn)
+    require_read_only(conn, "serving vectors are reused only from a read-only connection")
     chunk_ids, row_keys = _keys(conn, serving_table)
     # rows are sorted by chunk_id, and so were the previous load's: match on the key's hash,
     # then on the chunk_id itself
@@ -90,14 +90,6 @@ def _full(conn: duckdb.DuckDBPyConnection, serving_table: str,
     if not np.array_equal(chunk_ids, vectors.chunk_ids):  # cannot happen on a read-only file
         vectors.row_keys = None
     return vectors
-
-
-def _check_read_only(conn: duckdb.DuckDBPyConnection) -> None:
-    (readonly,) = conn.execute(
-        "select readonly from duckdb_databases() where database_name = current_database()"
-    ).fetchone()
-    if not readonly:
-        raise ReadOnlyRequiredError("serving vectors are reused only from a read-only connection")
 
 
 def _keys(conn: duckdb.DuckDBPyConnection, serving_table: str) -> tuple[np.ndarray, np.ndarray]:
