@@ -140,7 +140,12 @@ def rank(conn: duckdb.DuckDBPyConnection, p: Render, source: str, params: dict[s
 def question_terms(conn: duckdb.DuckDBPyConnection, tables: Tables, question: str) -> list[str]:
     """The terms lexical search looks for in `question` (stemmed, stopwords dropped), for the
     abstention reason."""
-    fts = schema_of(tables.serving)
+    return terms_of(conn, schema_of(tables.serving), question)
+
+
+def terms_of(conn: duckdb.DuckDBPyConnection, fts: str, question: str) -> list[str]:
+    """The distinct terms of `question` as the full-text index in schema `fts` tokenizes it
+    (its tokenize macro, its stopwords dropped, stemmed), sorted."""
     rows = conn.execute(
         f"select distinct stem(token, '{STEMMER}') as term from (select unnest("
         f"{fts}.tokenize($q)) as token) where token <> '' and token not in "

@@ -27,7 +27,7 @@ from typing import Any
 import duckdb
 
 from ragmart.retrieval.clauses import DISTANCE_CLAUSES, Render, active_clauses
-from ragmart.retrieval.lexical import K1, B
+from ragmart.retrieval.lexical import K1, B, terms_of
 from ragmart.retrieval.postgres_sql import PostgresTables, eligible_sql, visible_sql
 from ragmart.retrieval.results import RetrievalError
 from ragmart.serving import lexical_index
@@ -63,16 +63,11 @@ def _tokenizer_conn() -> duckdb.DuckDBPyConnection:
 def question_terms(question: str) -> list[str]:
     """The distinct terms lexical search looks for in `question` (stopwords dropped, stemmed,
     as ragmart.retrieval.lexical's query_terms), sorted."""
-    fts = lexical_index.schema_of(_TOKENIZER_TABLE)
     cursor = _tokenizer_conn()
     try:
-        rows = cursor.execute(
-            f"select distinct stem(token, '{lexical_index.STEMMER}') as term from (select "
-            f"unnest({fts}.tokenize($q)) as token) where token <> '' and token not in "
-            f"(select sw from {fts}.stopwords) order by term", {"q": question}).fetchall()
+        return terms_of(cursor, lexical_index.schema_of(_TOKENIZER_TABLE), question)
     finally:
         cursor.close()
-    return [term for (term,) in rows]
 
 
 def has_terms(conn: Any, version: str, publication: int) -> bool:
