@@ -222,7 +222,7 @@ def _via_index(conn: Any, p: Any, params: dict[str, Any], tables: PostgresTables
                active: frozenset[str], *, k: int) -> tuple[str, list[tuple]]:
     """HNSW candidates in index order (iterative scan: filtered rows do not count against the
     limit), re-ranked exactly over those ids; the exact scan when the index stops short."""
-    conn.execute("set local hnsw.iterative_scan = strict_order")
+    conn.execute(f"set local hnsw.iterative_scan = {postgres_sql.ITERATIVE_SCAN}")
     ef_search = max(postgres_sql.EF_SEARCH, min(1000, k + TIE_MARGIN))
     conn.execute(f"set local hnsw.ef_search = {ef_search}")
     conn.execute(f"set local hnsw.max_scan_tuples = {postgres_sql.MAX_SCAN_TUPLES}")

@@ -46,6 +46,7 @@ EXACT_MAX_ELIGIBLE = 25_000
 # 40): at 100k chunks recall@10 0.978 -> 1.000 at 100% eligible and 0.973 -> 0.998 at 10%,
 # p50 27 -> 32 ms (bench/serving.py's data). max_scan_tuples: past it, the exact scan answers.
 EF_SEARCH = 400
+ITERATIVE_SCAN = "strict_order"
 MAX_SCAN_TUPLES = 50_000
 # The plan's first look (both searches): the eligible rows among a page sample of about
 # SAMPLE_ROWS chunks (TABLESAMPLE SYSTEM, repeatable: the same pages for the same publication),

@@ -55,7 +55,7 @@ from ragmart.serving.postgres.settings import PostgresServingError
 FUNCTION = f"{SCHEMA}.retrieve"
 ROLE_GROUPS = f"{SCHEMA}.role_groups"
 POLICY = "ragmart_readers"
-SEARCH_SETTINGS = {"hnsw.iterative_scan": "strict_order",
+SEARCH_SETTINGS = {"hnsw.iterative_scan": postgres_sql.ITERATIVE_SCAN,
                    "hnsw.ef_search": str(postgres_sql.EF_SEARCH),
                    "hnsw.max_scan_tuples": str(postgres_sql.MAX_SCAN_TUPLES)}
 

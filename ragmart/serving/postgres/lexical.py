@@ -246,3 +246,116 @@ def purge_orphan_terms(conn, pending: str) -> dict[str, int]:
             conn.execute(f"insert into {pending} values (%s) on conflict do nothing",
                          (t.terms,))
     return deleted
+
+
+def purge_statistics(conn, document_id: str, pending: str) -> None:
+    """Before a purge deletes `document_id`'s rows: take its chunks out of the statistics of
+    every kept publication of every version (each term's df, the chunk count and average
+    length), as a fresh full-text index without the document counts them, so that BM25
+    scores after the purge are those of a fresh publish without it (rollback targets too).
+
+    For each kept publication P the purged chunks served at P (serving rows and bags visible
+    at P) are subtracted from the statistics rows visible at P. A row that several kept
+    publications share may then need different values per publication: it is replaced by one
+    row per run of kept publications with equal values (the next one's visibility starting
+    where the previous one's ends), each with its fingerprint and, when removed, its
+    ragmart.removals entry. Records every table it rewrote in `pending` (the VACUUM FULL
+    list)."""
+    from ragmart.serving.postgres.schema import PUBLICATIONS
+
+    for version in lexical_versions(conn):
+        t = LexicalTables(version)
+        serving = Relations(version).serving
+        kept = [pid for (pid,) in conn.execute(
+            f"select publication_id from {PUBLICATIONS} where version = %s and action = "
+            "'publish' and pruned_at is null order by publication_id", (version,))]
+        if not kept or conn.execute("select to_regclass(%s) is null",
+                                    (f'{SCHEMA}."{serving}"',)).fetchone()[0]:
+            continue
+        served = conn.execute(f"""
+            select p.pid, bags.terms, bags.len
+            from unnest(cast(%(kept)s as bigint[])) as p (pid)
+            join {SCHEMA}."{serving}" as chunks on chunks.document_id = %(doc)s
+                and {_visible("chunks", "p.pid")}
+            join {t.qualified(t.chunks)} as bags on bags.chunk_id = chunks.chunk_id
+                and {_visible("bags", "p.pid")}""", {"kept": kept, "doc": document_id}
+                              ).fetchall()
+        if not served:
+            continue
+        df: dict[tuple[str, int], int] = {}
+        docs: dict[int, list[int]] = {}
+        for pid, terms, length in served:
+            for term in terms:
+                df[term, pid] = df.get((term, pid), 0) + 1
+            docs.setdefault(pid, [0, 0])
+            docs[pid][0] += 1
+            docs[pid][1] += length
+        _rewrite(conn, t, t.terms, "term, df", ("text", "bigint"), sorted({k for k, _ in df}),
+                 kept, lambda key, pid, row, df=df: (key, row[1] - df.get((key, pid), 0)),
+                 lambda row: row[1] > 0, "term = any(%(keys)s)", "term || ' ' || df::text")
+        _rewrite(conn, t, t.stats, "num_docs, avgdl", ("bigint", "double precision"), [None],
+                 kept, lambda key, pid, row, docs=docs: _less(row, *docs.get(pid, (0, 0))),
+                 lambda row: True, "true", "num_docs::text || ' ' || coalesce(avgdl::text, '')")
+        for table in (t.terms, t.stats):
+            conn.execute(f"insert into {pending} values (%s) on conflict do nothing", (table,))
+
+
+def _visible(alias: str, publication: str) -> str:
+    return (f"{alias}.published_in <= {publication} and ({alias}.removed_in is null "
+            f"or {alias}.removed_in > {publication})")
+
+
+def _less(row: tuple, chunks: int, length: int) -> tuple:
+    """(num_docs, avgdl) of stats `row` without `chunks` chunks of total `length` terms."""
+    num_docs, avgdl = row
+    left = num_docs - chunks
+    total = round((avgdl or 0.0) * num_docs) - length
+    return left, (total / left if left else None)
+
+
+def _rewrite(conn, t: LexicalTables, table: str, columns: str, types: tuple[str, str],
+             keys: list, kept: list[int], value, keep, where: str, fingerprint: str) -> None:
+    """Replace the rows of `table` (of `keys`: a term each, or [None] for the one stats row)
+    visible at a kept publication by rows of `value(key, pid, old row)` per run of kept
+    publications with equal values (`keep(values)` false: no row there)."""
+    q = t.qualified(table)
+    key_of = (lambda row: row[0]) if keys != [None] else (lambda row: None)
+    rows = conn.execute(f"""
+        delete from {q} as t where {where} and exists (
+            select from unnest(cast(%(kept)s as bigint[])) as p (pid)
+            where {_visible("t", "p.pid")})
+        returning {columns}, published_in, removed_in""", {"keys": keys, "kept": kept}
+                        ).fetchall()
+    width = len(columns.split(","))
+    new: list[tuple] = []
+    for key in keys:
+        mine = [r for r in rows if key_of(r) == key]
+        runs: list[list] = []  # [values, published_in, removed_in, its last kept pid]
+        previous = None  # the kept publication before pid
+        for pid in kept:
+            row = next((r for r in mine if r[width] <= pid
+                        and (r[width + 1] is None or r[width + 1] > pid)), None)
+            values = value(key, pid, row[:width]) if row else None
+            last = runs[-1] if runs and runs[-1][3] == previous else None
+            if values is not None and not keep(values):
+                values = None
+            if last is not None and last[0] == values:  # the run goes on
+                last[2], last[3] = row[width + 1], pid
+            else:
+                if last is not None:  # it ends here
+                    last[2] = pid if last[2] is None else min(last[2], pid)
+                if values is not None:
+                    start = pid if previous is not None and row[width] <= previous \
+                        else row[width]
+                    runs.append([values, start, row[width + 1], pid])
+            previous = pid
+        new += [(*values, start, end) for values, start, end, _ in runs]
+    placeholders = ", ".join(f"cast(%s as {kind})" for kind in [*types, "bigint", "bigint"])
+    insert = (f"insert into {q} ({columns}, published_in, removed_in, row_fingerprint) "
+              f"select *, {fingerprint} from (values ({placeholders})) "
+              f"as v ({columns}, published_in, removed_in) returning row_fingerprint")
+    for row in new:
+        (fp,) = conn.execute(insert, row).fetchone()
+        if row[-1] is not None:  # pruning deletes it by its entry
+            conn.execute(f"insert into {REMOVALS} (publication_id, table_name, "
+                         "row_fingerprint) values (%s, %s, %s)", (row[-1], table, fp))

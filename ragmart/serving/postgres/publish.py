@@ -42,9 +42,9 @@ from ragmart.serving.postgres.schema import (
     data_tables,
     ensure_data_table,
     ensure_schema,
+    owning_version,
     postgres_type,
     served_tables,
-    table_version,
 )
 from ragmart.serving.postgres.settings import PostgresServingError, connect, masked
 from ragmart.serving.postgres.transfer import duckdb_columns, publish_table, published_columns
@@ -195,7 +195,7 @@ def prune(url: str, *, keep: int = KEEP_PUBLICATIONS) -> list[int]:
         horizon = min(kept)
         versions = set(kept.values())
         for table in data_tables(conn):
-            version = table_version(table)
+            version = owning_version(table)  # its BM25 statistics tables included
             if version is not None and version not in versions:
                 conn.execute(f'drop table {SCHEMA}."{table}"')
                 for log in (REMOVALS, LIVE_FINGERPRINTS):

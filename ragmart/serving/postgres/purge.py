@@ -22,7 +22,7 @@ from __future__ import annotations
 import sys
 
 from ragmart.build.faults import fault_point
-from ragmart.serving.postgres.lexical import purge_orphan_terms
+from ragmart.serving.postgres.lexical import purge_orphan_terms, purge_statistics
 from ragmart.serving.postgres.publish import lock
 from ragmart.serving.postgres.schema import (
     LIVE_FINGERPRINTS,
@@ -64,6 +64,7 @@ def purge_document_rows(url: str, document_id: str) -> dict[str, int]:
             return deleted
         lock(conn)
         conn.execute(f"create table if not exists {VACUUM_PENDING} (table_name text primary key)")
+        purge_statistics(conn, document_id, VACUUM_PENDING)  # BM25 as without the document
         for table in _document_tables(conn):
             gone = [fp for (fp,) in conn.execute(
                 f'delete from {SCHEMA}."{table}" where document_id = %s '

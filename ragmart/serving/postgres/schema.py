@@ -34,6 +34,9 @@ from ragmart.relations import (
     DOCUMENTS_TABLE,
     HISTORY_PREFIX,
     INDEX_VERSION,
+    LEXICAL_CHUNKS_PREFIX,
+    LEXICAL_STATS_PREFIX,
+    LEXICAL_TERMS_PREFIX,
     SERVING_PREFIX,
     Relations,
 )
@@ -44,6 +47,10 @@ SERVING = f"{SCHEMA}.serving"
 REMOVALS = f"{SCHEMA}.removals"
 LIVE_FINGERPRINTS = f"{SCHEMA}.live_fingerprints"
 SERVING_FILLFACTOR = 70  # a serving row is ~2 kB (its vector inline): room for its HOT update
+# The HNSW index's build parameters (pgvector's defaults: m 16, ef_construction 64); what a
+# search's recall can reach at hnsw.ef_search (bench/serving_recall.py measures both)
+HNSW_M = 16
+HNSW_EF_CONSTRUCTION = 64
 HNSW_BUILD_MEMORY = "512MB"  # maintenance_work_mem while a first publish builds the HNSW index
 # the columns every data table has beside DuckDB's
 BOOKKEEPING_COLUMNS = ("published_in", "removed_in", "row_fingerprint")
@@ -212,7 +219,8 @@ def create_indexes(conn, table: str, columns: dict[str, str]) -> None:
         # raised for this transaction only, never lowered
         raise_build_memory(conn, transaction_only=True)
         conn.execute(f'create index if not exists "{table}_embedding_hnsw" on {q} '
-                     "using hnsw (embedding vector_cosine_ops)")
+                     f"using hnsw (embedding vector_cosine_ops) with (m = {HNSW_M}, "
+                     f"ef_construction = {HNSW_EF_CONSTRUCTION})")
 
 
 def raise_build_memory(conn, *, transaction_only: bool) -> None:
@@ -237,3 +245,15 @@ def table_version(table: str) -> str | None:
         if version != table and INDEX_VERSION.fullmatch(version):
             return version
     return None
+
+
+def owning_version(table: str) -> str | None:
+    """The index version whose tables `table` is one of: table_version's, or the version of
+    a BM25 statistics table (ragmart.serving.postgres.lexical; readers get no policy on
+    those, so table_version leaves them out). What pruning drops with the version."""
+    version = table_version(table)
+    for prefix in (LEXICAL_CHUNKS_PREFIX, LEXICAL_TERMS_PREFIX, LEXICAL_STATS_PREFIX):
+        rest = table.removeprefix(prefix)
+        if version is None and rest != table and INDEX_VERSION.fullmatch(rest):
+            version = rest
+    return version
