@@ -44,7 +44,10 @@ PUBLICATION = "publication"
 EXACT_MAX_ELIGIBLE = 25_000
 # pgvector's settings for the index path (both searches). ef_search 400 (pgvector's default is
 # 40): at 100k chunks recall@10 0.978 -> 1.000 at 100% eligible and 0.973 -> 0.998 at 10%,
-# p50 27 -> 32 ms (bench/serving.py's data). max_scan_tuples: past it, the exact scan answers.
+# p50 27 -> 32 ms (bench/serving.py's data); past 400 it gained 0.002 at most, the index's
+# build parameters more (ragmart.serving.postgres.schema.HNSW_EF_CONSTRUCTION). strict_order:
+# relaxed_order measured the same recall and no faster (the candidates are re-ranked exactly
+# either way). max_scan_tuples: past it, the exact scan answers.
 EF_SEARCH = 400
 ITERATIVE_SCAN = "strict_order"
 MAX_SCAN_TUPLES = 50_000

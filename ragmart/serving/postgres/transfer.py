@@ -35,10 +35,12 @@ BATCH_ROWS = 20_000
 
 def duckdb_columns(conn: duckdb.DuckDBPyConnection, table: str) -> dict[str, str]:
     """name -> DuckDB type of a table of the connection's database, in column order."""
+    # duckdb_columns(), not information_schema.columns: 1.5 ms instead of 2-50 ms a call
+    # (a publish asks about each table several times)
     return dict(conn.execute(
-        "select column_name, data_type from information_schema.columns where table_name = $t "
-        "and table_catalog = current_database() and table_schema = 'main' "
-        "order by ordinal_position", {"t": table}).fetchall())
+        "select column_name, data_type from duckdb_columns() where table_name = $t "
+        "and database_name = current_database() and schema_name = 'main' "
+        "order by column_index", {"t": table}).fetchall())
 
 
 def published_columns(conn: duckdb.DuckDBPyConnection, table: str) -> dict[str, str]:

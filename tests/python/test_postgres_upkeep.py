@@ -1,8 +1,11 @@
-"""The BM25 statistics on PostgreSQL after a purge and after pruning, through the CLI.
+"""Upkeep of the PostgreSQL serving target: BM25 statistics after a purge and pruning, and the
+HNSW settings searches run with.
 
 After `ragmart purge`, lexical scores on PostgreSQL equal those of a fresh full publish of the
 purged build to a second database (every kept publication: a rollback serves them too); a
-version that pruning retires leaves no statistics table behind.
+version that pruning retires leaves no statistics table behind; the index is built with
+schema.HNSW_M / HNSW_EF_CONSTRUCTION and a reader's index scan runs under postgres_sql's
+EF_SEARCH and ITERATIVE_SCAN (the SQL function declares them too).
 """
 
 from __future__ import annotations
@@ -114,3 +117,53 @@ def test_publishing_past_the_retention_drops_a_retired_versions_term_tables(
         publish_version(source, "v2", postgres_url)
     assert tables("v1") == []
     assert {t.split("_")[0] for t in tables("v2")} >= {"fct", "lexical"}
+
+
+class _Recording:
+    """A reader's connection that records the session's HNSW settings whenever the index's
+    candidates are asked for (the statement ordered by distance alone)."""
+
+    def __init__(self, conn, seen: list) -> None:
+        self.conn, self.seen = conn, seen
+
+    def execute(self, query, params=None, **kw):
+        if "order by eligible.distance\n" in str(query):
+            self.seen.append(self.conn.execute(
+                "select current_setting('hnsw.ef_search'), "
+                "current_setting('hnsw.iterative_scan')").fetchone())
+        return self.conn.execute(query, params, **kw)
+
+    def __getattr__(self, name):
+        return getattr(self.conn, name)
+
+
+def test_the_index_and_a_readers_index_scan_use_the_chosen_settings(
+        built: Project, postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ragmart.embedding.providers import HashingProvider
+    from ragmart.retrieval import postgres, postgres_sql
+    from ragmart.retrieval.postgres import PostgresReader
+    from ragmart.serving.postgres.publish import publish_version
+    from ragmart.serving.postgres.schema import HNSW_EF_CONSTRUCTION, HNSW_M
+
+    publish_version(built.db_path, "v1", postgres_url)
+    with psycopg.connect(postgres_url) as conn:
+        (options,) = conn.execute("select reloptions from pg_class where relname = "
+                                  "'fct_chunk_embeddings_v1_embedding_hnsw'").fetchone()
+        (config,) = conn.execute(
+            "select proconfig from pg_proc as p join pg_namespace as n on n.oid = "
+            "p.pronamespace where n.nspname = 'ragmart' and p.proname = 'retrieve'").fetchone()
+    assert sorted(options) == sorted([f"m={HNSW_M}", f"ef_construction={HNSW_EF_CONSTRUCTION}"])
+    assert {f"hnsw.ef_search={postgres_sql.EF_SEARCH}",
+            f"hnsw.iterative_scan={postgres_sql.ITERATIVE_SCAN}"} <= set(config)
+    # the sample is small enough for the exact plan: the index path, forced
+    monkeypatch.setattr(postgres, "_few_eligible", lambda *args: False)
+    seen: list = []
+    reader = PostgresReader(postgres_url)
+    reader.conn = _Recording(reader.conn, seen)
+    try:
+        vector = HashingProvider().embed(["refund policy"])[0]
+        result = reader.search(vector, mode="vector", k=5, groups=["staff"])
+    finally:
+        reader.close()
+    assert result.strategy.startswith("hnsw") and result.chunks
+    assert seen and set(seen) == {(str(postgres_sql.EF_SEARCH), postgres_sql.ITERATIVE_SCAN)}
