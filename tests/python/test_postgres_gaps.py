@@ -19,6 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from dbt_harness import Project
+from sample_deployment import sample_deployment  # noqa: F401 - the fixture `built`
 
 from ragmart.embedding.providers.hashing import HashingProvider
 from ragmart.exit_codes import Exit
@@ -29,14 +30,6 @@ psycopg = pytest.importorskip("psycopg")
 
 QUESTIONS = ("How many days of annual leave do I get?", "travel expenses and per diem",
              "security incident reporting")
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Project:
-    project = Project(tmp_path_factory.mktemp("pg_gaps"))
-    project.land_sample()
-    project.build()
-    return project
 
 
 def _vector(question: str) -> str:

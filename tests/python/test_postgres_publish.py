@@ -14,20 +14,13 @@ from pathlib import Path
 
 import pytest
 from dbt_harness import Project
+from sample_deployment import sample_deployment  # noqa: F401 - the fixture `built`
 
 from ragmart.duck import connect
 from ragmart.exit_codes import Exit
 from ragmart.relations import Relations
 
 psycopg = pytest.importorskip("psycopg")
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Project:
-    project = Project(tmp_path_factory.mktemp("pg_publish"))
-    project.land_sample()
-    project.build()
-    return project
 
 
 @pytest.fixture

@@ -154,10 +154,11 @@ def publish_version(source: Path | duckdb.DuckDBPyConnection, version: str, url:
                 raise PostgresServingError(
                     f"publish {version} to {masked(url)} failed and nothing was switched: "
                     f"{exc}") from None
+            conn.commit()  # the switch; then the prune, a transaction of its own
+            result.pruned_publications = prune(conn, keep=keep)
     finally:
         if duck is not source:
             duck.close()
-    result.pruned_publications = prune(url, keep=keep)
     result.seconds = round(time.perf_counter() - started, 3)
     return result
 
@@ -170,7 +171,7 @@ def switch(conn, publication_id: int, version: str) -> None:
                  " version = excluded.version, switched_at = now()", (publication_id, version))
 
 
-def prune(url: str, *, keep: int = KEEP_PUBLICATIONS) -> list[int]:
+def prune(target, *, keep: int = KEEP_PUBLICATIONS) -> list[int]:
     """Keep the last `keep` content publications and the serving one: delete the rows none of
     them holds (removed by a publication up to the oldest kept id), drop the tables of versions
     none of them serves, mark the others pruned (no rollback to them). Returns the ids newly
@@ -181,8 +182,13 @@ def prune(url: str, *, keep: int = KEEP_PUBLICATIONS) -> list[int]:
     changed. It runs no VACUUM: the deleted rows are few (a publication's changes), their
     space is reclaimed by autovacuum in the background; a VACUUM here read every table and its
     indexes, measured at 1.2-2.1 s of a 2.7-4.1 s incremental publish at 20,000 chunks
-    (bench/serving_profile.py)."""
-    with connect(url) as conn:
+    (bench/serving_profile.py). `target`: the serving URL, or an open connection (the
+    publish's own, after its commit: no second connection per publish); committed here."""
+    if isinstance(target, str):
+        with connect(target) as conn:
+            return prune(conn, keep=keep)
+    conn = target
+    with conn.transaction():
         lock(conn)
         row = conn.execute(f"select publication_id from {SERVING}").fetchone()
         if row is None:

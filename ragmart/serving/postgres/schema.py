@@ -236,9 +236,12 @@ def raise_build_memory(conn, *, transaction_only: bool) -> None:
 
 def data_tables(conn) -> list[str]:
     """Every data table of the schema (those with the bookkeeping columns)."""
+    # the catalog, not information_schema.columns (3-10 ms a call, several per publish)
     return [name for (name,) in conn.execute(
-        "select table_name from information_schema.columns where table_schema = %s "
-        "and column_name = 'published_in' order by table_name", (SCHEMA,)).fetchall()]
+        "select c.relname from pg_catalog.pg_attribute as a join pg_catalog.pg_class as c on "
+        "c.oid = a.attrelid join pg_catalog.pg_namespace as n on n.oid = c.relnamespace "
+        "where n.nspname = %s and c.relkind in ('r', 'p') and a.attname = 'published_in' "
+        "and not a.attisdropped order by c.relname", (SCHEMA,)).fetchall()]
 
 
 def table_version(table: str) -> str | None:
