@@ -36,13 +36,13 @@ end. Results: a table on stdout and target/bench/serving-<sizes>.json. Timings a
     .venv/bin/python bench/serving.py --chunks 100000 --only search  # publish + searches
     .venv/bin/python bench/serving.py --million                  # adds 1,000,000 chunks
 
-Run time (docs/performance.md, "Serving: DuckDB snapshots vs PostgreSQL"): the default run
-(20k and 100k, --queries 40 --seconds 15) took 28 minutes on the 2-core machine shared with
-seven other sessions, a third of it the vss rebuild at 100k (383 s); `--chunks 20000` alone
-takes about 8 minutes. `--million` is estimated at 4-5 hours there (not run: two DuckDB HNSW
-builds of over an hour each, a 30-60 minute first PostgreSQL publish, and eight Retriever
-readers holding 1.5 GB of vectors each). The first run at a size also builds the retrieval
-bench's cached file, HNSW index included (191 s at 100k).
+Run time (docs/performance.md): the default run took 28 minutes on the shared 2-core machine,
+a third of it the vss rebuild at 100k; `--no-vss-rebuild --queries 100` 16 minutes (load 9-15).
+PostgreSQL's readers at 10% eligible scan its 10,000 rows exactly at 100k (postgres_sql.
+EXACT_MAX_ELIGIBLE; bench/serving_recall.py --readers-seconds compares thresholds).
+`--million`: an estimated 4-5 hours, not run; the DuckDB vss builds dominate (the cached 1M
+file's and the rebuild, over an hour each; `--no-vss-rebuild` skips the second), then a 30-40
+minute first PostgreSQL publish and eight Retrievers of 1.5 GB each.
 """
 
 from __future__ import annotations

@@ -147,7 +147,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="edits and incremental publishes per size (pruning starts at 4)")
     parser.add_argument("--cprofile", action="store_true",
                         help="print the Python profile of the last incremental publish")
+    parser.add_argument("--ef-construction", type=int, metavar="N",
+                        help="build the HNSW index with this ef_construction instead of "
+                        "ragmart.serving.postgres.schema.HNSW_EF_CONSTRUCTION (inserts into the "
+                        "graph cost more the higher it is)")
     args = parser.parse_args(argv)
+    if args.ef_construction:
+        from ragmart.serving.postgres import schema
+
+        schema.HNSW_EF_CONSTRUCTION = args.ef_construction
     server = Server()
     try:
         results = [profile_size(n, server, args.rounds, args.cprofile)
@@ -155,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.close()
     OUT.mkdir(parents=True, exist_ok=True)
-    out = OUT / f"serving-profile-{'-'.join(str(r['chunks']) for r in results)}.json"
+    efc = f"-efc{args.ef_construction}" if args.ef_construction else ""
+    out = OUT / f"serving-profile-{'-'.join(str(r['chunks']) for r in results)}{efc}.json"
     out.write_text(json.dumps(results, indent=2))
     print(f"wrote {out.relative_to(ROOT)}")
     return 0

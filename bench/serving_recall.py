@@ -9,7 +9,10 @@ same rows), then for each index build (`--build m,ef_construction`, repeatable; 
 the one the publish built, schema.HNSW_M / HNSW_EF_CONSTRUCTION, the others rebuilt and
 timed), each iterative scan order and each `--ef` value: every query through
 ragmart.retrieval.postgres.PostgresReader (the plan users get, the settings patched into
-ragmart.retrieval.postgres_sql), its p50 / p95, recall@k and the share answered with k rows.
+ragmart.retrieval.postgres_sql), its p50 / p95, recall@k and the share answered with k rows;
+also at each `--eligible` share and each plan threshold `--exact-max` (at most that many
+eligible rows are scored exactly), and with `--readers-seconds` bench/serving.py's 8
+concurrent readers at 10% eligible.
 A warm-up pass runs first. Prints one line per setting and writes
 target/bench/serving-recall-<chunks>.json.
 
@@ -20,6 +23,7 @@ target/bench/serving-recall-<chunks>.json.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import shutil
 import statistics
@@ -27,12 +31,20 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from retrieval import cached_database, exact_ids, percentile, sample_queries  # noqa: E402
+from retrieval import (  # noqa: E402
+    SELECTIVITIES,
+    cached_database,
+    exact_ids,
+    percentile,
+    sample_queries,
+)
+from serving import concurrent, postgres_readers  # noqa: E402
 from serving_data import VERSION, build_database  # noqa: E402
 from serving_postgres import Searcher, Server  # noqa: E402
 
@@ -41,13 +53,13 @@ from ragmart.duck import connect  # noqa: E402
 OUT = ROOT / "target" / "bench"
 
 
-def measure(url: str, queries, truths, k: int) -> dict:
+def measure(url: str, queries, truths, k: int, types: list[str] | None = None) -> dict:
     reader = Searcher(url)
     runs = []
     try:
         for q, truth in zip(queries, truths, strict=True):
             started = time.perf_counter()
-            ids = reader.search(q, None, k)
+            ids = reader.search(q, types, k)
             runs.append(((time.perf_counter() - started) * 1000, ids, truth))
     finally:
         reader.close()
@@ -87,10 +99,19 @@ def main(argv: list[str] | None = None) -> int:
                         choices=["strict_order", "relaxed_order"])
     parser.add_argument("--build", action="append", default=[], metavar="M,EF_CONSTRUCTION",
                         help="index builds to compare (the first: the publish's own)")
+    parser.add_argument("--eligible", type=float, action="append", default=[],
+                        choices=sorted(SELECTIVITIES), help="share eligible (default 1.0)")
+    parser.add_argument("--exact-max", type=int, action="append", default=[],
+                        help="the plan's threshold postgres_sql.EXACT_MAX_ELIGIBLE to try")
+    parser.add_argument("--readers-seconds", type=float, default=0,
+                        help="also run bench/serving.py's 8 concurrent PostgreSQL readers (10%% "
+                        "eligible) this long at each setting")
     args = parser.parse_args(argv)
     from ragmart.retrieval import postgres_sql
     from ragmart.serving.postgres.publish import publish_version
     from ragmart.serving.postgres.schema import HNSW_EF_CONSTRUCTION, HNSW_M
+
+    EXACT_MAX = postgres_sql.EXACT_MAX_ELIGIBLE  # noqa: N806 - the planner's, as shipped
 
     work = Path(tempfile.mkdtemp(prefix="ragmart-bench-recall-"))
     server = Server()
@@ -104,21 +125,33 @@ def main(argv: list[str] | None = None) -> int:
         print(f"full publish {results['full_publish_s']} s", flush=True)
         conn = connect(build_db, read_only=True)
         queries = sample_queries(conn, args.queries)
-        truths = [exact_ids(conn, q.tolist(), None, args.k) for q in queries]
+        truths = {s: [exact_ids(conn, q.tolist(), SELECTIVITIES[s], args.k) for q in queries]
+                  for s in args.eligible or [1.0]}
         conn.close()
-        measure(url, queries[:20], truths[:20], args.k)  # warm-up
+        measure(url, queries[:20], next(iter(truths.values()))[:20], args.k)  # warm-up
         builds = [tuple(int(x) for x in b.split(",")) for b in args.build] or [
             (HNSW_M, HNSW_EF_CONSTRUCTION)]
         for i, (m, efc) in enumerate(builds):
             built = None if i == 0 else round(rebuild(url, m, efc), 1)
             for order in args.order or ["strict_order"]:
-                for ef in args.ef or [postgres_sql.EF_SEARCH]:
+                for ef, most in itertools.product(args.ef or [postgres_sql.EF_SEARCH],
+                                                  args.exact_max or [EXACT_MAX]):
                     postgres_sql.EF_SEARCH, postgres_sql.ITERATIVE_SCAN = ef, order
-                    figures = {"m": m, "ef_construction": efc, "index_build_s": built,
+                    postgres_sql.EXACT_MAX_ELIGIBLE = most
+                    setting = {"m": m, "ef_construction": efc, "index_build_s": built,
                                "iterative_scan": order, "ef_search": ef,
-                               **measure(url, queries, truths, args.k)}
-                    results["settings"].append(figures)
-                    print(json.dumps(figures), flush=True)
+                               "exact_max_eligible": most}
+                    for share, truth in truths.items():
+                        figures = {**setting, "eligible": share, **measure(
+                            url, queries, truth, args.k, SELECTIVITIES[share])}
+                        results["settings"].append(figures)
+                        print(json.dumps(figures), flush=True)
+                    if args.readers_seconds:
+                        readers = SimpleNamespace(searcher=lambda: Searcher(url))
+                        figures = {**setting, "readers": concurrent(
+                            postgres_readers(readers), queries, args.k, args.readers_seconds)}
+                        results["settings"].append(figures)
+                        print(json.dumps(figures), flush=True)
     finally:
         server.close()
         shutil.rmtree(work, ignore_errors=True)
