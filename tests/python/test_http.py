@@ -294,7 +294,7 @@ def test_a_keys_file_in_yaml_and_the_entries_it_refuses(tmp_path, capsys) -> Non
     assert "64 lowercase hex" in message and "groups must be a list" in message
     code, _, err = cli(capsys, "serve", "--keys", str(tmp_path / "none.json"))
     assert code == Exit.USAGE and "does not exist" in err
-    code, _, err = cli(capsys, "serve", "--keys", keys["file"], "--workers", "0")
+    code, _, err = cli(capsys, "serve", "--keys", str(path), "--workers", "0")
     assert code == Exit.USAGE and "--workers 0 is out of range" in err
 
 
