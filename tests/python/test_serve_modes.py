@@ -11,6 +11,7 @@ of them (the delta scored from the text).
 from __future__ import annotations
 
 import shutil
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -40,12 +41,8 @@ def test_rows_from_memory_are_the_sql_searchs(built: Project, mode: str, stale: 
     db = Path(built.db_path)
     if stale:  # the index forgets a third of the chunks (statistics and dictionary kept)
         db = Path(shutil.copy(db, tmp_path / "stale.duckdb"))
-        conn = connect(db)
-        try:
-            conn.execute(f"delete from {FTS}.docs where hash(name) % 3 = 0")
-            conn.execute("checkpoint")
-        finally:
-            conn.close()
+        with closing(connect(db)) as conn:
+            conn.execute(f"delete from {FTS}.docs where hash(name) % 3 = 0; checkpoint")
     compared = 0
     with Retriever(db_path=db) as reader:
         assert reader.vectors is not None and reader.vectors.records is not None
