@@ -13,16 +13,23 @@ six words, k = 10, for a key of the group `all-staff`:
 
   - in-process: one `ragmart.Retriever` (vectors in memory), sequential, per mode (vector,
     hybrid, lexical);
-  - HTTP: a real `ragmart serve --db FILE` process on 127.0.0.1, answering C client threads
-    (C = 1, 8, 32 for vector search; --mode-clients, 8, for hybrid and lexical), each with a
-    keep-alive connection, after a warm-up;
+  - HTTP: a real `ragmart serve --db FILE` process on 127.0.0.1, answering C clients (C = 1,
+    8, 32 for vector search; --mode-clients, 8, for hybrid and lexical), each with a keep-alive
+    connection, after a warm-up, closed loop (the next question when the answer arrived), the
+    latency measured around each request. By default each client is a process of its own
+    speaking HTTP/1.1 with the standard library's http.client (`--client-kind processes`):
+    clients that cost little CPU and do not share a GIL, since on a 2-core machine the bench's
+    clients compete with the server for the cores. `--client-kind threads` measures as before
+    (threads of this process, each with an httpx.Client), which costs the clients about as
+    much CPU as the server. Each request's answer is checked (200, k results) either way;
   - CLI: `ragmart retrieve ... --db FILE --json` spawned per query (a few runs: each costs the
     interpreter's start-up, the imports and opening the file; its one-off search is exact here,
     without the HNSW index).
 
 It prints one JSON line per measurement (p50 / p95 ms, queries per second, and the CPU a query
 costs: the bench's own process in-process, the server's processes over HTTP, which stay
-meaningful on a shared machine where wall-clock latency measures the neighbours) and a last line
+meaningful on a shared machine where wall-clock latency measures the neighbours; over HTTP also
+the server's mean searches per matrix product, from its /metrics) and a last line
 with the ratios: the CLI's p50 over HTTP's at 1 client (goal > 10x), HTTP p95 at 8 clients
 (vector search) against the 50 ms goal, and HTTP's overhead over the in-process search.
 
@@ -34,8 +41,11 @@ with the ratios: the CLI's p50 over HTTP's at 1 client (goal > 10x), HTTP p95 at
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
+import multiprocessing
 import os
+import re
 import socket
 import statistics
 import subprocess
@@ -204,11 +214,38 @@ def serve(path: Path, keys_file: Path, env: dict[str, str], workers: int | None 
     raise SystemExit("ragmart serve did not become healthy in 600 s")
 
 
-def over_http(base: str, key: str, asked: list[str], clients: int, pids: list[int],
-              mode: str = "vector") -> dict:
-    per_client = max(10, len(asked) // clients)
-    ms: list[float] = []
-    errors: list[str] = []
+def _light_client(base: str, key: str, asked: list[str], offset: int, clients: int,
+                  per_client: int, mode: str, start, out) -> None:
+    """One client process (--client-kind processes): a keep-alive http.client connection, a
+    warm-up request, then `per_client` timed requests; (latencies ms, errors) on `out`."""
+    host, port = base.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=60)
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+
+    def ask(question: str) -> tuple[int, bytes]:
+        conn.request("POST", "/v1/retrieve", json.dumps(
+            {"question": question, "k": K, "mode": mode}), headers)
+        response = conn.getresponse()
+        return response.status, response.read()
+
+    ask(asked[offset % len(asked)])
+    start.wait()
+    ms, errors = [], []
+    for i in range(per_client):
+        question = asked[(offset + i * clients) % len(asked)]
+        t = time.perf_counter()
+        status, body = ask(question)
+        ms.append((time.perf_counter() - t) * 1000)
+        if status != 200 or len(json.loads(body)["results"]) != K:
+            errors.append(body[:200].decode(errors="replace"))
+    conn.close()
+    out.put((ms, errors))
+
+
+def _thread_clients(base: str, key: str, asked: list[str], clients: int, per_client: int,
+                    mode: str, ms: list[float], errors: list[str]) -> float:
+    """--client-kind threads: `clients` threads of this process, an httpx.Client each; the
+    wall time of the timed requests."""
     lock = threading.Lock()
     start = threading.Barrier(clients + 1)
 
@@ -232,16 +269,58 @@ def over_http(base: str, key: str, asked: list[str], clients: int, pids: list[in
     for t in threads:
         t.start()
     start.wait()
-    started, cpu = time.perf_counter(), sum(cpu_seconds(pid) for pid in pids)
+    started = time.perf_counter()
     for t in threads:
         t.join()
+    return time.perf_counter() - started
+
+
+def _process_clients(base: str, key: str, asked: list[str], clients: int, per_client: int,
+                     mode: str, ms: list[float], errors: list[str]) -> float:
+    context = multiprocessing.get_context("fork")  # the clients import nothing more
+    start, out = context.Barrier(clients + 1), context.Queue()
+    procs = [context.Process(target=_light_client, args=(base, key, asked, i, clients,
+                                                         per_client, mode, start, out))
+             for i in range(clients)]
+    for proc in procs:
+        proc.start()
+    start.wait()
+    started = time.perf_counter()
+    for _ in procs:
+        got, failed = out.get(timeout=600)
+        ms.extend(got)
+        errors.extend(failed)
     wall = time.perf_counter() - started
+    for proc in procs:
+        proc.join()
+    return wall
+
+
+def product_batches(base: str, key: str) -> dict[int, int]:
+    """The server's matrix products by searches served (ragmart_search_products)."""
+    text = httpx.get(f"{base}/metrics", headers={"Authorization": f"Bearer {key}"}).text
+    return {int(m[1]): int(float(m[2])) for m in
+            re.finditer(r'^ragmart_search_products\{queries="(\d+)"\} (\S+)$', text, re.M)}
+
+
+def over_http(base: str, key: str, asked: list[str], clients: int, pids: list[int],
+              mode: str = "vector", kind: str = "processes") -> dict:
+    per_client = max(10, len(asked) // clients)
+    ms: list[float] = []
+    errors: list[str] = []
+    run = _process_clients if kind == "processes" else _thread_clients
+    before, cpu = product_batches(base, key), sum(cpu_seconds(pid) for pid in pids)
+    wall = run(base, key, asked, clients, per_client, mode, ms, errors)
     server_cpu_ms = (sum(cpu_seconds(pid) for pid in pids) - cpu) * 1000 / len(ms)
+    after = product_batches(base, key)
+    products = {n: after.get(n, 0) - before.get(n, 0) for n in after}
+    served, made = sum(n * c for n, c in products.items()), sum(products.values())
     if errors:
         raise SystemExit(f"{len(errors)} failed requests at {clients} clients: {errors[:3]}")
     name = f"http_{clients}_clients" + ("" if mode == "vector" else f"_{mode}")
-    return figures(name, ms, wall, clients=clients, mode=mode,
-                   server_cpu_ms_per_query=round(server_cpu_ms, 2))
+    return figures(name, ms, wall, clients=clients, mode=mode, client_kind=kind,
+                   server_cpu_ms_per_query=round(server_cpu_ms, 2),
+                   searches_per_product=round(served / made, 2) if made else None)
 
 
 def cli_per_query(path: Path, asked: list[str], runs: int, env: dict[str, str]) -> dict:
@@ -271,7 +350,11 @@ def main(argv: list[str] | None = None) -> int:
                              "client count, hybrid and lexical at --mode-clients)")
     parser.add_argument("--mode-clients", type=int, default=8)
     parser.add_argument("--workers", type=int, default=None,
-                        help="server processes (`ragmart serve --workers`; default its own)")
+                        help="the server's search threads (`ragmart serve --workers`; default "
+                             "its own)")
+    parser.add_argument("--client-kind", choices=("processes", "threads"), default="processes",
+                        help="HTTP clients: processes with http.client (light, default) or "
+                             "threads of the bench with httpx (as measured before)")
     args = parser.parse_args(argv)
     modes = args.modes or list(MODES)
     if args.chunks < 1_000 or args.chunks % CHUNKS_PER_DOCUMENT:
@@ -293,10 +376,11 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if "vector" in modes:
                 for clients in args.clients or [1, 8, 32]:
-                    report[f"http_{clients}"] = over_http(base, key, asked, clients, pids)
+                    report[f"http_{clients}"] = over_http(base, key, asked, clients, pids,
+                                                          kind=args.client_kind)
             for mode in (m for m in modes if m != "vector"):
                 report[f"http_{args.mode_clients}_{mode}"] = over_http(
-                    base, key, asked, args.mode_clients, pids, mode)
+                    base, key, asked, args.mode_clients, pids, mode, args.client_kind)
         finally:
             proc.terminate()
             proc.wait(60)

@@ -17,6 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "$RAGMART_API_KEYS_FILE)")
     p.add_argument("--db", metavar="FILE", help="serve this database file as it is (default: "
                    "the snapshot $RAGMART_DB's serving pointer names, followed as it changes)")
+    p.add_argument("--workers", type=int, metavar="N", help="threads running searches, each "
+                   "with its own reader (default $RAGMART_SERVE_WORKERS, else 8)")
     p.set_defaults(func=run_serve)
 
     p = sub.add_parser("keys", help="API keys of `ragmart serve`: add, list, remove")
@@ -51,7 +53,12 @@ def run_serve(args: argparse.Namespace) -> int:
 
     from ragmart.http.app import create_app
     from ragmart.http.keys import KeyRing, keys_path
+    from ragmart.http.limits import WORKERS_ENV
 
+    if args.workers is not None and not 1 <= args.workers <= 256:
+        raise ValueError(f"--workers {args.workers} is out of range; write 1 to 256")
+    if args.workers is not None:  # read with the other bounds (ragmart.http.limits.Limits)
+        os.environ[WORKERS_ENV] = str(args.workers)
     keys = keys_path(args.keys)
     KeyRing.load(keys)  # a missing or invalid keys file stops here, in one line
     db = database(args) if args.db else None

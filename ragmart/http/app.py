@@ -16,6 +16,12 @@ the snapshot that serves (ragmart.http.pool), and the answer is the document `ra
 | 422    | body not valid JSON of RetrieveRequest (unknown fields), a query parameter    |
 | 429    | the key's rate (Retry-After), or RAGMART_SERVE_MAX_CONCURRENCY in flight      |
 | 503    | nothing serves yet, or the embedding provider failed                          |
+
+What answers without a key: `GET /healthz` always (load balancers probe it), with the status and
+the index version only; with a valid key also the snapshot's file name, its chunks and why
+nothing serves (a path of the server's disk). `/metrics`, `/docs` and `/openapi.json` answer
+without a key unless RAGMART_SERVE_PRIVATE_ENDPOINTS=true, when any valid key is required (401
+otherwise: Prometheus sends it with `authorization: {credentials: KEY}`).
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from ragmart.http.limits import (
     BURST_ENV,
     CONCURRENCY_ENV,
     K_ENV,
+    PRIVATE_ENV,
     RATE_ENV,
     BodyLimit,
     Limits,
@@ -55,6 +62,10 @@ from ragmart.retrieval.results import RetrievalError
 from ragmart.serving.pointer import file_stamp
 
 ENDPOINTS = {"/v1/retrieve", "/healthz", "/metrics", "/openapi.json", "/docs"}
+# what RAGMART_SERVE_PRIVATE_ENDPOINTS puts behind a key (besides /v1/retrieve, always)
+PRIVATE = ("/metrics", "/openapi.json", "/docs")
+UNAUTHORIZED = ("send one header `Authorization: Bearer <key>` with a key of this service "
+                "(`ragmart keys add`)")
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": what} for status, what in (
         (400, "a request ragmart refuses"), (401, "no key or an unknown key"),
@@ -97,15 +108,39 @@ class KeysWatcher:
         return self.ring.find(token)
 
 
+def key_of(keys: KeysWatcher, authorization: list[str]) -> ApiKey | None:
+    """The key of a request's Authorization headers, None without a valid one."""
+    token = bearer_token(authorization)
+    return keys.find(token) if token is not None else None
+
+
 async def caller(request: Request) -> ApiKey:
     """The key of the request: its groups are the only groups the search runs with."""
-    token = bearer_token(request.headers.getlist("authorization"))
-    key = request.app.state.keys.find(token) if token is not None else None
+    key = key_of(request.app.state.keys, request.headers.getlist("authorization"))
     if key is None:
-        raise ApiError(401, "unauthorized", "send one header `Authorization: Bearer <key>` "
-                       "with a key of this service (`ragmart keys add`)",
+        raise ApiError(401, "unauthorized", UNAUTHORIZED,
                        {"WWW-Authenticate": 'Bearer realm="ragmart"'})
     return key
+
+
+class PrivateEndpoints:
+    """ASGI middleware: a request for one of PRIVATE (its path or below it) without a valid key
+    is 401 (RAGMART_SERVE_PRIVATE_ENDPOINTS)."""
+
+    def __init__(self, app: Any, keys: KeysWatcher) -> None:
+        self.app, self.keys = app, keys
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if any(path == p or path.startswith(p + "/") for p in PRIVATE) and key_of(
+                self.keys, [v.decode("latin-1") for k, v in scope["headers"]
+                            if k == b"authorization"]) is None:
+            response = _error(401, "unauthorized", f"{path} needs a key on this service "
+                              f"({PRIVATE_ENV}): {UNAUTHORIZED}",
+                              {"WWW-Authenticate": 'Bearer realm="ragmart"'})
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
 
 Caller = Annotated[ApiKey, Depends(caller)]
@@ -222,21 +257,31 @@ def create_app(*, keys_file: str | Path, db_path: str | Path | None = None,
             "X-Ragmart-Index-Version": generation.version})
 
     @app.get("/healthz")
-    async def healthz() -> JSONResponse:
-        """200 while a snapshot serves (its version and file), 503 until one does."""
+    async def healthz(request: Request) -> JSONResponse:
+        """200 while a snapshot serves (its version; with a key also its file and chunks),
+        503 until one does (with a key, why)."""
         generation = pool.current
+        known = key_of(keys, request.headers.getlist("authorization")) is not None
         if generation is None:
+            why = f": {pool.error}" if known else " (send a key to see why)"
             return JSONResponse({"status": "unavailable", "error": {
-                "code": "unavailable", "message": f"nothing serves yet: {pool.error}"}}, 503)
-        return JSONResponse({"status": "ok", "version": generation.version,
-                             "snapshot": generation.path.name, "chunks": generation.chunks,
-                             "time": time.time()})
+                "code": "unavailable", "message": f"nothing serves yet{why}"}}, 503)
+        health: dict[str, Any] = {"status": "ok", "version": generation.version}
+        if known:
+            health.update(snapshot=generation.path.name, chunks=generation.chunks,
+                          time=time.time())
+        return JSONResponse(health)
 
     @app.get("/metrics")
     async def prometheus() -> Response:
         """Prometheus text: requests, latency, abstentions by clause, what serves."""
-        return Response(metrics.render(), media_type=metrics.content_type)
+        generation = pool.current
+        products = generation.products if generation is not None else None
+        return Response(metrics.render(dict(products.batches) if products else None),
+                        media_type=metrics.content_type)
 
     app.add_middleware(BodyLimit, limit=limits.max_body_bytes)
+    if limits.private_endpoints:
+        app.add_middleware(PrivateEndpoints, keys=keys)
     app.add_middleware(RequestMetrics, metrics=metrics, endpoints=ENDPOINTS)
     return app

@@ -31,10 +31,20 @@ CONCURRENCY_ENV = "RAGMART_SERVE_MAX_CONCURRENCY"
 WORKERS_ENV = "RAGMART_SERVE_WORKERS"
 RATE_ENV = "RAGMART_SERVE_RATE"
 BURST_ENV = "RAGMART_SERVE_BURST"
+PRIVATE_ENV = "RAGMART_SERVE_PRIVATE_ENDPOINTS"
 
 
 class LimitsError(ValueError):
     pass
+
+
+def _switch(name: str) -> bool:
+    text = os.environ.get(name, "").strip().lower()
+    if text in ("", "0", "false", "no", "off"):
+        return False
+    if text in ("1", "true", "yes", "on"):
+        return True
+    raise LimitsError(f"{name}={text!r} is not a switch; write true or false (the default)")
 
 
 def _number(name: str, default: float, *, integer: bool, maximum: float = math.inf) -> float:
@@ -58,9 +68,14 @@ class Limits:
     max_body_bytes: int = 65_536
     max_k: int = 100
     max_concurrency: int = 64
-    workers: int = 4
+    # 8, not 4: concurrent searches share the pass over the vectors only when they wait for it
+    # together (bench/serve.py, 8 clients: 1.9 searches per product and p95 138 ms with 4,
+    # 3.5 and 102 ms with 8)
+    workers: int = 8
     rate: float = 50.0  # requests per second per key
     burst: int = 100
+    # /metrics, /docs and /openapi.json answer only a request with a key (/healthz stays open)
+    private_endpoints: bool = False
 
     @classmethod
     def from_env(cls) -> Limits:
@@ -72,6 +87,7 @@ class Limits:
             workers=int(_number(WORKERS_ENV, d.workers, integer=True, maximum=256)),
             rate=_number(RATE_ENV, d.rate, integer=False),
             burst=int(_number(BURST_ENV, d.burst, integer=True)),
+            private_endpoints=_switch(PRIVATE_ENV),
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -8,7 +8,10 @@
   `doc_type_filter`, `min_similarity`, ...: the names of `ragmart retrieve --json`'s clauses);
 * `ragmart_http_in_flight`: searches admitted and not answered yet;
 * `ragmart_serving_info{version, snapshot}` = 1: what serves; `ragmart_serving_chunks`: its
-  chunks; `ragmart_serving_switches_total`: snapshots swapped in since start.
+  chunks; `ragmart_serving_switches_total`: snapshots swapped in since start;
+* `ragmart_search_products{queries}`: matrix products of the serving snapshot's vectors in
+  memory by how many concurrent searches each served (ragmart.retrieval.memory.SharedProducts;
+  a mean near 1 under load means the searches did not share the read).
 """
 
 from __future__ import annotations
@@ -49,6 +52,8 @@ class Metrics:
         self.serving = Info("ragmart_serving", "the snapshot that serves", registry=r)
         self.chunks = Gauge("ragmart_serving_chunks", "chunks of the serving set", registry=r)
         self.switches = Counter("ragmart_serving_switches", "snapshots swapped in", registry=r)
+        self.products = Gauge("ragmart_search_products", "matrix products of the snapshot "
+                              "serving, by the searches each served", ["queries"], registry=r)
 
     def serving_changed(self, version: str, snapshot: str, chunks: int | None) -> None:
         self.serving.info({"version": version, "snapshot": snapshot})
@@ -60,7 +65,11 @@ class Metrics:
         emptied = next((c.clause for c in result.clauses if c.remaining == 0), None)
         self.abstentions.labels(clause=emptied or "unknown").inc()
 
-    def render(self) -> bytes:
+    def render(self, batches: dict[int, int] | None = None) -> bytes:
+        """The metrics, with `batches` (searches per product: products) of what serves."""
+        self.products.clear()
+        for queries, products in sorted((batches or {}).items()):
+            self.products.labels(queries=str(queries)).set(products)
         return generate_latest(self.registry)
 
 

@@ -77,6 +77,8 @@ class Generation:
         self.path, self.version, self.published = path, version, published
         self.opened_state = state
         self.chunks = first.vectors.rows if first.vectors is not None else None
+        # the matrix products the readers share (their batch sizes: /metrics)
+        self.products = first.vectors.products if first.vectors is not None else None
         self._free: queue.SimpleQueue[Retriever] = queue.SimpleQueue()
         for reader in readers:
             self._free.put(reader)
@@ -112,7 +114,7 @@ class PostgresGeneration(Generation):
             raise
         self.path, self.version, self.published = Path("postgresql"), at.version, False
         self.publication = at.publication
-        self.opened_state, self.chunks = None, None
+        self.opened_state, self.chunks, self.products = None, None, None
         self._free = queue.SimpleQueue()
         for reader in readers:
             self._free.put(reader)

@@ -25,9 +25,11 @@ from typing import Any, Protocol
 
 import duckdb
 import numpy as np
+import pyarrow as pa
 
 from ragmart.retrieval import lexical
-from ragmart.retrieval.execution import _exact, search_contract
+from ragmart.retrieval.clauses import max_distance
+from ragmart.retrieval.execution import _eligible_rows, _exact, search_contract
 from ragmart.retrieval.request import check_inputs, parameters
 from ragmart.retrieval.results import (
     RetrievalError,
@@ -119,10 +121,28 @@ class _DuckDBModes:
         lexical.check_index(self.conn, self.tables)
 
     def rank(self, source: str, params: dict[str, Any]) -> list[tuple[str, float]]:
-        return lexical.rank(self.conn, self.p, source, params, self.tables)
+        vectors = self.options.get("vectors")
+        delta = True
+        if source == "live" and vectors is not None:  # a read-only snapshot: asked once
+            if "lexical_delta" not in vectors.facts:
+                vectors.facts["lexical_delta"] = lexical.has_delta(self.conn, self.tables)
+            delta = bool(vectors.facts["lexical_delta"])
+        return lexical.rank(self.conn, self.p, source, params, self.tables, delta=delta)
 
     def rows(self, source: str, params: dict[str, Any], ids: list[str]
              ) -> tuple[RetrievedChunk, ...]:
+        vectors = self.options.get("vectors")
+        if (source == "live" and vectors is not None and vectors.records is not None
+                and vectors.serving_table == self.tables.serving):
+            # a Retriever's rows in memory (memory.ServingVectors.rows_at), the eligible set
+            # its vector search remembers (the question is no part of it): no SQL
+            narrow = {name: value for name, value in params.items() if name != "question"}
+            eligible, exact = _eligible_rows(self.conn, self.p, narrow, self.tables, vectors)
+            if exact:
+                positions = vectors.positions(pa.array(ids, pa.string()))
+                positions = positions[np.isin(positions, eligible, assume_unique=True)]
+                query = np.asarray(self.query_vector, dtype=np.float32).reshape(-1)
+                return vectors.rows_at(query, positions, max_distance(params))
         return _exact(self.conn, self.p, source, {**params, "k": len(ids)},
                       self.tables, ids=ids)
 

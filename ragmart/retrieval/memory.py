@@ -52,8 +52,10 @@ NUMERIC_SLACK = 1e-4
 MIN_POOL = 32
 # eligible sets kept per Retriever (one per distinct contract parameters; ~4 bytes a chunk)
 ELIGIBILITY_ENTRIES = 64
-# below this share of eligible rows, gather them before the product instead of scoring all
-GATHER_BELOW = 0.25
+# below this share of eligible rows, gather them before the product instead of scoring all:
+# gathering rows of the column-major matrix costs as much as the whole product (shared by
+# concurrent searches) from about 1% of them (100k x 384: 1,000 rows ~5 ms, all ~9 ms)
+GATHER_BELOW = 0.005
 
 
 class ReadOnlyRequiredError(RuntimeError):
@@ -76,7 +78,9 @@ class ServingVectors:
 
     serving_table: str
     chunk_ids: np.ndarray  # object array of str, one per row, sorted
-    matrix: np.ndarray  # float32 (rows, dims), the stored vectors (DuckDB's floats)
+    # float32 (rows, dims), the stored vectors (DuckDB's floats), kept column-major (Fortran
+    # order, see SharedProducts): `matrix.T` is the contiguous (dims, rows) block a product reads
+    matrix: np.ndarray
     inverse_norms: np.ndarray | None = None  # float32 (rows,), 1 / norm (0: zero vector)
     records: pa.Table | None = field(default=None, repr=False, compare=False)
     _eligible: OrderedDict[Hashable, tuple[np.ndarray, dt.datetime | None]] = field(
@@ -85,8 +89,12 @@ class ServingVectors:
     # the product with the whole matrix, shared by the copies that share the matrix (one per
     # worker thread: dataclasses.replace keeps it)
     products: SharedProducts | None = field(default=None, repr=False, compare=False)
+    # what other searches learn once of this read-only snapshot (lexical: whether its full-text
+    # index lacks rows), shared by the copies like `products`
+    facts: dict[str, object] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        self.matrix = np.asfortranarray(self.matrix, dtype=np.float32)  # no copy when it is
         if self.inverse_norms is None:
             norms = np.linalg.norm(self.matrix, axis=1)
             self.inverse_norms = np.divide(1.0, norms, out=np.zeros_like(norms),
@@ -108,8 +116,7 @@ class ServingVectors:
         embeddings = table["embedding"].combine_chunks()
         dims = embeddings.type.list_size if len(table) else 0
         flat = embeddings.flatten().to_numpy(zero_copy_only=False) if len(table) else np.zeros(0)
-        matrix = np.ascontiguousarray(np.asarray(flat, dtype=np.float32).reshape(len(table),
-                                                                                 dims))
+        matrix = np.asfortranarray(np.asarray(flat, dtype=np.float32).reshape(len(table), dims))
         chunk_ids = np.asarray(table["chunk_id"].to_pylist(), dtype=object)
         records = None if documents_table is None else load_records(
             conn, serving_table, documents_table, table["chunk_id"])
@@ -181,12 +188,21 @@ class ServingVectors:
         if not len(rows):
             return
         distances = self.distances(query, rows)
-        if len(rows) > k:
+        grow = max(MIN_POOL, 4 * k + 32)
+        size = len(rows)
+        if len(rows) > grow:  # one selection pass: the first pool is among the `grow` nearest
+            part = np.argpartition(distances, grow)[: grow + 1]
+            part = part[np.argsort(distances[part], kind="stable")]
+            kth = float(distances[part[k - 1]])
+            size = int(np.count_nonzero(distances[part] <= kth + 2 * NUMERIC_SLACK))
+            if size <= grow:  # the (size + 1)-th nearest bounds every row left outside
+                yield rows[part[:size]], float(distances[part[size]]) - NUMERIC_SLACK
+                size = max(grow, 4 * size)
+            else:  # more than `grow` rows within the slack of the k-th: count them all
+                size = int(np.count_nonzero(distances <= kth + 2 * NUMERIC_SLACK))
+        elif len(rows) > k:
             kth = float(np.partition(distances, k - 1)[k - 1])
             size = int(np.count_nonzero(distances <= kth + 2 * NUMERIC_SLACK))
-        else:
-            size = len(rows)
-        grow = max(MIN_POOL, 4 * k + 32)
         while True:
             if size >= len(rows):
                 order = np.lexsort((self.chunk_ids[rows], distances))
@@ -224,6 +240,20 @@ class ServingVectors:
                      for rank, ((distance, _, _), row) in enumerate(zip(kept, values,
                                                                          strict=True), start=1))
 
+    def rows_at(self, query: np.ndarray, positions: np.ndarray, farthest: float | None
+                ) -> tuple[RetrievedChunk, ...]:
+        """The exact search's rows at `positions` (eligible but for the distance clauses, whose
+        bound is `farthest`: a row past it is left out), with DuckDB's distances to `query`, in
+        the order given (ranks 1..n): what `top` prints, for rows another ranking chose."""
+        if self.records is None:
+            raise ValueError("the rows were not loaded (ServingVectors.load documents_table)")
+        distances = duckdb_cosine_distances(self.matrix[positions], query).tolist()
+        kept = [(d, int(i)) for d, i in zip(distances, positions, strict=True)
+                if farthest is None or d <= farthest]
+        values = self.records.take(pa.array([i for _, i in kept], pa.int64())).to_pylist()
+        return tuple(RetrievedChunk(rank=rank, distance=d, **row) for rank, ((d, _), row)
+                     in enumerate(zip(kept, values, strict=True), start=1))
+
 
 class _Waiting:
     __slots__ = ("done", "error", "query", "result")
@@ -237,19 +267,23 @@ class SharedProducts:
     """`matrix @ q` for the threads searching one matrix, the queries that arrive while a
     product runs computed together by the next one (one matrix-matrix product).
 
-    A product with a 100k x 384 matrix reads 150 MB and is bound by memory bandwidth (~16 ms
-    here), so 8 queries cost about what one does when they share the read. One thread at a
-    time computes (the first to arrive; when it is done, the first of those that arrived
-    meanwhile takes over with every query waiting then); the others wait for their column.
-    Each column differs from `matrix @ q` alone by float rounding only (~1e-7), far inside the
-    NUMERIC_SLACK the candidate pools allow for: the answers are the exact search's either
-    way."""
+    The matrix is kept column-major, so the product reads `matrix.T`, a contiguous (dims, rows)
+    block, as `q @ matrix.T`: OpenBLAS's kernel for that layout runs a single query about twice
+    as fast as row-major `matrix @ q` (bench/serve.py, 100k x 384: ~8 against ~18 ms on one
+    core), and a batch's answers come out as contiguous rows. A product with a 100k x 384
+    matrix reads 150 MB; one thread at a time computes (the first to arrive; when it is done,
+    the first of those that arrived meanwhile takes over with every query waiting then); the
+    others wait for their row. Each row differs from `matrix @ q` alone by float rounding only
+    (~1e-7), far inside the NUMERIC_SLACK the candidate pools allow for: the answers are the
+    exact search's either way. `batches` counts the products by how many queries each served
+    (ragmart serve's /metrics)."""
 
     def __init__(self, matrix: np.ndarray) -> None:
-        self.matrix = matrix
+        self.columns = np.asarray(matrix, dtype=np.float32).T  # (dims, rows), a view if F-order
         self._lock = threading.Lock()
         self._waiting: list[_Waiting] = []
         self._busy = False
+        self.batches: dict[int, int] = {}
 
     def product(self, query: np.ndarray) -> np.ndarray:
         mine = _Waiting(query)
@@ -265,12 +299,13 @@ class SharedProducts:
         # leading: compute for everyone waiting now (this query among them)
         with self._lock:
             batch, self._waiting = self._waiting, []
+            self.batches[len(batch)] = self.batches.get(len(batch), 0) + 1
         try:
             if len(batch) == 1:
-                results = [self.matrix @ batch[0].query]
+                results = [batch[0].query @ self.columns]
             else:
-                block = self.matrix @ np.stack([w.query for w in batch], axis=1)
-                results = [np.ascontiguousarray(block[:, i]) for i in range(len(batch))]
+                block = np.stack([w.query for w in batch]) @ self.columns
+                results = list(block)  # row i: query i's products (contiguous)
         except BaseException as exc:
             for waiting in batch:
                 waiting.error = exc

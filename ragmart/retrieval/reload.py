@@ -62,7 +62,8 @@ def load_vectors(conn: duckdb.DuckDBPyConnection, serving_table: str,
     if not len(new_rows) and np.array_equal(at, np.arange(previous.rows)):
         matrix = previous.matrix  # the same rows in the same order (read-only in both)
     else:
-        matrix = previous.matrix.take(at, axis=0)  # one gather; new rows overwritten below
+        # one gather of the column-major matrix (memory.SharedProducts), new rows overwritten
+        matrix = previous.matrix.T.take(at, axis=1).T
     if len(new_rows):
         listed = (literal_list(chunk_ids[new_rows].tolist())
                   if len(new_rows) <= LITERAL_IDS_MAX else None)

@@ -182,7 +182,9 @@ def test_nothing_published_is_503_and_the_build_database_is_never_held(
     shutil.copy(deployment.db_path, unpublished)
     monkeypatch.setenv("RAGMART_DB", str(unpublished))
     with TestClient(create_app(keys_file=keys["file"])) as c:
-        health = c.get("/healthz")
+        health = c.get("/healthz")  # open to load balancers: says nothing of the disk
+        assert health.status_code == 503 and str(tmp_path) not in health.text
+        health = c.get("/healthz", headers=bearer(keys["staff"]))  # a key: why
         assert health.status_code == 503 and "ragmart publish" in health.text
         answer = c.post("/v1/retrieve", json={"question": QUESTION},
                         headers=bearer(keys["staff"]))
@@ -292,6 +294,8 @@ def test_a_keys_file_in_yaml_and_the_entries_it_refuses(tmp_path, capsys) -> Non
     assert "64 lowercase hex" in message and "groups must be a list" in message
     code, _, err = cli(capsys, "serve", "--keys", str(tmp_path / "none.json"))
     assert code == Exit.USAGE and "does not exist" in err
+    code, _, err = cli(capsys, "serve", "--keys", str(path), "--workers", "0")
+    assert code == Exit.USAGE and "--workers 0 is out of range" in err
 
 
 # ================================================================ bounds
@@ -406,6 +410,10 @@ def test_metrics_count_requests_latency_abstentions_and_what_serves(client, keys
     serving = [dict(labels) for (name, labels), v in samples.items()
                if name == "ragmart_serving_info" and v == 1]
     assert [s["version"] for s in serving] == ["v1"]
+    # the matrix products of the vectors in memory, by the searches each served
+    products = {dict(labels)["queries"]: v for (name, labels), v in samples.items()
+                if name == "ragmart_search_products"}
+    assert products and sum(int(n) * v for n, v in products.items()) >= 1
 
 
 def test_openapi_describes_the_request_without_any_access_field(client) -> None:
@@ -415,6 +423,40 @@ def test_openapi_describes_the_request_without_any_access_field(client) -> None:
     assert set(schema["properties"]) == {"question", "k", "contract", "as_of", "doc_types",
                                          "mode"}
     assert "/v1/retrieve" in spec["paths"] and client.get("/docs").status_code == 200
+
+
+def test_healthz_tells_a_caller_without_a_key_the_status_and_version_only(client, keys
+                                                                             ) -> None:
+    assert client.get("/healthz").json() == {"status": "ok", "version": "v1"}
+    for headers in ({"Authorization": "Bearer rgm_unknown"}, {"X-Api-Key": keys["staff"]}):
+        assert client.get("/healthz", headers=headers).json() == {"status": "ok",
+                                                                  "version": "v1"}
+    known = client.get("/healthz", headers=bearer(keys["hr"])).json()
+    assert known["snapshot"].endswith(".duckdb") and known["chunks"] > 0
+
+
+@pytest.mark.parametrize("path", ["/metrics", "/openapi.json", "/docs"])
+def test_private_endpoints_need_a_key_when_the_operator_says_so(keys, monkeypatch, path
+                                                                ) -> None:
+    with TestClient(create_app(keys_file=keys["file"])) as c:  # default: open
+        assert c.get(path).status_code == 200
+    monkeypatch.setenv("RAGMART_SERVE_PRIVATE_ENDPOINTS", "true")
+    with TestClient(create_app(keys_file=keys["file"])) as c:
+        for headers in ({}, {"Authorization": "Bearer rgm_unknown"},
+                        {"Authorization": f"Basic {keys['staff']}"}):
+            refused = c.get(path, headers=headers)
+            assert refused.status_code == 401, (headers, refused.text)
+            assert refused.json()["error"]["code"] == "unauthorized"
+            assert "RAGMART_SERVE_PRIVATE_ENDPOINTS" in refused.json()["error"]["message"]
+        assert c.get(path + "?x=1").status_code == 401
+        assert c.get(path, headers=bearer(keys["hr"])).status_code == 200
+        assert c.get("/healthz").json() == {"status": "ok", "version": "v1"}  # stays open
+        samples = metric_samples(c.get("/metrics", headers=bearer(keys["ops"])).text)
+        assert samples[("ragmart_http_requests_total",
+                        (("endpoint", path), ("status", "401")))] == 4
+    monkeypatch.setenv("RAGMART_SERVE_PRIVATE_ENDPOINTS", "maybe")
+    with pytest.raises(LimitsError, match="RAGMART_SERVE_PRIVATE_ENDPOINTS"):
+        Limits.from_env()
 
 
 def published_to_postgres(deployment, tmp_path, postgres_url, monkeypatch, capsys
@@ -489,7 +531,8 @@ def test_a_running_server_follows_publish_and_rollback_without_a_failed_request(
     env = {**project.env(), "RAGMART_SERVING_RECHECK_SECONDS": "0.2",
            "RAGMART_API_KEYS_FILE": str(keys_file)}
     server = subprocess.Popen([sys.executable, "-m", "ragmart.cli.main", "serve", "--port",
-                               str(port)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                               str(port), "--workers", "8"], cwd=ROOT, env=env,
+                              stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     seen: list[tuple[int, str | None]] = []

@@ -134,6 +134,8 @@ def test_queries_arriving_together_share_one_product() -> None:
     with pytest.raises(ValueError):
         products.product(np.zeros(3, dtype=np.float32))  # the wrong size: numpy's error
     np.testing.assert_allclose(products.product(asked[0]), matrix @ asked[0], atol=1e-4)
+    # every query counted once, in the batch it was computed in
+    assert sum(size * n for size, n in products.batches.items()) == len(asked) + 2
 
 
 def test_worker_threads_sharing_the_vectors_answer_exactly(tiny) -> None:  # noqa: F811
