@@ -26,10 +26,10 @@ def serving_json(project: Project) -> dict:
     return json.loads((project.workdir / "published" / "serving.json").read_text())
 
 
-def test_backfill_builds_beside_publishes_behind_gate_and_rolls_back(tmp_path) -> None:
-    project = Project(tmp_path)
-    project.land_sample()
-    project.build()
+def test_backfill_builds_beside_publishes_behind_gate_and_rolls_back(
+    tmp_path, built_samples,
+) -> None:
+    project = built_samples.copy(tmp_path)
     project.ragmart("publish", "v1")
     v1 = serving_json(project)
     assert v1["version"] == "v1" and not v1["forced"] and v1["metrics"]["recall@5"] > 0
@@ -94,10 +94,10 @@ def test_backfill_builds_beside_publishes_behind_gate_and_rolls_back(tmp_path) -
     assert dbt_baseline(project) == pytest.approx(v1["metrics"])
 
 
-def test_readers_are_never_blocked_and_answers_come_from_one_version(tmp_path) -> None:
-    project = Project(tmp_path)
-    project.land_sample()
-    project.build()
+def test_readers_are_never_blocked_and_answers_come_from_one_version(
+    tmp_path, built_samples,
+) -> None:
+    project = built_samples.copy(tmp_path)
     project.ragmart("publish", "v1")
     first = serving_json(project)["snapshot"]
 
@@ -143,11 +143,11 @@ def _files_containing(root: Path, needle: bytes) -> list[str]:
     return [str(p) for p in root.rglob("*") if p.is_file() and needle in p.read_bytes()]
 
 
-def test_purge_removes_a_document_from_every_file_and_rollback_cannot_resurrect(tmp_path):
+def test_purge_removes_a_document_from_every_file_and_rollback_cannot_resurrect(
+    tmp_path, built_samples,
+):
     victim = "hr-relocation-assistance"
-    project = Project(tmp_path)
-    project.land_sample()
-    project.build()
+    project = built_samples.copy(tmp_path)
     project.ragmart("publish", "v1")
     project.build("--full-refresh")
     project.ragmart("publish", "v1", "--force")  # two snapshots: a rollback target exists
@@ -329,11 +329,11 @@ def test_publish_makes_the_dbt_gate_fail_a_build_that_regresses(tmp_path) -> Non
     assert dbt_baseline(project) == pytest.approx(v3["metrics"])
 
 
-def test_purge_measures_the_baseline_again_so_an_honest_publish_passes(tmp_path) -> None:
+def test_purge_measures_the_baseline_again_so_an_honest_publish_passes(
+    tmp_path, built_samples,
+) -> None:
     victim = "hr-paid-time-off"  # relevant to several judged questions, found for three
-    project = Project(tmp_path)
-    project.land_sample()
-    project.build()
+    project = built_samples.copy(tmp_path)
     project.ragmart("publish", "v1")
     before = serving_json(project)
 
@@ -363,11 +363,9 @@ def test_purge_measures_the_baseline_again_so_an_honest_publish_passes(tmp_path)
 
 
 def test_publish_waits_for_a_build_holding_the_database_and_switches_nothing_if_it_stays(
-    tmp_path,
+    tmp_path, built_samples,
 ) -> None:
-    project = Project(tmp_path)
-    project.land_sample()
-    project.build()
+    project = built_samples.copy(tmp_path)
     hold = ("import sys, time; from ragmart.duck import connect; c = connect(sys.argv[1]); "
             "print('held', flush=True); time.sleep(float(sys.argv[2])); c.close()")
 
