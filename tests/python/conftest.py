@@ -104,3 +104,12 @@ def s3_bucket(s3_server: S3Server) -> str:
     name = f"ragmart-test-{uuid.uuid4().hex[:12]}"
     s3_server.client().create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture(scope="session")
+def built_samples(tmp_path_factory: pytest.TempPathFactory):
+    """The sample built once per pytest process (per xdist worker), copied per test:
+    `built_samples.copy(tmp_path)` instead of `land_sample(); build()` (dbt_harness)."""
+    from dbt_harness import BuiltSamples
+
+    return BuiltSamples(tmp_path_factory.mktemp("built-samples"))

@@ -6,6 +6,7 @@ state, exactly as a user's `dbt build`. Many-case tests should work at the packa
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -127,3 +128,83 @@ def copy_project(destination: Path) -> Path:
 
 def dumps(obj: object) -> str:
     return json.dumps(obj, sort_keys=True, default=str)
+
+
+class BuiltSamples:
+    """The sample, landed and built once per pytest process for each (provider, environment),
+    then copied into each test's workdir: the database, the landing zone (mtimes kept: the
+    landing zone's incremental logic reads them) and the dbt target dir.
+
+    Only for tests that do not assert on that first build (its output, its run record, its
+    timing). The cache is made read-only and is only ever copied, never linked: a test can
+    change its copy (purge, rebuild, publish) and never the cache; each copy is checked against
+    the digest of the cache taken just after its build. The build keeps source paths relative
+    to the landing zone, which `_assert_no_absolute_paths` checks once per cache."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._built: dict[tuple, Path] = {}
+        self._digests: dict[Path, str] = {}
+
+    def copy(self, workdir: Path, provider: str = "hash",
+             extra_env: dict[str, str] | None = None) -> Project:
+        env = dict(extra_env or {})
+        source = self._source(provider, env)
+        workdir.mkdir(parents=True, exist_ok=True)
+        for entry in source.iterdir():
+            destination = workdir / entry.name
+            if entry.is_dir():
+                shutil.copytree(entry, destination, copy_function=shutil.copy2)
+                copied = [destination, *destination.rglob("*")]
+            else:
+                shutil.copy2(entry, destination)
+                copied = [destination]
+            for path in copied:  # copy2 kept the cache's read-only mode: the copy is the test's
+                path.chmod(path.stat().st_mode | 0o200)
+        # read-only does not stop root: the copy is the cache as built, bytes and mtimes
+        assert _digest(workdir, source) == self._digests[source], f"{source} was changed"
+        return Project(workdir, provider=provider, extra_env=env)
+
+    def _source(self, provider: str, env: dict[str, str]) -> Path:
+        key = (provider, tuple(sorted(env.items())))
+        if key not in self._built:
+            project = Project(self.root / f"sample-{len(self._built)}", provider=provider,
+                              extra_env=env)
+            project.land_sample()
+            project.build()
+            shutil.rmtree(project.workdir / "logs", ignore_errors=True)
+            _assert_no_absolute_paths(project)
+            for path in project.workdir.rglob("*"):
+                path.chmod(path.stat().st_mode & ~0o222)
+            self._built[key] = project.workdir
+            self._digests[project.workdir] = _digest(project.workdir, project.workdir)
+        return self._built[key]
+
+
+def _digest(root: Path, source: Path) -> str:
+    """Every file of `source`'s tree as found under `root`: name, bytes and mtime."""
+    digest = hashlib.blake2b()
+    for path in sorted(p for p in source.rglob("*") if p.is_file()):
+        copy = root / path.relative_to(source)
+        digest.update(f"{path.relative_to(source)}\0{copy.stat().st_mtime_ns}\0".encode())
+        digest.update(copy.read_bytes())
+    return digest.hexdigest()
+
+
+def _assert_no_absolute_paths(project: Project) -> None:
+    """No text in the built database names the cache's directory: a copy refers to its own
+    landing zone only (a purge in one test can never reach the cache or another copy)."""
+    from ragmart.duck import connect
+
+    conn = connect(project.db_path, read_only=True)
+    try:
+        columns = conn.execute(
+            "select table_schema, table_name, column_name from information_schema.columns "
+            "where data_type = 'VARCHAR' and table_catalog = current_database()").fetchall()
+        for schema, table, column in columns:
+            hits = conn.execute(
+                f'select count(*) from "{schema}"."{table}" where "{column}" like $p',
+                {"p": f"%{project.workdir}%"}).fetchone()[0]
+            assert hits == 0, f"{schema}.{table}.{column} names {project.workdir}"
+    finally:
+        conn.close()

@@ -8,10 +8,14 @@ import re
 import subprocess
 import sys
 
+import pytest
 from dbt_harness import ROOT, Project, copy_project
 
 
-def _manifest(project: Project) -> dict:
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The manifest of one `dbt parse` of the project, read by the tests that only read it."""
+    project = Project(tmp_path_factory.mktemp("parse"))
     project.dbt("parse")
     return json.loads((project.workdir / "target" / "manifest.json").read_text())
 
@@ -43,8 +47,7 @@ def test_python_models_mirror_the_layers_and_their_selectors_cover_them(tmp_path
     assert "int_chunks" in off
 
 
-def test_every_mart_has_an_enforced_contract_and_primary_key_test(tmp_path) -> None:
-    manifest = _manifest(Project(tmp_path))
+def test_every_mart_has_an_enforced_contract_and_primary_key_test(manifest: dict) -> None:
     # dbt enforces contracts on SQL models only (a Python model with one fails to parse)
     marts = [n for n in manifest["nodes"].values()
              if n["resource_type"] == "model" and n["language"] == "sql"
@@ -224,11 +227,11 @@ def _readme_relations() -> dict[str, tuple[str, str, str]]:
     return rows
 
 
-def test_dbt_docs_and_the_readme_give_every_relation_its_grain_key_and_audience(tmp_path
-                                                                                ) -> None:
+def test_dbt_docs_and_the_readme_give_every_relation_its_grain_key_and_audience(
+    manifest: dict,
+) -> None:
     """Every model and every ragmart source table carries meta grain, key and sql_users
     (shown by `dbt docs`), and they are the README's words for it, row for row."""
-    manifest = _manifest(Project(tmp_path))
     documented = {}
     disabled = [node for nodes in manifest["disabled"].values() for node in nodes]  # evaluation
     for node in [*manifest["nodes"].values(), *manifest["sources"].values(), *disabled]:

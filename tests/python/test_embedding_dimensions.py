@@ -40,12 +40,13 @@ def _openai(tmp_path, server: EmbeddingServer, dimensions: int) -> Project:
     })
 
 
-def _hash_v1(tmp_path) -> Project:
-    """v1 at 384 dimensions, built; no openai setting in its environment."""
-    project = Project(tmp_path, provider="hash", extra_env={
-        "OPENAI_API_KEY": "", "RAGMART_OPENAI_BASE_URL": "", "RAGMART_OPENAI_DIMENSIONS": ""})
-    project.land_sample()
-    project.build()
+def _hash_v1(tmp_path, built_samples) -> Project:
+    """v1 at 384 dimensions, built (the sample built by the hash provider, which reads no
+    openai setting: the bindings below check its model); no openai setting in its
+    environment."""
+    project = built_samples.copy(tmp_path, provider="hash")
+    project.extra_env = {
+        "OPENAI_API_KEY": "", "RAGMART_OPENAI_BASE_URL": "", "RAGMART_OPENAI_DIMENSIONS": ""}
     return project
 
 
@@ -88,8 +89,10 @@ def _size_change_is_refused(tmp_path, server: EmbeddingServer, size: int) -> Pro
     return wider
 
 
-def test_a_1536_version_builds_beside_a_384_one_and_serves_after_publish(tmp_path, monkeypatch):
-    small = _hash_v1(tmp_path)
+def test_a_1536_version_builds_beside_a_384_one_and_serves_after_publish(
+    tmp_path, monkeypatch, built_samples,
+):
+    small = _hash_v1(tmp_path, built_samples)
     small.ragmart("publish", "v1")
     v1_rows = small.query("select chunk_id, embedding from fct_chunk_embeddings_v1 order by 1")
     with EmbeddingServer() as server:
@@ -178,8 +181,8 @@ def test_a_1536_version_builds_beside_a_384_one_and_serves_after_publish(tmp_pat
 
 
 @pytest.mark.slow  # the fast suite refuses a size change in the 1536 test above
-def test_a_version_keeps_its_size_and_a_3072_version_builds_beside(tmp_path):
-    small = _hash_v1(tmp_path)
+def test_a_version_keeps_its_size_and_a_3072_version_builds_beside(tmp_path, built_samples):
+    small = _hash_v1(tmp_path, built_samples)
     with EmbeddingServer() as server:
         _openai(tmp_path, server, 1536).build("--vars", "{index_version: v2}")
         wider = _size_change_is_refused(tmp_path, server, 3072)
@@ -224,9 +227,11 @@ def test_a_contract_typed_with_another_size_is_named_before_any_node_runs(tmp_pa
 INLINE = "select '{{ embedding_model() }}' as model, {{ embedding_dimensions() }} as dimensions"
 
 
+# [hash] is a slow variant: the 1536 test above binds v1 to the hash provider's model and
+# size through a real build (index_versions, and its contracts typed float[384])
 @pytest.mark.parametrize("provider, settings", [
     ("local", {}),
-    ("hash", {}),
+    pytest.param("hash", {}, marks=pytest.mark.slow),
     ("openai", {"RAGMART_OPENAI_MODEL": " text-embedding-3-large ",
                 "RAGMART_OPENAI_DIMENSIONS": "3072"}),
 ], ids=["local", "hash", "openai"])

@@ -149,10 +149,10 @@ def _freshness(project: Project, version: str) -> dict:
     return report
 
 
-def test_a_backfill_leaves_every_figure_of_the_serving_version_unchanged(tmp_path) -> None:
-    project = Project(tmp_path)
-    project.land_sample()
-    project.build()
+def test_a_backfill_leaves_every_figure_of_the_serving_version_unchanged(
+    tmp_path, built_samples,
+) -> None:
+    project = built_samples.copy(tmp_path)
 
     def facts() -> tuple[dict, list[tuple]]:
         report = json.loads(project.ragmart("freshness", "--json").stdout)  # default: v1

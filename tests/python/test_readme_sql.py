@@ -8,7 +8,7 @@ import re
 
 import duckdb
 import pytest
-from dbt_harness import ROOT, Project
+from dbt_harness import ROOT
 
 import ragmart
 
@@ -26,10 +26,8 @@ def claims_index(block: str) -> bool:
 
 
 @pytest.fixture(scope="module")
-def conn(tmp_path_factory) -> duckdb.DuckDBPyConnection:
-    project = Project(tmp_path_factory.mktemp("readme_sql"))
-    project.land_sample()
-    project.build()
+def conn(tmp_path_factory, built_samples) -> duckdb.DuckDBPyConnection:
+    project = built_samples.copy(tmp_path_factory.mktemp("readme_sql"))
     with pytest.MonkeyPatch.context() as mp:
         for name, value in project.env().items():
             mp.setenv(name, value)

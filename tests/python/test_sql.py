@@ -27,11 +27,8 @@ QUESTION = "can I expense a business class flight"
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory) -> Project:
-    project = Project(tmp_path_factory.mktemp("sql"))
-    project.land_sample()
-    project.build()
-    return project
+def built(tmp_path_factory, built_samples) -> Project:
+    return built_samples.copy(tmp_path_factory.mktemp("sql"))
 
 
 def cli(project: Project, *args: str, stdin: str | None = None, **env: str
