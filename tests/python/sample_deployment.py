@@ -9,9 +9,7 @@ from dbt_harness import Project
 
 
 @pytest.fixture(scope="module", name="built")
-def sample_deployment(tmp_path_factory: pytest.TempPathFactory) -> Project:
-    """The sample deployment built (a test that changes it works on a copy)."""
-    project = Project(tmp_path_factory.mktemp("sample_deployment"))
-    project.land_sample()
-    project.build()
-    return project
+def sample_deployment(tmp_path_factory: pytest.TempPathFactory, built_samples) -> Project:
+    """The sample deployment built (a copy of the per-process cache, dbt_harness.BuiltSamples;
+    a test that changes it works on a copy of this one)."""
+    return built_samples.copy(tmp_path_factory.mktemp("sample_deployment"))

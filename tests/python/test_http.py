@@ -38,11 +38,9 @@ HR_ONLY = {"hr-hiring-referrals", "hr-offboarding-final-pay"}  # allowed_groups 
 
 
 @pytest.fixture(scope="module")
-def deployment(tmp_path_factory) -> Project:
-    project = Project(tmp_path_factory.mktemp("serve"))
-    project.land_sample()
+def deployment(tmp_path_factory, built_samples) -> Project:
+    project = built_samples.copy(tmp_path_factory.mktemp("serve"))  # the sample, built
     skip = ("--exclude-resource-type", "test", "--exclude-resource-type", "unit_test")
-    project.build(*skip)
     project.build(*skip, "--vars", "{index_version: v2, chunker_version: md-sections-v2}")
     project.ragmart("publish", "v1")
     return project

@@ -65,12 +65,10 @@ def as_role(url: str, role: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def sample(tmp_path_factory, postgres_server) -> Iterator[tuple[Project, str]]:
-    """The bundled sample built by dbt, and v1 published to PostgreSQL by `ragmart publish v1`
-    with RAGMART_SERVING_URL set (its URL)."""
-    project = Project(tmp_path_factory.mktemp("pg_retrieval"))
-    project.land_sample()
-    project.build()
+def sample(tmp_path_factory, postgres_server, built_samples) -> Iterator[tuple[Project, str]]:
+    """The bundled sample built by dbt (a copy of the per-process cache), and v1 published to
+    PostgreSQL by `ragmart publish v1` with RAGMART_SERVING_URL set (its URL)."""
+    project = built_samples.copy(tmp_path_factory.mktemp("pg_retrieval"))
     url = _database(postgres_server)
     project.extra_env["RAGMART_SERVING_URL"] = url
     project.ragmart("publish", "v1")
