@@ -10,7 +10,8 @@ change; the others' chunks, and so their best chunks, are the same.
 `evaluate_snapshot` computes the same report as ragmart.serving.baseline.evaluate_snapshot:
 - per question and document it keeps the best chunk's distance (as DuckDB computed it:
   `array_cosine_distance`, float32) and chunk_id, with a signature of the document's served
-  rows (a hash of every row's chunk_id, chunk_hash and vector created_at);
+  rows (its row count and the xor of every row's re-hashed hash of chunk_id, chunk_hash and
+  vector created_at: chunk ids are unique, so the rows are a set and need no ordered list);
 - at the next publish it reads the signatures of the new snapshot (one grouped scan of those
   columns, no vectors) and recomputes, with the same SQL function, only the documents whose
   signature differs or that are new; documents no longer served are dropped;
@@ -41,6 +42,7 @@ from ragmart.serving import gate_state
 _LOCK = threading.Lock()
 _KEPT: dict[tuple[str, str], _State] = {}  # (publish dir, version) -> what the last one kept
 _WRITER: threading.Thread | None = None  # writing the last state computed to its file
+_K = 5  # the gate's recall@k, as ragmart.serving.baseline evaluates
 
 
 @dataclass
@@ -81,8 +83,12 @@ def evaluate_snapshot(database: Path, version: str) -> dict:
             _KEPT[slot] = state
     finally:
         conn.close()
-    rankings = dict(zip(questions, _rankings(state), strict=True))
-    return evaluate(queries, rankings.__getitem__, k=5, document_types=types, version=version,
+    relevant: dict[str, set[str]] = {question: set() for question in questions}
+    for query in queries:
+        relevant[query.question].update(query.relevant_document_ids)
+    rankings = dict(zip(questions, _rankings(state, [relevant[q] for q in questions]),
+                        strict=True))
+    return evaluate(queries, rankings.__getitem__, k=_K, document_types=types, version=version,
                     embedding_model=model).to_dict()
 
 
@@ -123,9 +129,7 @@ def _refresh(conn: duckdb.DuckDBPyConnection, table: str, vectors: np.ndarray, k
     process's) or the file `saved` hold for its unchanged documents, the rest computed;
     written back to `saved` (in the background) when it computed anything."""
     global _WRITER
-    rows = sorted(conn.execute(  # one scan of narrow columns: no vector is read
-        f"select document_id, hash(list((chunk_id, chunk_hash, created_at) order by chunk_id)), "
-        f"min(document_type) from {table} group by document_id").fetchall())
+    rows = document_signatures(conn, table)
     documents = np.asarray([r[0] for r in rows], dtype=object)
     signatures = np.asarray([r[1] for r in rows], dtype=np.uint64).view(np.int64)
     if _WRITER is not None:  # the previous evaluation's file is written before it is read
@@ -144,6 +148,16 @@ def _refresh(conn: duckdb.DuckDBPyConnection, table: str, vectors: np.ndarray, k
         _WRITER = threading.Thread(target=_save, args=(saved, state), name="gate-state")
         _WRITER.start()
     return state, {r[0]: r[2] for r in rows}
+
+
+def document_signatures(conn: duckdb.DuckDBPyConnection, table: str) -> list[tuple[str, int, str]]:
+    """(document_id, signature of its served rows, document_type) per document, sorted: one
+    scan of narrow columns, no vector read and no list built."""
+    # hash(hash(...)): a row's hash(a, b, c) xors in hash(c), so that c, the same on all the
+    # rows of a document (its vector time), would cancel out of an even number of rows
+    return sorted(conn.execute(
+        f"select document_id, hash(count(*), bit_xor(hash(hash(chunk_id, chunk_hash, "
+        f"created_at)))), min(document_type) from {table} group by document_id").fetchall())
 
 
 def _save(path: Path, state: _State) -> None:
@@ -205,25 +219,53 @@ def _best_chunks(conn: duckdb.DuckDBPyConnection, table: str, vectors: np.ndarra
         """).fetchall()
 
 
-def _rankings(state: _State) -> list[list[str]]:
-    """Per question, every document by its best chunk: (distance, chunk_id) ascending, as the
-    SQL orders it (a NaN distance last). Sorted by distance, then each run of equal distances
-    (rare) by chunk_id."""
+def _rankings(state: _State, relevant: list[set[str]]) -> list[list[str]]:
+    """Per question, the documents by their best chunk, (distance, chunk_id) ascending as the
+    SQL orders it (a NaN distance last), down to the question's best relevant document and at
+    least the metrics' depth: the metrics read the top ranks and the first relevant one only,
+    so this prefix gives the report of the full ranking without sorting every document."""
+    from ragmart.quality.metrics import NDCG_DEPTH
+
     out = []
+    depth = max(NDCG_DEPTH, _K)
     for question in range(len(state.distances)):
         distance = state.distances[question]
-        order = np.argsort(distance, kind="stable")  # NaN sorts last
-        ranked = distance[order]
-        tied = np.flatnonzero((ranked[1:] == ranked[:-1])
-                              | (np.isnan(ranked[1:]) & np.isnan(ranked[:-1])))
-        start = 0
-        while start < len(tied):  # each run of equal distances, by chunk_id
-            end = start
-            while end + 1 < len(tied) and tied[end + 1] == tied[end] + 1:
-                end += 1
-            lo, hi = tied[start], tied[end] + 2
-            chunks = state.chunks[question]
-            order[lo:hi] = sorted(order[lo:hi], key=lambda i, c=chunks: c[i])
-            start = end + 1
-        out.append(state.documents[order].tolist())
+        wanted = np.asarray(sorted(relevant[question]), dtype=object)
+        at = np.searchsorted(state.documents, wanted).clip(0, max(len(state.documents) - 1, 0))
+        served = at[state.documents[at] == wanted] if len(state.documents) else at[:0]
+        candidates = _prefix(distance, served, depth)
+        out.append(state.documents[_ordered(candidates, distance, state.chunks[question])]
+                   .tolist())
     return out
+
+
+def _prefix(distance: np.ndarray, relevant: np.ndarray, depth: int) -> np.ndarray:
+    """Indices of every document ranked no later than the `depth`-th and the best `relevant`
+    one, ties included: a prefix of the full ranking (every document, when a NaN is needed)."""
+    if len(distance) <= depth:
+        return np.arange(len(distance))
+    threshold = np.partition(distance, depth - 1)[depth - 1]
+    if len(relevant):
+        threshold = max(threshold, np.min(distance[relevant]))
+    if np.isnan(threshold):
+        return np.arange(len(distance))
+    return np.flatnonzero(distance <= threshold)
+
+
+def _ordered(candidates: np.ndarray, distance: np.ndarray, chunks: np.ndarray) -> np.ndarray:
+    """`candidates` sorted by (distance, chunk_id), NaN last: by distance, then each run of
+    equal distances (rare) by chunk_id."""
+    ranked = distance[candidates]
+    order = candidates[np.argsort(ranked, kind="stable")]
+    ranked = distance[order]
+    tied = np.flatnonzero((ranked[1:] == ranked[:-1])
+                          | (np.isnan(ranked[1:]) & np.isnan(ranked[:-1])))
+    start = 0
+    while start < len(tied):  # each run of equal distances, by chunk_id
+        end = start
+        while end + 1 < len(tied) and tied[end + 1] == tied[end] + 1:
+            end += 1
+        lo, hi = tied[start], tied[end] + 2
+        order[lo:hi] = sorted(order[lo:hi], key=lambda i, c=chunks: c[i])
+        start = end + 1
+    return order

@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-FORMAT = "1"  # bump when what is kept, or how, changes: older files are then ignored
+FORMAT = "2"  # bump when what is kept, or how, changes: older files are then ignored
 _META_KEY = b"ragmart_gate_key"
 
 

@@ -84,3 +84,29 @@ def test_a_cold_publish_reuses_the_saved_gate_state_unless_what_it_depends_on_ch
     code, _, gate = publish(project)
     assert code == Exit.GATE_REFUSED and gate == ()
     assert json.loads(pointer.read_text())["snapshot"] == serving["snapshot"]
+
+
+def test_a_signature_changes_with_any_row_of_its_document_only() -> None:
+    """A document's signature follows each of its rows' chunk id, hash and vector time; the
+    same change on every row of a document (a new vector time for all) counts too."""
+    import duckdb
+
+    from ragmart.serving.evaluation import document_signatures as signatures
+
+    conn = duckdb.connect()
+    conn.execute("create table served as select * from (values "
+                 "('a', 'a@1#0', 'h0', timestamp '2026-01-01', 'faq'), "
+                 "('a', 'a@1#1', 'h1', timestamp '2026-01-01', 'faq'), "
+                 "('b', 'b@1#0', 'h2', timestamp '2026-01-01', 'policy')) "
+                 "as t(document_id, chunk_id, chunk_hash, created_at, document_type)")
+    before = dict((d, s) for d, s, _ in signatures(conn, "served"))
+    for change in ("update served set created_at = created_at + interval 1 second "
+                   "where document_id = 'a'",
+                   "update served set chunk_hash = 'h9' where chunk_id = 'a@1#1'",
+                   "delete from served where chunk_id = 'a@1#1'"):
+        conn.execute("begin")
+        conn.execute(change)
+        after = dict((d, s) for d, s, _ in signatures(conn, "served"))
+        conn.execute("rollback")
+        assert after["a"] != before["a"] and after["b"] == before["b"], change
+    assert [t for _, _, t in signatures(conn, "served")] == ["faq", "policy"]
