@@ -86,7 +86,11 @@ class Corpus:
 
 
 class Reader(threading.Thread):
-    """Polls a Retriever (following publishes) for each pending sentence."""
+    """Polls a Retriever (following publishes) for each pending sentence: every 0.1 s while
+    the Retriever has not switched to the snapshot serving.json names, not again once it
+    serves that snapshot without the sentence, until serving.json or the sentences change
+    (a query that could not answer otherwise would only take CPU from the build: on 2 cores,
+    ten searches of 100k vectors a second slowed the watch loop's builds)."""
 
     def __init__(self, recheck: float) -> None:
         super().__init__(daemon=True)
@@ -106,9 +110,18 @@ class Reader(threading.Thread):
     def run(self) -> None:
         from ragmart.retrieval.api import ALL_GROUPS
 
+        pointer = Path(os.environ["RAGMART_PUBLISH_DIR"]) / "serving.json"
+        asked = None  # what was asked last without an answer: sentences, snapshot served
         while not self.stop.is_set():
             with self.lock:
                 sentences = list(self.pending)
+            try:
+                serving = json.loads(pointer.read_text())["snapshot"]
+            except (OSError, ValueError, KeyError):
+                serving = None
+            if not sentences or asked == (sentences, serving):
+                time.sleep(0.1)
+                continue
             for sentence in sentences:
                 try:
                     result = self.retriever.retrieve(sentence, k=3, groups=ALL_GROUPS)
@@ -119,6 +132,9 @@ class Reader(threading.Thread):
                     with self.lock:
                         self.seen[sentence] = time.time()
                         self.pending.pop(sentence, None)
+            current = Path(self.retriever.path).name if self.retriever.path else None
+            with self.lock:  # the Retriever serves what serving.json names: ask again on change
+                asked = (list(self.pending), serving) if current == serving else None
             time.sleep(0.1)
         self.retriever.close()
 
@@ -128,8 +144,34 @@ def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True)
 
 
+def build_facts(workdir: Path, env: dict[str, str]) -> dict:
+    """What may accumulate from build to build, read as a build's line is printed: the load
+    average, the build database's, its WAL's and the publish dir's sizes, dbt's slowest
+    models (run_results.json) and the publish's steps (auto_publish.json)."""
+    def mb(path: Path) -> float:
+        return path.stat().st_size / 1e6 if path.exists() else 0.0
+
+    db, published = Path(env["RAGMART_DB"]), Path(env["RAGMART_PUBLISH_DIR"])
+    out = {"load1": os.getloadavg()[0], "db_mb": mb(db), "wal_mb": mb(Path(f"{db}.wal")),
+           "published_mb": sum(mb(p) for p in published.glob("*.duckdb")),
+           "target_mb": sum(mb(p) for p in (workdir / "target").rglob("*") if p.is_file())}
+    try:
+        results = json.loads((workdir / "target" / "run_results.json").read_text())["results"]
+        slowest = sorted(results, key=lambda r: -r["execution_time"])[:6]
+        out["slowest"] = {r["unique_id"].split(".")[-1]: round(r["execution_time"], 2)
+                          for r in slowest}
+    except (OSError, ValueError, KeyError):
+        out["slowest"] = {}
+    try:
+        out["publish"] = {k: round(v, 2) for k, v in json.loads(
+            (published / "auto_publish.json").read_text()).get("phases", {}).items()}
+    except (OSError, ValueError):
+        out["publish"] = {}
+    return out
+
+
 def automatic(corpus: Corpus, env: dict[str, str], landing: Path, edits: int, every: float,
-              recheck: float, timeout: float) -> dict:
+              recheck: float, timeout: float, workdir: Path) -> dict:
     loop = subprocess.Popen(
         [sys.executable, "-m", "ragmart.cli.main", "build", "--watch", "--publish",
          "--interval", "1",
@@ -137,9 +179,13 @@ def automatic(corpus: Corpus, env: dict[str, str], landing: Path, edits: int, ev
         text=True)
     lines: list[tuple[float, str]] = []
 
+    facts: dict[int, dict] = {}  # per build line: the load, the files' sizes, dbt's slowest
+
     def pump() -> None:
         for line in loop.stdout:
             lines.append((time.time(), line.rstrip()))
+            if LINE.search(line):
+                facts[len(lines) - 1] = build_facts(workdir, env)
             print(line.rstrip(), file=sys.stderr, flush=True)  # kept should the run fail
 
     threading.Thread(target=pump, daemon=True).start()
@@ -169,11 +215,12 @@ def automatic(corpus: Corpus, env: dict[str, str], landing: Path, edits: int, ev
             loop.kill()
             loop.wait()
     builds = []
-    for at, line in lines:
+    for n, (at, line) in enumerate(lines):
         match = LINE.search(line)
         if match:
             builds.append({"at": at, "build_s": float(match.group(3)),
-                           "publish_s": float(match.group(5) or 0), "line": line})
+                           "publish_s": float(match.group(5) or 0), "line": line,
+                           **facts.get(n, {})})
     lags, shares, publishes = [], [], []
     for sentence, at in landed.items():
         if sentence not in reader.seen:
@@ -191,16 +238,22 @@ def automatic(corpus: Corpus, env: dict[str, str], landing: Path, edits: int, ev
         "lag_p50": pct(lags, 0.5), "lag_p95": pct(lags, 0.95), "lag_max": max(lags or [0]),
         "publish_s_p50": pct(publishes, 0.5), "publish_share_p50": pct(shares, 0.5),
         "build_s_p50": pct([b["build_s"] for b in builds[1:]], 0.5),
-        "lines": [b["line"] for b in builds][-3:],
+        "lines": [b["line"] for b in builds][-3:], "builds": builds,
     }
 
 
 def manual(corpus: Corpus, env: dict[str, str], workdir: Path, db: Path, landing: Path,
            edits: int) -> dict:
-    lags, steps = [], {"dbt build": [], "ragmart publish": [], "ragmart retrieve": []}
+    from ragmart.build.runner import split_seconds
+
+    lags, steps = [], {"dbt build": [], "ragmart publish": [], "ragmart retrieve": [],
+                       "dbt nodes": []}
     for n in range(edits):
         sentence, at = corpus.land_edit(landing, 1000 + n)
         steps["dbt build"].append(dbt_build(workdir, db, landing))
+        results = json.loads((workdir / "target" / "run_results.json").read_text())["results"]
+        steps["dbt nodes"].append(sum(split_seconds(
+            (r["unique_id"], r["execution_time"]) for r in results).values()))
         started = time.perf_counter()
         proc = cli(env, "publish", "v1")
         if proc.returncode != 0:
@@ -261,7 +314,8 @@ def bench(n_docs: int, edits: int, every: float, manual_edits: int, recheck: flo
     try:
         return {
             "docs": n_docs, **facts, "db_mb": db.stat().st_size / 1e6,
-            "automatic": automatic(corpus, env, landing, edits, every, recheck, timeout),
+            "automatic": automatic(corpus, env, landing, edits, every, recheck, timeout,
+                                   workdir),
             "manual": manual(corpus, env, workdir, db, landing, manual_edits),
         }
     finally:
@@ -283,6 +337,8 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=120.0,
                         help="give up on an edit not servable after this many seconds")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--per-build", action="store_true",
+                        help="print each build's load, file sizes, slowest models, publish steps")
     parser.add_argument("--prepare", action="store_true",
                         help="build (or check) the cached corpus and its first publish, and stop")
     args = parser.parse_args()
@@ -299,13 +355,24 @@ def main() -> None:
         print(f"{n_docs} documents, {result['chunks']} chunks (initial build "
               f"{result['initial_build_s']:.0f} s; build db {result['db_mb']:.0f} MB, "
               f"snapshot {result['snapshot_mb']:.0f} MB)")
+        nodes = [sum(map(float, re.findall(r"(?:models|data tests) ([0-9.]+)s", b["line"])))
+                 for b in auto["builds"][1:]]  # the edits' builds: dbt's node seconds
+        print(f"  warm builds' dbt nodes p50 {_s(pct(nodes, 0.5))}")
         print(f"  build --watch --publish: {auto['servable']}/{auto['edits']} servable, lag p50 "
               f"{_s(auto['lag_p50'])} p95 {_s(auto['lag_p95'])} max {_s(auto['lag_max'])}; "
               f"build p50 {_s(auto['build_s_p50'])}, publish p50 {_s(auto['publish_s_p50'])} "
               f"(share of the lag p50 {auto['publish_share_p50'] or 0:.0%}); failed reader "
               f"queries {auto['failed_queries']}")
+        for n, b in enumerate(auto["builds"]):
+            if args.per_build:
+                print(f"  build {n}: load {b.get('load1', 0):.1f}, build {b['build_s']:.1f} s, "
+                      f"publish {b['publish_s']:.1f} s; db {b.get('db_mb', 0):.0f} MB, wal "
+                      f"{b.get('wal_mb', 0):.0f} MB, published {b.get('published_mb', 0):.0f} "
+                      f"MB, target {b.get('target_mb', 0):.0f} MB\n    dbt {b.get('slowest')}"
+                      f"\n    publish {b.get('publish')}")
         print(f"  cold commands: lag p50 {_s(hand['lag_p50'])} p95 {_s(hand['lag_p95'])} "
-              f"(dbt build {_s(hand['dbt build_s_p50'])}, publish "
+              f"(dbt build {_s(hand['dbt build_s_p50'])}, its nodes "
+              f"{_s(hand['dbt nodes_s_p50'])}, publish "
               f"{_s(hand['ragmart publish_s_p50'])}, retrieve "
               f"{_s(hand['ragmart retrieve_s_p50'])})")
 

@@ -116,6 +116,10 @@ def run_publish(args: argparse.Namespace) -> int:
     check_version(args.version)  # the argument first, then the file
     pub = publish(database(args), args.version, force=args.force)
     print(json.dumps(pub.__dict__, indent=2))
+    from ragmart.serving.evaluation import last_evaluation  # how much the gate evaluated
+
+    if note := last_evaluation(database(args), pub.version):
+        print(note, file=sys.stderr)
     return Exit.OK
 
 

@@ -10,20 +10,22 @@ change; the others' chunks, and so their best chunks, are the same.
 `evaluate_snapshot` computes the same report as ragmart.serving.baseline.evaluate_snapshot:
 - per question and document it keeps the best chunk's distance (as DuckDB computed it:
   `array_cosine_distance`, float32) and chunk_id, with a signature of the document's served
-  rows (a hash of every row's chunk_id, chunk_hash and vector created_at);
+  rows (its row count and the xor of every row's re-hashed hash of chunk_id, chunk_hash and
+  vector created_at: chunk ids are unique, so the rows are a set and need no ordered list);
 - at the next publish it reads the signatures of the new snapshot (one grouped scan of those
   columns, no vectors) and recomputes, with the same SQL function, only the documents whose
   signature differs or that are new; documents no longer served are dropped;
 - each question's ranking is then sorted by (distance, chunk_id), as the SQL orders it.
 A document whose rows are unchanged has the same distances to the same questions, so the
 rankings, and the report, are those of a full evaluation (tests/python/test_serving_freshness
-compares them). What is kept lives in this process only (the watch loop's): a cold `ragmart
-publish` evaluates everything once, and any other embedding model, question set or vector of
-a question starts over.
+compares them). What is kept lives in this process (the watch loop's) and in a file beside the
+snapshots (ragmart.serving.gate_state), so that a cold `ragmart publish` reuses it too; any
+other embedding model, judged set or vector of a question starts over.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 from dataclasses import dataclass
@@ -35,19 +37,23 @@ import pyarrow as pa
 
 from ragmart.duck import connect
 from ragmart.relations import Relations
+from ragmart.serving import gate_state
 
 _LOCK = threading.Lock()
 _KEPT: dict[tuple[str, str], _State] = {}  # (publish dir, version) -> what the last one kept
+_WRITER: threading.Thread | None = None  # writing the last state computed to its file
+_K = 5  # the gate's recall@k, as ragmart.serving.baseline evaluates
 
 
 @dataclass
 class _State:
-    key: str  # the model, the questions and their vectors
+    key: str  # the version, the model, the judged set and the questions' vectors
     documents: np.ndarray  # object: document ids, sorted
     signatures: np.ndarray  # int64 per document
     distances: np.ndarray  # float64 (questions, documents): each document's best chunk...
     chunks: np.ndarray  # object (questions, documents): ...and its chunk_id
     recomputed: int = 0  # documents computed by the last evaluation (all, the first time)
+    source: str = "none"  # where the reused distances came from: process, file or none
 
 
 def evaluate_snapshot(database: Path, version: str) -> dict:
@@ -68,18 +74,21 @@ def evaluate_snapshot(database: Path, version: str) -> dict:
         vectors = np.asarray(provider.embed(questions) if questions
                              else np.zeros((0, provider.dimensions)), dtype=np.float32)
         table = Relations(version).serving
-        slot = (str(Path(database).resolve().parent), version)
+        folder = Path(database).resolve().parent
+        slot = (str(folder), version)
+        key = _key(version, model, queries, vectors)
         with _LOCK:
-            state = _refresh(conn, table, vectors, _key(model, questions, vectors),
-                             _KEPT.get(slot))
+            state, types = _refresh(conn, table, vectors, key, _KEPT.get(slot),
+                                    gate_state.state_path(folder, version))
             _KEPT[slot] = state
-        types = dict(conn.execute(
-            f"select document_id, min(document_type) from {table} group by document_id"
-        ).fetchall())
     finally:
         conn.close()
-    rankings = dict(zip(questions, _rankings(state), strict=True))
-    return evaluate(queries, rankings.__getitem__, k=5, document_types=types, version=version,
+    relevant: dict[str, set[str]] = {question: set() for question in questions}
+    for query in queries:
+        relevant[query.question].update(query.relevant_document_ids)
+    rankings = dict(zip(questions, _rankings(state, [relevant[q] for q in questions]),
+                        strict=True))
+    return evaluate(queries, rankings.__getitem__, k=_K, document_types=types, version=version,
                     embedding_model=model).to_dict()
 
 
@@ -89,21 +98,76 @@ def last_recomputed(database: Path, version: str) -> int | None:
     return None if state is None else state.recomputed
 
 
-def _key(model: str, questions: list[str], vectors: np.ndarray) -> str:
-    digest = hashlib.sha256(model.encode())
-    for question in questions:
-        digest.update(question.encode() + b"\x00")
+def last_evaluation(db_path: Path, version: str) -> str | None:
+    """One line on this process's last evaluation of a snapshot of `version` published from the
+    build database `db_path`: how many documents it computed, where the others came from."""
+    from ragmart.serving.pointer import publish_dir
+
+    state = _KEPT.get((str(publish_dir(Path(db_path)).resolve()), version))
+    if state is None:
+        return None
+    reused = len(state.documents) - state.recomputed
+    origin = {"file": " (from the saved gate state)", "process": ""}.get(state.source, "")
+    return (f"gate: evaluated {state.recomputed} of {len(state.documents)} documents, "
+            f"reused {reused}{origin}")
+
+
+def _key(version: str, model: str, queries: list, vectors: np.ndarray) -> str:
+    """What the kept distances depend on besides the served rows: the version, the model, the
+    judged set (ids, questions, relevant documents) and the questions' vectors."""
+    digest = hashlib.sha256(f"{version}\x00{model}\x00".encode())
+    for query in queries:
+        digest.update("\x00".join([query.query_id, query.question,
+                                    *sorted(query.relevant_document_ids)]).encode() + b"\x01")
     digest.update(np.ascontiguousarray(vectors).tobytes())
     return digest.hexdigest()
 
 
 def _refresh(conn: duckdb.DuckDBPyConnection, table: str, vectors: np.ndarray, key: str,
-             kept: _State | None) -> _State:
-    rows = sorted(conn.execute(
-        f"select document_id, hash(list((chunk_id, chunk_hash, created_at) order by chunk_id)) "
-        f"from {table} group by document_id").fetchall())
+             kept: _State | None, saved: Path) -> tuple[_State, dict[str, str]]:
+    """The state of the snapshot `conn` (and each document's type): what `kept` (this
+    process's) or the file `saved` hold for its unchanged documents, the rest computed;
+    written back to `saved` (in the background) when it computed anything."""
+    global _WRITER
+    rows = document_signatures(conn, table)
     documents = np.asarray([r[0] for r in rows], dtype=object)
     signatures = np.asarray([r[1] for r in rows], dtype=np.uint64).view(np.int64)
+    if _WRITER is not None:  # the previous evaluation's file is written before it is read
+        _WRITER.join()
+    source = "process"
+    if kept is None or kept.key != key:
+        source, kept = "none", None
+        loaded = gate_state.load(saved, key, documents)
+        if loaded is not None:
+            source, kept = "file", _State(key, *loaded)
+    state = _compute(conn, table, vectors, key, kept, documents, signatures)
+    state.source = source
+    if state.recomputed:
+        # written while the publish goes on (not a daemon: a process ending waits for it);
+        # a publish dir that refuses the file costs the next process a full evaluation
+        _WRITER = threading.Thread(target=_save, args=(saved, state), name="gate-state")
+        _WRITER.start()
+    return state, {r[0]: r[2] for r in rows}
+
+
+def document_signatures(conn: duckdb.DuckDBPyConnection, table: str) -> list[tuple[str, int, str]]:
+    """(document_id, signature of its served rows, document_type) per document, sorted: one
+    scan of narrow columns, no vector read and no list built."""
+    # hash(hash(...)): a row's hash(a, b, c) xors in hash(c), so that c, the same on all the
+    # rows of a document (its vector time), would cancel out of an even number of rows
+    return sorted(conn.execute(
+        f"select document_id, hash(count(*), bit_xor(hash(hash(chunk_id, chunk_hash, "
+        f"created_at)))), min(document_type) from {table} group by document_id").fetchall())
+
+
+def _save(path: Path, state: _State) -> None:
+    with contextlib.suppress(OSError):
+        gate_state.save(path, state.key, state.documents, state.signatures, state.distances,
+                        state.chunks)
+
+
+def _compute(conn: duckdb.DuckDBPyConnection, table: str, vectors: np.ndarray, key: str,
+             kept: _State | None, documents: np.ndarray, signatures: np.ndarray) -> _State:
     n_questions = len(vectors)
     distances = np.full((n_questions, len(documents)), np.nan)
     chunks = np.empty((n_questions, len(documents)), dtype=object)
@@ -155,25 +219,53 @@ def _best_chunks(conn: duckdb.DuckDBPyConnection, table: str, vectors: np.ndarra
         """).fetchall()
 
 
-def _rankings(state: _State) -> list[list[str]]:
-    """Per question, every document by its best chunk: (distance, chunk_id) ascending, as the
-    SQL orders it (a NaN distance last). Sorted by distance, then each run of equal distances
-    (rare) by chunk_id."""
+def _rankings(state: _State, relevant: list[set[str]]) -> list[list[str]]:
+    """Per question, the documents by their best chunk, (distance, chunk_id) ascending as the
+    SQL orders it (a NaN distance last), down to the question's best relevant document and at
+    least the metrics' depth: the metrics read the top ranks and the first relevant one only,
+    so this prefix gives the report of the full ranking without sorting every document."""
+    from ragmart.quality.metrics import NDCG_DEPTH
+
     out = []
+    depth = max(NDCG_DEPTH, _K)
     for question in range(len(state.distances)):
         distance = state.distances[question]
-        order = np.argsort(distance, kind="stable")  # NaN sorts last
-        ranked = distance[order]
-        tied = np.flatnonzero((ranked[1:] == ranked[:-1])
-                              | (np.isnan(ranked[1:]) & np.isnan(ranked[:-1])))
-        start = 0
-        while start < len(tied):  # each run of equal distances, by chunk_id
-            end = start
-            while end + 1 < len(tied) and tied[end + 1] == tied[end] + 1:
-                end += 1
-            lo, hi = tied[start], tied[end] + 2
-            chunks = state.chunks[question]
-            order[lo:hi] = sorted(order[lo:hi], key=lambda i, c=chunks: c[i])
-            start = end + 1
-        out.append(state.documents[order].tolist())
+        wanted = np.asarray(sorted(relevant[question]), dtype=object)
+        at = np.searchsorted(state.documents, wanted).clip(0, max(len(state.documents) - 1, 0))
+        served = at[state.documents[at] == wanted] if len(state.documents) else at[:0]
+        candidates = _prefix(distance, served, depth)
+        out.append(state.documents[_ordered(candidates, distance, state.chunks[question])]
+                   .tolist())
     return out
+
+
+def _prefix(distance: np.ndarray, relevant: np.ndarray, depth: int) -> np.ndarray:
+    """Indices of every document ranked no later than the `depth`-th and the best `relevant`
+    one, ties included: a prefix of the full ranking (every document, when a NaN is needed)."""
+    if len(distance) <= depth:
+        return np.arange(len(distance))
+    threshold = np.partition(distance, depth - 1)[depth - 1]
+    if len(relevant):
+        threshold = max(threshold, np.min(distance[relevant]))
+    if np.isnan(threshold):
+        return np.arange(len(distance))
+    return np.flatnonzero(distance <= threshold)
+
+
+def _ordered(candidates: np.ndarray, distance: np.ndarray, chunks: np.ndarray) -> np.ndarray:
+    """`candidates` sorted by (distance, chunk_id), NaN last: by distance, then each run of
+    equal distances (rare) by chunk_id."""
+    ranked = distance[candidates]
+    order = candidates[np.argsort(ranked, kind="stable")]
+    ranked = distance[order]
+    tied = np.flatnonzero((ranked[1:] == ranked[:-1])
+                          | (np.isnan(ranked[1:]) & np.isnan(ranked[:-1])))
+    start = 0
+    while start < len(tied):  # each run of equal distances, by chunk_id
+        end = start
+        while end + 1 < len(tied) and tied[end + 1] == tied[end] + 1:
+            end += 1
+        lo, hi = tied[start], tied[end] + 2
+        order[lo:hi] = sorted(order[lo:hi], key=lambda i, c=chunks: c[i])
+        start = end + 1
+    return order

@@ -15,7 +15,10 @@ back is ragmart.serving.rollback; purging a document, ragmart.serving.purge.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -49,19 +52,23 @@ def publish(
     evaluate: Evaluator = evaluate_snapshot,
     gate: Gate = gate_on_serving,
     force: bool = False,
+    phases: dict[str, float] | None = None,
 ) -> Publication:
     """Snapshot `version`, evaluate it, and switch serving to it if the gate passes (or force).
 
     `evaluate(database_file, version)` returns an evaluation report (a dict with "metrics");
     `gate(candidate, baseline)` returns the list of failures (empty = pass), baseline being the
     serving publication's report. Raises GateRefused, naming the failing metrics, unless
-    `force`. The published metrics become the baseline of the dbt gate."""
+    `force`. The published metrics become the baseline of the dbt gate. `phases`, when given,
+    receives the seconds of each step (snapshot's own steps included)."""
     check_version(version)
     db_path = Path(db_path)
     url = _serving_url()  # a malformed RAGMART_SERVING_URL fails before any work
-    path = snapshot(db_path, version)
+    path = snapshot(db_path, version, **({} if phases is None else {"phases": phases}))
+    phases = {} if phases is None else phases
     try:
-        report = evaluate(path, version)
+        with timed(phases, "evaluate"):
+            report = evaluate(path, version)
         serving = current_publication(db_path)
         baseline = serving.report if serving and serving.report else None
         if url:
@@ -91,7 +98,8 @@ def publish(
             built_at=built_at,
             ingested_through=ingested_through,
         )
-        make_baseline(db_path, publication)
+        with timed(phases, "baseline"):
+            make_baseline(db_path, publication)
         if url:
             from ragmart.serving.postgres.publish import publish_version
 
@@ -101,9 +109,20 @@ def publish(
     except BaseException:
         path.unlink(missing_ok=True)  # nothing switched: the snapshot serves nobody
         raise
-    record(db_path, publication)
-    prune_snapshots(db_path)
+    with timed(phases, "record"):
+        record(db_path, publication)
+        prune_snapshots(db_path)
     return publication
+
+
+@contextlib.contextmanager
+def timed(phases: dict[str, float], name: str) -> Iterator[None]:
+    """Add the seconds the block takes to phases[name]."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        phases[name] = phases.get(name, 0.0) + time.perf_counter() - started
 
 
 def _serving_url() -> str | None:
@@ -132,6 +151,7 @@ class AutoPublish:
     message: str
     snapshot: str | None = None
     gate_failures: list[str] = field(default_factory=list)
+    phases: dict[str, float] = field(default_factory=dict)  # seconds per step of the publish
 
     @property
     def published(self) -> bool:
@@ -139,7 +159,8 @@ class AutoPublish:
 
     def summary(self) -> str:
         if self.published:
-            return f"published {self.version} ({self.snapshot})"
+            steps = ", ".join(f"{name} {seconds:.1f}s" for name, seconds in self.phases.items())
+            return f"published {self.version} ({self.snapshot}{'; ' + steps if steps else ''})"
         return (f"publish {self.version} {self.outcome.upper()}, still serving the previous "
                 f"snapshot (retried after the next build): {self.message}")
 
@@ -157,14 +178,15 @@ def publish_after_build(db_path: Path, version: str, *, evaluate: Evaluator = ev
     """`publish` without force, as the watch loop runs it after every green build: never
     raises for a refused or failed publish (what serves stays as it was), records the attempt
     for `ragmart freshness` (auto_publish_status) and returns it."""
+    phases: dict[str, float] = {}
     try:
-        pub = publish(db_path, version, evaluate=evaluate, gate=gate)
-        attempt = AutoPublish("published", version, now(), "", pub.snapshot)
+        pub = publish(db_path, version, evaluate=evaluate, gate=gate, phases=phases)
+        attempt = AutoPublish("published", version, now(), "", pub.snapshot, phases=phases)
     except GateRefused as exc:
-        attempt = AutoPublish("refused", version, now(), str(exc), None, exc.failures)
+        attempt = AutoPublish("refused", version, now(), str(exc), None, exc.failures, phases)
     except Exception as exc:  # any failure leaves the previous snapshot serving
         message = " ".join(f"{type(exc).__name__}: {exc}".split())
-        attempt = AutoPublish("failed", version, now(), message)
+        attempt = AutoPublish("failed", version, now(), message, phases=phases)
     try:
         write_atomic(publish_dir(Path(db_path)) / AUTO_PUBLISH_FILE,
                      json.dumps(asdict(attempt), indent=2))

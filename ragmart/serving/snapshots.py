@@ -13,6 +13,7 @@ import datetime as dt
 import os
 import re
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,7 +94,7 @@ def _embedding_dimensions(conn: duckdb.DuckDBPyConnection, table: str) -> int:
     return int(re.sub(r"[^0-9]", "", data_type))
 
 
-def snapshot(db_path: Path, version: str) -> Path:
+def snapshot(db_path: Path, version: str, *, phases: dict[str, float] | None = None) -> Path:
     """Write `version`'s immutable snapshot file from the build database; returns its path.
 
     A read-only connection holds a shared lock for the length of the copy, so no build can
@@ -110,7 +111,7 @@ def snapshot(db_path: Path, version: str) -> Path:
     file). So its snapshot stays a copy of the whole build database, the index dbt built
     included (ragmart never writes an HNSW index into a snapshot). Either way the snapshot
     records what it was taken from (MARKS_TABLE: the version's last build and the newest
-    ingestion it holds)."""
+    ingestion it holds). `phases`, when given, receives the seconds of each step."""
     from ragmart.retrieval.macro import install_sql_macros
     from ragmart.retrieval.planner import EXACT_SCAN_MAX_ROWS
     from ragmart.retrieval.sql import Tables
@@ -122,7 +123,9 @@ def snapshot(db_path: Path, version: str) -> Path:
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
     final = target_dir / f"{version}-{stamp}.duckdb"
     tmp = target_dir / f".{final.name}.tmp"
+    lap = _Laps(phases)
     conn = open_build_db(db_path, read_only=True)
+    lap("open build db")
     try:
         if not table_exists(conn, serving):
             raise ServingError(
@@ -139,6 +142,7 @@ def snapshot(db_path: Path, version: str) -> Path:
         slim = conn.execute(f"select count(*) from {serving}").fetchone()[0] \
             <= EXACT_SCAN_MAX_ROWS
         dims = _embedding_dimensions(conn, serving)
+        lap("read marks")
         if slim:
             _copy_slim(conn, tmp, version)
         else:
@@ -146,26 +150,45 @@ def snapshot(db_path: Path, version: str) -> Path:
             wal = Path(f"{db_path}.wal")
             if wal.exists():
                 shutil.copyfile(wal, Path(f"{tmp}.wal"))
+        lap("copy")
     finally:
         conn.close()
     # fold any WAL into the copy (with vss loaded), add the lookup indexes readers need and the
     # retrieval macro (a slim copy has none), so readers open a clean, read-optimized file
     copy = connect(tmp)
+    lap("open copy")
     try:
         if slim:
             install_sql_macros(copy, dims, Tables.for_version(version))
         if slim or not lexical_index.has_index(copy, serving):
             # a slim copy carries no full-text index: built once, on the immutable snapshot
             lexical_index.rebuild(copy, serving)
+            lap("full-text index")
         copy.execute(f"create or replace table {MARKS_TABLE} as select $v as index_version, "
                      "$b::timestamp as built_at, $i::timestamp as ingested_through, $s as slim",
                      {"v": version, "b": built_at, "i": ingested, "s": slim})
         add_lookup_indexes(copy, version)
+        lap("lookup indexes")
         copy.execute("checkpoint")
+        lap("checkpoint")
     finally:
         copy.close()
+        lap("close copy")
     os.replace(tmp, final)
     return final
+
+
+class _Laps:
+    """Adds the seconds since the previous lap to phases[name] (nothing without phases)."""
+
+    def __init__(self, phases: dict[str, float] | None) -> None:
+        self.phases, self.last = phases, time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        if self.phases is not None:
+            self.phases[name] = self.phases.get(name, 0.0) + now - self.last
+        self.last = now
 
 
 def _copy_slim(conn: duckdb.DuckDBPyConnection, target: Path, version: str) -> None:

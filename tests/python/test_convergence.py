@@ -412,6 +412,12 @@ def snapshot(db: Path) -> dict[str, Any]:
             "select chunk_id, document_id, document_version, chunk_index, chunker_version, "
             f"chunk_hash, section, section_type, chunk_text, embedding_model from {SERVING}"
         )
+        # every version ever live, with its window (what --as-of searches)
+        state["chunk_history"] = rows(
+            "select chunk_id, document_id, document_version, chunk_hash, document_valid_from, "
+            "document_valid_to, superseded_by_version, embedding_model, embedding::float[] "
+            "from fct_chunk_history_v1"
+        )
         # vectors of every live chunk, from the cache and as served (bit-exact)
         state["cached_vectors"] = rows(
             "select e.chunk_hash, e.embedding_model, e.embedding from int_chunk_embeddings e "
