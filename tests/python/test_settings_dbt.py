@@ -809,7 +809,8 @@ CHECKS: dict[str, tuple[str, Callable[[Build], None]]] = {
 SERVE_SETTINGS = {"RAGMART_SERVE_MAX_BODY_BYTES": ("max_body_bytes", 777),
                   "RAGMART_SERVE_MAX_K": ("max_k", 7), "RAGMART_SERVE_WORKERS": ("workers", 3),
                   "RAGMART_SERVE_MAX_CONCURRENCY": ("max_concurrency", 9),
-                  "RAGMART_SERVE_RATE": ("rate", 2.5), "RAGMART_SERVE_BURST": ("burst", 11)}
+                  "RAGMART_SERVE_RATE": ("rate", 2.5), "RAGMART_SERVE_BURST": ("burst", 11),
+                  "RAGMART_SERVE_PRIVATE_ENDPOINTS": ("private_endpoints", True)}
 
 
 @pytest.fixture(scope="module")
@@ -819,7 +820,7 @@ def serve_run(tmp_path_factory) -> Build:
     project = Project(tmp_path_factory.mktemp("serve"))
     keys = project.workdir / "it's keys.json"
     project.extra_env.update({"RAGMART_API_KEYS_FILE": str(keys),
-                              **{n: str(v) for n, (_, v) in SERVE_SETTINGS.items()}})
+                              **{n: str(v).lower() for n, (_, v) in SERVE_SETTINGS.items()}})
     build = Build(project, extra={"keys": keys})
     build.procs["keys"] = project.ragmart("keys", "add", "app", "--groups", "g", check=False)
     build.procs["limits"] = subprocess.run(
