@@ -234,11 +234,7 @@ class ServingVectors:
                 break
             if farthest is not None and bound > farthest:
                 break  # every row outside the pool is past min_similarity
-        kept = kept[:k]
-        values = self.records.take(pa.array([i for _, _, i in kept], pa.int64())).to_pylist()
-        return tuple(RetrievedChunk(rank=rank, distance=distance, **row)
-                     for rank, ((distance, _, _), row) in enumerate(zip(kept, values,
-                                                                         strict=True), start=1))
+        return self._printed([(distance, i) for distance, _, i in kept[:k]])
 
     def rows_at(self, query: np.ndarray, positions: np.ndarray, farthest: float | None
                 ) -> tuple[RetrievedChunk, ...]:
@@ -248,8 +244,12 @@ class ServingVectors:
         if self.records is None:
             raise ValueError("the rows were not loaded (ServingVectors.load documents_table)")
         distances = duckdb_cosine_distances(self.matrix[positions], query).tolist()
-        kept = [(d, int(i)) for d, i in zip(distances, positions, strict=True)
-                if farthest is None or d <= farthest]
+        return self._printed([(d, int(i)) for d, i in zip(distances, positions, strict=True)
+                              if farthest is None or d <= farthest])
+
+    def _printed(self, kept: list[tuple[float, int]]) -> tuple[RetrievedChunk, ...]:
+        """The kept rows' records, in order, as results (ranks 1..n) with their distances."""
+        assert self.records is not None
         values = self.records.take(pa.array([i for _, i in kept], pa.int64())).to_pylist()
         return tuple(RetrievedChunk(rank=rank, distance=d, **row) for rank, ((d, _), row)
                      in enumerate(zip(kept, values, strict=True), start=1))
