@@ -64,8 +64,8 @@ def publish(
     check_version(version)
     db_path = Path(db_path)
     url = _serving_url()  # a malformed RAGMART_SERVING_URL fails before any work
-    path = snapshot(db_path, version, **({} if phases is None else {"phases": phases}))
     phases = {} if phases is None else phases
+    path = snapshot(db_path, version, phases=phases)
     try:
         with timed(phases, "evaluate"):
             report = evaluate(path, version)

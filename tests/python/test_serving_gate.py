@@ -100,8 +100,8 @@ def test_publish_waits_for_a_build_holding_the_database_and_switches_nothing_if_
     real_snapshot = serving.snapshot
     holders = []
 
-    def snapshot_then_lock(db_path, version, seconds):
-        path = real_snapshot(db_path, version)
+    def snapshot_then_lock(db_path, version, seconds, **kwargs):
+        path = real_snapshot(db_path, version, **kwargs)
         holders.append(holder(seconds))
         return path
 
@@ -109,7 +109,7 @@ def test_publish_waits_for_a_build_holding_the_database_and_switches_nothing_if_
     with pytest.MonkeyPatch.context() as mp:
         for name, value in {**project.env(), **env, "RAGMART_LOCK_WAIT_SECONDS": "1"}.items():
             mp.setenv(name, value)
-        mp.setattr(serving, "snapshot", lambda db, v: snapshot_then_lock(db, v, 30))
+        mp.setattr(serving, "snapshot", lambda db, v, **kw: snapshot_then_lock(db, v, 30, **kw))
         with pytest.raises(ServingError, match="stayed locked.*nothing was switched"):
             serving.publish(project.db_path, "v1")
         holders.pop().kill()
@@ -117,7 +117,7 @@ def test_publish_waits_for_a_build_holding_the_database_and_switches_nothing_if_
         assert list((project.workdir / "published").glob("v*.duckdb")) == []
 
         mp.setenv("RAGMART_LOCK_WAIT_SECONDS", "60")
-        mp.setattr(serving, "snapshot", lambda db, v: snapshot_then_lock(db, v, 3))
+        mp.setattr(serving, "snapshot", lambda db, v, **kw: snapshot_then_lock(db, v, 3, **kw))
         published = serving.publish(project.db_path, "v1")
         holders.pop().wait(timeout=30)
     assert serving_json(project)["snapshot"] == published.snapshot
