@@ -32,7 +32,6 @@ search (two statements and the sources' query) by well under 1 ms.
 from __future__ import annotations
 
 import datetime as dt
-import threading
 from collections import OrderedDict
 from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field
@@ -43,12 +42,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ragmart.retrieval.citations import source_of
+from ragmart.retrieval.products import SharedProducts
 from ragmart.retrieval.results import COLUMNS, RetrievedChunk
 from ragmart.retrieval.values import completeness_sql
 
 # numpy (float32 dot products) and DuckDB (array_cosine_distance) round differently; a chunk
 # outside the pool can only beat the k-th result by more than this if the two disagree by more
 NUMERIC_SLACK = 1e-4
+# the float32 arithmetic of an approximate distance (int8 first pass) errs by less than this
+FLOAT_SLACK = 1e-5
 MIN_POOL = 32
 # eligible sets kept per Retriever (one per distinct contract parameters; ~4 bytes a chunk)
 ELIGIBILITY_ENTRIES = 64
@@ -158,9 +160,7 @@ class ServingVectors:
 
     def distances(self, query: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Cosine distances (numpy's rounding) from `query` to the vectors at `rows`."""
-        q = np.asarray(query, dtype=np.float32).reshape(-1)
-        norm = float(np.linalg.norm(q))
-        q = q / norm if norm > 0 else q
+        q = _unit(query)
         if len(rows) < GATHER_BELOW * self.rows:  # copying the rows costs less than all
             return 1.0 - (self.matrix[rows] @ q) * self.inverse_norms[rows]
         assert self.products is not None
@@ -184,36 +184,46 @@ class ServingVectors:
 
         The first pool is every row within 2 x NUMERIC_SLACK of the k-th nearest: when all of
         `rows` pass the exact search's clauses (the eligibility was computed by it), that pool
-        already holds the exact top k, usually k rows and no more."""
+        already holds the exact top k, usually k rows and no more. With the int8 vectors
+        (ragmart.retrieval.products), the rows scored in float32 are first narrowed to those
+        whose lower bound is within reach of the k-th nearest (`_within_reach`)."""
         if not len(rows):
             return
-        distances = self.distances(query, rows)
-        grow = max(MIN_POOL, 4 * k + 32)
-        size = len(rows)
-        if len(rows) > grow:  # one selection pass: the first pool is among the `grow` nearest
-            part = np.argpartition(distances, grow)[: grow + 1]
-            part = part[np.argsort(distances[part], kind="stable")]
-            kth = float(distances[part[k - 1]])
-            size = int(np.count_nonzero(distances[part] <= kth + 2 * NUMERIC_SLACK))
-            if size <= grow:  # the (size + 1)-th nearest bounds every row left outside
-                yield rows[part[:size]], float(distances[part[size]]) - NUMERIC_SLACK
-                size = max(grow, 4 * size)
-            else:  # more than `grow` rows within the slack of the k-th: count them all
-                size = int(np.count_nonzero(distances <= kth + 2 * NUMERIC_SLACK))
-        elif len(rows) > k:
-            kth = float(np.partition(distances, k - 1)[k - 1])
-            size = int(np.count_nonzero(distances <= kth + 2 * NUMERIC_SLACK))
-        while True:
-            if size >= len(rows):
-                order = np.lexsort((self.chunk_ids[rows], distances))
-                yield rows[order], None
-                return
-            part = np.argpartition(distances, size)[: size + 1]
-            part = part[np.argsort(distances[part], kind="stable")]
-            # the pool is the `size` nearest; the next one bounds every row left outside it
-            bound = float(distances[part[-1]]) - NUMERIC_SLACK
-            yield rows[part[:-1]], bound
-            size = max(grow, 4 * size)
+        if len(rows) >= GATHER_BELOW * self.rows:
+            reach = self._within_reach(query, rows, k)
+            if reach is not None:
+                near, outside = reach
+                yield from _pools(self.chunk_ids, near, self.distances(query, near), k,
+                                  outside)
+                if outside is None:
+                    return
+                # the consumer wants rows past every one within reach: score them all
+        yield from _pools(self.chunk_ids, rows, self.distances(query, rows), k, None)
+
+    def _within_reach(self, query: np.ndarray, rows: np.ndarray, k: int
+                      ) -> tuple[np.ndarray, float | None] | None:
+        """(the positions among `rows` that can be among the k nearest by the int8 product,
+        a lower bound of the distance of every other row of `rows`, None when there is none),
+        or None without the int8 vectors. Each row's approximate distance is within
+        `err_q + norm_q * rho` of its exact one (ragmart.retrieval.products), plus
+        NUMERIC_SLACK for DuckDB's rounding and FLOAT_SLACK for the float32 arithmetic here."""
+        assert self.products is not None
+        approx = self.products.approximate(_unit(query))
+        if approx is None or self.products.quantized is None:
+            return None
+        similarity, err_q, norm_q = approx
+        rho = self.products.quantized.rho
+        if len(rows) != self.rows:
+            similarity, rho = similarity[rows], rho[rows]
+        width = rho * np.float32(norm_q)
+        width += np.float32(err_q + NUMERIC_SLACK + FLOAT_SLACK)
+        lower = (1.0 - similarity) - width
+        if len(rows) <= k:
+            return rows, None
+        reach = float(np.partition(lower + 2 * width, k - 1)[k - 1])  # the k-th upper bound
+        near = lower <= reach
+        outside = lower[~near]
+        return rows[near], (float(outside.min()) if len(outside) else None)
 
     def top(self, query: np.ndarray, rows: np.ndarray, k: int, farthest: float | None
             ) -> tuple[RetrievedChunk, ...]:
@@ -255,73 +265,45 @@ class ServingVectors:
                      in enumerate(zip(kept, values, strict=True), start=1))
 
 
-class _Waiting:
-    __slots__ = ("done", "error", "query", "result")
-
-    def __init__(self, query: np.ndarray) -> None:
-        self.query, self.result, self.done = query, None, threading.Event()
-        self.error: BaseException | None = None
+def _unit(query: np.ndarray) -> np.ndarray:
+    q = np.asarray(query, dtype=np.float32).reshape(-1)
+    norm = float(np.linalg.norm(q))
+    return q / norm if norm > 0 else q
 
 
-class SharedProducts:
-    """`matrix @ q` for the threads searching one matrix, the queries that arrive while a
-    product runs computed together by the next one (one matrix-matrix product).
+def _pools(chunk_ids: np.ndarray, rows: np.ndarray, distances: np.ndarray, k: int,
+           outside: float | None) -> Iterator[tuple[np.ndarray, float | None]]:
+    """ServingVectors.candidate_positions over `rows` with their float32 `distances`, every
+    other row of the search being at `outside` or farther (None: there is none)."""
+    grow = max(MIN_POOL, 4 * k + 32)
+    size = len(rows)
 
-    The matrix is kept column-major, so the product reads `matrix.T`, a contiguous (dims, rows)
-    block, as `q @ matrix.T`: OpenBLAS's kernel for that layout runs a single query about twice
-    as fast as row-major `matrix @ q` (bench/serve.py, 100k x 384: ~8 against ~18 ms on one
-    core), and a batch's answers come out as contiguous rows. A product with a 100k x 384
-    matrix reads 150 MB; one thread at a time computes (the first to arrive; when it is done,
-    the first of those that arrived meanwhile takes over with every query waiting then); the
-    others wait for their row. Each row differs from `matrix @ q` alone by float rounding only
-    (~1e-7), far inside the NUMERIC_SLACK the candidate pools allow for: the answers are the
-    exact search's either way. `batches` counts the products by how many queries each served
-    (ragmart serve's /metrics)."""
+    def bounded(bound: float | None) -> float | None:
+        return outside if bound is None else bound if outside is None else min(bound, outside)
 
-    def __init__(self, matrix: np.ndarray) -> None:
-        self.columns = np.asarray(matrix, dtype=np.float32).T  # (dims, rows), a view if F-order
-        self._lock = threading.Lock()
-        self._waiting: list[_Waiting] = []
-        self._busy = False
-        self.batches: dict[int, int] = {}
-
-    def product(self, query: np.ndarray) -> np.ndarray:
-        mine = _Waiting(query)
-        with self._lock:
-            self._waiting.append(mine)
-            lead, self._busy = not self._busy, True
-        if not lead:
-            mine.done.wait()
-            if mine.error is not None:
-                raise mine.error
-            if mine.result is not None:
-                return mine.result
-        # leading: compute for everyone waiting now (this query among them)
-        with self._lock:
-            batch, self._waiting = self._waiting, []
-            self.batches[len(batch)] = self.batches.get(len(batch), 0) + 1
-        try:
-            if len(batch) == 1:
-                results = [batch[0].query @ self.columns]
-            else:
-                block = np.stack([w.query for w in batch]) @ self.columns
-                results = list(block)  # row i: query i's products (contiguous)
-        except BaseException as exc:
-            for waiting in batch:
-                waiting.error = exc
-                waiting.done.set()
-            raise
-        finally:
-            with self._lock:
-                following = self._waiting[0] if self._waiting else None
-                self._busy = following is not None
-            if following is not None:
-                following.done.set()  # no result: it leads the next product
-        for waiting, result in zip(batch, results, strict=True):
-            waiting.result = result
-            waiting.done.set()
-        assert mine.result is not None
-        return mine.result
+    if len(rows) > grow:  # one selection pass: the first pool is among the `grow` nearest
+        part = np.argpartition(distances, grow)[: grow + 1]
+        part = part[np.argsort(distances[part], kind="stable")]
+        kth = float(distances[part[k - 1]])
+        size = int(np.count_nonzero(distances[part] <= kth + 2 * NUMERIC_SLACK))
+        if size <= grow:  # the (size + 1)-th nearest bounds every row left outside
+            yield rows[part[:size]], bounded(float(distances[part[size]]) - NUMERIC_SLACK)
+            size = max(grow, 4 * size)
+        else:  # more than `grow` rows within the slack of the k-th: count them all
+            size = int(np.count_nonzero(distances <= kth + 2 * NUMERIC_SLACK))
+    elif len(rows) > k:
+        kth = float(np.partition(distances, k - 1)[k - 1])
+        size = int(np.count_nonzero(distances <= kth + 2 * NUMERIC_SLACK))
+    while True:
+        if size >= len(rows):
+            order = np.lexsort((chunk_ids[rows], distances))
+            yield rows[order], outside
+            return
+        part = np.argpartition(distances, size)[: size + 1]
+        part = part[np.argsort(distances[part], kind="stable")]
+        # the pool is the `size` nearest; the next one bounds every row left outside it
+        yield rows[part[:-1]], bounded(float(distances[part[-1]]) - NUMERIC_SLACK)
+        size = max(grow, 4 * size)
 
 
 def duckdb_cosine_distances(vectors: np.ndarray, query: np.ndarray) -> np.ndarray:
