@@ -64,7 +64,7 @@ def run_serve(args: argparse.Namespace) -> int:
     db = database(args) if args.db else None
     if not 0 <= args.port <= 65535:
         raise ValueError(f"--port {args.port} is out of range; write 0 to 65535")
-    app = create_app(keys_file=keys, db_path=db)
+    app = create_app(keys_file=keys, db_path=db, own_process=True)
     handler = logging.StreamHandler()  # what serves, each switch, a snapshot that won't open
     handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
     logging.getLogger("ragmart.serve").addHandler(handler)

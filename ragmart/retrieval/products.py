@@ -100,8 +100,9 @@ class SharedProducts:
     rounding only (~1e-7), far inside the slack the candidate pools allow for."""
 
     def __init__(self, matrix: np.ndarray) -> None:
-        self.columns = np.asarray(matrix, dtype=np.float32).T  # (dims, rows), a view if F-order
-        self._float = Batcher(lambda q: q @ self.columns, lambda qs: qs @ self.columns)
+        self.columns = columns = np.asarray(matrix, dtype=np.float32).T  # (dims, rows): a view
+        # (no reference to self: a cycle would keep the matrix until the collector runs)
+        self._float = Batcher(lambda q: q @ columns, lambda qs: qs @ columns)
         self.quantized = Quantized.build(matrix) if len(matrix) >= QUANTIZE_FROM_ROWS else None
         self._codes = (Batcher(self.quantized.run_one, self.quantized.run)
                        if self.quantized is not None else None)
