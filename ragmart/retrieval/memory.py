@@ -211,19 +211,22 @@ class ServingVectors:
         approx = self.products.approximate(_unit(query))
         if approx is None or self.products.quantized is None:
             return None
-        similarity, err_q, norm_q = approx
+        similarity, err_q, norm_q = approx  # a fresh array: changed in place below
+        if len(rows) <= k:
+            return rows, None
         rho = self.products.quantized.rho
         if len(rows) != self.rows:
             similarity, rho = similarity[rows], rho[rows]
         width = rho * np.float32(norm_q)
         width += np.float32(err_q + NUMERIC_SLACK + FLOAT_SLACK)
-        lower = (1.0 - similarity) - width
-        if len(rows) <= k:
-            return rows, None
-        reach = float(np.partition(lower + 2 * width, k - 1)[k - 1])  # the k-th upper bound
-        near = lower <= reach
-        outside = lower[~near]
-        return rows[near], (float(outside.min()) if len(outside) else None)
+        upper = np.subtract(np.float32(1), similarity, out=similarity)  # approximate distances
+        lower = upper - width
+        upper += width
+        upper.partition(k - 1)
+        near = np.flatnonzero(lower <= upper[k - 1])  # within reach of the k-th upper bound
+        lower[near] = np.inf
+        outside = float(lower.min())
+        return rows[near], (outside if outside != np.inf else None)
 
     def top(self, query: np.ndarray, rows: np.ndarray, k: int, farthest: float | None
             ) -> tuple[RetrievedChunk, ...]:
