@@ -148,13 +148,39 @@ def quantize_question(unit: np.ndarray) -> tuple[np.ndarray, float, float, float
             float(np.linalg.norm(approx)))
 
 
-class Quantized:
-    """The rows as int8 codes with a scale each, their relative error `rho` (rounded up), and
-    an ONNX Runtime session whose MatMulInteger holds the codes as a constant."""
+def quantize_rows(x: np.ndarray, block: int = 8_192
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(int8 codes (dims, rows), scale / norm per row (float32), rho per row (float32, rounded
+    up)) of the float32 rows `x`: code = round(x / scale), scale = max|x| / LEVELS. Computed in
+    float64, `block` rows at a time (no full-size float64 copy)."""
+    rows, dims = x.shape
+    codes = np.empty((dims, rows), dtype=np.int8)
+    scaled_inverse_norms = np.empty(rows, dtype=np.float32)
+    rho = np.empty(rows, dtype=np.float32)
+    for start in range(0, rows, block):
+        part = x[start:start + block].astype(np.float64)
+        top = np.max(np.abs(part), axis=1)
+        scales = np.where(top > 0, top / LEVELS, 1.0)
+        ints = np.clip(np.rint(part / scales[:, None]), -LEVELS, LEVELS)
+        norms = np.linalg.norm(part, axis=1)
+        errors = np.linalg.norm(part - ints * scales[:, None], axis=1)
+        stop = start + len(part)
+        codes[:, start:stop] = ints.T
+        positive = norms > 0
+        scaled_inverse_norms[start:stop] = np.divide(scales, norms, out=np.zeros_like(norms),
+                                                     where=positive)
+        relative = np.divide(errors, norms, out=np.zeros_like(norms), where=positive)
+        rho[start:stop] = np.nextafter(relative.astype(np.float32), np.float32(np.inf))
+    return codes, scaled_inverse_norms, rho
 
-    def __init__(self, codes: np.ndarray, scaled_inverse_norms: np.ndarray, rho: np.ndarray,
+
+class Quantized:
+    """Each row's scale / norm and relative error `rho` (rounded up), and an ONNX Runtime
+    session whose MatMulInteger holds the rows' int8 codes as a constant."""
+
+    def __init__(self, scaled_inverse_norms: np.ndarray, rho: np.ndarray,
                  session: object) -> None:
-        self.codes, self.scaled_inverse_norms, self.rho = codes, scaled_inverse_norms, rho
+        self.scaled_inverse_norms, self.rho = scaled_inverse_norms, rho
         self._session = session
 
     @classmethod
@@ -167,23 +193,15 @@ class Quantized:
         x = np.asarray(matrix, dtype=np.float32)
         if not x.size or not np.isfinite(x).all():
             return None
-        rows = np.ascontiguousarray(x, dtype=np.float64)
-        top = np.max(np.abs(rows), axis=1)
-        scales = np.where(top > 0, top / LEVELS, 1.0)
-        ints = np.clip(np.rint(rows / scales[:, None]), -LEVELS, LEVELS)
-        norms = np.linalg.norm(rows, axis=1)
-        errors = np.linalg.norm(rows - ints * scales[:, None], axis=1)
-        rho = np.divide(errors, norms, out=np.zeros_like(norms), where=norms > 0)
-        rho = np.nextafter(rho.astype(np.float32), np.float32(np.inf))  # rounded up
-        inverse = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
-        codes = np.ascontiguousarray(ints.T.astype(np.int8))  # (dims, rows)
+        codes, scaled_inverse_norms, rho = quantize_rows(x)
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = 1  # the searches run side by side on the service's
         options.inter_op_num_threads = 1  # threads; the shared product takes one core
         options.log_severity_level = 3
+        # the session keeps its own (packed) copy of the codes: ~0.4 KB per row at 384 dims
         session = onnxruntime.InferenceSession(_matmul_integer(codes), options,
                                                providers=["CPUExecutionProvider"])
-        return cls(codes, (scales * inverse).astype(np.float32), rho, session)
+        return cls(scaled_inverse_norms, rho, session)
 
     def run(self, questions: np.ndarray) -> np.ndarray:
         """int32 (n, rows): the exact integer products of uint8 codes (offset 128)."""

@@ -31,7 +31,9 @@ def test_the_integer_product_is_exact(quantized) -> None:
     shared = products.SharedProducts(matrix)
     assert shared.quantized is not None
     codes = rng.integers(0, 256, size=(5, 48), dtype=np.uint8)
-    expected = (codes.astype(np.int64) - 128) @ shared.quantized.codes.astype(np.int64)
+    rows, _, _ = products.quantize_rows(matrix, block=700)  # blocks: the same codes
+    assert np.array_equal(rows, products.quantize_rows(matrix)[0])
+    expected = (codes.astype(np.int64) - 128) @ rows.astype(np.int64)
     assert np.array_equal(shared.quantized.run(codes), expected)
     assert np.array_equal(shared.quantized.run_one(codes[2]), expected[2])
 
