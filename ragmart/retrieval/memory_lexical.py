@@ -84,10 +84,10 @@ class LexicalPostings:
     termids: dict[str, int]  # term -> termid
     df: np.ndarray  # int64 by termid: document frequency (dict.df)
     indptr: np.ndarray  # int64 (termids + 1,): term t's postings are [indptr[t], indptr[t+1])
-    rows: np.ndarray  # int64: each posting's row position
-    tf: np.ndarray  # int64: each posting's term frequency (its count in ``terms``)
-    weights: np.ndarray  # float64: tf (k1 + 1) / (tf + k1 (1 - b + b len / avgdl))
+    rows: np.ndarray  # int32: each posting's row position
+    tf: np.ndarray  # int32: each posting's term frequency (its count in ``terms``)
     row_lengths: np.ndarray  # int64 by row: docs.len
+    length_norms: np.ndarray  # float64 by row: k1 (1 - b + b len / avgdl)
     num_docs: float
     chunk_ids: np.ndarray  # the rows' chunk ids (ServingVectors.chunk_ids)
     stopwords: frozenset[str] = frozenset()
@@ -140,15 +140,14 @@ class LexicalPostings:
         rows = by_docid[p_doc]
         kept = rows >= 0  # a docid docs lacks, or a chunk no longer served: no match
         p_term, rows, tf = p_term[kept], rows[kept], tf[kept]
-        f = tf.astype(np.float64)
-        lens = row_lengths[rows].astype(np.float64)
-        weights = f * (K1 + 1) / (f + K1 * (1 - B + B * (lens / float(avgdl))))
         indptr = np.zeros(size + 1, dtype=np.int64)
         np.cumsum(np.bincount(p_term, minlength=size), out=indptr[1:])
         return cls(fts=fts, termids=dict(zip(dictionary["term"].to_pylist(), termid.tolist(),
                                              strict=True)),
-                   df=df, indptr=indptr, rows=rows, tf=tf, weights=weights,
-                   row_lengths=row_lengths, num_docs=float(num_docs), chunk_ids=vectors.chunk_ids,
+                   df=df, indptr=indptr, rows=rows.astype(np.int32), tf=tf.astype(np.int32),
+                   row_lengths=row_lengths, length_norms=K1 * (1 - B + B * (
+                       row_lengths.astype(np.float64) / float(avgdl or 1.0))),
+                   num_docs=float(num_docs), chunk_ids=vectors.chunk_ids,
                    stopwords=frozenset(word for (word,) in conn.execute(
                        f"select sw from {fts}.stopwords").fetchall()))
 
@@ -195,13 +194,14 @@ class LexicalPostings:
 
     def scores(self, ids: list[int]) -> np.ndarray:
         """fts' BM25 of every row for the terms `ids` (float64, 0: no term)."""
-        rows, weights = [np.zeros(0, np.int64)], [np.zeros(0)]
+        rows, weights = [np.zeros(0, np.int32)], [np.zeros(0)]
         for termid in ids:
             start, end = self.indptr[termid], self.indptr[termid + 1]
             df = float(self.df[termid])
             idf = math.log(((self.num_docs - df) + 0.5) / (df + 0.5) + 1)
-            rows.append(self.rows[start:end])
-            weights.append(self.weights[start:end] * idf)
+            at, tf = self.rows[start:end], self.tf[start:end].astype(np.float64)
+            rows.append(at)
+            weights.append(idf * tf * (K1 + 1) / (tf + self.length_norms[at]))
         return np.bincount(np.concatenate(rows), weights=np.concatenate(weights),
                            minlength=self.rows_total)
 
@@ -217,7 +217,7 @@ class LexicalPostings:
             start, end = self.indptr[termid], self.indptr[termid + 1]
             keep = wanted[self.rows[start:end]]
             rows.append(self.rows[start:end][keep])
-            tfs.append(self.tf[start:end][keep])
+            tfs.append(self.tf[start:end][keep].astype(np.int64))
             dfs.append(np.full(int(keep.sum()), self.df[termid], dtype=np.int64))
         at = np.concatenate(rows)
         return pa.table({"chunk_id": pa.array(self.chunk_ids[at].tolist(), pa.string()),
