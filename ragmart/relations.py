@@ -104,3 +104,8 @@ LEXICAL_SCHEMA_PREFIX = "fts_main_"
 LEXICAL_CHUNKS_PREFIX = "lexical_chunks_"
 LEXICAL_TERMS_PREFIX = "lexical_terms_"
 LEXICAL_STATS_PREFIX = "lexical_stats_"
+
+# Added by lexical search in memory (issue 16): the view a Retriever's connection registers for
+# one ranking statement, the index's postings of the question's terms in the candidates
+# (ragmart.retrieval.memory_lexical).
+LEXICAL_MATCHES_VIEW = "ragmart_lexical_matches"

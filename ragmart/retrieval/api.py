@@ -26,6 +26,7 @@ from ragmart.relations import DEFAULT_VERSION
 from ragmart.retrieval.contracts import Contract, contracts_path, load_contracts
 from ragmart.retrieval.fusion import check_mode, search_mode
 from ragmart.retrieval.memory import ServingVectors
+from ragmart.retrieval.memory_lexical import LexicalPostings
 from ragmart.retrieval.reload import load_vectors
 from ragmart.retrieval.request import ALL_GROUPS, MISSING_GROUPS_DEFAULT, Groups, check_inputs
 from ragmart.retrieval.results import RetrievalError, RetrievalResult
@@ -169,6 +170,7 @@ class Retriever:
             vectors = (load_vectors(conn, tables.serving, getattr(self, "vectors", None),
                                     tables.documents)
                        if self._vectors_in_memory else None)
+            LexicalPostings.attach(conn, tables, vectors)  # lexical and hybrid, in memory
         except BaseException:
             conn.close()
             raise

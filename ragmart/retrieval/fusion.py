@@ -25,9 +25,8 @@ from typing import Any, Protocol
 
 import duckdb
 import numpy as np
-import pyarrow as pa
 
-from ragmart.retrieval import lexical
+from ragmart.retrieval import lexical, memory_lexical
 from ragmart.retrieval.clauses import max_distance
 from ragmart.retrieval.execution import _eligible_rows, _exact, search_contract
 from ragmart.retrieval.request import check_inputs, parameters
@@ -122,6 +121,10 @@ class _DuckDBModes:
 
     def rank(self, source: str, params: dict[str, Any]) -> list[tuple[str, float]]:
         vectors = self.options.get("vectors")
+        if source == "live" and vectors is not None:  # a Retriever's postings in memory
+            ranked = memory_lexical.rank(self.conn, self.p, params, self.tables, vectors)
+            if ranked is not None:
+                return ranked
         delta = True
         if source == "live" and vectors is not None:  # a read-only snapshot: asked once
             if "lexical_delta" not in vectors.facts:
@@ -139,7 +142,10 @@ class _DuckDBModes:
             narrow = {name: value for name, value in params.items() if name != "question"}
             eligible, exact = _eligible_rows(self.conn, self.p, narrow, self.tables, vectors)
             if exact:
-                positions = vectors.positions(pa.array(ids, pa.string()))
+                try:
+                    positions = memory_lexical.positions(vectors, ids)
+                except LookupError as error:
+                    raise RetrievalError(str(error)) from error
                 positions = positions[np.isin(positions, eligible, assume_unique=True)]
                 query = np.asarray(self.query_vector, dtype=np.float32).reshape(-1)
                 return vectors.rows_at(query, positions, max_distance(params))

@@ -18,6 +18,10 @@ and fts' BM25 (k1 = 1.2, b = 0.75, the query's distinct terms, as ``match_bm25``
 rounded to 1e-9 before ranking, ties broken by chunk_id: the same question gives the same
 order. A chunk matching no term of the question is not a lexical result: when no eligible chunk
 matches any, the search abstains (LEXICAL_NO_MATCH).
+
+A Retriever whose snapshot's index holds every served row ranks without this statement's scan
+(ragmart.retrieval.memory_lexical): the postings in memory propose the candidates, and the
+statement's own scoring expression (`scored_sql`) scores them from the same integers.
 """
 
 from __future__ import annotations
@@ -50,13 +54,19 @@ def check_index(conn: duckdb.DuckDBPyConnection, tables: Tables) -> None:
 
 
 def ranking_sql(p: Render, source: str, tables: Tables, params: dict[str, Any], *,
-                delta: bool = True) -> str:
+                delta: bool = True, only: str | None = None, matches: str | None = None
+                ) -> str:
     """(chunk_id, score) of the eligible chunks matching a term of $question, best first.
     `delta` False: the caller knows that every row of `source` is in the index (`has_delta`),
-    and the statement scores from the index only (the delta's anti joins cost ~40% of it)."""
+    and the statement scores from the index only (the delta's anti joins cost ~40% of it).
+    `only`: a literal chunk_id list (sql.literal_list) the eligible chunks are taken from
+    (ragmart.retrieval.memory_lexical's candidates). `matches`: a relation holding what the
+    `indexed` step reads from the index (chunk_id, len, df, tf) for those candidates
+    (memory_lexical.LexicalPostings.matches), read instead of the index's tables; the scores
+    are computed by the same expression from the same integers."""
     fts = schema_of(tables.serving)
     active = active_clauses(params)
-    eligible = eligible_sql(p, source, tables, narrow=True, active=active,
+    eligible = eligible_sql(p, source, tables, narrow=True, active=active, only=only,
                             similarity=bool(active & DISTANCE_CLAUSES))
     text_table = tables.history if source == "as_of" else tables.serving
     unindexed = f"""    unindexed_tokens as (
@@ -83,6 +93,17 @@ def ranking_sql(p: Render, source: str, tables: Tables, params: dict[str, Any], 
         group by unindexed_kept.chunk_id, kept_terms.term, kept_terms.df
     ),
 """ if delta else ""
+    indexed = f"""
+        select docs.name as chunk_id, docs.len, kept_terms.df, count(*) as tf
+        from {fts}.terms as terms
+        inner join kept_terms on terms.termid = kept_terms.termid
+        inner join {fts}.docs as docs on terms.docid = docs.docid
+        where docs.name in (select eligible.chunk_id from eligible)
+        group by docs.name, docs.len, kept_terms.termid, kept_terms.df""" if matches is None \
+        else f"""
+        select postings.chunk_id, postings.len, postings.df, postings.tf
+        from {matches} as postings
+        where postings.chunk_id in (select eligible.chunk_id from eligible)"""
     delta_union = ("union all\n        select chunk_id, len, df, tf from unindexed" if delta
                    else "")
     return f"""
@@ -101,19 +122,20 @@ def ranking_sql(p: Render, source: str, tables: Tables, params: dict[str, Any], 
         from query_terms
         left join {fts}.dict as dict on dict.term = query_terms.term
     ),
-    indexed as (
-        select docs.name as chunk_id, docs.len, kept_terms.df, count(*) as tf
-        from {fts}.terms as terms
-        inner join kept_terms on terms.termid = kept_terms.termid
-        inner join {fts}.docs as docs on terms.docid = docs.docid
-        where docs.name in (select eligible.chunk_id from eligible)
-        group by docs.name, docs.len, kept_terms.termid, kept_terms.df
+    indexed as ({indexed}
     ),
 {unindexed}    matches as (
         select chunk_id, len, df, tf from indexed
         {delta_union}
     ),
-    scores as (
+    {scored_sql(fts, p('k'))}"""
+
+
+def scored_sql(fts: str, limit: str) -> str:
+    """The end of a ranking statement: CTE `scores` (fts' BM25 of each chunk of CTE `matches`:
+    chunk_id, len, df, tf per term it holds, with the index's statistics, rounded to 1e-9)
+    and the first `limit` chunks by (score desc, chunk_id)."""
+    return f"""scores as (
         select matches.chunk_id,
             round(fsum(
                 ln(((stats.num_docs - matches.df) + 0.5) / (matches.df + 0.5) + 1)
@@ -127,17 +149,31 @@ def ranking_sql(p: Render, source: str, tables: Tables, params: dict[str, Any], 
     select scores.chunk_id, scores.score
     from scores
     order by scores.score desc, scores.chunk_id asc
-    limit {p('k')}
+    limit {limit}
     """
 
 
+def rank_matches(conn: duckdb.DuckDBPyConnection, tables: Tables, relation: str, k: int
+                 ) -> list[tuple[str, float]]:
+    """The top `k` (chunk_id, BM25 score) of the chunks in `relation` (chunk_id, len, df, tf:
+    what the ranking statement's `indexed` step reads from the index, for chunks already known
+    eligible: ragmart.retrieval.memory_lexical), scored and ordered by the same expression."""
+    sql = f"""
+    with matches as (
+        select chunk_id, len, df, tf from {relation}
+    ),
+    {scored_sql(schema_of(tables.serving), str(int(k)))}"""
+    return [(chunk_id, float(score)) for chunk_id, score in conn.execute(sql).fetchall()]
+
+
 def rank(conn: duckdb.DuckDBPyConnection, p: Render, source: str, params: dict[str, Any],
-         tables: Tables, *, delta: bool = True) -> list[tuple[str, float]]:
+         tables: Tables, *, delta: bool = True, only: str | None = None,
+         matches: str | None = None) -> list[tuple[str, float]]:
     """The top params['k'] (chunk_id, BM25 score) of the eligible chunks for
     params['question']; [] when none matches a term of it. The index must exist
-    (check_index). `delta`: see ranking_sql."""
+    (check_index). `delta`, `only`, `matches`: see ranking_sql."""
     ensure_loaded(conn)  # stem()
-    sql = ranking_sql(p, source, tables, params, delta=delta)
+    sql = ranking_sql(p, source, tables, params, delta=delta, only=only, matches=matches)
     return [(chunk_id, float(score))
             for chunk_id, score in conn.execute(sql, used(sql, params)).fetchall()]
 

@@ -1,0 +1,313 @@
+"""The full-text index's postings in memory, for a long-lived reader: BM25 candidates at numpy
+speed, the printed scores still DuckDB's.
+
+The ranking statement of ragmart.retrieval.lexical joins the eligible set with every posting of
+the question's terms: on bench/serve.py's 100,000 chunks (six question words, each in ~13% of
+the chunks) it reads ~70,000 postings and cost ~80 ms of CPU per search. A Retriever reads the
+index's postings once per snapshot (`LexicalPostings.load`: the read-only file cannot change
+under it), as ragmart.retrieval.memory keeps the vectors:
+
+- ``terms`` grouped by (termid, docid) into arrays ordered by term (CSR: each term's rows and
+  term frequencies), each fts docid mapped to its row in the serving vectors (ServingVectors'
+  order); the postings of a docid the serving set no longer holds (a deleted document) or
+  that ``docs`` lacks are dropped, as the statement's joins drop them; ``dict`` (term ->
+  termid, document frequency) and ``stats`` (N, average length) as they are;
+- a search tokenizes the question as the index does (`terms`: in Python for an ASCII question,
+  each token stemmed once by DuckDB's ``stem``; else the index's own macro, lexical.terms_of),
+  adds up fts' BM25 over those terms' postings in float64 into one score per row
+  (np.bincount), keeps the eligible rows (the set the Retriever's vector search remembers,
+  ragmart.retrieval.execution._eligible_rows) and takes a pool of the best (`top`);
+- the pool is scored by DuckDB: the integers the statement reads from the index for those
+  chunks (docs.len, dict.df, the term's count in ``terms``) are handed to the statement's own
+  scoring expression (lexical.scored_sql, via the registered view LEXICAL_MATCHES_VIEW), so
+  ids, order and scores are the statement's. When the eligible set is not exactly the
+  statement's (a clock-bound contract's superset) or a distance clause applies
+  (min_similarity), the whole statement runs instead, its eligible chunks restricted to the
+  pool's ids, and re-applies every clause.
+- the pool holds every row within SLACK (relative, and at least 1e-9) of the k-th best; it is
+  exact only when the k-th score DuckDB gives beats the best score left outside by more than
+  SLACK (numpy's float64 sum and DuckDB's fsum rounded to 1e-9 differ by far less); otherwise
+  it grows. A pool past POOL_MAX rows (ties: a one-word question ties every chunk holding the
+  word once at the same length) is not worth it: the full statement answers (`rank` None).
+
+It applies to live searches of a snapshot whose index holds every served row. When the index
+lacks rows (the delta a whole-file snapshot keeps between rebuilds, scored from the text at
+query time), `load` returns None and the statement answers as before.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ragmart.relations import LEXICAL_MATCHES_VIEW as MATCHES_VIEW
+from ragmart.retrieval import lexical
+from ragmart.retrieval.clauses import DISTANCE_CLAUSES, Render, active_clauses
+from ragmart.retrieval.execution import _eligible_rows
+from ragmart.retrieval.memory import ServingVectors
+from ragmart.retrieval.sql import Tables, literal_list
+from ragmart.serving.lexical_index import (
+    IGNORE,
+    STEMMER,
+    ensure_loaded,
+    has_index,
+    schema_of,
+)
+
+K1, B = lexical.K1, lexical.B  # fts' BM25 parameters, as the statement writes them
+# relative and absolute: numpy's float64 sum against DuckDB's fsum, then its round(, 9)
+SLACK = 1e-9
+POOL_MAX = 2_000  # more candidate ids than this: the full statement is cheaper
+FACT = "lexical_postings"  # the keys in ServingVectors.facts
+ROWS_FACT = "row_of_chunk"
+STEMS_MAX = 100_000  # tokens whose stem a LexicalPostings keeps
+_SEPARATORS = re.compile(IGNORE)
+
+
+def slack(score: float) -> float:
+    return SLACK * max(1.0, abs(score))
+
+
+@dataclass
+class LexicalPostings:
+    """The postings of one full-text index by term, in the row positions of ServingVectors."""
+
+    fts: str  # the index's schema
+    termids: dict[str, int]  # term -> termid
+    df: np.ndarray  # int64 by termid: document frequency (dict.df)
+    indptr: np.ndarray  # int64 (termids + 1,): term t's postings are [indptr[t], indptr[t+1])
+    rows: np.ndarray  # int32: each posting's row position
+    tf: np.ndarray  # int32: each posting's term frequency (its count in ``terms``)
+    row_lengths: np.ndarray  # int64 by row: docs.len
+    length_norms: np.ndarray  # float64 by row: k1 (1 - b + b len / avgdl)
+    num_docs: float
+    chunk_ids: np.ndarray  # the rows' chunk ids (ServingVectors.chunk_ids)
+    stopwords: frozenset[str] = frozenset()
+    stems: dict[str, str] = field(default_factory=dict)  # token -> stem, as DuckDB stems
+
+    @property
+    def rows_total(self) -> int:
+        return len(self.chunk_ids)
+
+    @classmethod
+    def load(cls, conn: duckdb.DuckDBPyConnection, serving_table: str,
+             vectors: ServingVectors) -> LexicalPostings | None:
+        """The postings of `serving_table`'s index on the read-only `conn` (the one `vectors`
+        were loaded from), or None when there is no index or it lacks a served row."""
+        if not has_index(conn, serving_table):
+            return None
+        fts = schema_of(serving_table)
+        docs = conn.execute(f"select docid, name, len from {fts}.docs").to_arrow_table()
+        chunk_index = pa.array(vectors.chunk_ids.tolist(), pa.string())
+        position = pc.fill_null(pc.index_in(docs["name"], value_set=chunk_index), -1
+                                ).to_numpy(zero_copy_only=False).astype(np.int64)
+        served = np.bincount(position[position >= 0], minlength=vectors.rows)
+        if np.count_nonzero(served) < vectors.rows:
+            return None  # a served row the index lacks: the delta, scored from the text
+        docids = docs["docid"].to_numpy()
+        by_docid = np.full(int(docids.max()) + 1 if len(docids) else 0, -1, dtype=np.int64)
+        by_docid[docids] = position
+        row_lengths = np.zeros(vectors.rows, dtype=np.int64)
+        row_lengths[position[position >= 0]] = docs["len"].to_numpy()[position >= 0]
+        num_docs, avgdl = conn.execute(f"select num_docs, avgdl from {fts}.stats").fetchone()
+        dictionary = conn.execute(f"select termid, term, df from {fts}.dict").to_arrow_table()
+        termid = dictionary["termid"].to_numpy()
+        size = int(termid.max()) + 1 if len(termid) else 0
+        df = np.zeros(size, dtype=np.int64)
+        df[termid] = dictionary["df"].to_numpy()
+        # one row per occurrence; counted by (termid, docid) here: numpy's sort of one int64
+        # key is faster than DuckDB's group by and order by (100k chunks: 4M rows, ~2-3x)
+        occurrences = conn.execute(f"select termid, docid from {fts}.terms").to_arrow_table()
+        o_term = occurrences["termid"].to_numpy().astype(np.int64)
+        o_doc = occurrences["docid"].to_numpy().astype(np.int64)
+        span = int(o_doc.max()) + 1 if len(o_doc) else 1
+        keys = o_term * span + o_doc
+        keys.sort(kind="stable")  # (timsort: about half np.unique's time here)
+        starts = np.flatnonzero(np.concatenate((np.ones(min(len(keys), 1), dtype=bool),
+                                                keys[1:] != keys[:-1])))
+        tf = np.diff(np.append(starts, len(keys))).astype(np.int64)
+        p_term, p_doc = np.divmod(keys[starts], span)
+        known = (p_doc < len(by_docid)) & (p_term < size)
+        p_term, p_doc, tf = p_term[known], p_doc[known], tf[known]
+        rows = by_docid[p_doc]
+        kept = rows >= 0  # a docid docs lacks, or a chunk no longer served: no match
+        p_term, rows, tf = p_term[kept], rows[kept], tf[kept]
+        indptr = np.zeros(size + 1, dtype=np.int64)
+        np.cumsum(np.bincount(p_term, minlength=size), out=indptr[1:])
+        return cls(fts=fts, termids=dict(zip(dictionary["term"].to_pylist(), termid.tolist(),
+                                             strict=True)),
+                   df=df, indptr=indptr, rows=rows.astype(np.int32), tf=tf.astype(np.int32),
+                   row_lengths=row_lengths, length_norms=K1 * (1 - B + B * (
+                       row_lengths.astype(np.float64) / float(avgdl or 1.0))),
+                   num_docs=float(num_docs), chunk_ids=vectors.chunk_ids,
+                   stopwords=frozenset(word for (word,) in conn.execute(
+                       f"select sw from {fts}.stopwords").fetchall()))
+
+    @classmethod
+    def attach(cls, conn: duckdb.DuckDBPyConnection, tables: Tables,
+               vectors: ServingVectors | None) -> None:
+        """Load the postings of `tables.serving` beside `vectors` (a Retriever's, with their
+        rows: `vectors.facts`, shared by the copies of ragmart serve's threads), when they
+        can answer (see `load`)."""
+        if vectors is not None and vectors.records is not None:
+            postings = cls.load(conn, tables.serving, vectors)
+            vectors.facts[FACT] = postings
+            positions(vectors, [])  # the chunk id -> row dict, before the first search
+            # (lexical.has_delta's answer, which the statement path asks otherwise)
+            vectors.facts.setdefault("lexical_delta", postings is None and has_index(
+                conn, tables.serving) and lexical.has_delta(conn, tables))
+
+    def terms(self, conn: duckdb.DuckDBPyConnection, question: str) -> list[str]:
+        """lexical.terms_of(conn, self.fts, question), without its statement for an ASCII
+        question: the index's ``tokenize`` macro is lower(strip_accents(s)), every run of
+        characters outside IGNORE replaced by a space, split on spaces, which Python does the
+        same way on ASCII; stopwords dropped, then each token stemmed by DuckDB's ``stem``
+        once (kept in `stems`). Any other question asks the index's own macro."""
+        ensure_loaded(conn)  # stem()
+        if not question.isascii():
+            return lexical.terms_of(conn, self.fts, question)
+        tokens = [token for token in _SEPARATORS.sub(" ", question.lower()).split(" ")
+                  if token and token not in self.stopwords]
+        stems = {token: self.stems.get(token) for token in tokens}  # (threads share it)
+        missing = [token for token, stem in stems.items() if stem is None]
+        if missing:
+            found = dict(conn.execute(
+                f"select token, stem(token, '{STEMMER}') from (select unnest("
+                "cast($tokens as varchar[])) as token)", {"tokens": missing}).fetchall())
+            stems.update(found)
+            if len(self.stems) > STEMS_MAX:
+                self.stems.clear()
+            self.stems.update(found)
+        return sorted(set(stems.values()))
+
+    def term_ids(self, terms: list[str]) -> list[int]:
+        """The termids of the distinct `terms` the index's dictionary holds."""
+        return [self.termids[t] for t in dict.fromkeys(terms) if t in self.termids]
+
+    def scores(self, ids: list[int]) -> np.ndarray:
+        """fts' BM25 of every row for the terms `ids` (float64, 0: no term)."""
+        rows, weights = [np.zeros(0, np.int32)], [np.zeros(0)]
+        for termid in ids:
+            start, end = self.indptr[termid], self.indptr[termid + 1]
+            df = float(self.df[termid])
+            idf = math.log(((self.num_docs - df) + 0.5) / (df + 0.5) + 1)
+            at, tf = self.rows[start:end], self.tf[start:end].astype(np.float64)
+            rows.append(at)
+            weights.append(idf * tf * (K1 + 1) / (tf + self.length_norms[at]))
+        return np.bincount(np.concatenate(rows), weights=np.concatenate(weights),
+                           minlength=self.rows_total)
+
+    def matches(self, ids: list[int], positions: np.ndarray) -> pa.Table:
+        """(chunk_id, len, df, tf) of the rows at `positions` for each term of `ids` they hold:
+        the integers the ranking statement's `indexed` step reads from the index (docs.len,
+        dict.df, the count of the term's rows in ``terms``), for lexical.ranking_sql's
+        `matches`."""
+        wanted = np.zeros(self.rows_total, dtype=bool)
+        wanted[positions] = True
+        rows, tfs, dfs = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+        for termid in ids:
+            start, end = self.indptr[termid], self.indptr[termid + 1]
+            keep = wanted[self.rows[start:end]]
+            rows.append(self.rows[start:end][keep])
+            tfs.append(self.tf[start:end][keep].astype(np.int64))
+            dfs.append(np.full(int(keep.sum()), self.df[termid], dtype=np.int64))
+        at = np.concatenate(rows)
+        return pa.table({"chunk_id": pa.array(self.chunk_ids[at].tolist(), pa.string()),
+                         "len": self.row_lengths[at], "df": np.concatenate(dfs),
+                         "tf": np.concatenate(tfs)})
+
+
+def top(scores: np.ndarray, eligible: np.ndarray, k: int,
+        exact: Callable[[np.ndarray], list[tuple[str, float]] | None]
+        ) -> list[tuple[str, float]] | None:
+    """The ranking statement's top `k` (chunk_id, score) among the `eligible` rows (a superset
+    is fine: the statement re-applies every clause), from pools of the rows `scores` ranks
+    best, each scored by `exact` (the statement restricted to those ids; None: it cannot be);
+    None when a pool would pass POOL_MAX rows or `exact` cannot score it (the caller runs the
+    full statement)."""
+    candidates = (np.flatnonzero(scores > 0) if len(eligible) == len(scores)
+                  else eligible[scores[eligible] > 0])
+    if not len(candidates):
+        return []
+    s = scores[candidates]
+    size = min(len(s), max(k, 1))
+    while True:
+        # the `size` best, and every row within the slack of the last of them
+        if size >= len(s):
+            pool, bound = np.arange(len(s)), None
+        else:
+            part = np.argpartition(-s, size)[: size + 1]
+            part = part[np.argsort(-s[part], kind="stable")]
+            edge = float(s[part[size - 1]])
+            cut = edge - 2 * slack(edge)
+            if s[part[size]] >= cut:  # ties past the partition: count them all
+                pool = np.flatnonzero(s >= cut)
+                rest = s[s < cut]
+                bound = float(rest.max()) if len(rest) else None
+            else:
+                pool, bound = part[:size], float(s[part[size]])
+        if len(pool) > POOL_MAX:
+            return None
+        ranked = exact(candidates[pool])
+        if ranked is None:
+            return None
+        if bound is None or (len(ranked) >= k and ranked[k - 1][1] > bound + slack(bound)):
+            return ranked[:k]
+        size = min(len(s), max(4 * len(pool), 64))
+
+
+def rank(conn: duckdb.DuckDBPyConnection, p: Render, params: dict[str, Any], tables: Tables,
+         vectors: ServingVectors) -> list[tuple[str, float]] | None:
+    """lexical.rank of a live search (params['question'], params['k']) from the postings
+    `attach` loaded beside `vectors`; None when they cannot answer it (none loaded, another
+    serving table, a pool too large: the caller runs the full statement)."""
+    postings = vectors.facts.get(FACT)
+    if not isinstance(postings, LexicalPostings) or vectors.serving_table != tables.serving \
+            or vectors.records is None:
+        return None
+    narrow = {name: value for name, value in params.items() if name != "question"}
+    eligible, exact_set = _eligible_rows(conn, p, narrow, tables, vectors)
+    ids = postings.term_ids(postings.terms(conn, params["question"]))
+    if not ids:  # no term of the question in any indexed chunk
+        return []
+    # the eligible set is the statement's own (its SQL, remembered): only the scores are left
+    # to compute; else (a clock-bound superset, min_similarity) the statement re-applies every
+    # clause to the candidates
+    lean = exact_set and not active_clauses(params) & DISTANCE_CLAUSES
+
+    def exact(positions: np.ndarray) -> list[tuple[str, float]] | None:
+        only = None if lean else literal_list(postings.chunk_ids[positions].tolist())
+        if only is None and not lean:
+            return None
+        conn.register(MATCHES_VIEW, postings.matches(ids, positions))
+        try:
+            if lean:
+                return lexical.rank_matches(conn, tables, MATCHES_VIEW, int(params["k"]))
+            return lexical.rank(conn, p, "live", params, tables, delta=False, only=only,
+                                matches=MATCHES_VIEW)
+        finally:
+            conn.unregister(MATCHES_VIEW)
+
+    return top(postings.scores(ids), eligible, int(params["k"]), exact)
+
+
+def positions(vectors: ServingVectors, chunk_ids: list[str]) -> np.ndarray:
+    """Sorted row positions of `chunk_ids` in `vectors` (ServingVectors.positions without
+    hashing every chunk id per call: a dict kept in `vectors.facts`)."""
+    index = vectors.facts.get(ROWS_FACT)
+    if not isinstance(index, dict):
+        index = {chunk_id: i for i, chunk_id in enumerate(vectors.chunk_ids.tolist())}
+        vectors.facts[ROWS_FACT] = index
+    try:
+        return np.sort(np.fromiter((index[c] for c in chunk_ids), np.int64, len(chunk_ids)))
+    except KeyError as missing:
+        raise LookupError(f"chunk {missing} is not among the rows in memory of "
+                          f"{vectors.serving_table}") from None
