@@ -32,6 +32,7 @@ import duckdb
 from ragmart.relations import Relations, check_version
 from ragmart.serving.postgres.access import install_access
 from ragmart.serving.postgres.lexical import publish_terms
+from ragmart.serving.postgres.pipeline import Plan, TableProducer
 from ragmart.serving.postgres.schema import (
     LIVE_FINGERPRINTS,
     PUBLICATIONS,
@@ -47,7 +48,12 @@ from ragmart.serving.postgres.schema import (
     served_tables,
 )
 from ragmart.serving.postgres.settings import PostgresServingError, connect, masked
-from ragmart.serving.postgres.transfer import duckdb_columns, publish_table, published_columns
+from ragmart.serving.postgres.transfer import (
+    duckdb_columns,
+    live_fingerprints,
+    publish_table,
+    published_columns,
+)
 
 KEEP_PUBLICATIONS = 3
 # pg_advisory_xact_lock key of publishers, rollbacks, prunes and purges of one target
@@ -113,8 +119,11 @@ def publish_version(source: Path | duckdb.DuckDBPyConnection, version: str, url:
         if serving_table not in tables:
             raise PostgresServingError(f"version {version} is not built in {source}")
         chunks, model, chunker, dims = _source_info(duck, version)
+        columns = {table: published_columns(duck, table) for table in tables}
         result = PostgresPublication(0, version, False, 0, 0, target=masked(url))
-        with connect(url) as conn:
+        # DuckDB's side runs on a thread of its own from here (ragmart.serving.postgres.
+        # pipeline): this thread touches only the server until the producer is done
+        with TableProducer(duck, columns) as producer, connect(url) as conn:
             try:
                 lock(conn)
                 ensure_schema(conn)
@@ -126,21 +135,25 @@ def publish_version(source: Path | duckdb.DuckDBPyConnection, version: str, url:
                     (version, model, chunker, dims, chunks, Jsonb(report or {}), snapshot,
                      forced, list(gate_failures))).fetchone()
                 result.publication_id = pid
+                pg_columns = {table: {n: postgres_type(t) for n, t in cols.items()}
+                              for table, cols in columns.items()}
+                created = {table for table in tables
+                           if ensure_data_table(conn, table, pg_columns[table])}
+                full = created | {t for t in tables if not _has_live_rows(conn, t)}
                 with conn.cursor() as cur:
+                    producer.start(Plan(pid, full, live_fingerprints(
+                        cur, [t for t in tables if t not in full])))
                     for table in tables:
-                        columns = published_columns(duck, table)
-                        pg_columns = {n: postgres_type(t) for n, t in columns.items()}
-                        created = ensure_data_table(conn, table, pg_columns)
-                        full = created or not _has_live_rows(conn, table)
-                        written, removed = publish_table(duck, cur, table, columns, pid,
-                                                         full=full)
-                        if created:
-                            create_indexes(conn, table, pg_columns)
-                        if full:  # the planner's statistics now, not at autovacuum's turn
+                        written, removed = publish_table(producer, cur, table, columns[table],
+                                                         pid, full=table in full)
+                        if table in created:
+                            create_indexes(conn, table, pg_columns[table])
+                        if table in full:  # the planner's statistics now, not at autovacuum's
                             conn.execute(f'analyze {SCHEMA}."{table}"')
                         if table == serving_table:
-                            result.incremental = not full
+                            result.incremental = table not in full
                         result.tables[table] = {"written": written, "removed": removed}
+                producer.join()
                 result.rows_written = sum(t["written"] for t in result.tables.values())
                 result.rows_removed = sum(t["removed"] for t in result.tables.values())
                 conn.execute(f"update {PUBLICATIONS} set incremental = %s, rows_written = %s, "
