@@ -49,7 +49,7 @@ from ragmart.serving.postgres.schema import (
 )
 from ragmart.serving.postgres.settings import PostgresServingError, connect, masked
 from ragmart.serving.postgres.transfer import (
-    duckdb_columns,
+    duckdb_tables,
     live_fingerprints,
     publish_table,
     published_columns,
@@ -83,12 +83,12 @@ def lock(conn) -> None:
     conn.execute("select pg_advisory_xact_lock(%s)", (LOCK_KEY,))
 
 
-def _source_info(duck: duckdb.DuckDBPyConnection, version: str) -> tuple[int, str, str, int]:
-    serving = Relations(version).serving
+def _source_info(duck: duckdb.DuckDBPyConnection, serving: str,
+                 columns: dict[str, str]) -> tuple[int, str, str, int]:
     chunks, model, chunker = duck.execute(
         f'select count(*), min(embedding_model), min(chunker_version) from main."{serving}"'
     ).fetchone()
-    kind = duckdb_columns(duck, serving).get("embedding", "")
+    kind = columns.get("embedding", "")
     dims = re.fullmatch(r"FLOAT\[(\d+)\]", kind)
     return chunks, model, chunker, int(dims[1]) if dims else None
 
@@ -115,11 +115,12 @@ def publish_version(source: Path | duckdb.DuckDBPyConnection, version: str, url:
         else source
     try:
         serving_table = Relations(version).serving
-        tables = [t for t in served_tables(version) if duckdb_columns(duck, t)]
+        found = duckdb_tables(duck, served_tables(version))
+        tables = [t for t in served_tables(version) if t in found]
         if serving_table not in tables:
             raise PostgresServingError(f"version {version} is not built in {source}")
-        chunks, model, chunker, dims = _source_info(duck, version)
-        columns = {table: published_columns(duck, table) for table in tables}
+        chunks, model, chunker, dims = _source_info(duck, serving_table, found[serving_table])
+        columns = {table: published_columns(duck, table, found[table]) for table in tables}
         result = PostgresPublication(0, version, False, 0, 0, target=masked(url))
         # DuckDB's side runs on a thread of its own from here (ragmart.serving.postgres.
         # pipeline): this thread touches only the server until the producer is done

@@ -43,10 +43,24 @@ def duckdb_columns(conn: duckdb.DuckDBPyConnection, table: str) -> dict[str, str
         "order by column_index", {"t": table}).fetchall())
 
 
-def published_columns(conn: duckdb.DuckDBPyConnection, table: str) -> dict[str, str]:
-    """name -> DuckDB type of the columns a publish writes for `table`: its own, plus
-    SOURCE_COLUMN when it has a metadata column (computed: `derived_columns`)."""
-    columns = duckdb_columns(conn, table)
+def duckdb_tables(conn: duckdb.DuckDBPyConnection, tables: list[str]) -> dict[str, dict]:
+    """table -> `duckdb_columns` of each of `tables` the database has, in one query."""
+    found: dict[str, dict[str, str]] = {}
+    for table, name, kind in conn.execute(
+            "select table_name, column_name, data_type from duckdb_columns() "
+            "where list_contains($t, table_name) and database_name = current_database() "
+            "and schema_name = 'main' order by table_name, column_index",
+            {"t": tables}).fetchall():
+        found.setdefault(table, {})[name] = kind
+    return found
+
+
+def published_columns(conn: duckdb.DuckDBPyConnection, table: str,
+                      columns: dict[str, str] | None = None) -> dict[str, str]:
+    """name -> DuckDB type of the columns a publish writes for `table` (its `duckdb_columns`
+    when the caller has them): its own, plus SOURCE_COLUMN when it has a metadata column
+    (computed: `derived_columns`)."""
+    columns = dict(columns) if columns is not None else duckdb_columns(conn, table)
     if "metadata" in columns:
         if SOURCE_COLUMN in columns:
             raise PostgresServingError(f"{table} has a column {SOURCE_COLUMN!r}, which the publish "
