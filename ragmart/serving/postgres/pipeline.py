@@ -12,8 +12,8 @@ other tables 0.1-0.25 s of it.
 
 Only the producer touches the DuckDB connection while it runs (DuckDB releases the GIL while it
 executes, psycopg while it waits for the server), and only the publishing thread the server
-connection. The source fingerprints are computed as soon as the producer starts, before the
-publishing thread has the lock, the live fingerprints or the publication id; the rest waits for
+connection. The first table's source fingerprints are computed as soon as the producer starts,
+while the publishing thread takes the lock and reads the live fingerprints; the rest waits for
 the `Plan`. At most QUEUE_BATCHES batches of rows (transfer.BATCH_ROWS each) wait in the queue:
 a first publish streams, as before, instead of holding the corpus in memory.
 """
@@ -149,10 +149,16 @@ class TableProducer:
 
     def _produce(self) -> None:
         duck = self.duck
-        # every source row's fingerprint, before the plan (the server's lock) is known
-        sources = {table: duck.execute(f'select rowid as source_row, {fingerprint_sql(cols)} '
-                                       f'as fp from main."{table}"').to_arrow_table()
-                   for table, cols in self.tables.items()}
+
+        def fingerprints(table: str):
+            return duck.execute(f"select rowid as source_row, "
+                                f"{fingerprint_sql(self.tables[table])} as fp "
+                                f'from main."{table}"').to_arrow_table()
+
+        # the first table's fingerprints while the publishing thread takes the lock (the
+        # others' when their turn comes: by then the server is busy with the first's rows)
+        first = next(iter(self.tables))
+        sources = {first: fingerprints(first)}
         plan = self._plan.get()
         if plan is None:
             raise Cancelled
@@ -167,7 +173,7 @@ class TableProducer:
                 continue
             live, source, new = (f"ragmart_pg_{kind}_{table}" for kind in
                                  ("live", "source", "new"))
-            duck.register(source, sources.pop(table))
+            duck.register(source, sources.pop(table) if table in sources else fingerprints(table))
             duck.register(live, duck.execute(
                 "select unnest(string_split($s, ',')) as fp", {"s": plan.live[table]})
                 .to_arrow_table() if plan.live[table] else
