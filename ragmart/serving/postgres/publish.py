@@ -14,6 +14,10 @@ into the `ragmart` schema, as one new publication:
 - the publications row, the rows, and the UPDATE of the one-row pointer ``ragmart.serving``
   commit together: a reader's statement sees the old publication or the new one, never a mix.
 
+DuckDB's side of all this (fingerprints, diffs, rows rendered as text) runs on a thread of its
+own, one table ahead of the server's (ragmart.serving.postgres.pipeline): DuckDB renders the
+history while the server inserts the new serving rows into its HNSW graph.
+
 Publishers take one advisory lock, so two publishes never interleave. After the commit,
 `prune` keeps the last KEEP_PUBLICATIONS content publications plus the serving one, deletes the
 rows none of them holds (found through ragmart.removals, never by reading a whole table) and

@@ -5,8 +5,10 @@ array literal, a FLOAT[d] as pgvector's `[x, y, ...]`, which DuckDB prints with 
 digits that read back to the same float32), plus the row's fingerprint; Arrow batches of those
 strings become CSV (pyarrow: every string quoted, NULL left empty and unquoted, which is how
 PostgreSQL's CSV COPY tells NULL from '') and stream into `COPY ... FROM STDIN`. No row passes
-through a Python loop. The live fingerprints of the target come back the same way (COPY TO
-STDOUT, read by pyarrow) so the diff of an incremental publish runs in DuckDB.
+through a Python loop. The live fingerprints of the target come back as one string per table
+(`live_fingerprints`, split by DuckDB) so the diff of an incremental publish runs in DuckDB.
+The DuckDB half (`rows_sql`, `gone_sql`, `csv_batches`) runs on the publish's producer thread
+(ragmart.serving.postgres.pipeline); `publish_table` is the server half, fed by it.
 
 One column is published that DuckDB does not store: ``source``, on every table with a
 ``metadata`` column (the documents and the history), the document version's source location
