@@ -7,6 +7,9 @@ documents edited as an incremental build writes them, and the incremental publis
 every SQL statement and COPY it runs timed (the slowest listed) and its phases summed:
 the DuckDB side, each statement kind, the prune and its VACUUM. Prints one summary line per
 publish: seconds, rows written, and the incremental/full ratio the issue's goal is stated in.
+A COPY's time runs from its statement to the server's answer: since DuckDB's side runs on a
+thread of its own (ragmart.serving.postgres.pipeline), it includes any wait for the producer's
+first rows, and the DuckDB work it overlaps is no longer on the publish's path.
 
     flock /tmp/ragmart-bench.lock .venv/bin/python bench/serving_profile.py --chunks 20000
 """

@@ -14,6 +14,10 @@ into the `ragmart` schema, as one new publication:
 - the publications row, the rows, and the UPDATE of the one-row pointer ``ragmart.serving``
   commit together: a reader's statement sees the old publication or the new one, never a mix.
 
+DuckDB's side of all this (fingerprints, diffs, rows rendered as text) runs on a thread of its
+own, one table ahead of the server's (ragmart.serving.postgres.pipeline): DuckDB renders the
+history while the server inserts the new serving rows into its HNSW graph.
+
 Publishers take one advisory lock, so two publishes never interleave. After the commit,
 `prune` keeps the last KEEP_PUBLICATIONS content publications plus the serving one, deletes the
 rows none of them holds (found through ragmart.removals, never by reading a whole table) and
@@ -32,6 +36,7 @@ import duckdb
 from ragmart.relations import Relations, check_version
 from ragmart.serving.postgres.access import install_access
 from ragmart.serving.postgres.lexical import publish_terms
+from ragmart.serving.postgres.pipeline import Plan, TableProducer
 from ragmart.serving.postgres.schema import (
     LIVE_FINGERPRINTS,
     PUBLICATIONS,
@@ -47,7 +52,12 @@ from ragmart.serving.postgres.schema import (
     served_tables,
 )
 from ragmart.serving.postgres.settings import PostgresServingError, connect, masked
-from ragmart.serving.postgres.transfer import duckdb_columns, publish_table, published_columns
+from ragmart.serving.postgres.transfer import (
+    duckdb_tables,
+    live_fingerprints,
+    publish_table,
+    published_columns,
+)
 
 KEEP_PUBLICATIONS = 3
 # pg_advisory_xact_lock key of publishers, rollbacks, prunes and purges of one target
@@ -77,12 +87,12 @@ def lock(conn) -> None:
     conn.execute("select pg_advisory_xact_lock(%s)", (LOCK_KEY,))
 
 
-def _source_info(duck: duckdb.DuckDBPyConnection, version: str) -> tuple[int, str, str, int]:
-    serving = Relations(version).serving
+def _source_info(duck: duckdb.DuckDBPyConnection, serving: str,
+                 columns: dict[str, str]) -> tuple[int, str, str, int]:
     chunks, model, chunker = duck.execute(
         f'select count(*), min(embedding_model), min(chunker_version) from main."{serving}"'
     ).fetchone()
-    kind = duckdb_columns(duck, serving).get("embedding", "")
+    kind = columns.get("embedding", "")
     dims = re.fullmatch(r"FLOAT\[(\d+)\]", kind)
     return chunks, model, chunker, int(dims[1]) if dims else None
 
@@ -109,12 +119,16 @@ def publish_version(source: Path | duckdb.DuckDBPyConnection, version: str, url:
         else source
     try:
         serving_table = Relations(version).serving
-        tables = [t for t in served_tables(version) if duckdb_columns(duck, t)]
+        found = duckdb_tables(duck, served_tables(version))
+        tables = [t for t in served_tables(version) if t in found]
         if serving_table not in tables:
             raise PostgresServingError(f"version {version} is not built in {source}")
-        chunks, model, chunker, dims = _source_info(duck, version)
+        chunks, model, chunker, dims = _source_info(duck, serving_table, found[serving_table])
+        columns = {table: published_columns(duck, table, found[table]) for table in tables}
         result = PostgresPublication(0, version, False, 0, 0, target=masked(url))
-        with connect(url) as conn:
+        # DuckDB's side runs on a thread of its own from here (ragmart.serving.postgres.
+        # pipeline): this thread touches only the server until the producer is done
+        with TableProducer(duck, columns) as producer, connect(url) as conn:
             try:
                 lock(conn)
                 ensure_schema(conn)
@@ -126,21 +140,25 @@ def publish_version(source: Path | duckdb.DuckDBPyConnection, version: str, url:
                     (version, model, chunker, dims, chunks, Jsonb(report or {}), snapshot,
                      forced, list(gate_failures))).fetchone()
                 result.publication_id = pid
+                pg_columns = {table: {n: postgres_type(t) for n, t in cols.items()}
+                              for table, cols in columns.items()}
+                created = {table for table in tables
+                           if ensure_data_table(conn, table, pg_columns[table])}
+                full = created | {t for t in tables if not _has_live_rows(conn, t)}
                 with conn.cursor() as cur:
+                    producer.start(Plan(pid, full, live_fingerprints(
+                        cur, [t for t in tables if t not in full])))
                     for table in tables:
-                        columns = published_columns(duck, table)
-                        pg_columns = {n: postgres_type(t) for n, t in columns.items()}
-                        created = ensure_data_table(conn, table, pg_columns)
-                        full = created or not _has_live_rows(conn, table)
-                        written, removed = publish_table(duck, cur, table, columns, pid,
-                                                         full=full)
-                        if created:
-                            create_indexes(conn, table, pg_columns)
-                        if full:  # the planner's statistics now, not at autovacuum's turn
+                        written, removed = publish_table(producer, cur, table, columns[table],
+                                                         pid, full=table in full)
+                        if table in created:
+                            create_indexes(conn, table, pg_columns[table])
+                        if table in full:  # the planner's statistics now, not at autovacuum's
                             conn.execute(f'analyze {SCHEMA}."{table}"')
                         if table == serving_table:
-                            result.incremental = not full
+                            result.incremental = table not in full
                         result.tables[table] = {"written": written, "removed": removed}
+                producer.join()
                 result.rows_written = sum(t["written"] for t in result.tables.values())
                 result.rows_removed = sum(t["removed"] for t in result.tables.values())
                 conn.execute(f"update {PUBLICATIONS} set incremental = %s, rows_written = %s, "

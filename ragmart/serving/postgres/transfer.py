@@ -5,8 +5,10 @@ array literal, a FLOAT[d] as pgvector's `[x, y, ...]`, which DuckDB prints with 
 digits that read back to the same float32), plus the row's fingerprint; Arrow batches of those
 strings become CSV (pyarrow: every string quoted, NULL left empty and unquoted, which is how
 PostgreSQL's CSV COPY tells NULL from '') and stream into `COPY ... FROM STDIN`. No row passes
-through a Python loop. The live fingerprints of the target come back the same way (COPY TO
-STDOUT, read by pyarrow) so the diff of an incremental publish runs in DuckDB.
+through a Python loop. The live fingerprints of the target come back as one string per table
+(`live_fingerprints`, split by DuckDB) so the diff of an incremental publish runs in DuckDB.
+The DuckDB half (`rows_sql`, `gone_sql`, `csv_batches`) runs on the publish's producer thread
+(ragmart.serving.postgres.pipeline); `publish_table` is the server half, fed by it.
 
 One column is published that DuckDB does not store: ``source``, on every table with a
 ``metadata`` column (the documents and the history), the document version's source location
@@ -43,10 +45,24 @@ def duckdb_columns(conn: duckdb.DuckDBPyConnection, table: str) -> dict[str, str
         "order by column_index", {"t": table}).fetchall())
 
 
-def published_columns(conn: duckdb.DuckDBPyConnection, table: str) -> dict[str, str]:
-    """name -> DuckDB type of the columns a publish writes for `table`: its own, plus
-    SOURCE_COLUMN when it has a metadata column (computed: `derived_columns`)."""
-    columns = duckdb_columns(conn, table)
+def duckdb_tables(conn: duckdb.DuckDBPyConnection, tables: list[str]) -> dict[str, dict]:
+    """table -> `duckdb_columns` of each of `tables` the database has, in one query."""
+    found: dict[str, dict[str, str]] = {}
+    for table, name, kind in conn.execute(
+            "select table_name, column_name, data_type from duckdb_columns() "
+            "where list_contains($t, table_name) and database_name = current_database() "
+            "and schema_name = 'main' order by table_name, column_index",
+            {"t": tables}).fetchall():
+        found.setdefault(table, {})[name] = kind
+    return found
+
+
+def published_columns(conn: duckdb.DuckDBPyConnection, table: str,
+                      columns: dict[str, str] | None = None) -> dict[str, str]:
+    """name -> DuckDB type of the columns a publish writes for `table` (its `duckdb_columns`
+    when the caller has them): its own, plus SOURCE_COLUMN when it has a metadata column
+    (computed: `derived_columns`)."""
+    columns = dict(columns) if columns is not None else duckdb_columns(conn, table)
     if "metadata" in columns:
         if SOURCE_COLUMN in columns:
             raise PostgresServingError(f"{table} has a column {SOURCE_COLUMN!r}, which the publish "
@@ -93,7 +109,7 @@ def fingerprint_sql(columns: dict[str, str]) -> str:
     return f"printf('%016x', hash(struct_pack({fields})))"
 
 
-def _csv_batches(reader) -> Iterator[tuple[bytes, int]]:
+def csv_batches(reader) -> Iterator[tuple[bytes, int]]:
     """(CSV bytes, rows) of each non-empty Arrow batch of `reader`."""
     import pyarrow.csv as pacsv
 
@@ -105,81 +121,91 @@ def _csv_batches(reader) -> Iterator[tuple[bytes, int]]:
             yield buffer.getvalue(), batch.num_rows
 
 
-def copy_rows(duck: duckdb.DuckDBPyConnection, select_sql: str, params: dict, cur,
-              target: str, columns: list[str]) -> int:
-    """COPY the rows of `select_sql` (every column already text, in `columns`' order) into
+def copy_csv(cur, target: str, columns: list[str], batches) -> int:
+    """COPY the CSV `batches` ((bytes, rows) pairs, columns in `columns`' order) into
     `target`; returns the number of rows."""
     count = 0
-    reader = duck.execute(select_sql, params).to_arrow_reader(BATCH_ROWS)
     names = ", ".join(f'"{c}"' for c in columns)
     with cur.copy(f"copy {target} ({names}) from stdin (format csv)") as copy:
-        for chunk, rows in _csv_batches(reader):
+        for chunk, rows in batches:
             copy.write(chunk)
             count += rows
     return count
 
 
-def live_fingerprints(cur, duck: duckdb.DuckDBPyConnection, table: str):
-    """The fingerprints of `ragmart.<table>`'s live rows (removed_in is null), as an Arrow
-    table with one column `fp`: one value from the server (string_agg over the narrow
-    ragmart.live_fingerprints), split by DuckDB."""
-    (joined,) = cur.execute(f"select string_agg(row_fingerprint, ',') from {LIVE_FINGERPRINTS} "
-                            "where table_name = %s", (table,)).fetchone()
-    return duck.execute("select unnest(string_split($s, ',')) as fp",
-                        {"s": joined or ""}).to_arrow_table() if joined else \
-        duck.execute("select ''::varchar as fp where false").to_arrow_table()
+def copy_rows(duck: duckdb.DuckDBPyConnection, select_sql: str, params: dict, cur,
+              target: str, columns: list[str]) -> int:
+    """COPY the rows of `select_sql` (every column already text, in `columns`' order) into
+    `target`; returns the number of rows."""
+    reader = duck.execute(select_sql, params).to_arrow_reader(BATCH_ROWS)
+    return copy_csv(cur, target, columns, csv_batches(reader))
 
 
-def publish_table(duck: duckdb.DuckDBPyConnection, cur, table: str, columns: dict[str, str],
-                  publication_id: int, *, full: bool) -> tuple[int, int]:
-    """Bring `ragmart.<table>` to the rows of DuckDB's `table` as publication `publication_id`:
-    rows whose fingerprint no live row has are COPYed in (published_in = the id), live rows
-    whose fingerprint the source lacks get removed_in = the id (their fingerprints logged in
-    ragmart.removals, for pruning). `full`: the target has no
-    live row (its first publish), nothing to compare. Returns (rows written, rows removed).
-
-    Incremental, each source row is fingerprinted once (with its rowid, into Arrow), and only
-    the rows to write are rendered as text."""
-    fp = fingerprint_sql(columns)
+def rows_sql(table: str, columns: dict[str, str], *, new: str | None = None) -> str:
+    """DuckDB SQL: the rows of `table` to COPY into ragmart.<table> (`row_columns`' order),
+    every column as PostgreSQL's text input, published_in the parameter $id: all of them, or
+    those whose rowid is a `source_row` of the relation `new` (source_row, fp)."""
     derived = derived_columns(columns)
     texts = ", ".join(f"{_text_of(n, t, derived.get(n))} as \"{n}\""
                       for n, t in columns.items())
+    if new is None:
+        return (f"select {texts}, $id::varchar as published_in, {fingerprint_sql(columns)} "
+                f'as row_fingerprint from main."{table}"')
+    return (f"select {texts}, $id::varchar as published_in, n.fp as row_fingerprint "
+            f'from main."{table}" as t join {new} as n on t.rowid = n.source_row')
+
+
+def row_columns(columns: dict[str, str]) -> list[str]:
+    """The columns `rows_sql` renders, in order."""
+    return [*columns, "published_in", "row_fingerprint"]
+
+
+def gone_sql(live: str, source: str) -> str:
+    """DuckDB SQL: (publication_id $id, table_name $t, fp) of the live fingerprints (relation
+    `live` (fp)) the source (relation `source` (source_row, fp)) no longer has."""
+    return (f"select $id::varchar as publication_id, $t as table_name, fp "
+            f"from {live} anti join {source} using (fp)")
+
+
+def live_fingerprints(cur, tables: list[str]) -> dict[str, str]:
+    """table -> the fingerprints of `ragmart.<table>`'s live rows (removed_in is null),
+    comma-joined ('' when none): one round trip to the narrow ragmart.live_fingerprints."""
+    joined = dict(cur.execute(f"select table_name, string_agg(row_fingerprint, ',') "
+                              f"from {LIVE_FINGERPRINTS} where table_name = any(%s) "
+                              "group by table_name", (tables,)).fetchall()) if tables else {}
+    return {table: joined.get(table) or "" for table in tables}
+
+
+def publish_table(producer, cur, table: str, columns: dict[str, str], publication_id: int,
+                  *, full: bool) -> tuple[int, int]:
+    """Bring `ragmart.<table>` to the rows of DuckDB's `table` as publication `publication_id`,
+    from the payloads `producer` (ragmart.serving.postgres.pipeline.TableProducer) renders:
+    rows whose fingerprint no live row has are COPYed in (published_in = the id), live rows
+    whose fingerprint the source lacks get removed_in = the id (their fingerprints logged in
+    ragmart.removals, for pruning). `full`: the target has no live row (its first publish),
+    nothing to compare. Returns (rows written, rows removed)."""
     target = f'{SCHEMA}."{table}"'
-    names = [*columns, "published_in", "row_fingerprint"]
+    written = copy_csv(cur, target, row_columns(columns), producer.rows(table))
     if full:
-        select = (f"select {texts}, $id::varchar as published_in, {fp} as row_fingerprint "
-                  f'from main."{table}"')
-        written = copy_rows(duck, select, {"id": publication_id}, cur, target, names)
         cur.execute(f"insert into {LIVE_FINGERPRINTS} (table_name, row_fingerprint) "
                     f"select %s, row_fingerprint from {target} where published_in = %s",
                     (table, publication_id))
         return written, 0
-    live, source = f"ragmart_pg_live_{table}", f"ragmart_pg_source_{table}"
-    duck.register(live, live_fingerprints(cur, duck, table))
-    duck.register(source, duck.execute(f'select rowid as source_row, {fp} as fp '
-                                       f'from main."{table}"').to_arrow_table())
-    try:
-        new = f"(select source_row, fp from {source} anti join {live} using (fp))"
-        select = (f"select {texts}, $id::varchar as published_in, n.fp as row_fingerprint "
-                  f'from main."{table}" as t join {new} as n on t.rowid = n.source_row')
-        written = copy_rows(duck, select, {"id": publication_id}, cur, target, names)
-        copy_rows(duck, f"select $table as table_name, fp from {new}", {"table": table}, cur,
-                  LIVE_FINGERPRINTS, ["table_name", "row_fingerprint"])
-        removed = 0
-        gone = (f"select $id::varchar as publication_id, $table as table_name, fp "
-                f"from {live} anti join {source} using (fp)")
-        if copy_rows(duck, gone, {"id": publication_id, "table": table}, cur, REMOVALS,
-                     ["publication_id", "table_name", "row_fingerprint"]):
-            cur.execute(f"update {target} as t set removed_in = %s from {REMOVALS} as r "
-                        "where r.publication_id = %s and r.table_name = %s "
-                        "and t.row_fingerprint = r.row_fingerprint and t.removed_in is null",
-                        (publication_id, publication_id, table))
-            removed = cur.rowcount
-            cur.execute(f"delete from {LIVE_FINGERPRINTS} as l using {REMOVALS} as r "
-                        "where r.publication_id = %s and r.table_name = %s "
-                        "and l.table_name = r.table_name "
-                        "and l.row_fingerprint = r.row_fingerprint", (publication_id, table))
-    finally:
-        duck.unregister(live)
-        duck.unregister(source)
+    new = producer.new_fingerprints(table)
+    if new:
+        copy_csv(cur, LIVE_FINGERPRINTS, ["table_name", "row_fingerprint"], [(new, written)])
+    gone, removed = producer.gone(table)
+    if not removed:
+        return written, 0
+    copy_csv(cur, REMOVALS, ["publication_id", "table_name", "row_fingerprint"],
+             [(gone, removed)])
+    cur.execute(f"update {target} as t set removed_in = %s from {REMOVALS} as r "
+                "where r.publication_id = %s and r.table_name = %s "
+                "and t.row_fingerprint = r.row_fingerprint and t.removed_in is null",
+                (publication_id, publication_id, table))
+    removed = cur.rowcount
+    cur.execute(f"delete from {LIVE_FINGERPRINTS} as l using {REMOVALS} as r "
+                "where r.publication_id = %s and r.table_name = %s "
+                "and l.table_name = r.table_name "
+                "and l.row_fingerprint = r.row_fingerprint", (publication_id, table))
     return written, removed
