@@ -28,8 +28,9 @@ import numpy as np
 
 from ragmart.retrieval import lexical, memory_lexical
 from ragmart.retrieval.clauses import max_distance
+from ragmart.retrieval.contracts import MISSING_GROUPS_POLICIES
 from ragmart.retrieval.execution import _eligible_rows, _exact, search_contract
-from ragmart.retrieval.request import check_inputs, parameters
+from ragmart.retrieval.request import MISSING_GROUPS_DEFAULT, check_inputs, parameters
 from ragmart.retrieval.results import (
     RetrievalError,
     RetrievalResult,
@@ -45,6 +46,7 @@ MODES = ("vector", "lexical", "hybrid")
 DEFAULT_MODE = "hybrid"
 RRF_K = 60
 RRF_DEPTH = 50
+INDEXED = "lexical_index"  # ServingVectors.facts: the snapshot has a full-text index
 
 
 def check_mode(mode: str | None) -> str | None:
@@ -116,8 +118,45 @@ class _DuckDBModes:
         return search_contract(self.conn, self.query_vector, k=k, tables=self.tables,
                                **self.options)
 
+    def vector_ranking(self, params: dict[str, Any], depth: int
+                       ) -> tuple[RetrievalResult, list[str]] | None:
+        """What run_mode takes of `vector(depth)` for a fusion (the result without its rows,
+        the chunk ids best first), from a Retriever's vectors in memory: the same ranking
+        (memory.ServingVectors.top) without building the depth rows fusion drops; None when
+        search_contract must answer (no rows in memory, an abstention, an inexact set)."""
+        vectors, options = self.options.get("vectors"), self.options
+        if (vectors is None or vectors.records is None or options.get("exact")
+                or vectors.serving_table != self.tables.serving
+                or options.get("as_of") is not None
+                or options.get("missing_allowed_groups", MISSING_GROUPS_DEFAULT)
+                not in MISSING_GROUPS_POLICIES):
+            return None
+        narrow = {name: value for name, value in params.items() if name != "question"}
+        eligible, exact = _eligible_rows(self.conn, self.p, narrow, self.tables, vectors)
+        if not exact:
+            return None
+        query = np.asarray(self.query_vector, dtype=np.float32).reshape(-1)
+        kept = vectors.top_positions(query, eligible, depth, max_distance(params))
+        if not kept:
+            return None
+        contract = options.get("contract")
+        result = RetrievalResult(chunks=(), k=depth, strategy="memory",
+                                 eligible_chunks=len(eligible), as_of=None,
+                                 contract=contract.name if contract else None)
+        return result, [vectors.chunk_ids[i] for _, i in kept]
+
+    def indexed(self) -> bool:
+        """has_index of the serving set; of a Retriever's read-only snapshot, asked once."""
+        vectors = self.options.get("vectors")
+        if vectors is None or vectors.serving_table != self.tables.serving:
+            return has_index(self.conn, self.tables.serving)
+        if INDEXED not in vectors.facts:
+            vectors.facts[INDEXED] = has_index(self.conn, self.tables.serving)
+        return bool(vectors.facts[INDEXED])
+
     def check_index(self) -> None:
-        lexical.check_index(self.conn, self.tables)
+        if not self.indexed():
+            lexical.check_index(self.conn, self.tables)  # its error
 
     def rank(self, source: str, params: dict[str, Any]) -> list[tuple[str, float]]:
         vectors = self.options.get("vectors")
@@ -169,8 +208,8 @@ def search_mode(
     """`search_contract` (vector), BM25 (lexical) or their fusion (hybrid) for `question`
     embedded as `query_vector`, under the same options (contract, groups, doc_types, as_of,
     now, vectors, missing_allowed_groups); `mode` None: see resolve_mode."""
-    mode = resolve_mode(conn, tables, mode, question)
     engine = _DuckDBModes(conn, tables, query_vector, options)
+    mode = default_mode(mode, question, engine.indexed)
     return run_mode(engine, question, query_vector, mode=mode, k=k,
                     index_version=tables.version, **options)
 
@@ -205,7 +244,9 @@ def run_mode(engine: ModeEngine, question: str | None,
                              contract=contract.name if contract else None)
     if mode == "hybrid" or not by_terms:
         # nothing eligible: the same abstention and clause counts in every mode
-        result = engine.vector(depth)
+        ranked = (engine.vector_ranking(params, depth)
+                  if mode == "hybrid" and isinstance(engine, _DuckDBModes) else None)
+        result, vector_ids = ranked or (engine.vector(depth), None)
         if result.abstained:
             return replace(result, k=k)
     if mode == "lexical":
@@ -216,7 +257,9 @@ def run_mode(engine: ModeEngine, question: str | None,
         ids = [chunk_id for chunk_id, _ in by_terms]
         strategy, fused = "bm25", None
     else:
-        fused = reciprocal_rank_fusion([c.chunk_id for c in result],
+        if vector_ids is None:
+            vector_ids = [c.chunk_id for c in result]
+        fused = reciprocal_rank_fusion(vector_ids,
                                        [chunk_id for chunk_id, _ in by_terms], k=RRF_K)
         ids = [chunk_id for chunk_id, _ in fused[:k]]
         strategy = f"rrf({result.strategy}+bm25)"

@@ -234,6 +234,12 @@ class ServingVectors:
         clauses, whose bound is `farthest`) for `query` (float32, the floats the search SQL
         binds), without its SQL (see the module doc): each pool's distances are DuckDB's
         (`duckdb_cosine_distances`), ranked by (distance, chunk_id)."""
+        return self._printed(self.top_positions(query, rows, k, farthest))
+
+    def top_positions(self, query: np.ndarray, rows: np.ndarray, k: int, farthest: float | None
+                      ) -> list[tuple[float, int]]:
+        """`top`'s (distance, row position) pairs, best first, without building the rows
+        (hybrid search fuses the ids of a deeper vector ranking and prints only k rows)."""
         if self.records is None:
             raise ValueError("the rows were not loaded (ServingVectors.load documents_table)")
         kept: list[tuple[float, str, int]] = []
@@ -247,7 +253,7 @@ class ServingVectors:
                 break
             if farthest is not None and bound > farthest:
                 break  # every row outside the pool is past min_similarity
-        return self._printed([(distance, i) for distance, _, i in kept[:k]])
+        return [(distance, i) for distance, _, i in kept[:k]]
 
     def rows_at(self, query: np.ndarray, positions: np.ndarray, farthest: float | None
                 ) -> tuple[RetrievedChunk, ...]:
