@@ -17,18 +17,23 @@ under it), as ragmart.retrieval.memory keeps the vectors:
   adds up fts' BM25 over those terms' postings in float64 into one score per row
   (np.bincount), keeps the eligible rows (the set the Retriever's vector search remembers,
   ragmart.retrieval.execution._eligible_rows) and takes a pool of the best (`top`);
-- the pool is scored by DuckDB: the integers the statement reads from the index for those
-  chunks (docs.len, dict.df, the term's count in ``terms``) are handed to the statement's own
-  scoring expression (lexical.scored_sql, via the registered view LEXICAL_MATCHES_VIEW), so
-  ids, order and scores are the statement's. When the eligible set is not exactly the
-  statement's (a clock-bound contract's superset) or a distance clause applies
-  (min_similarity), the whole statement runs instead, its eligible chunks restricted to the
-  pool's ids, and re-applies every clause.
-- the pool holds every row within SLACK (relative, and at least 1e-9) of the k-th best; it is
-  exact only when the k-th score DuckDB gives beats the best score left outside by more than
-  SLACK (numpy's float64 sum and DuckDB's fsum rounded to 1e-9 differ by far less); otherwise
-  it grows. A pool past POOL_MAX rows (ties: a one-word question ties every chunk holding the
-  word once at the same length) is not worth it: the full statement answers (`rank` None).
+- the pool is scored with the statement's own arithmetic, without it (`exact`:
+  ragmart.retrieval.bm25 reproduces lexical.scored_sql's float operations as DuckDB binds
+  them, its Kahan fsum and its round(, 9)): ids, order and scores are the statement's, to the
+  bit. A pool whose top k holds a sum DuckDB's summation order could round either way
+  (within a few ulps of a 1e-9 boundary: about one chunk in 10,000) is scored by DuckDB
+  instead: the integers the statement reads from the index for those chunks (docs.len,
+  dict.df, the term's count in ``terms``) handed to scored_sql via the registered view
+  LEXICAL_MATCHES_VIEW. When the eligible set is not exactly the statement's (a clock-bound
+  contract's superset) or a distance clause applies (min_similarity), the whole statement
+  runs, its eligible chunks restricted to the pool's ids, and re-applies every clause.
+- the candidates' scores are float32 weights per posting (`weights`) times each term's idf:
+  within SLACK (relative, and at least 1e-6) of the exact ones. The pool holds every row
+  within SLACK of the k-th best (of the rows above a sampled floor first: `top`); it is exact
+  only when the k-th exact score beats the best score left outside by more than SLACK;
+  otherwise it grows. Past POOL_MAX rows (ties: a one-word question ties every chunk holding
+  the word once at the same length) a pool DuckDB would score is not worth it: the full
+  statement answers (`rank` None); pools scored in numpy have no such cap.
 
 It applies to live searches of a snapshot whose index holds every served row. When the index
 lacks rows (the delta a whole-file snapshot keeps between rebuilds, scored from the text at
@@ -63,8 +68,8 @@ from ragmart.serving.lexical_index import (
 )
 
 K1, B = lexical.K1, lexical.B  # fts' BM25 parameters, as the statement writes them
-# relative and absolute: numpy's float64 sum against DuckDB's fsum, then its round(, 9)
-SLACK = 1e-9
+# relative and absolute: the float32 weights' sum against the exact score (rounded to 1e-9)
+SLACK = 1e-6
 POOL_MAX = 2_000  # more candidate ids than this: the full statement is cheaper
 FACT = "lexical_postings"  # the keys in ServingVectors.facts
 ROWS_FACT = "row_of_chunk"
@@ -95,6 +100,13 @@ class LexicalPostings:
     exact_terms: bool = True  # whether `exact` can score (avgdl > 0 and finite)
     stopwords: frozenset[str] = frozenset()
     stems: dict[str, str] = field(default_factory=dict)  # token -> stem, as DuckDB stems
+    # float32 per posting: tf (k1 + 1) / (tf + length_norm), its BM25 without the idf
+    # (relative error 2^-24: `scores`, the candidates; `exact` scores the pool)
+    weights: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        tf = self.tf.astype(np.float64)
+        self.weights = (tf * (K1 + 1) / (tf + self.length_norms[self.rows])).astype(np.float32)
 
     @property
     def rows_total(self) -> int:
@@ -196,15 +208,13 @@ class LexicalPostings:
         return [self.termids[t] for t in dict.fromkeys(terms) if t in self.termids]
 
     def scores(self, ids: list[int]) -> np.ndarray:
-        """fts' BM25 of every row for the terms `ids` (float64, 0: no term)."""
+        """fts' BM25 of every row for the terms `ids`, within SLACK (float64, 0: no term)."""
         rows, weights = [np.zeros(0, np.int32)], [np.zeros(0)]
         for termid in ids:
             start, end = self.indptr[termid], self.indptr[termid + 1]
-            df = float(self.df[termid])
-            idf = math.log(((self.num_docs - df) + 0.5) / (df + 0.5) + 1)
-            at, tf = self.rows[start:end], self.tf[start:end].astype(np.float64)
-            rows.append(at)
-            weights.append(idf * tf * (K1 + 1) / (tf + self.length_norms[at]))
+            rows.append(self.rows[start:end])
+            weights.append(self.weights[start:end] * bm25.idf(self.num_docs,
+                                                              int(self.df[termid])))
         return np.bincount(np.concatenate(rows), weights=np.concatenate(weights),
                            minlength=self.rows_total)
 
@@ -274,24 +284,26 @@ def top(scores: np.ndarray, eligible: np.ndarray, k: int,
     runs the full statement). Of many candidates, the pools are first taken among those at or
     above a floor the k-th best reaches (`floor`), which settles most searches without
     partitioning them all; when that leaves the answer open, among all of them."""
-    candidates = (np.flatnonzero(scores > 0) if len(eligible) == len(scores)
-                  else eligible[scores[eligible] > 0])
-    if not len(candidates):
-        return []
-    s = scores[candidates]
-    least = floor(s, k)
+    every = len(eligible) == len(scores)
+    admitted = scores if every else scores[eligible]
+    least = floor(admitted, k)  # (> 0: rows without a term stay out)
     if least is not None:
-        above = np.flatnonzero(s >= least)
-        ranked = _pools(s[above], candidates[above], k, exact, pool_max, least)
+        above = np.flatnonzero(admitted >= least)
+        ranked = _pools(admitted[above], above if every else eligible[above], k, exact,
+                        pool_max, least)
         if ranked is not UNDECIDED:
             return ranked  # type: ignore[return-value]
-    return _pools(s, candidates, k, exact, pool_max, None)  # type: ignore[return-value]
+    held = np.flatnonzero(admitted > 0)
+    if not len(held):
+        return []
+    return _pools(admitted[held], held if every else eligible[held], k, exact, pool_max,
+                  None)  # type: ignore[return-value]
 
 
 def floor(s: np.ndarray, k: int) -> float | None:
     """A score the k-th best of `s` reaches, less 2 slacks: the k-th best of every
     `stride`-th row (a subset's k-th best is never above the whole set's k-th best); None for
-    fewer than SAMPLED rows (or a sample with fewer than k rows above 0)."""
+    fewer than SAMPLED rows, or a sample with fewer than k rows above 0."""
     stride = len(s) // max(SAMPLED, 64 * k)
     if stride < 2:
         return None
