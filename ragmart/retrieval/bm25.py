@@ -36,7 +36,7 @@ import math
 
 import numpy as np
 
-K1, B = 1.2, 0.75  # lexical.K1, lexical.B (lexical imports them from here)
+K1, B = 1.2, 0.75  # fts' BM25 parameters (lexical.scored_sql writes them)
 EXACT_INT = 2 ** 53  # TryCastDecimalToFloatingPoint's fast path: |v| <= 2^53
 TF_FAST = EXACT_INT // 22  # tf * 22 within the fast path
 SCALE = 1e9  # round(x, 9)'s modifier: std::pow(10, 9), exact
