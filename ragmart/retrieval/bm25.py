@@ -45,17 +45,21 @@ ORDER_ULPS = 2.0 ** -50
 
 
 def hugeint_to_double(v: int) -> float:
-    """DuckDB's CastBigintToFloating for a non-negative hugeint: double(lower) +
-    double(upper) * 2^64."""
-    return float(v & (2 ** 64 - 1)) + float(v >> 64) * 18446744073709551616.0
+    """DuckDB's CastBigintToFloating of the hugeint v: double(lower) + double(upper) * 2^64,
+    or -double(2^64 - 1 - lower) - 1 when upper is -1."""
+    upper, lower = v >> 64, v & (2 ** 64 - 1)
+    if upper == -1:
+        return -float(2 ** 64 - 1 - lower) - 1
+    return float(lower) + float(upper) * 18446744073709551616.0
 
 
 def decimal_to_double(v: int, scale: int) -> float:
-    """TryCastDecimalToFloatingPoint<hugeint_t, double> of the decimal v / 10^scale (v >= 0)."""
-    if v <= EXACT_INT or scale == 0:
-        return hugeint_to_double(v) / float(10 ** scale)
-    div, mod = divmod(v, 10 ** scale)
-    return hugeint_to_double(div) + hugeint_to_double(mod) / float(10 ** scale)
+    """TryCastDecimalToFloatingPoint<hugeint_t, double> of the decimal v / 10^scale."""
+    power = 10 ** scale
+    if -EXACT_INT <= v <= EXACT_INT or scale == 0:
+        return hugeint_to_double(v) / float(power)
+    div = v // power if v >= 0 else -(-v // power)  # C++'s division: towards zero
+    return hugeint_to_double(div) + hugeint_to_double(v - div * power) / float(power)
 
 
 def idf(num_docs: int, df: int) -> float:

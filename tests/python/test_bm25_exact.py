@@ -4,9 +4,9 @@ table, as the Retriever's fallback does) must give the same scores, compared wit
 floats, and the same order.
 
 - random grids of (num_docs, avgdl, df, tf, len), with the adversarial corners: len 0 and 1,
-  df = num_docs and 0, one document, tf past 2^53 / 22 (DuckDB's decimal cast splits it),
-  avgdl tiny or not a short binary fraction, chunks of one to eight terms, one and two
-  threads;
+  df = num_docs and 0 (and past num_docs: a negative decimal), one document, tf past
+  2^53 / 22 (DuckDB's decimal cast splits it), avgdl tiny or not a short binary fraction,
+  chunks of one to eight terms, one and two threads;
 - scores landing exactly on x.5e-9 (DuckDB rounds them away from zero, numpy to even: the
   emulation must be DuckDB's);
 - a sum too close to a rounding boundary to be settled by its terms (DuckDB's summation order
@@ -85,7 +85,8 @@ def _grid(rng: np.random.Generator) -> tuple[int, float, pa.Table]:
         rng.random(chunks) < 0.5) + rng.integers(0, 200, chunks) * (rng.random(chunks) < 0.5)
     rows: dict[str, list] = {"chunk_id": [], "len": [], "df": [], "tf": []}
     for _ in range(int(rng.integers(1, 9))):  # a term: its df, the chunks holding it
-        df = int(rng.choice([0, 1, num_docs, int(rng.integers(0, num_docs + 1))]))
+        df = int(rng.choice([0, 1, num_docs, int(rng.integers(0, num_docs + 1)),
+                             num_docs + int(rng.integers(1, 10 ** 6))]))  # (df > N: stale)
         for c in rng.choice(chunks, size=int(rng.integers(1, chunks + 1)), replace=False):
             rows["chunk_id"].append(f"c{int(c):05d}")
             rows["len"].append(int(lengths[c]))
