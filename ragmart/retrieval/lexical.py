@@ -19,9 +19,10 @@ rounded to 1e-9 before ranking, ties broken by chunk_id: the same question gives
 order. A chunk matching no term of the question is not a lexical result: when no eligible chunk
 matches any, the search abstains (LEXICAL_NO_MATCH).
 
-A Retriever whose snapshot's index holds every served row ranks without this statement's scan
-(ragmart.retrieval.memory_lexical): the postings in memory propose the candidates, and the
-statement's own scoring expression (`scored_sql`) scores them from the same integers.
+A Retriever whose snapshot's index holds every served row ranks without this statement
+(ragmart.retrieval.memory_lexical): the postings in memory propose the candidates, scored from
+the same integers by `scored_sql`'s arithmetic reproduced in numpy (ragmart.retrieval.bm25,
+bit for bit), or by `scored_sql` itself when a sum is too close to a rounding boundary.
 """
 
 from __future__ import annotations
@@ -30,13 +31,12 @@ from typing import Any
 
 import duckdb
 
+from ragmart.retrieval.bm25 import K1, B  # fts' BM25 parameters
 from ragmart.retrieval.clauses import DISTANCE_CLAUSES, Render, active_clauses
 from ragmart.retrieval.results import RetrievalError
 from ragmart.retrieval.sql import Tables, eligible_sql, used
 from ragmart.serving.lexical_index import STEMMER, ensure_loaded, has_index, schema_of
 
-K1 = 1.2
-B = 0.75
 # the extra parameter a lexical search binds (python_param's `extra`)
 QUESTION_PARAMETER = {"question": "varchar"}
 LEXICAL_NO_MATCH = ("no eligible chunk contains any term of the question (lexical search: "
@@ -134,7 +134,9 @@ def ranking_sql(p: Render, source: str, tables: Tables, params: dict[str, Any], 
 def scored_sql(fts: str, limit: str) -> str:
     """The end of a ranking statement: CTE `scores` (fts' BM25 of each chunk of CTE `matches`:
     chunk_id, len, df, tf per term it holds, with the index's statistics, rounded to 1e-9)
-    and the first `limit` chunks by (score desc, chunk_id)."""
+    and the first `limit` chunks by (score desc, chunk_id). ragmart.retrieval.bm25 computes the
+    same scores in numpy, operation for operation: change both (tests/python/
+    test_bm25_exact.py compares them)."""
     return f"""scores as (
         select matches.chunk_id,
             round(fsum(

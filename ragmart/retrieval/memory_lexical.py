@@ -17,18 +17,23 @@ under it), as ragmart.retrieval.memory keeps the vectors:
   adds up fts' BM25 over those terms' postings in float64 into one score per row
   (np.bincount), keeps the eligible rows (the set the Retriever's vector search remembers,
   ragmart.retrieval.execution._eligible_rows) and takes a pool of the best (`top`);
-- the pool is scored by DuckDB: the integers the statement reads from the index for those
-  chunks (docs.len, dict.df, the term's count in ``terms``) are handed to the statement's own
-  scoring expression (lexical.scored_sql, via the registered view LEXICAL_MATCHES_VIEW), so
-  ids, order and scores are the statement's. When the eligible set is not exactly the
-  statement's (a clock-bound contract's superset) or a distance clause applies
-  (min_similarity), the whole statement runs instead, its eligible chunks restricted to the
-  pool's ids, and re-applies every clause.
-- the pool holds every row within SLACK (relative, and at least 1e-9) of the k-th best; it is
-  exact only when the k-th score DuckDB gives beats the best score left outside by more than
-  SLACK (numpy's float64 sum and DuckDB's fsum rounded to 1e-9 differ by far less); otherwise
-  it grows. A pool past POOL_MAX rows (ties: a one-word question ties every chunk holding the
-  word once at the same length) is not worth it: the full statement answers (`rank` None).
+- the pool is scored with the statement's own arithmetic, without it (`exact`:
+  ragmart.retrieval.bm25 reproduces lexical.scored_sql's float operations as DuckDB binds
+  them, its Kahan fsum and its round(, 9)): ids, order and scores are the statement's, to the
+  bit. A pool whose top k holds a sum DuckDB's summation order could round either way
+  (within a few ulps of a 1e-9 boundary: about one chunk in 10,000) is scored by DuckDB
+  instead: the integers the statement reads from the index for those chunks (docs.len,
+  dict.df, the term's count in ``terms``) handed to scored_sql via the registered view
+  LEXICAL_MATCHES_VIEW. When the eligible set is not exactly the statement's (a clock-bound
+  contract's superset) or a distance clause applies (min_similarity), the whole statement
+  runs, its eligible chunks restricted to the pool's ids, and re-applies every clause.
+- the candidates' scores are float32 weights per posting (`weights`) times each term's idf:
+  within SLACK (relative, and at least 1e-6) of the exact ones. The pool holds every row
+  within SLACK of the k-th best (of the rows above a sampled floor first: `top`); it is exact
+  only when the k-th exact score beats the best score left outside by more than SLACK;
+  otherwise it grows. Past POOL_MAX rows (ties: a one-word question ties every chunk holding
+  the word once at the same length) a pool DuckDB would score is not worth it: the full
+  statement answers (`rank` None); pools scored in numpy have no such cap.
 
 It applies to live searches of a snapshot whose index holds every served row. When the index
 lacks rows (the delta a whole-file snapshot keeps between rebuilds, scored from the text at
@@ -49,7 +54,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ragmart.relations import LEXICAL_MATCHES_VIEW as MATCHES_VIEW
-from ragmart.retrieval import lexical
+from ragmart.retrieval import bm25, lexical
 from ragmart.retrieval.clauses import DISTANCE_CLAUSES, Render, active_clauses
 from ragmart.retrieval.execution import _eligible_rows
 from ragmart.retrieval.memory import ServingVectors
@@ -63,11 +68,13 @@ from ragmart.serving.lexical_index import (
 )
 
 K1, B = lexical.K1, lexical.B  # fts' BM25 parameters, as the statement writes them
-# relative and absolute: numpy's float64 sum against DuckDB's fsum, then its round(, 9)
-SLACK = 1e-9
+# relative and absolute: the float32 weights' sum against the exact score (rounded to 1e-9)
+SLACK = 1e-6
 POOL_MAX = 2_000  # more candidate ids than this: the full statement is cheaper
 FACT = "lexical_postings"  # the keys in ServingVectors.facts
 ROWS_FACT = "row_of_chunk"
+SAMPLED = 1024  # candidates past this many: first the pools above a floor (`floor`)
+UNDECIDED = object()  # _pools: the rows above the floor cannot tell the top k
 STEMS_MAX = 100_000  # tokens whose stem a LexicalPostings keeps
 _SEPARATORS = re.compile(IGNORE)
 
@@ -88,10 +95,18 @@ class LexicalPostings:
     tf: np.ndarray  # int32: each posting's term frequency (its count in ``terms``)
     row_lengths: np.ndarray  # int64 by row: docs.len
     length_norms: np.ndarray  # float64 by row: k1 (1 - b + b len / avgdl)
-    num_docs: float
-    chunk_ids: np.ndarray  # the rows' chunk ids (ServingVectors.chunk_ids)
+    num_docs: int
+    chunk_ids: np.ndarray  # the rows' chunk ids (ServingVectors.chunk_ids, in DuckDB's order)
+    exact_terms: bool = True  # whether `exact` can score (avgdl > 0 and finite)
     stopwords: frozenset[str] = frozenset()
     stems: dict[str, str] = field(default_factory=dict)  # token -> stem, as DuckDB stems
+    # float32 per posting: tf (k1 + 1) / (tf + length_norm), its BM25 without the idf
+    # (relative error 2^-24: `scores`, the candidates; `exact` scores the pool)
+    weights: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        tf = self.tf.astype(np.float64)
+        self.weights = (tf * (K1 + 1) / (tf + self.length_norms[self.rows])).astype(np.float32)
 
     @property
     def rows_total(self) -> int:
@@ -123,31 +138,31 @@ class LexicalPostings:
         size = int(termid.max()) + 1 if len(termid) else 0
         df = np.zeros(size, dtype=np.int64)
         df[termid] = dictionary["df"].to_numpy()
-        # one row per occurrence; counted by (termid, docid) here: numpy's sort of one int64
-        # key is faster than DuckDB's group by and order by (100k chunks: 4M rows, ~2-3x)
+        # one row per occurrence; counted by (termid, row) here: numpy's sort of one int64 key
+        # is faster than DuckDB's group by and order by (100k chunks: 4M rows, ~2-3x); each
+        # term's postings end up in row order (`exact` finds a row's by binary search)
         occurrences = conn.execute(f"select termid, docid from {fts}.terms").to_arrow_table()
         o_term = occurrences["termid"].to_numpy().astype(np.int64)
         o_doc = occurrences["docid"].to_numpy().astype(np.int64)
-        span = int(o_doc.max()) + 1 if len(o_doc) else 1
-        keys = o_term * span + o_doc
+        known = (o_doc < len(by_docid)) & (o_term < size)
+        o_term, o_row = o_term[known], by_docid[o_doc[known]]
+        kept = o_row >= 0  # a docid docs lacks, or a chunk no longer served: no match
+        span = max(vectors.rows, 1)
+        keys = o_term[kept] * span + o_row[kept]
         keys.sort(kind="stable")  # (timsort: about half np.unique's time here)
         starts = np.flatnonzero(np.concatenate((np.ones(min(len(keys), 1), dtype=bool),
                                                 keys[1:] != keys[:-1])))
         tf = np.diff(np.append(starts, len(keys))).astype(np.int64)
-        p_term, p_doc = np.divmod(keys[starts], span)
-        known = (p_doc < len(by_docid)) & (p_term < size)
-        p_term, p_doc, tf = p_term[known], p_doc[known], tf[known]
-        rows = by_docid[p_doc]
-        kept = rows >= 0  # a docid docs lacks, or a chunk no longer served: no match
-        p_term, rows, tf = p_term[kept], rows[kept], tf[kept]
+        p_term, rows = np.divmod(keys[starts], span)
         indptr = np.zeros(size + 1, dtype=np.int64)
         np.cumsum(np.bincount(p_term, minlength=size), out=indptr[1:])
         return cls(fts=fts, termids=dict(zip(dictionary["term"].to_pylist(), termid.tolist(),
                                              strict=True)),
                    df=df, indptr=indptr, rows=rows.astype(np.int32), tf=tf.astype(np.int32),
-                   row_lengths=row_lengths, length_norms=K1 * (1 - B + B * (
-                       row_lengths.astype(np.float64) / float(avgdl or 1.0))),
-                   num_docs=float(num_docs), chunk_ids=vectors.chunk_ids,
+                   row_lengths=row_lengths,
+                   length_norms=bm25.length_norms(row_lengths, float(avgdl or 1.0)),
+                   num_docs=int(num_docs), chunk_ids=vectors.chunk_ids,
+                   exact_terms=bool(avgdl) and math.isfinite(avgdl),
                    stopwords=frozenset(word for (word,) in conn.execute(
                        f"select sw from {fts}.stopwords").fetchall()))
 
@@ -193,17 +208,51 @@ class LexicalPostings:
         return [self.termids[t] for t in dict.fromkeys(terms) if t in self.termids]
 
     def scores(self, ids: list[int]) -> np.ndarray:
-        """fts' BM25 of every row for the terms `ids` (float64, 0: no term)."""
+        """fts' BM25 of every row for the terms `ids`, within SLACK (float64, 0: no term)."""
         rows, weights = [np.zeros(0, np.int32)], [np.zeros(0)]
         for termid in ids:
             start, end = self.indptr[termid], self.indptr[termid + 1]
-            df = float(self.df[termid])
-            idf = math.log(((self.num_docs - df) + 0.5) / (df + 0.5) + 1)
-            at, tf = self.rows[start:end], self.tf[start:end].astype(np.float64)
-            rows.append(at)
-            weights.append(idf * tf * (K1 + 1) / (tf + self.length_norms[at]))
+            rows.append(self.rows[start:end])
+            weights.append(self.weights[start:end] * bm25.idf(self.num_docs,
+                                                              int(self.df[termid])))
         return np.bincount(np.concatenate(rows), weights=np.concatenate(weights),
                            minlength=self.rows_total)
+
+    def exact(self, ids: list[int], positions: np.ndarray, k: int
+              ) -> list[tuple[str, float]] | None:
+        """The top `k` (chunk_id, score) of the rows at `positions` (each holding a term of
+        `ids`) as lexical.scored_sql ranks them: the same BM25 score to the bit
+        (ragmart.retrieval.bm25: each term's score in DuckDB's operations, Kahan summed in the
+        order of `ids`, rounded as its round(, 9)), ordered by (score desc, chunk_id): row
+        order, as ServingVectors' rows are ordered by chunk_id. None when a row's score is not
+        determined by its terms (a sum within a few ulps of a rounding boundary, where
+        DuckDB's summation order decides) and that could change the answer: the caller asks
+        DuckDB."""
+        if not self.exact_terms:
+            return None
+        summed, err = np.zeros(len(positions)), np.zeros(len(positions))
+        terms = np.zeros(len(positions), dtype=np.int64)
+        norms = self.length_norms[positions]
+        for termid in ids:
+            start, end = self.indptr[termid], self.indptr[termid + 1]
+            rows = self.rows[start:end]  # in row order
+            at = np.minimum(np.searchsorted(rows, positions), max(len(rows) - 1, 0))
+            held = np.flatnonzero(rows[at] == positions) if len(rows) else at[:0]
+            if not len(held):
+                continue
+            term = bm25.term_scores(bm25.idf(int(self.num_docs), int(self.df[termid])),
+                                    self.tf[start:end][at[held]], norms[held])
+            s, e = summed[held], err[held]
+            bm25.kahan_add(s, e, term)
+            summed[held], err[held] = s, e
+            terms[held] += 1
+        low, high = bm25.rounded(summed, terms)
+        best = np.lexsort((positions, -low))[:k]
+        if not (np.array_equal(low[best], high[best])
+                and np.array_equal(best, np.lexsort((positions, -high))[:k])):
+            return None  # an undetermined row in the top k (or one that could enter it)
+        return list(zip(self.chunk_ids[positions[best]].tolist(), low[best].tolist(),
+                        strict=True))
 
     def matches(self, ids: list[int], positions: np.ndarray) -> pa.Table:
         """(chunk_id, len, df, tf) of the rows at `positions` for each term of `ids` they hold:
@@ -226,23 +275,54 @@ class LexicalPostings:
 
 
 def top(scores: np.ndarray, eligible: np.ndarray, k: int,
-        exact: Callable[[np.ndarray], list[tuple[str, float]] | None]
-        ) -> list[tuple[str, float]] | None:
+        exact: Callable[[np.ndarray], list[tuple[str, float]] | None],
+        pool_max: int | None = POOL_MAX) -> list[tuple[str, float]] | None:
     """The ranking statement's top `k` (chunk_id, score) among the `eligible` rows (a superset
     is fine: the statement re-applies every clause), from pools of the rows `scores` ranks
-    best, each scored by `exact` (the statement restricted to those ids; None: it cannot be);
-    None when a pool would pass POOL_MAX rows or `exact` cannot score it (the caller runs the
-    full statement)."""
-    candidates = (np.flatnonzero(scores > 0) if len(eligible) == len(scores)
-                  else eligible[scores[eligible] > 0])
-    if not len(candidates):
+    best, each scored by `exact` (the statement's scores of those rows; None: it cannot give
+    them); None when a pool would pass `pool_max` rows or `exact` cannot score it (the caller
+    runs the full statement). Of many candidates, the pools are first taken among those at or
+    above a floor the k-th best reaches (`floor`), which settles most searches without
+    partitioning them all; when that leaves the answer open, among all of them."""
+    every = len(eligible) == len(scores)
+    admitted = scores if every else scores[eligible]
+    least = floor(admitted, k)  # (> 0: rows without a term stay out)
+    if least is not None:
+        above = np.flatnonzero(admitted >= least)
+        ranked = _pools(admitted[above], above if every else eligible[above], k, exact,
+                        pool_max, least)
+        if ranked is not UNDECIDED:
+            return ranked  # type: ignore[return-value]
+    held = np.flatnonzero(admitted > 0)
+    if not len(held):
         return []
-    s = scores[candidates]
+    return _pools(admitted[held], held if every else eligible[held], k, exact, pool_max,
+                  None)  # type: ignore[return-value]
+
+
+def floor(s: np.ndarray, k: int) -> float | None:
+    """A score the k-th best of `s` reaches, less 2 slacks: the k-th best of every
+    `stride`-th row (a subset's k-th best is never above the whole set's k-th best); None for
+    fewer than SAMPLED rows, or a sample with fewer than k rows above 0."""
+    stride = len(s) // max(SAMPLED, 64 * k)
+    if stride < 2:
+        return None
+    sample = s[::stride]
+    kth = float(np.partition(sample, len(sample) - k)[len(sample) - k])
+    least = kth - 2 * slack(kth)
+    return least if least > 0 else None
+
+
+def _pools(s: np.ndarray, candidates: np.ndarray, k: int,
+           exact: Callable[[np.ndarray], list[tuple[str, float]] | None],
+           pool_max: int | None, outside: float | None) -> object:
+    """top's pools over the `candidates` with scores `s`, every other candidate scoring below
+    `outside` (None: there is none); UNDECIDED when their scores cannot tell (`outside`)."""
     size = min(len(s), max(k, 1))
     while True:
         # the `size` best, and every row within the slack of the last of them
         if size >= len(s):
-            pool, bound = np.arange(len(s)), None
+            pool, bound = np.arange(len(s)), outside
         else:
             part = np.argpartition(-s, size)[: size + 1]
             part = part[np.argsort(-s[part], kind="stable")]
@@ -251,16 +331,18 @@ def top(scores: np.ndarray, eligible: np.ndarray, k: int,
             if s[part[size]] >= cut:  # ties past the partition: count them all
                 pool = np.flatnonzero(s >= cut)
                 rest = s[s < cut]
-                bound = float(rest.max()) if len(rest) else None
+                bound = float(rest.max()) if len(rest) else outside
             else:
                 pool, bound = part[:size], float(s[part[size]])
-        if len(pool) > POOL_MAX:
+        if pool_max is not None and len(pool) > pool_max:
             return None
         ranked = exact(candidates[pool])
         if ranked is None:
             return None
         if bound is None or (len(ranked) >= k and ranked[k - 1][1] > bound + slack(bound)):
             return ranked[:k]
+        if len(pool) == len(s):
+            return UNDECIDED  # (outside is not None: else bound was None)
         size = min(len(s), max(4 * len(pool), 64))
 
 
@@ -284,6 +366,10 @@ def rank(conn: duckdb.DuckDBPyConnection, p: Render, params: dict[str, Any], tab
     lean = exact_set and not active_clauses(params) & DISTANCE_CLAUSES
 
     def exact(positions: np.ndarray) -> list[tuple[str, float]] | None:
+        if lean:  # the statement's scores without it (bm25), when they are determined
+            ranked = postings.exact(ids, positions, int(params["k"]))
+            if ranked is not None or len(positions) > POOL_MAX:
+                return ranked
         only = None if lean else literal_list(postings.chunk_ids[positions].tolist())
         if only is None and not lean:
             return None
@@ -296,7 +382,8 @@ def rank(conn: duckdb.DuckDBPyConnection, p: Render, params: dict[str, Any], tab
         finally:
             conn.unregister(MATCHES_VIEW)
 
-    return top(postings.scores(ids), eligible, int(params["k"]), exact)
+    return top(postings.scores(ids), eligible, int(params["k"]), exact,
+               None if lean and postings.exact_terms else POOL_MAX)
 
 
 def positions(vectors: ServingVectors, chunk_ids: list[str]) -> np.ndarray:

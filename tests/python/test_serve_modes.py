@@ -172,3 +172,43 @@ def test_the_question_is_tokenized_as_the_index_tokenizes_it(built: Project) -> 
         for question in (*questions, *questions):  # the second time from its kept stems
             assert postings.terms(reader.conn, question) == lexical.terms_of(
                 reader.conn, postings.fts, question), question
+
+
+def test_lean_searches_score_bm25_without_a_statement(built: Project, monkeypatch) -> None:
+    """With the eligible set exact and no distance clause, the Retriever scores BM25 in numpy
+    (ragmart.retrieval.bm25 through LexicalPostings.exact): neither the ranking statement nor
+    the pool's scoring statement runs, and the answers (twins tied, broken by chunk_id; a term
+    in no chunk; stopwords only) are ragmart.retrieve's, scores to the bit."""
+    monkeypatch.chdir(ROOT)
+    db = Path(built.db_path)
+    statements: list[str] = []
+    originals = {name: getattr(lexical, name) for name in ("ranking_sql", "rank_matches")}
+    for name, original in originals.items():
+        monkeypatch.setattr(lexical, name, lambda *a, _f=original, _n=name, **kw: (
+            statements.append(_n), _f(*a, **kw))[1])
+    scored: list[bool] = []
+    exact = LexicalPostings.exact
+
+    def spied(self, *args):
+        ranked = exact(self, *args)
+        scored.append(ranked is not None)
+        return ranked
+
+    monkeypatch.setattr(LexicalPostings, "exact", spied)
+    asked = [(question, groups, mode) for question in QUESTIONS
+             for groups in (["staff"], ragmart.ALL_GROUPS) for mode in ("lexical", "hybrid")]
+    with Retriever(db_path=db) as reader:
+        fast = [reader.retrieve(q, k=6, groups=g, mode=m) for q, g, m in asked]
+    assert statements == [] and len(scored) >= 16 and all(scored)
+    for name, original in originals.items():
+        monkeypatch.setattr(lexical, name, original)
+    for (question, groups, mode), answer in zip(asked, fast, strict=True):
+        exact_answer = ragmart.retrieve(question, k=6, groups=groups, mode=mode, db_path=db)
+        assert (answer.chunks, answer.abstained, answer.reason) == (
+            exact_answer.chunks, exact_answer.abstained, exact_answer.reason), (question, mode)
+    twins = [c for c in fast[asked.index((f"{TWIN_WORD} register", ["staff"], "lexical"))]
+             if c.document_id.startswith("hyb-twin-")]
+    assert len(twins) >= 2 and twins[0].lexical_score == twins[1].lexical_score
+    assert [c.chunk_id for c in twins] == sorted(c.chunk_id for c in twins)
+    for question in ("xylophonequark", "the of and"):  # no term in any chunk / no term at all
+        assert fast[asked.index((question, ["staff"], "lexical"))].abstained
