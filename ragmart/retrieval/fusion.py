@@ -90,6 +90,11 @@ class ModeEngine(Protocol):
     def vector(self, k: int) -> RetrievalResult:
         """The engine's vector search (search_contract) of the query vector, to depth k."""
 
+    def vector_ranking(self, params: dict[str, Any], depth: int
+                       ) -> tuple[RetrievalResult, list[str]] | None:
+        """What a fusion takes of `vector(depth)` (the result without its rows, the chunk ids
+        best first) when the engine has it without building the rows; None: `vector` answers."""
+
     def check_index(self) -> None:
         """RetrievalError when the serving set cannot be searched by terms."""
 
@@ -244,8 +249,7 @@ def run_mode(engine: ModeEngine, question: str | None,
                              contract=contract.name if contract else None)
     if mode == "hybrid" or not by_terms:
         # nothing eligible: the same abstention and clause counts in every mode
-        ranked = (engine.vector_ranking(params, depth)
-                  if mode == "hybrid" and isinstance(engine, _DuckDBModes) else None)
+        ranked = engine.vector_ranking(params, depth) if mode == "hybrid" else None
         result, vector_ids = ranked or (engine.vector(depth), None)
         if result.abstained:
             return replace(result, k=k)
