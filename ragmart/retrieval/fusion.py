@@ -30,6 +30,7 @@ from ragmart.retrieval import lexical, memory_lexical
 from ragmart.retrieval.clauses import max_distance
 from ragmart.retrieval.contracts import MISSING_GROUPS_POLICIES
 from ragmart.retrieval.execution import _eligible_rows, _exact, search_contract
+from ragmart.retrieval.memory import ServingVectors
 from ragmart.retrieval.request import MISSING_GROUPS_DEFAULT, check_inputs, parameters
 from ragmart.retrieval.results import (
     RetrievalError,
@@ -136,8 +137,7 @@ class _DuckDBModes:
                 or options.get("missing_allowed_groups", MISSING_GROUPS_DEFAULT)
                 not in MISSING_GROUPS_POLICIES):
             return None
-        narrow = {name: value for name, value in params.items() if name != "question"}
-        eligible, exact = _eligible_rows(self.conn, self.p, narrow, self.tables, vectors)
+        eligible, exact = self._eligible(params, vectors)
         if not exact:
             return None
         query = np.asarray(self.query_vector, dtype=np.float32).reshape(-1)
@@ -149,6 +149,12 @@ class _DuckDBModes:
                                  eligible_chunks=len(eligible), as_of=None,
                                  contract=contract.name if contract else None)
         return result, [vectors.chunk_ids[i] for _, i in kept]
+
+    def _eligible(self, params: dict[str, Any], vectors: ServingVectors
+                  ) -> tuple[np.ndarray, bool]:
+        """execution._eligible_rows of the search (the question is no part of the set)."""
+        narrow = {name: value for name, value in params.items() if name != "question"}
+        return _eligible_rows(self.conn, self.p, narrow, self.tables, vectors)
 
     def indexed(self) -> bool:
         """has_index of the serving set; of a Retriever's read-only snapshot, asked once."""
@@ -183,8 +189,7 @@ class _DuckDBModes:
                 and vectors.serving_table == self.tables.serving):
             # a Retriever's rows in memory (memory.ServingVectors.rows_at), the eligible set
             # its vector search remembers (the question is no part of it): no SQL
-            narrow = {name: value for name, value in params.items() if name != "question"}
-            eligible, exact = _eligible_rows(self.conn, self.p, narrow, self.tables, vectors)
+            eligible, exact = self._eligible(params, vectors)
             if exact:
                 try:
                     positions = memory_lexical.positions(vectors, ids)
