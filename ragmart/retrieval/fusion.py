@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -195,7 +196,7 @@ class _DuckDBModes:
                     positions = memory_lexical.positions(vectors, ids)
                 except LookupError as error:
                     raise RetrievalError(str(error)) from error
-                positions = positions[np.isin(positions, eligible, assume_unique=True)]
+                positions = positions[_among(positions, eligible)]
                 query = np.asarray(self.query_vector, dtype=np.float32).reshape(-1)
                 return vectors.rows_at(query, positions, max_distance(params))
         return _exact(self.conn, self.p, source, {**params, "k": len(ids)},
@@ -203,6 +204,15 @@ class _DuckDBModes:
 
     def question_terms(self, question: str) -> list[str]:
         return lexical.question_terms(self.conn, self.tables, question)
+
+
+def _among(positions: np.ndarray, eligible: np.ndarray) -> np.ndarray:
+    """Which `positions` are in `eligible` (sorted, distinct: _eligible_rows' rows), by binary
+    search (np.isin sorts both arrays: ~0.3 ms a search over 100k eligible rows)."""
+    at = np.searchsorted(eligible, positions)
+    inside = at < len(eligible)
+    inside[inside] = eligible[at[inside]] == positions[inside]
+    return inside
 
 
 def search_mode(
@@ -220,8 +230,12 @@ def search_mode(
     now, vectors, missing_allowed_groups); `mode` None: see resolve_mode."""
     engine = _DuckDBModes(conn, tables, query_vector, options)
     mode = default_mode(mode, question, engine.indexed)
-    return run_mode(engine, question, query_vector, mode=mode, k=k,
-                    index_version=tables.version, **options)
+    vectors = options.get("vectors")
+    with (vectors.products.gathering.expecting()  # a product of the vectors in memory is next
+          if mode != "lexical" and vectors is not None and vectors.products is not None
+          and options.get("as_of") is None and not options.get("exact") else nullcontext()):
+        return run_mode(engine, question, query_vector, mode=mode, k=k,
+                        index_version=tables.version, **options)
 
 
 def run_mode(engine: ModeEngine, question: str | None,
@@ -249,12 +263,13 @@ def run_mode(engine: ModeEngine, question: str | None,
                            if "missing_allowed_groups" in options else {}))
     params["question"] = question
     source = "as_of" if as_of is not None else "live"
+    # hybrid: the vector ranking first, its product shared with the searches asking now
+    ranked = engine.vector_ranking(params, depth) if mode == "hybrid" else None
     by_terms = engine.rank(source, params)
     result = RetrievalResult(chunks=(), k=k, strategy="bm25", as_of=as_of,
                              contract=contract.name if contract else None)
     if mode == "hybrid" or not by_terms:
         # nothing eligible: the same abstention and clause counts in every mode
-        ranked = engine.vector_ranking(params, depth) if mode == "hybrid" else None
         result, vector_ids = ranked or (engine.vector(depth), None)
         if result.abstained:
             return replace(result, k=k)
