@@ -33,7 +33,7 @@ import math
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -252,9 +252,20 @@ def create_app(*, keys_file: str | Path, db_path: str | Path | None = None,
         if body.mode is not None:
             options["mode"] = body.mode
 
+        # a search of the vectors in memory announces its product: a product that starts
+        # while it is on its way waits for it (ragmart.retrieval.products.Gathering). Now
+        # when a worker thread is free for it, else when one takes it (not while it queues)
+        serving = pool.current
+        gathering = (serving.products.gathering if serving is not None
+                     and serving.products is not None and body.mode != "lexical"
+                     and options["as_of"] is None else None)
+        expected = (gathering.expect() if gathering is not None
+                    and admitted < limits.workers else None)
+
         def search() -> tuple[Any, Any, Any]:
-            result, generation = pool.run(lambda reader: reader.retrieve(body.question,
-                                                                         **options))
+            with gathering.expecting(expected) if gathering is not None else nullcontext():
+                result, generation = pool.run(lambda reader: reader.retrieve(body.question,
+                                                                             **options))
             return result, generation, pool.state(generation)
 
         admitted += 1
@@ -273,6 +284,8 @@ def create_app(*, keys_file: str | Path, db_path: str | Path | None = None,
         finally:
             admitted -= 1
             metrics.in_flight.dec()
+            if gathering is not None and expected is not None:
+                gathering.settle(expected)  # a search that never ran
         if result.abstained:
             metrics.abstained(result)
         return Response(encoded(retrieval_document(body.question, result, state)),

@@ -10,7 +10,7 @@
 * `ragmart_serving_info{version, snapshot}` = 1: what serves; `ragmart_serving_chunks`: its
   chunks; `ragmart_serving_switches_total`: snapshots swapped in since start;
 * `ragmart_search_products{queries}`: matrix products of the serving snapshot's vectors in
-  memory by how many concurrent searches each served (ragmart.retrieval.memory.SharedProducts;
+  memory by how many concurrent searches each served (ragmart.retrieval.products.SharedProducts;
   a mean near 1 under load means the searches did not share the read).
 """
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -30,6 +31,7 @@ from ragmart.retrieval import lexical, memory_lexical
 from ragmart.retrieval.clauses import max_distance
 from ragmart.retrieval.contracts import MISSING_GROUPS_POLICIES
 from ragmart.retrieval.execution import _eligible_rows, _exact, search_contract
+from ragmart.retrieval.memory import ServingVectors
 from ragmart.retrieval.request import MISSING_GROUPS_DEFAULT, check_inputs, parameters
 from ragmart.retrieval.results import (
     RetrievalError,
@@ -90,6 +92,11 @@ class ModeEngine(Protocol):
     def vector(self, k: int) -> RetrievalResult:
         """The engine's vector search (search_contract) of the query vector, to depth k."""
 
+    def vector_ranking(self, params: dict[str, Any], depth: int
+                       ) -> tuple[RetrievalResult, list[str]] | None:
+        """What a fusion takes of `vector(depth)` (the result without its rows, the chunk ids
+        best first) when the engine has it without building the rows; None: `vector` answers."""
+
     def check_index(self) -> None:
         """RetrievalError when the serving set cannot be searched by terms."""
 
@@ -131,8 +138,7 @@ class _DuckDBModes:
                 or options.get("missing_allowed_groups", MISSING_GROUPS_DEFAULT)
                 not in MISSING_GROUPS_POLICIES):
             return None
-        narrow = {name: value for name, value in params.items() if name != "question"}
-        eligible, exact = _eligible_rows(self.conn, self.p, narrow, self.tables, vectors)
+        eligible, exact = self._eligible(params, vectors)
         if not exact:
             return None
         query = np.asarray(self.query_vector, dtype=np.float32).reshape(-1)
@@ -144,6 +150,12 @@ class _DuckDBModes:
                                  eligible_chunks=len(eligible), as_of=None,
                                  contract=contract.name if contract else None)
         return result, [vectors.chunk_ids[i] for _, i in kept]
+
+    def _eligible(self, params: dict[str, Any], vectors: ServingVectors
+                  ) -> tuple[np.ndarray, bool]:
+        """execution._eligible_rows of the search (the question is no part of the set)."""
+        narrow = {name: value for name, value in params.items() if name != "question"}
+        return _eligible_rows(self.conn, self.p, narrow, self.tables, vectors)
 
     def indexed(self) -> bool:
         """has_index of the serving set; of a Retriever's read-only snapshot, asked once."""
@@ -178,14 +190,13 @@ class _DuckDBModes:
                 and vectors.serving_table == self.tables.serving):
             # a Retriever's rows in memory (memory.ServingVectors.rows_at), the eligible set
             # its vector search remembers (the question is no part of it): no SQL
-            narrow = {name: value for name, value in params.items() if name != "question"}
-            eligible, exact = _eligible_rows(self.conn, self.p, narrow, self.tables, vectors)
+            eligible, exact = self._eligible(params, vectors)
             if exact:
                 try:
                     positions = memory_lexical.positions(vectors, ids)
                 except LookupError as error:
                     raise RetrievalError(str(error)) from error
-                positions = positions[np.isin(positions, eligible, assume_unique=True)]
+                positions = positions[_among(positions, eligible)]
                 query = np.asarray(self.query_vector, dtype=np.float32).reshape(-1)
                 return vectors.rows_at(query, positions, max_distance(params))
         return _exact(self.conn, self.p, source, {**params, "k": len(ids)},
@@ -193,6 +204,15 @@ class _DuckDBModes:
 
     def question_terms(self, question: str) -> list[str]:
         return lexical.question_terms(self.conn, self.tables, question)
+
+
+def _among(positions: np.ndarray, eligible: np.ndarray) -> np.ndarray:
+    """Which `positions` are in `eligible` (sorted, distinct: _eligible_rows' rows), by binary
+    search (np.isin sorts both arrays: ~0.3 ms a search over 100k eligible rows)."""
+    at = np.searchsorted(eligible, positions)
+    inside = at < len(eligible)
+    inside[inside] = eligible[at[inside]] == positions[inside]
+    return inside
 
 
 def search_mode(
@@ -210,8 +230,12 @@ def search_mode(
     now, vectors, missing_allowed_groups); `mode` None: see resolve_mode."""
     engine = _DuckDBModes(conn, tables, query_vector, options)
     mode = default_mode(mode, question, engine.indexed)
-    return run_mode(engine, question, query_vector, mode=mode, k=k,
-                    index_version=tables.version, **options)
+    vectors = options.get("vectors")
+    with (vectors.products.gathering.expecting()  # a product of the vectors in memory is next
+          if mode != "lexical" and vectors is not None and vectors.products is not None
+          and options.get("as_of") is None and not options.get("exact") else nullcontext()):
+        return run_mode(engine, question, query_vector, mode=mode, k=k,
+                        index_version=tables.version, **options)
 
 
 def run_mode(engine: ModeEngine, question: str | None,
@@ -239,13 +263,13 @@ def run_mode(engine: ModeEngine, question: str | None,
                            if "missing_allowed_groups" in options else {}))
     params["question"] = question
     source = "as_of" if as_of is not None else "live"
+    # hybrid: the vector ranking first, its product shared with the searches asking now
+    ranked = engine.vector_ranking(params, depth) if mode == "hybrid" else None
     by_terms = engine.rank(source, params)
     result = RetrievalResult(chunks=(), k=k, strategy="bm25", as_of=as_of,
                              contract=contract.name if contract else None)
     if mode == "hybrid" or not by_terms:
         # nothing eligible: the same abstention and clause counts in every mode
-        ranked = (engine.vector_ranking(params, depth)
-                  if mode == "hybrid" and isinstance(engine, _DuckDBModes) else None)
         result, vector_ids = ranked or (engine.vector(depth), None)
         if result.abstained:
             return replace(result, k=k)

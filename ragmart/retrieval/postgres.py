@@ -251,6 +251,9 @@ class _PostgresModes:
     def vector(self, k: int) -> RetrievalResult:
         return search_contract(self.conn, self.query_vector, k=k, at=self.at, **self.options)
 
+    def vector_ranking(self, params: dict[str, Any], depth: int) -> None:
+        return None  # no vectors in memory: `vector` answers
+
     def check_index(self) -> None:
         postgres_lexical.check_terms(self.conn, self.at.version, self.at.publication)
 
