@@ -53,6 +53,7 @@ from ragmart.serving.postgres.schema import (
     owning_version,
     postgres_type,
     served_tables,
+    tables_columns,
 )
 from ragmart.serving.postgres.settings import PostgresServingError, connect, masked
 from ragmart.serving.postgres.transfer import (
@@ -93,9 +94,14 @@ def _source_info(duck: duckdb.DuckDBPyConnection, serving: str,
     return chunks, model, chunker, int(dims[1]) if dims else None
 
 
-def _has_live_rows(conn, table: str) -> bool:
-    return conn.execute(f'select exists (select from {SCHEMA}."{table}" '
-                        "where removed_in is null)").fetchone()[0]
+def _without_live_rows(conn, tables: list[str]) -> set[str]:
+    """Those of `tables` with no live row (removed_in is null), in one round trip."""
+    if not tables:
+        return set()
+    found = conn.execute("select " + ", ".join(
+        f'exists (select from {SCHEMA}."{table}" where removed_in is null)'
+        for table in tables)).fetchone()
+    return {table for table, live in zip(tables, found, strict=True) if not live}
 
 
 def publish_version(source: Path | duckdb.DuckDBPyConnection, version: str, url: str, *,
@@ -144,10 +150,12 @@ def publish_version(source: Path | duckdb.DuckDBPyConnection, version: str, url:
                 result.publication_id = pid
                 pg_columns = {table: {n: postgres_type(t) for n, t in cols.items()}
                               for table, cols in columns.items()}
-                changed = {table: ensure_data_table(conn, table, pg_columns[table])
-                           for table in tables}
+                existing = tables_columns(conn, tables)
+                changed = {table: ensure_data_table(conn, table, pg_columns[table],
+                                                    existing[table]) for table in tables}
                 created = {table for table, how in changed.items() if how == "created"}
-                full = created | {t for t in tables if not _has_live_rows(conn, t)}
+                full = created | _without_live_rows(conn, [t for t in tables
+                                                            if t not in created])
                 # the serving rows' graph inserts over two backends (an incremental publish
                 # of a table no DDL of this transaction locks, once the journal exists)
                 parallel = {serving_table} - full if staged_ready and \
@@ -227,20 +235,23 @@ def prune(target, *, keep: int = KEEP_PUBLICATIONS) -> list[int]:
         kept.setdefault(row[0], dict(content).get(row[0]))
         horizon = min(kept)
         versions = set(kept.values())
-        for table in data_tables(conn):
-            version = owning_version(table)  # its BM25 statistics tables included
-            if version is not None and version not in versions:
-                conn.execute(f'drop table {SCHEMA}."{table}"')
-                for log in (REMOVALS, LIVE_FINGERPRINTS):
-                    conn.execute(f"delete from {log} where table_name = %s", (table,))
-                continue
-            conn.execute(f'delete from {SCHEMA}."{table}" as t using {REMOVALS} as r '
-                         "where r.publication_id <= %s and r.table_name = %s "
-                         "and t.row_fingerprint = r.row_fingerprint "
-                         "and t.removed_in = r.publication_id", (horizon, table))
-        conn.execute(f"delete from {REMOVALS} where publication_id <= %s", (horizon,))
-        pruned = [pid for (pid,) in conn.execute(
-            f"update {PUBLICATIONS} set pruned_at = now() where action = 'publish' and "
-            "pruned_at is null and (publication_id < %s or not version = any(%s)) "
-            "returning publication_id", (horizon, sorted(versions))).fetchall()]
+        tables = data_tables(conn)
+        with conn.pipeline():  # statements whose answers nothing waits for: one round trip
+            for table in tables:
+                version = owning_version(table)  # its BM25 statistics tables included
+                if version is not None and version not in versions:
+                    conn.execute(f'drop table {SCHEMA}."{table}"')
+                    for log in (REMOVALS, LIVE_FINGERPRINTS):
+                        conn.execute(f"delete from {log} where table_name = %s", (table,))
+                    continue
+                conn.execute(f'delete from {SCHEMA}."{table}" as t using {REMOVALS} as r '
+                             "where r.publication_id <= %s and r.table_name = %s "
+                             "and t.row_fingerprint = r.row_fingerprint "
+                             "and t.removed_in = r.publication_id", (horizon, table))
+            conn.execute(f"delete from {REMOVALS} where publication_id <= %s", (horizon,))
+            pruned = conn.execute(
+                f"update {PUBLICATIONS} set pruned_at = now() where action = 'publish' and "
+                "pruned_at is null and (publication_id < %s or not version = any(%s)) "
+                "returning publication_id", (horizon, sorted(versions)))
+        pruned = [pid for (pid,) in pruned.fetchall()]
     return sorted(pruned)

@@ -197,12 +197,27 @@ def table_columns(conn, table: str) -> dict[str, str]:
     return dict(rows)
 
 
-def ensure_data_table(conn, table: str, columns: dict[str, str]) -> str:
+def tables_columns(conn, tables: list[str]) -> dict[str, dict[str, str]]:
+    """`table_columns` of each of `tables`, in one round trip."""
+    found: dict[str, dict[str, str]] = {table: {} for table in tables}
+    for table, name, kind in conn.execute(
+            "select c.relname, a.attname, format_type(a.atttypid, a.atttypmod) "
+            "from pg_attribute as a join pg_class as c on c.oid = a.attrelid "
+            "join pg_namespace as n on n.oid = c.relnamespace where n.nspname = %s "
+            "and c.relname = any(%s) and a.attnum > 0 and not a.attisdropped "
+            "order by c.relname, a.attnum", (SCHEMA, tables)).fetchall():
+        found[table][name] = kind
+    return found
+
+
+def ensure_data_table(conn, table: str, columns: dict[str, str],
+                      existing: dict[str, str] | None = None) -> str:
     """Create `ragmart.<table>` with `columns` (name -> PostgreSQL type) and the bookkeeping
     columns, or add the columns it lacks; returns "created" (then the caller loads it and
     calls `create_indexes`), "altered" (a column added: the table is locked until commit) or
-    "". A column whose type changed is refused."""
-    existing = table_columns(conn, table)
+    "". A column whose type changed is refused. `existing`: its `table_columns`, when the
+    caller has them."""
+    existing = table_columns(conn, table) if existing is None else existing
     if not existing:
         cols = ", ".join(f'"{name}" {kind}' for name, kind in columns.items())
         storage = f" with (fillfactor = {SERVING_FILLFACTOR})" if is_serving_table(table) else ""
