@@ -154,7 +154,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="build the HNSW index with this ef_construction instead of "
                         "ragmart.serving.postgres.schema.HNSW_EF_CONSTRUCTION (inserts into the "
                         "graph cost more the higher it is)")
+    parser.add_argument("--one-connection", action="store_true",
+                        help="insert the new serving rows in one COPY on the publish's own "
+                        "connection, as before ragmart.serving.postgres.parallel (an A/B of "
+                        "the second connection in one checkout)")
     args = parser.parse_args(argv)
+    if args.one_connection:
+        from ragmart.serving.postgres import pipeline
+
+        pipeline.MIN_SPLIT_ROWS = sys.maxsize  # never cut: the second COPY gets no rows
     if args.ef_construction:
         from ragmart.serving.postgres import schema
 
@@ -167,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         server.close()
     OUT.mkdir(parents=True, exist_ok=True)
     efc = f"-efc{args.ef_construction}" if args.ef_construction else ""
+    efc += "-one-connection" if args.one_connection else ""
     out = OUT / f"serving-profile-{'-'.join(str(r['chunks']) for r in results)}{efc}.json"
     out.write_text(json.dumps(results, indent=2))
     print(f"wrote {out.relative_to(ROOT)}")

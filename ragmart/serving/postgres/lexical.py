@@ -81,20 +81,20 @@ def ensure_tables(conn, version: str) -> None:
     """Create the version's statistics tables and their indexes when missing, readers locked
     out (idempotent; in the caller's transaction)."""
     t = LexicalTables(version)
+    statements = []  # one round trip (a publish runs this every time)
     for kind, table in (("chunks", t.chunks), ("terms", t.terms), ("stats", t.stats)):
         q = t.qualified(table)
-        conn.execute(f"create table if not exists {q} ({_COLUMNS[kind]}, {_BOOKKEEPING})")
-        conn.execute(f"alter table {q} enable row level security")
-        conn.execute(f'create index if not exists "{table}_fingerprint" on {q} '
-                     "(row_fingerprint)")
-    conn.execute(f'create index if not exists "{t.chunks}_terms" on {t.qualified(t.chunks)} '
-                 "using gin (terms)")
-    conn.execute(f'create index if not exists "{t.chunks}_chunk_id" on '
-                 f"{t.qualified(t.chunks)} (chunk_id)")
-    conn.execute(f'create index if not exists "{t.chunks}_document" on '
-                 f"{t.qualified(t.chunks)} (document_id)")
-    conn.execute(f'create index if not exists "{t.terms}_term" on {t.qualified(t.terms)} '
-                 "(term)")
+        statements += [f"create table if not exists {q} ({_COLUMNS[kind]}, {_BOOKKEEPING})",
+                       f"alter table {q} enable row level security",
+                       f'create index if not exists "{table}_fingerprint" on {q} '
+                       "(row_fingerprint)"]
+    chunks = t.qualified(t.chunks)
+    statements += [
+        f'create index if not exists "{t.chunks}_terms" on {chunks} using gin (terms)',
+        f'create index if not exists "{t.chunks}_chunk_id" on {chunks} (chunk_id)',
+        f'create index if not exists "{t.chunks}_document" on {chunks} (document_id)',
+        f'create index if not exists "{t.terms}_term" on {t.qualified(t.terms)} (term)']
+    conn.execute(";\n".join(statements))
 
 
 def _texts_sql(duck: duckdb.DuckDBPyConnection, version: str) -> str:

@@ -16,6 +16,11 @@ connection. The first table's source fingerprints are computed as soon as the pr
 while the publishing thread takes the lock and reads the live fingerprints; the rest waits for
 the `Plan`. At most QUEUE_BATCHES batches of rows (transfer.BATCH_ROWS each) wait in the queue:
 a first publish streams, as before, instead of holding the corpus in memory.
+
+A table in the plan's `parallel` set (the serving table of an incremental publish) has its
+new rows cut into at least PARALLEL batches (when there are MIN_SPLIT_ROWS of them), which
+`shares` deals out in turn to PARALLEL COPYs on as many connections
+(ragmart.serving.postgres.parallel): each server backend inserts its share into the HNSW graph.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import contextlib
 import queue
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import duckdb
 
@@ -37,6 +42,8 @@ from ragmart.serving.postgres.transfer import (
 )
 
 QUEUE_BATCHES = 2
+PARALLEL = 2  # COPYs of a `parallel` table's new rows, each on its own connection
+MIN_SPLIT_ROWS = 32  # fewer new rows go in one COPY (a second backend would not pay)
 _DONE = object()
 
 
@@ -49,6 +56,7 @@ class Plan:
     publication_id: int
     full: set[str]
     live: dict[str, str]
+    parallel: set[str] = field(default_factory=set)
 
 
 class Cancelled(Exception):
@@ -99,7 +107,13 @@ class TableProducer:
 
     # -- the publishing thread's side -------------------------------------------------------
     def _take(self, kind: str, table: str):
-        item = self._out.get()
+        while True:  # a second COPY's thread may wait here when the publish gives up
+            try:
+                item = self._out.get(timeout=0.1)
+                break
+            except queue.Empty:
+                if self._cancel.is_set():
+                    raise Cancelled from None
         if isinstance(item, BaseException):
             raise item
         got_kind, got_table, payload = item
@@ -114,6 +128,11 @@ class TableProducer:
         while (batch := self._take("rows", table)) is not _DONE:
             self._room.release()
             yield batch
+
+    def shares(self, table: str, n: int = PARALLEL) -> Shares:
+        """`rows(table)` dealt out in turn to `n` consumers (threads): `share(k)` yields
+        batches k, k + n, k + 2n, ..."""
+        return Shares(self.rows(table), n, self._cancel)
 
     def new_fingerprints(self, table: str) -> bytes:
         """CSV (table_name, row_fingerprint) of the rows `rows` wrote (incremental only)."""
@@ -183,9 +202,12 @@ class TableProducer:
                                      f"anti join {live} using (fp)").to_arrow_table()
                 duck.register(new, added)
                 if added.num_rows:
+                    pieces = PARALLEL if table in plan.parallel and \
+                        added.num_rows >= MIN_SPLIT_ROWS else 1
                     reader = duck.execute(rows_sql(table, columns, new=new),
                                           {"id": pid}).to_arrow_reader(BATCH_ROWS)
-                    for batch in csv_batches(reader):
+                    size = min(BATCH_ROWS, -(-added.num_rows // pieces))
+                    for batch in csv_batches(_sliced(reader, size)):
                         self._put("rows", table, batch)
                 self._put("rows", table, _DONE)
                 self._put("new", table, self._csv(f"select $t as table_name, fp from {new}",
@@ -195,3 +217,52 @@ class TableProducer:
             finally:
                 for name in (live, source, new):
                     duck.unregister(name)
+
+
+def _sliced(reader, size: int):
+    """The Arrow batches of `reader`, each cut into batches of at most `size` rows."""
+    for batch in reader:
+        for offset in range(0, batch.num_rows, size):
+            yield batch.slice(offset, size)
+
+
+class Shares:
+    """One table's row batches dealt out in turn to `n` consumer threads, each COPYing its
+    share on its own connection. Deterministic (batch i to consumer i mod n), so that a
+    consumer that starts late still gets its share, and at most one batch is out of the
+    producer at a time. `abort` (a consumer failed) makes every share raise Cancelled."""
+
+    def __init__(self, batches: Iterator, n: int, cancel: threading.Event):
+        self._batches, self._n, self._cancel = batches, n, cancel
+        self._turn = 0
+        self._done = self._aborted = False
+        self._cond = threading.Condition()
+
+    def abort(self) -> None:
+        with self._cond:
+            self._aborted = True
+            self._cond.notify_all()
+
+    def share(self, k: int) -> Iterator[tuple[bytes, int]]:
+        while True:
+            with self._cond:
+                while not (self._done or self._aborted) and self._turn % self._n != k:
+                    self._cond.wait(0.1)
+                    if self._cancel.is_set():
+                        self._aborted = True
+                if self._aborted:
+                    raise Cancelled
+                if self._done:
+                    return
+                try:
+                    batch = next(self._batches)
+                except StopIteration:
+                    self._done = True
+                    return
+                except BaseException:
+                    self._aborted = True
+                    raise
+                finally:
+                    self._turn += 1
+                    self._cond.notify_all()
+            yield batch

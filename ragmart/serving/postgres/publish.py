@@ -36,6 +36,7 @@ import duckdb
 from ragmart.relations import Relations, check_version
 from ragmart.serving.postgres.access import install_access
 from ragmart.serving.postgres.lexical import publish_terms
+from ragmart.serving.postgres.parallel import SecondWriter, discard_staged
 from ragmart.serving.postgres.pipeline import Plan, TableProducer
 from ragmart.serving.postgres.schema import (
     LIVE_FINGERPRINTS,
@@ -43,13 +44,16 @@ from ragmart.serving.postgres.schema import (
     REMOVALS,
     SCHEMA,
     SERVING,
+    STAGED,
     create_indexes,
     data_tables,
     ensure_data_table,
     ensure_schema,
+    lock,
     owning_version,
     postgres_type,
     served_tables,
+    tables_columns,
 )
 from ragmart.serving.postgres.settings import PostgresServingError, connect, masked
 from ragmart.serving.postgres.transfer import (
@@ -60,8 +64,6 @@ from ragmart.serving.postgres.transfer import (
 )
 
 KEEP_PUBLICATIONS = 3
-# pg_advisory_xact_lock key of publishers, rollbacks, prunes and purges of one target
-LOCK_KEY = 0x7261676D617274  # "ragmart"
 
 
 @dataclass
@@ -82,11 +84,6 @@ class PostgresPublication:
         return asdict(self)
 
 
-def lock(conn) -> None:
-    """Serialize with every other writer of the target until the transaction ends."""
-    conn.execute("select pg_advisory_xact_lock(%s)", (LOCK_KEY,))
-
-
 def _source_info(duck: duckdb.DuckDBPyConnection, serving: str,
                  columns: dict[str, str]) -> tuple[int, str, str, int]:
     chunks, model, chunker = duck.execute(
@@ -97,9 +94,14 @@ def _source_info(duck: duckdb.DuckDBPyConnection, serving: str,
     return chunks, model, chunker, int(dims[1]) if dims else None
 
 
-def _has_live_rows(conn, table: str) -> bool:
-    return conn.execute(f'select exists (select from {SCHEMA}."{table}" '
-                        "where removed_in is null)").fetchone()[0]
+def _without_live_rows(conn, tables: list[str]) -> set[str]:
+    """Those of `tables` with no live row (removed_in is null), in one round trip."""
+    if not tables:
+        return set()
+    found = conn.execute("select " + ", ".join(
+        f'exists (select from {SCHEMA}."{table}" where removed_in is null)'
+        for table in tables)).fetchone()
+    return {table for table, live in zip(tables, found, strict=True) if not live}
 
 
 def publish_version(source: Path | duckdb.DuckDBPyConnection, version: str, url: str, *,
@@ -127,30 +129,44 @@ def publish_version(source: Path | duckdb.DuckDBPyConnection, version: str, url:
         columns = {table: published_columns(duck, table, found[table]) for table in tables}
         result = PostgresPublication(0, version, False, 0, 0, target=masked(url))
         # DuckDB's side runs on a thread of its own from here (ragmart.serving.postgres.
-        # pipeline): this thread touches only the server until the producer is done
-        with TableProducer(duck, columns) as producer, connect(url) as conn:
+        # pipeline): this thread touches only the server until the producer is done. Left in
+        # reverse order: the publish's connection (rolled back on a failure) before the second
+        # one (ragmart.serving.postgres.parallel), which then deletes what it committed
+        with SecondWriter(url) as second, TableProducer(duck, columns) as producer, \
+                connect(url) as conn:
             try:
                 lock(conn)
-                ensure_schema(conn)
-                (pid,) = conn.execute(
+                staged_ready = ensure_schema(conn)
+                pid, failed = conn.execute(
+                    f"with failed as (select 1 from {STAGED} limit 1) "
                     f"insert into {PUBLICATIONS} (version, action, embedding_model, "
                     "chunker_version, dimensions, chunks, report, snapshot, forced, "
                     "gate_failures) values (%s, 'publish', %s, %s, %s, %s, %s, %s, %s, %s) "
-                    "returning publication_id",
+                    "returning publication_id, exists (select from failed)",
                     (version, model, chunker, dims, chunks, Jsonb(report or {}), snapshot,
                      forced, list(gate_failures))).fetchone()
+                if failed:  # a failed publish's rows, committed by its second connection
+                    discard_staged(conn)
                 result.publication_id = pid
                 pg_columns = {table: {n: postgres_type(t) for n, t in cols.items()}
                               for table, cols in columns.items()}
-                created = {table for table in tables
-                           if ensure_data_table(conn, table, pg_columns[table])}
-                full = created | {t for t in tables if not _has_live_rows(conn, t)}
+                existing = tables_columns(conn, tables)
+                changed = {table: ensure_data_table(conn, table, pg_columns[table],
+                                                    existing[table]) for table in tables}
+                created = {table for table, how in changed.items() if how == "created"}
+                full = created | _without_live_rows(conn, [t for t in tables
+                                                            if t not in created])
+                # the serving rows' graph inserts over two backends (an incremental publish
+                # of a table no DDL of this transaction locks, once the journal exists)
+                parallel = {serving_table} - full if staged_ready and \
+                    not changed[serving_table] and second.ready() else set()
                 with conn.cursor() as cur:
                     producer.start(Plan(pid, full, live_fingerprints(
-                        cur, [t for t in tables if t not in full])))
+                        cur, [t for t in tables if t not in full]), parallel))
                     for table in tables:
-                        written, removed = publish_table(producer, cur, table, columns[table],
-                                                         pid, full=table in full)
+                        written, removed = publish_table(
+                            producer, cur, table, columns[table], pid, full=table in full,
+                            second=second if table in parallel else None)
                         if table in created:
                             create_indexes(conn, table, pg_columns[table])
                         if table in full:  # the planner's statistics now, not at autovacuum's
@@ -161,10 +177,11 @@ def publish_version(source: Path | duckdb.DuckDBPyConnection, version: str, url:
                 producer.join()
                 result.rows_written = sum(t["written"] for t in result.tables.values())
                 result.rows_removed = sum(t["removed"] for t in result.tables.values())
-                conn.execute(f"update {PUBLICATIONS} set incremental = %s, rows_written = %s, "
+                conn.execute(f"with staged as (delete from {STAGED} where publication_id = %s) "
+                             f"update {PUBLICATIONS} set incremental = %s, rows_written = %s, "
                              "rows_removed = %s where publication_id = %s",
-                             (result.incremental, result.rows_written, result.rows_removed,
-                              pid))
+                             (pid, result.incremental, result.rows_written,
+                              result.rows_removed, pid))
                 publish_terms(duck, conn, version, pid)  # BM25 statistics: lexical search
                 install_access(conn, version)  # ragmart.retrieve, role_groups, RLS, grants
                 switch(conn, pid, version)
@@ -218,20 +235,23 @@ def prune(target, *, keep: int = KEEP_PUBLICATIONS) -> list[int]:
         kept.setdefault(row[0], dict(content).get(row[0]))
         horizon = min(kept)
         versions = set(kept.values())
-        for table in data_tables(conn):
-            version = owning_version(table)  # its BM25 statistics tables included
-            if version is not None and version not in versions:
-                conn.execute(f'drop table {SCHEMA}."{table}"')
-                for log in (REMOVALS, LIVE_FINGERPRINTS):
-                    conn.execute(f"delete from {log} where table_name = %s", (table,))
-                continue
-            conn.execute(f'delete from {SCHEMA}."{table}" as t using {REMOVALS} as r '
-                         "where r.publication_id <= %s and r.table_name = %s "
-                         "and t.row_fingerprint = r.row_fingerprint "
-                         "and t.removed_in = r.publication_id", (horizon, table))
-        conn.execute(f"delete from {REMOVALS} where publication_id <= %s", (horizon,))
-        pruned = [pid for (pid,) in conn.execute(
-            f"update {PUBLICATIONS} set pruned_at = now() where action = 'publish' and "
-            "pruned_at is null and (publication_id < %s or not version = any(%s)) "
-            "returning publication_id", (horizon, sorted(versions))).fetchall()]
+        tables = data_tables(conn)
+        with conn.pipeline():  # statements whose answers nothing waits for: one round trip
+            for table in tables:
+                version = owning_version(table)  # its BM25 statistics tables included
+                if version is not None and version not in versions:
+                    conn.execute(f'drop table {SCHEMA}."{table}"')
+                    for log in (REMOVALS, LIVE_FINGERPRINTS):
+                        conn.execute(f"delete from {log} where table_name = %s", (table,))
+                    continue
+                conn.execute(f'delete from {SCHEMA}."{table}" as t using {REMOVALS} as r '
+                             "where r.publication_id <= %s and r.table_name = %s "
+                             "and t.row_fingerprint = r.row_fingerprint "
+                             "and t.removed_in = r.publication_id", (horizon, table))
+            conn.execute(f"delete from {REMOVALS} where publication_id <= %s", (horizon,))
+            pruned = conn.execute(
+                f"update {PUBLICATIONS} set pruned_at = now() where action = 'publish' and "
+                "pruned_at is null and (publication_id < %s or not version = any(%s)) "
+                "returning publication_id", (horizon, sorted(versions)))
+        pruned = [pid for (pid,) in pruned.fetchall()]
     return sorted(pruned)

@@ -11,6 +11,12 @@ Two bookkeeping tables and one data table per DuckDB relation served:
 - ``ragmart.removals``: the fingerprints of the rows each publication marked removed, per
   table: what pruning deletes by (through the fingerprint index), so that neither marking nor
   pruning reads a whole table (``removed_in`` has no index: see `create_indexes`).
+- ``ragmart.staged_rows``: (publication id, table) of rows a publish's second connection
+  committed before the publish's own transaction (ragmart.serving.postgres.parallel); that
+  transaction deletes its entry with the switch, so an entry left names a publish that failed,
+  whose rows the next writer deletes (they were never served: no publication has their id).
+  It has no index on purpose: CREATE INDEX IF NOT EXISTS locks its table (SHARE) even when the
+  index exists, and the second connection writes here while the publish holds that lock.
 - ``ragmart.live_fingerprints``: the fingerprints of every published table's live rows
   (removed_in is null), kept by the publish (and purge) beside the rows: what an incremental
   publish compares the source with, read from a narrow table instead of the wide data tables
@@ -46,6 +52,9 @@ PUBLICATIONS = f"{SCHEMA}.publications"
 SERVING = f"{SCHEMA}.serving"
 REMOVALS = f"{SCHEMA}.removals"
 LIVE_FINGERPRINTS = f"{SCHEMA}.live_fingerprints"
+STAGED = f"{SCHEMA}.staged_rows"
+# pg_advisory_xact_lock key of publishers, rollbacks, prunes and purges of one target
+LOCK_KEY = 0x7261676D617274  # "ragmart"
 SERVING_FILLFACTOR = 70  # a serving row is ~2 kB (its vector inline): room for its HOT update
 # The HNSW index's build parameters: m pgvector's default, ef_construction twice its 64. At
 # 100,000 chunks and 100% eligible (bench/serving_recall.py, 100 queries, ef_search 400):
@@ -101,15 +110,27 @@ create table if not exists {LIVE_FINGERPRINTS} (
 );
 create index if not exists live_fingerprints_row on {LIVE_FINGERPRINTS}
     (table_name, row_fingerprint);
+create table if not exists {STAGED} (
+    publication_id bigint not null,
+    table_name text not null
+);
 """
 
 
-def ensure_schema(conn) -> None:
+def lock(conn) -> None:
+    """Serialize with every other writer of the target until the transaction ends."""
+    conn.execute("select pg_advisory_xact_lock(%s)", (LOCK_KEY,))
+
+
+def ensure_schema(conn) -> bool:
     """Create the extension, the schema and the bookkeeping tables when missing (idempotent).
     Runs in the caller's transaction. A schema from before ``ragmart.removals`` gets it
-    filled from its removed rows (once: what pruning then deletes by fingerprint)."""
-    new_log, new_live = conn.execute("select to_regclass(%s) is null, to_regclass(%s) is null",
-                                     (REMOVALS, LIVE_FINGERPRINTS)).fetchone()
+    filled from its removed rows (once: what pruning then deletes by fingerprint). Returns
+    whether ``ragmart.staged_rows`` existed before (committed: another connection can write
+    it while this transaction is open)."""
+    new_log, new_live, staged = conn.execute(
+        "select to_regclass(%s) is null, to_regclass(%s) is null, to_regclass(%s) is not null",
+        (REMOVALS, LIVE_FINGERPRINTS, STAGED)).fetchone()
     conn.execute(DDL)
     for table in data_tables(conn):
         if new_log:
@@ -120,6 +141,7 @@ def ensure_schema(conn) -> None:
             conn.execute(f"insert into {LIVE_FINGERPRINTS} (table_name, row_fingerprint) "
                          f'select %s, row_fingerprint from {SCHEMA}."{table}" '
                          "where removed_in is null", (table,))
+    return staged
 
 
 def visible_in(publication: str) -> str:
@@ -175,25 +197,43 @@ def table_columns(conn, table: str) -> dict[str, str]:
     return dict(rows)
 
 
-def ensure_data_table(conn, table: str, columns: dict[str, str]) -> bool:
+def tables_columns(conn, tables: list[str]) -> dict[str, dict[str, str]]:
+    """`table_columns` of each of `tables`, in one round trip."""
+    found: dict[str, dict[str, str]] = {table: {} for table in tables}
+    for table, name, kind in conn.execute(
+            "select c.relname, a.attname, format_type(a.atttypid, a.atttypmod) "
+            "from pg_attribute as a join pg_class as c on c.oid = a.attrelid "
+            "join pg_namespace as n on n.oid = c.relnamespace where n.nspname = %s "
+            "and c.relname = any(%s) and a.attnum > 0 and not a.attisdropped "
+            "order by c.relname, a.attnum", (SCHEMA, tables)).fetchall():
+        found[table][name] = kind
+    return found
+
+
+def ensure_data_table(conn, table: str, columns: dict[str, str],
+                      existing: dict[str, str] | None = None) -> str:
     """Create `ragmart.<table>` with `columns` (name -> PostgreSQL type) and the bookkeeping
-    columns, or add the columns it lacks; returns whether it was created (then the caller
-    loads it and calls `create_indexes`). A column whose type changed is refused."""
-    existing = table_columns(conn, table)
+    columns, or add the columns it lacks; returns "created" (then the caller loads it and
+    calls `create_indexes`), "altered" (a column added: the table is locked until commit) or
+    "". A column whose type changed is refused. `existing`: its `table_columns`, when the
+    caller has them."""
+    existing = table_columns(conn, table) if existing is None else existing
     if not existing:
         cols = ", ".join(f'"{name}" {kind}' for name, kind in columns.items())
         storage = f" with (fillfactor = {SERVING_FILLFACTOR})" if is_serving_table(table) else ""
         conn.execute(f'create table {SCHEMA}."{table}" ({cols}, published_in bigint not null, '
                      f"removed_in bigint, row_fingerprint text not null){storage}")
-        return True
+        return "created"
+    altered = ""
     for name, kind in columns.items():
         if name not in existing:
             conn.execute(f'alter table {SCHEMA}."{table}" add column "{name}" {kind}')
+            altered = "altered"
         elif existing[name] != kind:
             raise PostgresServingError(
                 f"column {table}.{name} is {existing[name]} on the serving database and {kind} "
                 f"in the build; publish it under a new index version")
-    return False
+    return altered
 
 
 def create_indexes(conn, table: str, columns: dict[str, str]) -> None:

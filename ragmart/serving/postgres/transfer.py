@@ -177,15 +177,28 @@ def live_fingerprints(cur, tables: list[str]) -> dict[str, str]:
 
 
 def publish_table(producer, cur, table: str, columns: dict[str, str], publication_id: int,
-                  *, full: bool) -> tuple[int, int]:
+                  *, full: bool, second=None) -> tuple[int, int]:
     """Bring `ragmart.<table>` to the rows of DuckDB's `table` as publication `publication_id`,
     from the payloads `producer` (ragmart.serving.postgres.pipeline.TableProducer) renders:
     rows whose fingerprint no live row has are COPYed in (published_in = the id), live rows
     whose fingerprint the source lacks get removed_in = the id (their fingerprints logged in
     ragmart.removals, for pruning). `full`: the target has no live row (its first publish),
-    nothing to compare. Returns (rows written, rows removed)."""
+    nothing to compare. `second` (ragmart.serving.postgres.parallel.SecondWriter): the new rows
+    are dealt out between this COPY and one on that connection, committed there first (the
+    plan named `table` parallel). Returns (rows written, rows removed)."""
     target = f'{SCHEMA}."{table}"'
-    written = copy_csv(cur, target, row_columns(columns), producer.rows(table))
+    if second is None:
+        written = copy_csv(cur, target, row_columns(columns), producer.rows(table))
+    else:
+        shares = producer.shares(table, 2)
+        second.start(shares, 1, table, row_columns(columns), publication_id)
+        try:
+            written = copy_csv(cur, target, row_columns(columns), shares.share(0))
+        except BaseException:
+            shares.abort()
+            second.wait()  # its error first, if it failed (it stopped this COPY)
+            raise
+        written += second.wait()
     if full:
         cur.execute(f"insert into {LIVE_FINGERPRINTS} (table_name, row_fingerprint) "
                     f"select %s, row_fingerprint from {target} where published_in = %s",
