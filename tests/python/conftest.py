@@ -121,13 +121,16 @@ def built_samples(tmp_path_factory: pytest.TempPathFactory):
 # one of two long builds); with the longest first and the short ones filling in, the two workers
 # finish together. LONGEST_FIRST: the files that took longest (summed over their tests,
 # `--durations=0`), longest first; a file not listed keeps its place after them. It orders
-# work, nothing else: a stale list costs balance, never a test. (Estimated 2026-11-30 from the
-# slowest tests of a quiet CI run; refresh it from a `--durations=0` run.)
+# work, nothing else: a stale list costs balance, never a test. (Measured 2026-11-30, main
+# df4025b, `-n 2 --dist loadfile --durations=0` on a loaded machine: the order, not the seconds,
+# is what counts; refresh it the same way.)
 LONGEST_FIRST = (
-    "test_pipeline_dbt.py", "test_index_versions.py", "test_serving.py", "test_settings_dbt.py",
-    "test_serving_gate.py", "test_convergence.py", "test_serving_freshness.py",
-    "test_embedding_dimensions.py", "test_evaluation.py", "test_retrieval_contracts.py",
-    "test_gate_state.py", "test_openai_provider.py",
+    "test_pipeline_dbt.py", "test_landing_zone.py", "test_serving_freshness.py", "test_purge.py",
+    "test_evaluation.py", "test_purge_s3.py", "test_serve_modes.py", "test_index_versions.py",
+    "test_contracts_dbt.py", "test_landing_s3.py", "test_crash_recovery.py",
+    "test_serving_gate.py", "test_serving.py", "test_retrieval_contracts.py",
+    "test_settings_dbt.py", "test_http.py", "test_hybrid.py", "test_postgres_hybrid.py",
+    "test_embedding_dimensions.py", "test_postgres_purge.py", "test_sql.py", "test_convergence.py",
 )
 
 
