@@ -4,10 +4,12 @@ Builds run in a subprocess (`python -m dbt.cli.main`): each test gets a clean db
 state, exactly as a user's `dbt build`. Many-case tests should work at the package level instead.
 
 dbt runs in the test's workdir as a user runs it in a project directory: the workdir links the
-project's files (`_link_project`) and the database and landing zone are named relative to it
-(`ragmart.duckdb`, `landing`, the defaults' form). So every test's dbt sees the same profile and
-settings, and a parse made for one test is valid for the next: `ParseCache` hands dbt its own
-partial-parse file (~4 s of CPU per first build: a full parse is most of a small build).
+project's files (`_link_project`) and the database is named relative to it (`ragmart.duckdb`, the
+default's form). So every test's dbt sees the same profile, and a parse made for one test is valid
+for the next: `ParseCache` hands dbt its own partial-parse file (~4 s of CPU per first build: a
+full parse is most of a small build). The landing zone stays as the test set it (absolute): it is
+a setting whose form the product reports (a relative one is named with the directory it was
+resolved from), and dbt re-parses the two files that read it when it changes.
 """
 
 from __future__ import annotations
@@ -102,13 +104,12 @@ class Project:
         return self.dbt("build", *args, check=check)
 
     def _project_env(self, env: dict[str, str]) -> dict[str, str]:
-        """dbt run in the workdir: the database and landing zone named relative to it (unless the
-        test set its own values)."""
-        relative = {"RAGMART_DB": self.db_path, "RAGMART_LANDING_DIR": self.landing}
+        """dbt run in the workdir: the database named relative to it (unless the test set its own
+        value). Only the database: the profile's attach path is part of the profile's hash, and a
+        profile that differs means a full parse. Every other setting is the test's own."""
         env = env | {"DBT_PROJECT_DIR": str(self.workdir)}
-        for name, path in relative.items():
-            if env.get(name) == str(path):
-                env[name] = path.name
+        if env.get("RAGMART_DB") == str(self.db_path):
+            env["RAGMART_DB"] = self.db_path.name
         return env
 
     def ragmart(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -182,7 +183,11 @@ class ParseCache:
 
     FILE = "partial_parse.msgpack"
     PARSE_ARGS = ("--vars", "--target", "-t", "--profile")
-    PER_RUN = ("DBT_TARGET_PATH", "DBT_LOG_PATH", "DBT_PROJECT_DIR")
+    # Not parse inputs of the key: where this run writes, and the landing zone, which is each
+    # test's own folder. dbt records the env vars each schema file read and re-parses those files
+    # when one changed (the landing zone: _landing__sources.yml and _landing__models.yml; checked:
+    # a parse kept from one test, given to another, builds from that other test's landing zone).
+    PER_RUN = ("DBT_TARGET_PATH", "DBT_LOG_PATH", "DBT_PROJECT_DIR", "RAGMART_LANDING_DIR")
 
     def __init__(self) -> None:
         self._dir: Path | None = None
