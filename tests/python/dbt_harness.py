@@ -1,7 +1,8 @@
 """Run the real dbt project on scratch databases from tests.
 
-Builds run in a subprocess (`python -m dbt.cli.main`): each test gets a clean dbt and DuckDB
-state, exactly as a user's `dbt build`. Many-case tests should work at the package level instead.
+Builds run in a process of their own (`python -m dbt.cli.main`, forked by `dbt_fork.ForkServer`
+with dbt already imported): each test gets a clean dbt and DuckDB state, exactly as a user's `dbt
+build`. Many-case tests should work at the package level instead.
 
 dbt runs in the test's workdir as a user runs it in a project directory: the workdir links the
 project's files (`_link_project`) and the database is named relative to it (`ragmart.duckdb`, the
@@ -24,6 +25,8 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from dbt_fork import ForkServer
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_LANDING = ROOT / "sample" / "landing"
@@ -85,13 +88,7 @@ class Project:
             key = PARSES.key(env, args)
         target = Path(env["DBT_TARGET_PATH"])
         PARSES.give(key, target)
-        proc = subprocess.run(
-            [sys.executable, "-m", "dbt.cli.main", *args],
-            cwd=cwd,
-            env=env,
-            capture_output=True,
-            text=True,
-        )
+        proc = DBT.run(list(args), env=env, cwd=cwd)
         PARSES.keep(key, target)
         if check and proc.returncode != 0:
             raise AssertionError(
@@ -225,6 +222,7 @@ class ParseCache:
 
 
 PARSES = ParseCache()
+DBT = ForkServer()
 
 
 def dumps(obj: object) -> str:
