@@ -1,15 +1,16 @@
 """dbt for tests, each run in a process of its own without paying dbt's start-up each time.
 
-`python -m dbt.cli.main` spends ~2.5 s of CPU before it reads the project (measured: a sample
-build 11.4 s of CPU as a new process, 8.4 s forked; a one-model build 4.6 s and 2.3 s): importing
-dbt, its adapter, DuckDB, pyarrow. A fork server imports them once per pytest process, and forks
-one child per run. The child is a new process as a user's `dbt build` is: it gets the run's
-environment, working directory, arguments and its own stdout/stderr files, runs dbt's own entry
-point (what `python -m dbt.cli.main` runs) and exits with dbt's code after the exit handlers a
-normal exit runs. Nothing of ragmart is imported before the fork (the code under test is imported
-by each run, as in a new process), and the server is single-threaded, so the fork copies no lock
-held by another thread. What the children share that new processes would not: the server's hash
-seed (one per pytest process, random across runs of the suite).
+`python -m dbt.cli.main` spends ~2.5 s of CPU before it reads the project: importing dbt, its
+adapter, DuckDB, pyarrow. (Measured 2026-11-30: test_pipeline_dbt + test_index_versions, 7 tests and
+24 dbt runs, 246 s of CPU with a new process per run and 184 s forked, run side by side.) A fork
+server imports them once per pytest process, and forks one child per run. The child is a new process
+as a user's `dbt build` is: it gets the run's environment, working directory, arguments and its own
+stdout/stderr files, runs dbt's own entry point (what `python -m dbt.cli.main` runs) and exits with
+dbt's code after the exit handlers a normal exit runs. Nothing of ragmart is imported before the
+fork (the code under test is imported by each run, as in a new process), and the server has one
+Python thread, so the fork copies no Python lock held by another thread (the native threads an
+import starts, jemalloc's, handle fork). What the children share that new processes would not: the
+server's hash seed (one per pytest process, random across runs of the suite).
 
 Run as a script, this module is the server: one JSON request a line on stdin, one JSON reply a
 line on stdout.
