@@ -113,3 +113,32 @@ def built_samples(tmp_path_factory: pytest.TempPathFactory):
     from dbt_harness import BuiltSamples
 
     return BuiltSamples(tmp_path_factory.mktemp("built-samples"))
+
+
+# Scheduling under xdist (`make test`: `-n auto --dist loadfile`). A file runs on one worker, so
+# the wall time is the busier worker's sum, and a long file that starts last leaves the other
+# worker idle. xdist sends files by number of tests, most first (a file of 70 quick cases before
+# one of two long builds); with the longest first and the short ones filling in, the two workers
+# finish together. LONGEST_FIRST: the files that took longest (summed over their tests,
+# `--durations=0`), longest first; a file not listed keeps its place after them. It orders
+# work, nothing else: a stale list costs balance, never a test. (Measured 2026-11-30, main
+# df4025b, `-n 2 --dist loadfile --durations=0` on a loaded machine: the order, not the seconds,
+# is what counts; refresh it the same way.)
+LONGEST_FIRST = (
+    "test_pipeline_dbt.py", "test_landing_zone.py", "test_serving_freshness.py", "test_purge.py",
+    "test_evaluation.py", "test_purge_s3.py", "test_serve_modes.py", "test_index_versions.py",
+    "test_contracts_dbt.py", "test_landing_s3.py", "test_crash_recovery.py",
+    "test_serving_gate.py", "test_serving.py", "test_retrieval_contracts.py",
+    "test_settings_dbt.py", "test_http.py", "test_hybrid.py", "test_postgres_hybrid.py",
+    "test_embedding_dimensions.py", "test_postgres_purge.py", "test_sql.py", "test_convergence.py",
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if getattr(config.option, "loadscopereorder", None):
+        config.option.loadscopereorder = False  # keep the order made below
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))

@@ -1,22 +1,38 @@
 """Run the real dbt project on scratch databases from tests.
 
-Builds run in a subprocess (`python -m dbt.cli.main`): each test gets a clean dbt and DuckDB
-state, exactly as a user's `dbt build`. Many-case tests should work at the package level instead.
+Builds run in a process of their own (`python -m dbt.cli.main`, forked by `dbt_fork.ForkServer`
+with dbt already imported): each test gets a clean dbt and DuckDB state, exactly as a user's `dbt
+build`. Many-case tests should work at the package level instead.
+
+dbt runs in the test's workdir as a user runs it in a project directory: the workdir links the
+project's files (`_link_project`) and the database is named relative to it (`ragmart.duckdb`, the
+default's form). So every test's dbt sees the same profile, and a parse made for one test is valid
+for the next: `ParseCache` hands dbt its own partial-parse file (~4 s of CPU per first build: a
+full parse is most of a small build). The landing zone stays as the test set it (absolute): it is
+a setting whose form the product reports (a relative one is named with the directory it was
+resolved from), and dbt re-parses the two files that read it when it changes.
 """
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dbt_fork import ForkServer
+
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_LANDING = ROOT / "sample" / "landing"
+# What dbt reads from the project directory (profiles.yml: DBT_PROFILES_DIR names ROOT).
+PROJECT_ENTRIES = ("dbt_project.yml", "models", "python_models", "macros", "tests", "seeds",
+                   "snapshots", "analyses", "packages.yml", "selectors.yml")
 
 
 @dataclass
@@ -66,13 +82,14 @@ class Project:
                     self.land(f"{layout}/{src.name}", src.read_bytes())
 
     def dbt(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        proc = subprocess.run(
-            [sys.executable, "-m", "dbt.cli.main", *args],
-            cwd=ROOT,
-            env=self.env(),
-            capture_output=True,
-            text=True,
-        )
+        env, cwd, key = self.env(), ROOT, None
+        if env["DBT_PROJECT_DIR"] == str(ROOT) and _link_project(self.workdir):
+            env, cwd = self._project_env(env), self.workdir
+            key = PARSES.key(env, args)
+        target = Path(env["DBT_TARGET_PATH"])
+        PARSES.give(key, target)
+        proc = DBT.run(list(args), env=env, cwd=cwd)
+        PARSES.keep(key, target)
         if check and proc.returncode != 0:
             raise AssertionError(
                 f"dbt {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-6000:]}\n"
@@ -82,6 +99,15 @@ class Project:
 
     def build(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return self.dbt("build", *args, check=check)
+
+    def _project_env(self, env: dict[str, str]) -> dict[str, str]:
+        """dbt run in the workdir: the database named relative to it (unless the test set its own
+        value). Only the database: the profile's attach path is part of the profile's hash, and a
+        profile that differs means a full parse. Every other setting is the test's own."""
+        env = env | {"DBT_PROJECT_DIR": str(self.workdir)}
+        if env.get("RAGMART_DB") == str(self.db_path):
+            env["RAGMART_DB"] = self.db_path.name
+        return env
 
     def ragmart(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         proc = subprocess.run(
@@ -124,6 +150,79 @@ def copy_project(destination: Path) -> Path:
     for name in ("dbt_project.yml", "profiles.yml"):
         shutil.copy(ROOT / name, destination / name)
     return destination
+
+
+def _link_project(workdir: Path) -> bool:
+    """Link the project's files into `workdir` (False when one of their names is taken)."""
+    entries = [(workdir / name, ROOT / name) for name in PROJECT_ENTRIES if (ROOT / name).exists()]
+    if any(link.exists() and not link.is_symlink() for link, _ in entries):
+        return False
+    workdir.mkdir(parents=True, exist_ok=True)
+    for link, source in entries:
+        if not link.is_symlink():
+            link.symlink_to(source)
+    return True
+
+
+def _unlink_project(workdir: Path) -> None:
+    for name in PROJECT_ENTRIES:
+        if (workdir / name).is_symlink():
+            (workdir / name).unlink()
+
+
+class ParseCache:
+    """dbt's partial-parse file, kept per pytest process for each set of parse inputs (the
+    settings and the --vars, --target and --profile arguments) and given to every dbt run with
+    the same inputs, in a workdir that links the project (its files are ROOT's, wherever it is).
+    dbt still checks the file (project files, vars, profile, env vars) and parses again when it
+    does not hold. A run whose inputs have no entry starts without one (a file left by another
+    run of the same test would only fail that check), and its parse is kept."""
+
+    FILE = "partial_parse.msgpack"
+    PARSE_ARGS = ("--vars", "--target", "-t", "--profile")
+    # Not parse inputs of the key: where this run writes, and the landing zone, which is each
+    # test's own folder. dbt records the env vars each schema file read and re-parses those files
+    # when one changed (the landing zone: _landing__sources.yml and _landing__models.yml; checked:
+    # a parse kept from one test, given to another, builds from that other test's landing zone).
+    PER_RUN = ("DBT_TARGET_PATH", "DBT_LOG_PATH", "DBT_PROJECT_DIR", "RAGMART_LANDING_DIR")
+
+    def __init__(self) -> None:
+        self._dir: Path | None = None
+        self._kept: dict[str, Path] = {}
+
+    def key(self, env: dict[str, str], args: tuple[str, ...]) -> str | None:
+        if any(arg.startswith(("--project-dir", "--profiles-dir", "--target-path"))
+               for arg in args):
+            return None
+        settings = sorted((name, value) for name, value in env.items()
+                          if name.startswith(("RAGMART_", "DBT_", "OPENAI_"))
+                          and name not in self.PER_RUN)
+        parse_args = [arg for i, arg in enumerate(args)
+                      if arg.startswith(self.PARSE_ARGS)
+                      or (i and args[i - 1] in self.PARSE_ARGS)]
+        return hashlib.blake2b(dumps([settings, parse_args]).encode()).hexdigest()
+
+    def give(self, key: str | None, target: Path) -> None:
+        if key is None:
+            return
+        (target / self.FILE).unlink(missing_ok=True)
+        if key in self._kept:
+            target.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(self._kept[key], target / self.FILE)
+
+    def keep(self, key: str | None, target: Path) -> None:
+        if key is None or key in self._kept or not (target / self.FILE).is_file():
+            return
+        if self._dir is None:
+            self._dir = Path(tempfile.mkdtemp(prefix="ragmart-parses-"))
+            atexit.register(shutil.rmtree, self._dir, True)
+        kept = self._dir / f"{key}.msgpack"
+        shutil.copyfile(target / self.FILE, kept)
+        self._kept[key] = kept
+
+
+PARSES = ParseCache()
+DBT = ForkServer()
 
 
 def dumps(obj: object) -> str:
@@ -173,6 +272,7 @@ class BuiltSamples:
             project.land_sample()
             project.build()
             shutil.rmtree(project.workdir / "logs", ignore_errors=True)
+            _unlink_project(project.workdir)  # a copy links them again at its first dbt run
             _assert_no_absolute_paths(project)
             for path in project.workdir.rglob("*"):
                 path.chmod(path.stat().st_mode & ~0o222)
