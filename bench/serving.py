@@ -40,9 +40,11 @@ Run time (docs/performance.md): the default run took 28 minutes on the shared 2-
 a third of it the vss rebuild at 100k; `--no-vss-rebuild --queries 100` 16 minutes (load 9-15).
 PostgreSQL's readers at 10% eligible scan its 10,000 rows exactly at 100k (postgres_sql.
 EXACT_MAX_ELIGIBLE; bench/serving_recall.py --readers-seconds compares thresholds).
-`--million`: an estimated 4-5 hours, not run; the DuckDB vss builds dominate (the cached 1M
-file's and the rebuild, over an hour each; `--no-vss-rebuild` skips the second), then a 30-40
-minute first PostgreSQL publish and eight Retrievers of 1.5 GB each.
+`--million`: an estimated 4-5 hours, never completed; the DuckDB vss builds dominate (the
+cached 1M file's and the rebuild, over an hour each; `--no-vss-rebuild` skips the second), then
+the first PostgreSQL publish (4,444 s under load 3-30 on 2026-11-30, after which that run ran
+out of disk) and eight Retrievers of 1.5 GB each. It needs ~31 GB free under TMPDIR (checked
+before it starts).
 """
 
 from __future__ import annotations
@@ -251,6 +253,15 @@ def postgres_readers(postgres):
 def measure_size(n: int, server: Server, args: argparse.Namespace) -> dict:
     cached = cached_database(n)
     work = Path(tempfile.mkdtemp(prefix=f"ragmart-bench-serving-{n}-"))
+    # the build database (the cached file plus its history, ~1.4x), two DuckDB snapshots of it
+    # and PostgreSQL's tables: about 5x the cached file (1M chunks: 6.2 GB cached, ~31 GB);
+    # the 1M run of 2026-11-30 ran out of disk after its 74-minute first PostgreSQL publish
+    need, free = 5 * cached.stat().st_size, shutil.disk_usage(work).free
+    if free < need:
+        shutil.rmtree(work, ignore_errors=True)
+        raise SystemExit(f"{n:,} chunks need about {need / 2**30:.0f} GiB free under {work.parent} "
+                         f"(the build copy, two snapshots, PostgreSQL's tables); "
+                         f"{free / 2**30:.0f} GiB are: set TMPDIR to a larger disk")
     try:
         return _measure(n, cached, work, server, args)
     finally:  # the build database's copy and the snapshots (a GB at 100k)
