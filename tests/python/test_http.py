@@ -526,8 +526,12 @@ def test_a_running_server_follows_publish_and_rollback_without_a_failed_request(
     key = project.ragmart("keys", "add", "app", "--groups", "all-staff", "--keys",
                           str(keys_file)).stdout.strip()
     port = free_port()
+    # the client loop asks as fast as the server answers (over 50 requests/s on the sample):
+    # the key's rate is set past it, so that a 429 cannot hide or fake a failed switch (the
+    # rate limit has tests of its own)
     env = {**project.env(), "RAGMART_SERVING_RECHECK_SECONDS": "0.2",
-           "RAGMART_API_KEYS_FILE": str(keys_file)}
+           "RAGMART_API_KEYS_FILE": str(keys_file), "RAGMART_SERVE_RATE": "100000",
+           "RAGMART_SERVE_BURST": "100000"}
     server = subprocess.Popen([sys.executable, "-m", "ragmart.cli.main", "serve", "--port",
                                str(port), "--workers", "8"], cwd=ROOT, env=env,
                               stdout=subprocess.PIPE,
