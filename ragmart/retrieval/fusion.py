@@ -162,9 +162,7 @@ class _DuckDBModes:
         vectors = self.options.get("vectors")
         if vectors is None or vectors.serving_table != self.tables.serving:
             return has_index(self.conn, self.tables.serving)
-        if INDEXED not in vectors.facts:
-            vectors.facts[INDEXED] = has_index(self.conn, self.tables.serving)
-        return bool(vectors.facts[INDEXED])
+        return bool(vectors.fact(INDEXED, lambda: has_index(self.conn, self.tables.serving)))
 
     def check_index(self) -> None:
         if not self.indexed():
@@ -178,9 +176,8 @@ class _DuckDBModes:
                 return ranked
         delta = True
         if source == "live" and vectors is not None:  # a read-only snapshot: asked once
-            if "lexical_delta" not in vectors.facts:
-                vectors.facts["lexical_delta"] = lexical.has_delta(self.conn, self.tables)
-            delta = bool(vectors.facts["lexical_delta"])
+            delta = bool(vectors.fact(memory_lexical.DELTA_FACT,
+                                      lambda: lexical.has_delta(self.conn, self.tables)))
         return lexical.rank(self.conn, self.p, source, params, self.tables, delta=delta)
 
     def rows(self, source: str, params: dict[str, Any], ids: list[str]

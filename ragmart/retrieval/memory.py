@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import OrderedDict
-from collections.abc import Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 
 import duckdb
@@ -133,6 +133,13 @@ class ServingVectors:
     def nbytes(self) -> int:
         return int(self.matrix.nbytes) + (self.records.nbytes if self.records is not None
                                           else 0)
+
+    def fact(self, key: str, compute: Callable[[], object]) -> object:
+        """`compute()` once for this snapshot (read-only: it cannot change under the reader),
+        kept in `facts` under `key` for every copy sharing them."""
+        if key not in self.facts:
+            self.facts[key] = compute()
+        return self.facts[key]
 
     def positions(self, chunk_ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
         """Sorted row positions of `chunk_ids`; every id must be a row of the serving set."""

@@ -73,6 +73,7 @@ SLACK = 1e-6
 POOL_MAX = 2_000  # more candidate ids than this: the full statement is cheaper
 FACT = "lexical_postings"  # the keys in ServingVectors.facts
 ROWS_FACT = "row_of_chunk"
+DELTA_FACT = "lexical_delta"  # lexical.has_delta of the snapshot
 SAMPLED = 1024  # candidates past this many: first the pools above a floor (`floor`)
 UNDECIDED = object()  # _pools: the rows above the floor cannot tell the top k
 STEMS_MAX = 100_000  # tokens whose stem a LexicalPostings keeps
@@ -177,7 +178,7 @@ class LexicalPostings:
             vectors.facts[FACT] = postings
             positions(vectors, [])  # the chunk id -> row dict, before the first search
             # (lexical.has_delta's answer, which the statement path asks otherwise)
-            vectors.facts.setdefault("lexical_delta", postings is None and has_index(
+            vectors.facts.setdefault(DELTA_FACT, postings is None and has_index(
                 conn, tables.serving) and lexical.has_delta(conn, tables))
 
     def terms(self, conn: duckdb.DuckDBPyConnection, question: str) -> list[str]:
@@ -389,10 +390,8 @@ def rank(conn: duckdb.DuckDBPyConnection, p: Render, params: dict[str, Any], tab
 def positions(vectors: ServingVectors, chunk_ids: list[str]) -> np.ndarray:
     """Sorted row positions of `chunk_ids` in `vectors` (ServingVectors.positions without
     hashing every chunk id per call: a dict kept in `vectors.facts`)."""
-    index = vectors.facts.get(ROWS_FACT)
-    if not isinstance(index, dict):
-        index = {chunk_id: i for i, chunk_id in enumerate(vectors.chunk_ids.tolist())}
-        vectors.facts[ROWS_FACT] = index
+    index = vectors.fact(ROWS_FACT, lambda: {chunk_id: i for i, chunk_id
+                                             in enumerate(vectors.chunk_ids.tolist())})
     try:
         return np.sort(np.fromiter((index[c] for c in chunk_ids), np.int64, len(chunk_ids)))
     except KeyError as missing:
