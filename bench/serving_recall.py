@@ -79,7 +79,7 @@ def rebuild(url: str, m: int, ef_construction: int) -> float:
 
     table = "ragmart.fct_chunk_embeddings_v1"
     with psycopg.connect(url, autocommit=True) as conn:
-        raise_build_memory(conn, transaction_only=False)
+        raise_build_memory(conn, transaction_only=False, tables=[table.split(".")[1]])
         conn.execute("drop index if exists ragmart.fct_chunk_embeddings_v1_embedding_hnsw")
         started = time.perf_counter()
         conn.execute(f"create index fct_chunk_embeddings_v1_embedding_hnsw on {table} using "

@@ -866,6 +866,27 @@ def _serving_url(b: Build) -> None:
 CHECKS["RAGMART_SERVING_URL"] = ("serving_url_run", _serving_url)
 
 
+@pytest.fixture(scope="module")
+def build_memory_run(tmp_path_factory) -> Build:
+    """The ceiling a PostgreSQL publish reads for an HNSW build (tests/python/
+    test_postgres_build_memory.py publishes with it)."""
+    project = Project(tmp_path_factory.mktemp("build-memory"))
+    project.extra_env["RAGMART_PG_MAX_BUILD_MEMORY"] = "3GB"
+    build = Build(project)
+    build.procs["memory"] = subprocess.run(
+        [sys.executable, "-c", "from ragmart.serving.postgres.settings import max_build_memory\n"
+         "print(max_build_memory())"], cwd=ROOT, env=project.env(), capture_output=True,
+        text=True)
+    return build
+
+
+def _build_memory(b: Build) -> None:
+    assert b.procs["memory"].stdout.strip() == str(3 << 30), b.procs["memory"]
+
+
+CHECKS["RAGMART_PG_MAX_BUILD_MEMORY"] = ("build_memory_run", _build_memory)
+
+
 @pytest.mark.parametrize("name", list(settings_table()))
 def test_setting_reaches_the_code(name: str, request: pytest.FixtureRequest) -> None:
     assert name in CHECKS, f"README setting {name} has no check in this module"

@@ -55,7 +55,12 @@ from ragmart.serving.postgres.schema import (
     served_tables,
     tables_columns,
 )
-from ragmart.serving.postgres.settings import PostgresServingError, connect, masked
+from ragmart.serving.postgres.settings import (
+    PostgresServingError,
+    connect,
+    masked,
+    max_build_memory,
+)
 from ragmart.serving.postgres.transfer import (
     duckdb_tables,
     live_fingerprints,
@@ -116,6 +121,7 @@ def publish_version(source: Path | duckdb.DuckDBPyConnection, version: str, url:
     from psycopg.types.json import Jsonb
 
     check_version(version)
+    max_build_memory()  # a bad RAGMART_PG_MAX_BUILD_MEMORY fails now, not at a later build
     started = time.perf_counter()
     duck = duckdb.connect(str(source), read_only=True) if isinstance(source, Path | str) \
         else source

@@ -90,7 +90,9 @@ def vacuum_pending(url: str) -> list[str]:
             return []
         tables = [t for (t,) in conn.execute(f"select table_name from {VACUUM_PENDING}")]
         existing = set(data_tables(conn))
-        raise_build_memory(conn, transaction_only=False)  # VACUUM FULL rebuilds the HNSW index
+        # VACUUM FULL rebuilds the HNSW index
+        raise_build_memory(conn, transaction_only=False,
+                           tables=[t for t in tables if t in existing])
         for table in tables:
             if table in existing:
                 conn.execute(f'vacuum (full) {SCHEMA}."{table}"')

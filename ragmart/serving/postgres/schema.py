@@ -46,7 +46,11 @@ from ragmart.relations import (
     SERVING_PREFIX,
     Relations,
 )
-from ragmart.serving.postgres.settings import SCHEMA, PostgresServingError
+from ragmart.serving.postgres.settings import (
+    SCHEMA,
+    PostgresServingError,
+    max_build_memory,
+)
 
 PUBLICATIONS = f"{SCHEMA}.publications"
 SERVING = f"{SCHEMA}.serving"
@@ -63,7 +67,13 @@ SERVING_FILLFACTOR = 70  # a serving row is ~2 kB (its vector inline): room for 
 # at 128 (load 10-18). Raising ef_search cannot recover what the graph's build missed.
 HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 128
-HNSW_BUILD_MEMORY = "512MB"  # maintenance_work_mem while a first publish builds the HNSW index
+HNSW_BUILD_MEMORY = 512 << 20  # the least maintenance_work_mem an HNSW build gets (bytes)
+# pgvector's in-memory graph, per row: the vector (4 bytes a dimension) and the level-0 neighbour
+# list (2m candidates of 16 bytes) with the element's header. Measured with pgvector 0.8.6 at
+# 384 dims and m 16: the graph stopped fitting in 64 MB after 29,807 rows, 2,251 bytes a row
+# (4 x 384 + 48 x 16 = 2,304 here). Past maintenance_work_mem the build inserts row by row into
+# the index on disk: the first 1M-chunk publish took 4,444 s with 512 MB (graph ~2.3 GB).
+HNSW_GRAPH_MARGIN = 1.1
 # the columns every data table has beside DuckDB's
 BOOKKEEPING_COLUMNS = ("published_in", "removed_in", "row_fingerprint")
 # the column the publish adds to every table with a metadata column: the document version's
@@ -260,18 +270,38 @@ def create_indexes(conn, table: str, columns: dict[str, str]) -> None:
         # pgvector builds the graph in memory while it fits in maintenance_work_mem (64 MB by
         # default; it says so in a NOTICE when it stops fitting) and much slower past it:
         # raised for this transaction only, never lowered
-        raise_build_memory(conn, transaction_only=True)
+        raise_build_memory(conn, transaction_only=True, tables=[table])
         conn.execute(f'create index if not exists "{table}_embedding_hnsw" on {q} '
                      f"using hnsw (embedding vector_cosine_ops) with (m = {HNSW_M}, "
                      f"ef_construction = {HNSW_EF_CONSTRUCTION})")
 
 
-def raise_build_memory(conn, *, transaction_only: bool) -> None:
-    """maintenance_work_mem at least HNSW_BUILD_MEMORY, for the transaction or the session (an
-    HNSW build or a VACUUM FULL that rebuilds one)."""
-    conn.execute(f"select set_config('maintenance_work_mem', '{HNSW_BUILD_MEMORY}', %s) "
-                 "where pg_size_bytes(current_setting('maintenance_work_mem')) "
-                 f"< pg_size_bytes('{HNSW_BUILD_MEMORY}')", (transaction_only,))
+_DIMS = re.compile(r"vector\((\d+)\)")
+
+
+def hnsw_graph_bytes(rows: int, dims: int) -> int:
+    """What pgvector's HNSW build keeps in memory for `rows` vectors of `dims` (see
+    HNSW_GRAPH_MARGIN's comment), with a 10% margin."""
+    return int(rows * (4 * dims + 48 * HNSW_M) * HNSW_GRAPH_MARGIN)
+
+
+def raise_build_memory(conn, *, transaction_only: bool, tables: list[str] | tuple = ()) -> int:
+    """Raise maintenance_work_mem (for the transaction or the session) for an HNSW build or a
+    VACUUM FULL that rebuilds one: to what the largest graph of `tables` (tables of the schema
+    with an `embedding` vector column) needs, at least HNSW_BUILD_MEMORY, at most
+    RAGMART_PG_MAX_BUILD_MEMORY (which wins over both); never lowered. Returns the bytes."""
+    ceiling = max_build_memory()
+    need = HNSW_BUILD_MEMORY
+    for table in tables:
+        dims = _DIMS.fullmatch(table_columns(conn, table).get("embedding", ""))
+        if dims is not None:
+            (rows,) = conn.execute(f'select count(*) from {SCHEMA}."{table}"').fetchone()
+            need = max(need, hnsw_graph_bytes(rows, int(dims.group(1))))
+    want = min(need, ceiling)
+    conn.execute("select set_config('maintenance_work_mem', %s, %s) "
+                 "where pg_size_bytes(current_setting('maintenance_work_mem')) < %s",
+                 (f"{max(64, want >> 10)}kB", transaction_only, want))
+    return want
 
 
 def data_tables(conn) -> list[str]:

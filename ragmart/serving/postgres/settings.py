@@ -15,6 +15,11 @@ from ragmart.serving.pointer import ServingError
 
 SERVING_URL_ENV = "RAGMART_SERVING_URL"
 SCHEMA = "ragmart"
+# the most maintenance_work_mem a publish (or a purge's VACUUM FULL) gives an HNSW build
+BUILD_MEMORY_ENV = "RAGMART_PG_MAX_BUILD_MEMORY"
+BUILD_MEMORY_DEFAULT = "4GB"
+_SIZE = re.compile(r"\s*(\d+)\s*(B|kB|MB|GB|TB)?\s*", re.IGNORECASE)
+_UNITS = {"b": 1, "kb": 1 << 10, "mb": 1 << 20, "gb": 1 << 30, "tb": 1 << 40}
 
 
 class PostgresServingError(ServingError):
@@ -32,6 +37,19 @@ def serving_url() -> str | None:
             f"{SERVING_URL_ENV}={masked(url)!r} is not a PostgreSQL URL; write "
             "postgresql://user:password@host:5432/database (or unset it to serve from DuckDB)")
     return url
+
+
+def max_build_memory() -> int:
+    """RAGMART_PG_MAX_BUILD_MEMORY in bytes (PostgreSQL's size units: 2GB, 512MB, 65536kB; a
+    bare number is kB, as in postgresql.conf; unset or blank: BUILD_MEMORY_DEFAULT);
+    PostgresServingError when it is not a size."""
+    value = os.environ.get(BUILD_MEMORY_ENV, "").strip() or BUILD_MEMORY_DEFAULT
+    match = _SIZE.fullmatch(value)
+    if match is None or int(match.group(1)) == 0:
+        raise PostgresServingError(
+            f"{BUILD_MEMORY_ENV}={value!r} is not a memory size; write e.g. 2GB or 512MB (the "
+            "most maintenance_work_mem a publish gives an HNSW index build)")
+    return int(match.group(1)) * _UNITS[(match.group(2) or "kB").lower()]
 
 
 _PASSWORD_PARAM = re.compile(r"(password=)[^&\s]*", re.IGNORECASE)
