@@ -34,6 +34,7 @@ end. Results: a table on stdout and target/bench/serving-<sizes>.json. Timings a
     .venv/bin/python bench/serving.py                            # 20k and 100k
     .venv/bin/python bench/serving.py --chunks 20000 --seconds 5 # quick run
     .venv/bin/python bench/serving.py --chunks 100000 --only search  # publish + searches
+    .venv/bin/python bench/serving.py --chunks 1000000 --only publish  # the publishes alone
     .venv/bin/python bench/serving.py --million                  # adds 1,000,000 chunks
 
 Run time (docs/performance.md): the default run took 28 minutes on the shared 2-core machine,
@@ -298,6 +299,9 @@ def _measure(n: int, cached: Path, work: Path, server: Server, args: argparse.Na
     figures["incremental_publish"] = {
         "duckdb": duck, "postgres": postgres.publish(build_db, no_evaluation, no_gate)}
     figures["postgres_bytes"] = table_bytes(postgres.url)
+    if args.only == "publish":
+        save()
+        return figures
     snapshot = Path(duck["snapshot"])
     conn = connect(snapshot, read_only=True)
     queries = sample_queries(conn, args.queries)
@@ -328,6 +332,19 @@ def _measure(n: int, cached: Path, work: Path, server: Server, args: argparse.Na
     save()
     print(json.dumps(figures, default=str), flush=True)
     return figures
+
+
+def publish_table(results: list[dict]) -> str:
+    """--only publish: full and incremental publish per engine."""
+    lines = ["| chunks | engine | full publish s | after a 1% edit s | rows written | ratio |",
+             "|---|---|---|---|---|---|"]
+    for f in results:
+        for engine in ("duckdb", "postgres"):
+            full, inc = f["full_publish"][engine], f["incremental_publish"][engine]
+            key = "postgres_seconds" if engine == "postgres" else "seconds"
+            lines.append(f"| {f['chunks']:,} | {engine} | {full[key]:.2f} | {inc[key]:.2f} | "
+                         f"{inc['rows_written']:,} | {ratio(inc[key], full[key])} |")
+    return "\n".join(lines)
 
 
 def ratio(a: float | None, b: float | None) -> str:
@@ -409,21 +426,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-vss-rebuild", dest="vss_rebuild", action="store_false",
                         help="report the cached file's HNSW build time instead of rebuilding "
                         "(the same rows on the same machine; saves ~10 min at 100k)")
-    parser.add_argument("--only", choices=["search"],
+    parser.add_argument("--only", choices=["search", "publish"],
                         help="search: publish once, then only the filtered searches (minutes "
-                        "at 100k instead of half an hour)")
+                        "at 100k instead of half an hour); publish: the full and the "
+                        "incremental publish, no searches")
     args = parser.parse_args(argv)
     sizes = sorted(set(args.chunks or [20_000, 100_000]) | ({1_000_000} if args.million else set()))
     if any(n < 10_000 or n % CHUNKS_PER_DOCUMENT for n in sizes):
         parser.error("--chunks must be a multiple of 10, at least 10,000")
-    server = Server()
+    server = Server(chunks=sizes[-1])
     results = []
     try:
         for n in sizes:
             results.append(measure_size(n, server, args))
     finally:
         server.close()
-    print(table(results) if args.only is None else search_table(results))
+    print(table(results) if args.only is None else search_table(results)
+          if args.only == "search" else publish_table(results))
     OUT.mkdir(parents=True, exist_ok=True)
     out = OUT / f"serving-{'-'.join(str(n) for n in sizes)}.json"
     out.write_text(json.dumps({"argv": sys.argv[1:], "results": results}, indent=2,

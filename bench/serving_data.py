@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 from retrieval import SEED, unit
 
 from ragmart.duck import connect
@@ -91,11 +92,19 @@ def edit(path: Path, fraction: float = 0.01, *, round_: int = 1) -> dict:
         vectors = np.array([row[2] for row in old], np.float32)
         moved = unit(vectors + 0.3 * unit(rng.normal(size=vectors.shape)))
         new_version = {d: v + n_docs * round_ for d, v in picked}
-        conn.execute("create temp table edit_new (old_chunk_id varchar, chunk_id varchar, "
-                     f"document_version bigint, embedding float[{vectors.shape[1]}])")
-        conn.executemany("insert into edit_new values (?, ?, ?, ?)", [
-            (chunk_id, chunk_id.replace("@", f"@e{round_}-", 1), new_version[doc], vec.tolist())
-            for (chunk_id, doc, _), vec in zip(old, moved, strict=True)])
+        # registered as Arrow (executemany converted each 384-float list in Python: ~20 min
+        # for the 10,000 rows of a 1M-chunk corpus on a loaded machine)
+        edit_new = pa.table({
+            "old_chunk_id": [chunk_id for chunk_id, _, _ in old],
+            "chunk_id": [chunk_id.replace("@", f"@e{round_}-", 1) for chunk_id, _, _ in old],
+            "document_version": pa.array([new_version[doc] for _, doc, _ in old], pa.int64()),
+            "embedding": pa.FixedSizeListArray.from_arrays(
+                pa.array(moved.astype(np.float32).reshape(-1)), vectors.shape[1])})
+        conn.register("edit_new_arrow", edit_new)
+        conn.execute("create temp table edit_new as select old_chunk_id, chunk_id, "
+                     f"document_version, embedding::float[{vectors.shape[1]}] as embedding "
+                     "from edit_new_arrow")
+        conn.unregister("edit_new_arrow")
         at = EDIT_AT + dt.timedelta(days=round_)
         conn.execute("begin")
         conn.execute(f"""

