@@ -1,8 +1,8 @@
 """The memory a PostgreSQL publish gives pgvector's HNSW build (issue 15, the 1M-chunk run).
 
 pgvector builds the graph in memory while it fits in maintenance_work_mem and row by row on
-disk past it (the first 1M-chunk publish took 4,444 s with a fixed 512 MB). A publish now asks
-for what the graph of the table it indexes needs (at least 512 MB, at most
+disk past it (the first 1M-chunk publish took 4,444 s with 1 GB for a ~2.3 GB graph). A
+publish now asks for what the graph of the table it indexes needs (at least 512 MB, at most
 RAGMART_PG_MAX_BUILD_MEMORY). Observed from the server: an event trigger records the
 maintenance_work_mem in force when each index is created, and pgvector's own NOTICE says where
 a graph stops fitting, which the size rule must agree with.

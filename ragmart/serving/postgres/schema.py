@@ -72,7 +72,8 @@ HNSW_BUILD_MEMORY = 512 << 20  # the least maintenance_work_mem an HNSW build ge
 # list (2m candidates of 16 bytes) with the element's header. Measured with pgvector 0.8.6 at
 # 384 dims and m 16: the graph stopped fitting in 64 MB after 29,807 rows, 2,251 bytes a row
 # (4 x 384 + 48 x 16 = 2,304 here). Past maintenance_work_mem the build inserts row by row into
-# the index on disk: the first 1M-chunk publish took 4,444 s with 512 MB (graph ~2.3 GB).
+# the index on disk: the first 1M-chunk publish took 4,444 s with 1 GB (graph ~2.3 GB), 1,417 s
+# sized (session 5, both on a loaded machine).
 HNSW_GRAPH_MARGIN = 1.1
 # the columns every data table has beside DuckDB's
 BOOKKEEPING_COLUMNS = ("published_in", "removed_in", "row_fingerprint")
