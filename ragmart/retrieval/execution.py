@@ -46,6 +46,7 @@ from ragmart.retrieval.request import (
     MISSING_GROUPS_DEFAULT,
     Groups,
     check_inputs,
+    floats,
     parameters,
 )
 from ragmart.retrieval.results import (
@@ -103,7 +104,7 @@ def search_contract(
     tables = tables or Tables.for_version(DEFAULT_VERSION)
     if as_of is not None and as_of.tzinfo is not None:
         as_of = as_of.astimezone(dt.UTC).replace(tzinfo=None)
-    vector = [float(x) for x in np.asarray(query_vector, dtype=np.float32).reshape(-1)]
+    vector = floats(query_vector)
     dims = len(vector)
     p = python_param(dims)
     params = parameters(vector, k=k, contract=contract, groups=groups, doc_types=doc_types,

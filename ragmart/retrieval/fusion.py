@@ -32,12 +32,16 @@ from ragmart.retrieval.clauses import max_distance
 from ragmart.retrieval.contracts import MISSING_GROUPS_POLICIES
 from ragmart.retrieval.execution import _eligible_rows, _exact, search_contract
 from ragmart.retrieval.memory import ServingVectors
-from ragmart.retrieval.request import MISSING_GROUPS_DEFAULT, check_inputs, parameters
+from ragmart.retrieval.request import (
+    MISSING_GROUPS_DEFAULT,
+    check_inputs,
+    floats,
+    parameters,
+)
 from ragmart.retrieval.results import (
     RetrievalError,
     RetrievalResult,
     RetrievedChunk,
-    with_scores,
 )
 from ragmart.retrieval.sql import Tables, python_param
 from ragmart.serving.lexical_index import has_index
@@ -120,6 +124,7 @@ class _DuckDBModes:
         self.conn, self.tables, self.query_vector, self.options = \
             conn, tables, query_vector, options
         self.p = python_param(np.asarray(query_vector).size, lexical.QUESTION_PARAMETER)
+        self._eligible_of: tuple[dict[str, Any], tuple[np.ndarray, bool]] | None = None
 
     def vector(self, k: int) -> RetrievalResult:
         return search_contract(self.conn, self.query_vector, k=k, tables=self.tables,
@@ -153,9 +158,13 @@ class _DuckDBModes:
 
     def _eligible(self, params: dict[str, Any], vectors: ServingVectors
                   ) -> tuple[np.ndarray, bool]:
-        """execution._eligible_rows of the search (the question is no part of the set)."""
-        narrow = {name: value for name, value in params.items() if name != "question"}
-        return _eligible_rows(self.conn, self.p, narrow, self.tables, vectors)
+        """execution._eligible_rows of the search (the question is no part of the set), found
+        once for the vector ranking, the terms' and the rows of one search (`params`)."""
+        if self._eligible_of is None or self._eligible_of[0] is not params:
+            narrow = {name: value for name, value in params.items() if name != "question"}
+            self._eligible_of = params, _eligible_rows(self.conn, self.p, narrow, self.tables,
+                                                       vectors)
+        return self._eligible_of[1]
 
     def indexed(self) -> bool:
         """has_index of the serving set; of a Retriever's read-only snapshot, asked once."""
@@ -171,7 +180,8 @@ class _DuckDBModes:
     def rank(self, source: str, params: dict[str, Any]) -> list[tuple[str, float]]:
         vectors = self.options.get("vectors")
         if source == "live" and vectors is not None:  # a Retriever's postings in memory
-            ranked = memory_lexical.rank(self.conn, self.p, params, self.tables, vectors)
+            ranked = memory_lexical.rank(self.conn, self.p, params, self.tables, vectors,
+                                         self._eligible)
             if ranked is not None:
                 return ranked
         delta = True
@@ -252,7 +262,7 @@ def run_mode(engine: ModeEngine, question: str | None,
     as_of = options.get("as_of")
     if as_of is not None and as_of.tzinfo is not None:
         as_of = as_of.astimezone(dt.UTC).replace(tzinfo=None)
-    vector = [float(x) for x in np.asarray(query_vector, dtype=np.float32).reshape(-1)]
+    vector = floats(query_vector)
     contract = options.get("contract")
     params = parameters(vector, k=depth, contract=contract, groups=options.get("groups"),
                         doc_types=options.get("doc_types"), as_of=as_of, now=options.get("now"),
@@ -285,7 +295,10 @@ def run_mode(engine: ModeEngine, question: str | None,
         ids = [chunk_id for chunk_id, _ in fused[:k]]
         strategy = f"rrf({result.strategy}+bm25)"
     rows = {c.chunk_id: c for c in engine.rows(source, params, ids)}
-    chunks = tuple(replace(rows[chunk_id], rank=rank, index_version=index_version)
+    # each row copied once: its rank, index version and scores
+    by_score, by_fusion = dict(by_terms), dict(fused or ())
+    chunks = tuple(rows[chunk_id].replaced(rank=rank, index_version=index_version,
+                                           lexical_score=by_score.get(chunk_id),
+                                           fused_score=by_fusion.get(chunk_id))
                    for rank, chunk_id in enumerate((i for i in ids if i in rows), start=1))
-    chunks = with_scores(chunks, lexical=by_terms, fused=fused)
     return replace(result, chunks=chunks, k=k, strategy=strategy)

@@ -42,6 +42,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ragmart.retrieval.citations import source_of
+from ragmart.retrieval.cosine import duckdb_cosine_distances, kth_smallest
+from ragmart.retrieval.printed import Printed
 from ragmart.retrieval.products import SharedProducts
 from ragmart.retrieval.results import COLUMNS, RetrievedChunk
 from ragmart.retrieval.values import completeness_sql
@@ -58,6 +60,11 @@ ELIGIBILITY_ENTRIES = 64
 # gathering rows of the column-major matrix costs as much as the whole product (shared by
 # concurrent searches) from about 1% of them (100k x 384: 1,000 rows ~5 ms, all ~9 ms)
 GATHER_BELOW = 0.005
+# up to this many rows within reach of the int8 pass, `top` computes DuckDB's distances of them
+# all (a pool of float32 distances first costs more; past it the full float32 product runs)
+EXACT_REACH = 2_048
+SORTED_IDS = "sorted_chunk_ids"  # facts: chunk_ids are in Python's string order
+PRINTED = "printed_rows"  # facts: the records' values (ragmart.retrieval.printed)
 
 
 class ReadOnlyRequiredError(RuntimeError):
@@ -80,8 +87,7 @@ class ServingVectors:
 
     serving_table: str
     chunk_ids: np.ndarray  # object array of str, one per row, sorted
-    # float32 (rows, dims), the stored vectors (DuckDB's floats), kept column-major (Fortran
-    # order, see SharedProducts): `matrix.T` is the contiguous (dims, rows) block a product reads
+    # float32 (rows, dims), the stored vectors (DuckDB's floats), in SharedProducts' layout
     matrix: np.ndarray
     inverse_norms: np.ndarray | None = None  # float32 (rows,), 1 / norm (0: zero vector)
     records: pa.Table | None = field(default=None, repr=False, compare=False)
@@ -96,13 +102,14 @@ class ServingVectors:
     facts: dict[str, object] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        self.matrix = np.asfortranarray(self.matrix, dtype=np.float32)  # no copy when it is
+        if self.products is None:
+            self.products = SharedProducts(self.matrix)
+            self.matrix = self.products.matrix  # (in the layout its products read)
+        self.matrix = np.asarray(self.matrix, dtype=np.float32)
         if self.inverse_norms is None:
             norms = np.linalg.norm(self.matrix, axis=1)
             self.inverse_norms = np.divide(1.0, norms, out=np.zeros_like(norms),
                                            where=norms > 0).astype(np.float32)
-        if self.products is None:
-            self.products = SharedProducts(self.matrix)
 
     @classmethod
     def load(cls, conn: duckdb.DuckDBPyConnection, serving_table: str,
@@ -118,12 +125,13 @@ class ServingVectors:
         embeddings = table["embedding"].combine_chunks()
         dims = embeddings.type.list_size if len(table) else 0
         flat = embeddings.flatten().to_numpy(zero_copy_only=False) if len(table) else np.zeros(0)
-        matrix = np.asfortranarray(np.asarray(flat, dtype=np.float32).reshape(len(table), dims))
+        matrix = np.asarray(flat, dtype=np.float32).reshape(len(table), dims)
         chunk_ids = np.asarray(table["chunk_id"].to_pylist(), dtype=object)
         records = None if documents_table is None else load_records(
             conn, serving_table, documents_table, table["chunk_id"])
         return cls(serving_table=serving_table, chunk_ids=chunk_ids, matrix=matrix,
-                   records=records)
+                   records=records,
+                   facts={} if records is None else {PRINTED: Printed(records)})
 
     @property
     def rows(self) -> int:
@@ -194,17 +202,26 @@ class ServingVectors:
         already holds the exact top k, usually k rows and no more. With the int8 vectors
         (ragmart.retrieval.products), the rows scored in float32 are first narrowed to those
         whose lower bound is within reach of the k-th nearest (`_within_reach`)."""
-        if not len(rows):
-            return
+        if len(rows):
+            yield from self._candidates(query, rows, k, self._reach(query, rows, k))
+
+    def _reach(self, query: np.ndarray, rows: np.ndarray, k: int
+               ) -> tuple[np.ndarray, float | None] | None:
+        """`_within_reach` when the int8 first pass applies to `rows` (not a few of them)."""
         if len(rows) >= GATHER_BELOW * self.rows:
-            reach = self._within_reach(query, rows, k)
-            if reach is not None:
-                near, outside = reach
-                yield from _pools(self.chunk_ids, near, self.distances(query, near), k,
-                                  outside)
-                if outside is None:
-                    return
-                # the consumer wants rows past every one within reach: score them all
+            return self._within_reach(query, rows, k)
+        return None
+
+    def _candidates(self, query: np.ndarray, rows: np.ndarray, k: int,
+                    reach: tuple[np.ndarray, float | None] | None
+                    ) -> Iterator[tuple[np.ndarray, float | None]]:
+        """candidate_positions, the first pass's `reach` already known."""
+        if reach is not None:
+            near, outside = reach
+            yield from _pools(self.chunk_ids, near, self.distances(query, near), k, outside)
+            if outside is None:
+                return
+            # the consumer wants rows past every one within reach: score them all
         yield from _pools(self.chunk_ids, rows, self.distances(query, rows), k, None)
 
     def _within_reach(self, query: np.ndarray, rows: np.ndarray, k: int
@@ -229,8 +246,7 @@ class ServingVectors:
         upper = np.subtract(np.float32(1), similarity, out=similarity)  # approximate distances
         lower = upper - width
         upper += width
-        upper.partition(k - 1)
-        near = np.flatnonzero(lower <= upper[k - 1])  # within reach of the k-th upper bound
+        near = np.flatnonzero(lower <= kth_smallest(upper, k))  # within reach of the k-th
         lower[near] = np.inf
         outside = float(lower.min())
         return rows[near], (outside if outside != np.inf else None)
@@ -249,18 +265,49 @@ class ServingVectors:
         (hybrid search fuses the ids of a deeper vector ranking and prints only k rows)."""
         if self.records is None:
             raise ValueError("the rows were not loaded (ServingVectors.load documents_table)")
-        kept: list[tuple[float, str, int]] = []
-        for pool, bound in self.candidate_positions(query, rows, k):
-            distances = duckdb_cosine_distances(self.matrix[pool], query).tolist()
-            kept = sorted(
-                ((d, self.chunk_ids[i], int(i)) for d, i in zip(distances, pool, strict=True)
-                 if farthest is None or d <= farthest),
-                key=lambda t: (t[0] != t[0], t[0] if t[0] == t[0] else 0.0, t[1]))
-            if bound is None or (len(kept) >= k and kept[k - 1][0] < bound):
+        if not len(rows):
+            return []
+
+        def settled(kept: list[tuple[float, int]], bound: float | None) -> bool:
+            # no row outside the pool can be nearer than the k-th kept (or pass farthest)
+            return (bound is None or (len(kept) >= k and kept[k - 1][0] < bound)
+                    or (farthest is not None and bound > farthest))
+
+        reach = self._reach(query, rows, k)
+        if reach is not None and len(reach[0]) <= EXACT_REACH:
+            # DuckDB's distances of every row within reach at once: no float32 pass between
+            kept = self._ranked(query, reach[0], farthest)
+            if settled(kept, reach[1]):
+                return kept[:k]
+        kept = []
+        for pool, bound in self._candidates(query, rows, k, reach):
+            kept = self._ranked(query, pool, farthest)
+            if settled(kept, bound):
                 break
-            if farthest is not None and bound > farthest:
-                break  # every row outside the pool is past min_similarity
-        return [(distance, i) for distance, _, i in kept[:k]]
+        return kept[:k]
+
+    def _ranked(self, query: np.ndarray, pool: np.ndarray, farthest: float | None
+                ) -> list[tuple[float, int]]:
+        """(DuckDB's distance, position) of the rows at `pool` not past `farthest`, ranked by
+        (distance, chunk_id), a NaN last (chunk ids sorted: by position)."""
+        distances = duckdb_cosine_distances(self.gather(pool), query).astype(np.float64)
+        if farthest is not None:
+            pool, distances = pool[distances <= farthest], distances[distances <= farthest]
+        if self.fact(SORTED_IDS, lambda: bool(np.all(self.chunk_ids[:-1] < self.chunk_ids[1:]))):
+            order = np.lexsort((pool, distances))
+            return list(zip(distances[order].tolist(), pool[order].tolist(), strict=True))
+        ranked = sorted(zip(distances.tolist(), self.chunk_ids[pool], pool.tolist(),
+                            strict=True),
+                        key=lambda t: (t[0] != t[0], t[0] if t[0] == t[0] else 0.0, t[1]))
+        return [(distance, i) for distance, _, i in ranked]
+
+    def gather(self, positions: np.ndarray) -> np.ndarray:
+        """The vectors at `positions`, (n, dims), a copy: of rows from a row-major matrix, of
+        each dimension's values from a column-major one (its rows are 4 bytes in each of
+        `dims` places), column-major then (what duckdb_cosine_distances reads)."""
+        if self.matrix.flags.c_contiguous:
+            return self.matrix[positions]
+        return np.take(self.matrix.T, positions, axis=1).T
 
     def rows_at(self, query: np.ndarray, positions: np.ndarray, farthest: float | None
                 ) -> tuple[RetrievedChunk, ...]:
@@ -269,16 +316,19 @@ class ServingVectors:
         the order given (ranks 1..n): what `top` prints, for rows another ranking chose."""
         if self.records is None:
             raise ValueError("the rows were not loaded (ServingVectors.load documents_table)")
-        distances = duckdb_cosine_distances(self.matrix[positions], query).tolist()
+        distances = duckdb_cosine_distances(self.gather(positions), query).tolist()
         return self._printed([(d, int(i)) for d, i in zip(distances, positions, strict=True)
                               if farthest is None or d <= farthest])
 
     def _printed(self, kept: list[tuple[float, int]]) -> tuple[RetrievedChunk, ...]:
         """The kept rows' records, in order, as results (ranks 1..n) with their distances."""
-        assert self.records is not None
-        values = self.records.take(pa.array([i for _, i in kept], pa.int64())).to_pylist()
+        records = self.records
+        assert records is not None
+        printed = self.fact(PRINTED, lambda: Printed(records))
+        assert isinstance(printed, Printed)
         return tuple(RetrievedChunk(rank=rank, distance=d, **row) for rank, ((d, _), row)
-                     in enumerate(zip(kept, values, strict=True), start=1))
+                     in enumerate(zip(kept, printed.rows([i for _, i in kept]), strict=True),
+                                  start=1))
 
 
 def _unit(query: np.ndarray) -> np.ndarray:
@@ -322,24 +372,6 @@ def _pools(chunk_ids: np.ndarray, rows: np.ndarray, distances: np.ndarray, k: in
         size = max(grow, 4 * size)
 
 
-def duckdb_cosine_distances(vectors: np.ndarray, query: np.ndarray) -> np.ndarray:
-    """DuckDB's array_cosine_distance of each row of `vectors` to `query` (float32), bit for
-    bit: its loop sums x*y, x*x and y*y in float32, in order, then 1 - clamp(dot /
-    sqrt(|x|^2 |y|^2), -1, 1) (duckdb 1.5's CosineDistanceOp; np.add.accumulate adds in order,
-    unlike np.sum's pairwise sum); tests/python/test_serve_fast.py compares it with DuckDB."""
-    x = np.asarray(vectors, dtype=np.float32)
-    y = np.asarray(query, dtype=np.float32).reshape(-1)
-    dot = np.add.accumulate(x * y, axis=1, dtype=np.float32)[:, -1]
-    norm_x = np.add.accumulate(x * x, axis=1, dtype=np.float32)[:, -1]
-    norm_y = np.add.accumulate(y * y, dtype=np.float32)[-1]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        similarity = dot / np.sqrt(norm_x * norm_y)
-    # DuckDB clamps with std::max(-1, std::min(s, 1)): a NaN (a zero vector) becomes -1
-    similarity = np.where(np.isnan(similarity), np.float32(-1),
-                          np.clip(similarity, np.float32(-1), np.float32(1)))
-    return np.float32(1) - similarity.astype(np.float32)
-
-
 def load_records(conn: duckdb.DuckDBPyConnection, serving_table: str, documents_table: str,
              chunk_ids: pa.ChunkedArray) -> pa.Table:
     """Every row of `serving_table` as a live search's result prints it (the exact search's
@@ -361,4 +393,5 @@ def load_records(conn: duckdb.DuckDBPyConnection, serving_table: str, documents_
     column = [sources.get(key) for key in zip(table["document_id"].to_pylist(),
                                                table["document_version"].to_pylist(),
                                                strict=True)]
-    return table.append_column("source", pa.array(column, pa.string()))
+    # one chunk per column: a search takes ~10 rows of it (~2x faster than from DuckDB's batches)
+    return table.append_column("source", pa.array(column, pa.string())).combine_chunks()

@@ -348,16 +348,22 @@ def _pools(s: np.ndarray, candidates: np.ndarray, k: int,
 
 
 def rank(conn: duckdb.DuckDBPyConnection, p: Render, params: dict[str, Any], tables: Tables,
-         vectors: ServingVectors) -> list[tuple[str, float]] | None:
+         vectors: ServingVectors,
+         eligible_rows: Callable[[dict[str, Any], ServingVectors], tuple[np.ndarray, bool]]
+         | None = None) -> list[tuple[str, float]] | None:
     """lexical.rank of a live search (params['question'], params['k']) from the postings
     `attach` loaded beside `vectors`; None when they cannot answer it (none loaded, another
-    serving table, a pool too large: the caller runs the full statement)."""
+    serving table, a pool too large: the caller runs the full statement). `eligible_rows`:
+    the search's execution._eligible_rows when the caller has it (the question no part of it)."""
     postings = vectors.facts.get(FACT)
     if not isinstance(postings, LexicalPostings) or vectors.serving_table != tables.serving \
             or vectors.records is None:
         return None
-    narrow = {name: value for name, value in params.items() if name != "question"}
-    eligible, exact_set = _eligible_rows(conn, p, narrow, tables, vectors)
+    if eligible_rows is None:
+        narrow = {name: value for name, value in params.items() if name != "question"}
+        eligible, exact_set = _eligible_rows(conn, p, narrow, tables, vectors)
+    else:
+        eligible, exact_set = eligible_rows(params, vectors)
     ids = postings.term_ids(postings.terms(conn, params["question"]))
     if not ids:  # no term of the question in any indexed chunk
         return []

@@ -7,6 +7,8 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from ragmart.lineage import utc_now
 from ragmart.retrieval.clauses import CLAUSES
 from ragmart.retrieval.contracts import Contract
@@ -58,6 +60,11 @@ def check_inputs(k: int, groups: Groups, doc_types: Sequence[str] | None,
         raise RetrievalError("as_of must be a datetime (naive UTC), e.g. datetime(2026, 11, 2)")
 
 
+def floats(query_vector: np.ndarray | Sequence[float]) -> list[float]:
+    """The query vector as the float32 values a search binds, as Python floats (exact)."""
+    return np.asarray(query_vector, dtype=np.float32).reshape(-1).astype(np.float64).tolist()
+
+
 def parameters(
     vector: list[float],
     *,
@@ -73,7 +80,7 @@ def parameters(
     value, else the clause's default, which admits everything). Groups None is no group."""
     params: dict[str, Any] = {
         # repr() round-trips each float32 exactly
-        "query_vector": "[" + ",".join(repr(x) for x in vector) + "]",
+        "query_vector": "[" + ",".join(map(repr, vector)) + "]",
         "k": int(k),
         "groups": json_list([] if groups is None or groups is ALL_GROUPS else groups),
         "all_groups": groups is ALL_GROUPS,
