@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import json
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -60,14 +59,9 @@ from ragmart.http.limits import (
 from ragmart.http.metrics import Metrics, RequestMetrics
 from ragmart.http.models import ErrorResponse, RetrieveRequest, RetrieveResponse
 from ragmart.http.pool import NothingServes, ServingPool
-from ragmart.retrieval.document import parse_as_of, retrieval_document
+from ragmart.retrieval.document import document_json, parse_as_of
 from ragmart.retrieval.results import RetrievalError
 from ragmart.serving.pointer import file_stamp
-
-try:  # 5-10x faster than json.dumps on an answer; the same JSON (installed with langchain-core)
-    from orjson import dumps as _orjson_dumps
-except ImportError:  # pragma: no cover - the standard library's, as JSONResponse renders
-    _orjson_dumps = None
 
 # the collector's thresholds in the service (Python's default: 700, 10, 10)
 GC_THRESHOLDS = (20_000, 20, 20)
@@ -89,14 +83,6 @@ class ApiError(Exception):
                  headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.headers = status, code, message, headers
-
-
-def encoded(document: Any) -> bytes:
-    """`document` as JSON bytes: orjson when installed, else what JSONResponse renders."""
-    if _orjson_dumps is not None:
-        return _orjson_dumps(document)
-    return json.dumps(document, ensure_ascii=False, allow_nan=False, indent=None,
-                      separators=(",", ":")).encode("utf-8")
 
 
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None
@@ -330,8 +316,8 @@ def create_app(*, keys_file: str | Path, db_path: str | Path | None = None,
             # serves every connection, and any time it spends here delays all of them. Its
             # failure is a defect (500), not a refused search: handed back, raised below
             try:
-                document = retrieval_document(body.question, result, pool.state(generation))
-                return result, Response(encoded(document), media_type="application/json",
+                document = document_json(body.question, result, pool.state(generation))
+                return result, Response(document, media_type="application/json",
                                         headers={"X-Ragmart-Abstained": "true" if result
                                                  .abstained else "false",
                                                  "X-Ragmart-Index-Version": generation.version})

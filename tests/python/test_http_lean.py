@@ -8,14 +8,21 @@ is shown to have answered its half."""
 from __future__ import annotations
 
 import codecs
+import datetime as dt
+import json
 
+import orjson
 import pytest
 from fastapi.testclient import TestClient
 from test_http import QUESTION, bearer, deployment, env, keys  # noqa: F401
 
+import ragmart
 import ragmart.http.app as service
 from ragmart.http.app import create_app
 from ragmart.http.limits import Limits
+from ragmart.retrieval.document import document_json, retrieval_document
+from ragmart.retrieval.request import ALL_GROUPS
+from ragmart.serving.lag import ServingState
 
 LEAN = "application/json"
 ROUTE = "application/json; charset=utf-8"
@@ -104,3 +111,24 @@ def test_the_lean_path_keeps_the_rate_and_the_key_order(keys, lean_answers) -> N
     assert query.status_code == 422 and "query parameters" in query.text
     assert len(lean_answers) == 2  # the query string went to FastAPI's route
     assert 'ragmart_http_requests_total{endpoint="/v1/retrieve",status="429"} 1.0' in metrics
+
+
+def test_the_answers_json_is_the_documents(env) -> None:  # noqa: F811
+    """document_json writes the chunks without RetrievedChunk.to_dict: the same bytes as the
+    document retrieval_document builds, encoded, for answers of every mode, as of a date, with
+    metadata, and an abstention."""
+    with ragmart.Retriever() as retriever:
+        results = [retriever.retrieve(QUESTION, k=8, groups=ALL_GROUPS, mode=mode)
+                   for mode in ("vector", "lexical", "hybrid")]
+        results += [retriever.retrieve(QUESTION, k=3, groups=ALL_GROUPS,
+                                       as_of=dt.datetime(2026, 10, 5)),
+                    retriever.retrieve(QUESTION, groups=["all-staff"], doc_types=["nothing"])]
+    assert results[-1].abstained and all(len(r) > 0 for r in results[:3])
+    state = ServingState(version="v1", snapshot="v1.duckdb", published_at="2026-11-30T08:00:00",
+                         serving_built_at=None, build_built_at=None, serving_behind_build=False)
+    for result in results:
+        for served in (state, None):
+            document = retrieval_document("é " + QUESTION, result, served)
+            assert document_json("é " + QUESTION, result, served) == orjson.dumps(document)
+            assert json.loads(document_json("q", result, served)) == json.loads(
+                json.dumps(retrieval_document("q", result, served)))
