@@ -184,14 +184,10 @@ class LeanRetrieve:
                else None)
         request = _valid(body) if key is not None else None
         if key is None or request is None:
-            sent = False
+            first = [{"type": "http.request", "body": body, "more_body": False}]
 
-            async def replay() -> dict:
-                nonlocal sent
-                if not sent:
-                    sent = True
-                    return {"type": "http.request", "body": body, "more_body": False}
-                return await receive()
+            async def replay() -> dict:  # the body read, once; then what the server says
+                return first.pop() if first else await receive()
 
             await self.app(scope, replay, send)
             return
