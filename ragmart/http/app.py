@@ -28,10 +28,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import json
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, nullcontext
 from pathlib import Path
@@ -40,6 +39,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import ragmart
@@ -59,14 +59,9 @@ from ragmart.http.limits import (
 from ragmart.http.metrics import Metrics, RequestMetrics
 from ragmart.http.models import ErrorResponse, RetrieveRequest, RetrieveResponse
 from ragmart.http.pool import NothingServes, ServingPool
-from ragmart.retrieval.document import parse_as_of, retrieval_document
+from ragmart.retrieval.document import document_json, parse_as_of
 from ragmart.retrieval.results import RetrievalError
 from ragmart.serving.pointer import file_stamp
-
-try:  # 5-10x faster than json.dumps on an answer; the same JSON (installed with langchain-core)
-    from orjson import dumps as _orjson_dumps
-except ImportError:  # pragma: no cover - the standard library's, as JSONResponse renders
-    _orjson_dumps = None
 
 # the collector's thresholds in the service (Python's default: 700, 10, 10)
 GC_THRESHOLDS = (20_000, 20, 20)
@@ -88,14 +83,6 @@ class ApiError(Exception):
                  headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.headers = status, code, message, headers
-
-
-def encoded(document: Any) -> bytes:
-    """`document` as JSON bytes: orjson when installed, else what JSONResponse renders."""
-    if _orjson_dumps is not None:
-        return _orjson_dumps(document)
-    return json.dumps(document, ensure_ascii=False, allow_nan=False, indent=None,
-                      separators=(",", ":")).encode("utf-8")
 
 
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None
@@ -160,6 +147,67 @@ class PrivateEndpoints:
         await self.app(scope, receive, send)
 
 
+class LeanRetrieve:
+    """ASGI middleware, innermost (inside the metrics and the body cap): a plain POST
+    /v1/retrieve (no query string, one `Content-Type: application/json`, a known key, a body
+    pydantic's compiled JSON validation accepts) is answered here, without FastAPI's router,
+    dependency resolution, Request objects and json.loads + validation in Python (about 0.3 ms
+    of the event loop's thread per request, which every connection waits for). Anything else
+    goes on to FastAPI with the body unchanged, so every refusal (401, 422, ...) keeps one
+    author; FastAPI still describes the endpoint (/openapi.json)."""
+
+    def __init__(self, app: Any, keys: KeysWatcher,
+                 answer: Callable[[RetrieveRequest, ApiKey], Awaitable[Response]]) -> None:
+        self.app, self.keys, self.answer = app, keys, answer
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if (scope["type"] != "http" or scope["path"] != "/v1/retrieve"
+                or scope["method"] != "POST" or scope.get("query_string")
+                or scope.get("root_path")):
+            await self.app(scope, receive, send)
+            return
+        types, authorization = [], []
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                types.append(value)
+            elif name == b"authorization":
+                authorization.append(value.decode("latin-1"))
+        chunks, more = [], True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        key = (key_of(self.keys, authorization) if types == [b"application/json"] and body
+               else None)
+        request = _valid(body) if key is not None else None
+        if key is None or request is None:
+            first = [{"type": "http.request", "body": body, "more_body": False}]
+
+            async def replay() -> dict:  # the body read, once; then what the server says
+                return first.pop() if first else await receive()
+
+            await self.app(scope, replay, send)
+            return
+        try:
+            response = await self.answer(request, key)
+        except ApiError as exc:
+            response = _error(exc.status, exc.code, exc.message, exc.headers)
+        await response(scope, receive, send)
+
+
+def _valid(body: bytes) -> RetrieveRequest | None:
+    """`body` as a RetrieveRequest, None when it is not one (FastAPI then says why). pydantic's
+    JSON parser accepts a subset of what json.loads reads (no lone surrogates, no BOM, UTF-8
+    only), with the same values, so FastAPI would accept what this accepts, as this does."""
+    try:
+        return RetrieveRequest.model_validate_json(body)
+    except ValidationError:
+        return None
+
+
 Caller = Annotated[ApiKey, Depends(caller)]
 
 
@@ -220,16 +268,10 @@ def create_app(*, keys_file: str | Path, db_path: str | Path | None = None,
         return _error(500, "internal", f"internal error: {type(exc).__name__} (a defect in "
                                        "ragmart: please report it)")
 
-    @app.post("/v1/retrieve", response_model=None, responses={200: {"model": RetrieveResponse},
-                                                              **ERRORS})
-    async def retrieve(body: RetrieveRequest, request: Request,
-                       key: Caller) -> Response:
-        """The top-k chunks the key's groups may see, or an abstention: the JSON of
-        `ragmart retrieve --json`."""
+    async def answer(body: RetrieveRequest, key: ApiKey) -> Response:
+        """The answer to a valid body from a known key, or ApiError: the request path after
+        the schema, for FastAPI's route and the lean path (LeanRetrieve) alike."""
         nonlocal admitted
-        if request.query_params:
-            raise ApiError(422, "invalid_request", "POST /v1/retrieve takes no query "
-                           "parameters; send every option in the JSON body")
         wait = buckets.take(key.name)
         if wait:
             raise ApiError(429, "rate_limited", f"key {key.name!r} is over its rate of "
@@ -262,16 +304,26 @@ def create_app(*, keys_file: str | Path, db_path: str | Path | None = None,
         expected = (gathering.expect() if gathering is not None
                     and admitted < limits.workers else None)
 
-        def search() -> tuple[Any, Any, Any]:
+        def search() -> tuple[Any, Response | Exception]:
             with gathering.expecting(expected) if gathering is not None else nullcontext():
                 result, generation = pool.run(lambda reader: reader.retrieve(body.question,
                                                                              **options))
-            return result, generation, pool.state(generation)
+            # the document and its JSON on the worker thread too: the event loop's thread
+            # serves every connection, and any time it spends here delays all of them. Its
+            # failure is a defect (500), not a refused search: handed back, raised below
+            try:
+                document = document_json(body.question, result, pool.state(generation))
+                return result, Response(document, media_type="application/json",
+                                        headers={"X-Ragmart-Abstained": "true" if result
+                                                 .abstained else "false",
+                                                 "X-Ragmart-Index-Version": generation.version})
+            except Exception as exc:  # noqa: BLE001 - raised on the event loop below
+                return result, exc
 
         admitted += 1
         metrics.in_flight.inc()
         try:
-            result, generation, state = await asyncio.get_running_loop().run_in_executor(
+            result, response = await asyncio.get_running_loop().run_in_executor(
                 executor, search)
         except NothingServes as exc:
             raise ApiError(503, "unavailable", f"nothing serves yet: {exc}",
@@ -288,10 +340,20 @@ def create_app(*, keys_file: str | Path, db_path: str | Path | None = None,
                 gathering.settle(expected)  # a search that never ran
         if result.abstained:
             metrics.abstained(result)
-        return Response(encoded(retrieval_document(body.question, result, state)),
-                        media_type="application/json", headers={
-                            "X-Ragmart-Abstained": "true" if result.abstained else "false",
-                            "X-Ragmart-Index-Version": generation.version})
+        if isinstance(response, Exception):
+            raise response
+        return response
+
+    @app.post("/v1/retrieve", response_model=None, responses={200: {"model": RetrieveResponse},
+                                                              **ERRORS})
+    async def retrieve(body: RetrieveRequest, request: Request,
+                       key: Caller) -> Response:
+        """The top-k chunks the key's groups may see, or an abstention: the JSON of
+        `ragmart retrieve --json`."""
+        if request.query_params:
+            raise ApiError(422, "invalid_request", "POST /v1/retrieve takes no query "
+                           "parameters; send every option in the JSON body")
+        return await answer(body, key)
 
     @app.get("/healthz")
     async def healthz(request: Request) -> JSONResponse:
@@ -317,6 +379,7 @@ def create_app(*, keys_file: str | Path, db_path: str | Path | None = None,
         return Response(metrics.render(dict(products.batches) if products else None),
                         media_type=metrics.content_type)
 
+    app.add_middleware(LeanRetrieve, keys=keys, answer=answer)  # innermost: after the body cap
     app.add_middleware(BodyLimit, limit=limits.max_body_bytes)
     if limits.private_endpoints:
         app.add_middleware(PrivateEndpoints, keys=keys)

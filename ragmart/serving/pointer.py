@@ -91,7 +91,7 @@ def file_stamp(path: Path) -> tuple[int, int, int] | None:
     """(inode, mtime ns, size) of `path`, None when absent: a reader that keeps a file open
     compares stamps to know, with one stat, whether the file was replaced or rewritten."""
     try:
-        st = Path(path).stat()
+        st = os.stat(path)  # not Path(path).stat(): per request in `ragmart serve`
     except FileNotFoundError:
         return None
     return (st.st_ino, st.st_mtime_ns, st.st_size)
