@@ -28,7 +28,13 @@ from ragmart.retrieval.fusion import check_mode, search_mode
 from ragmart.retrieval.memory import ServingVectors
 from ragmart.retrieval.memory_lexical import LexicalPostings
 from ragmart.retrieval.reload import load_vectors
-from ragmart.retrieval.request import ALL_GROUPS, MISSING_GROUPS_DEFAULT, Groups, check_inputs
+from ragmart.retrieval.request import (
+    ALL_GROUPS,
+    MISSING_GROUPS_DEFAULT,
+    Groups,
+    check_inputs,
+    check_question,
+)
 from ragmart.retrieval.results import RetrievalError, RetrievalResult
 from ragmart.retrieval.sql import Tables
 from ragmart.serving.pointer import file_stamp, pointer_path, resolve_target
@@ -281,8 +287,7 @@ class Retriever:
     def retrieve(self, question: str, **options: Any) -> RetrievalResult:
         """Embed `question` with the provider the index was built with, then `search` in
         `mode` (option mode=: vector, lexical or hybrid; default: fusion.resolve_mode)."""
-        if not isinstance(question, str) or not question.strip():
-            raise RetrievalError("the question is empty; pass the text to search for")
+        check_question(question)
         check_inputs(options.get("k", 5), options.get("groups"), options.get("doc_types"),
                       options.get("as_of"))
         options["mode"] = check_mode(options.get("mode"))
@@ -333,8 +338,7 @@ def retrieve(
     vector, lexical or hybrid (default hybrid, vector on a database without a full-text index:
     ragmart.retrieval.fusion.resolve_mode; on PostgreSQL serving alike). One query: the
     index proposes candidates (a process answering many queries should hold a Retriever)."""
-    if not isinstance(question, str) or not question.strip():
-        raise RetrievalError("the question is empty; pass the text to search for")
+    check_question(question)
     check_inputs(k, groups, doc_types, as_of)
     mode = check_mode(mode)
     if isinstance(contract, str):

@@ -35,6 +35,7 @@ from ragmart.retrieval.memory import ServingVectors
 from ragmart.retrieval.request import (
     MISSING_GROUPS_DEFAULT,
     check_inputs,
+    check_question,
     floats,
     parameters,
 )
@@ -256,6 +257,7 @@ def run_mode(engine: ModeEngine, question: str | None,
         return engine.vector(k)
     if not isinstance(question, str) or not question.strip():
         raise RetrievalError(f"--mode {mode} needs the question's text; pass question=")
+    check_question(question)
     engine.check_index()
     check_inputs(k, options.get("groups"), options.get("doc_types"), options.get("as_of"))
     depth = max(k, RRF_DEPTH) if mode == "hybrid" else k

@@ -40,6 +40,21 @@ ALL_GROUPS = AllGroups()
 Groups = Sequence[str] | AllGroups | None
 
 
+def check_question(question: object) -> str:
+    """`question` when it is text to search for; RetrievalError when it is empty or not text
+    UTF-8 can hold (a lone surrogate, e.g. JSON's "\\ud800" escape: the full-text index and
+    the providers would fail on it)."""
+    if not isinstance(question, str) or not question.strip():
+        raise RetrievalError("the question is empty; pass the text to search for")
+    try:
+        question.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise RetrievalError(
+            f"the question is not valid Unicode text: a lone surrogate "
+            f"{question[exc.start]!r} at character {exc.start}; send the text itself") from None
+    return question
+
+
 def check_inputs(k: int, groups: Groups, doc_types: Sequence[str] | None,
                  as_of: dt.datetime | None) -> None:
     """RetrievalError naming the first input a search cannot take, and what to write."""

@@ -22,6 +22,7 @@ from ragmart.http.app import create_app
 from ragmart.http.limits import Limits
 from ragmart.retrieval.document import document_json, retrieval_document
 from ragmart.retrieval.request import ALL_GROUPS
+from ragmart.retrieval.results import RetrievalError
 from ragmart.serving.lag import ServingState
 
 LEAN = "application/json"
@@ -132,3 +133,20 @@ def test_the_answers_json_is_the_documents(env) -> None:  # noqa: F811
             assert document_json("é " + QUESTION, result, served) == orjson.dumps(document)
             assert json.loads(document_json("q", result, served)) == json.loads(
                 json.dumps(retrieval_document("q", result, served)))
+
+
+def test_a_question_unicode_cannot_hold_is_a_400_not_a_500(keys) -> None:  # noqa: F811
+    """A lone surrogate (JSON's "\\ud800" escape, which json.loads reads into a str) is refused
+    with a reason, over HTTP (in every mode) and through the Python API."""
+    body = b'{"question": "\\ud800 %s", "mode": "%s"}'
+    with TestClient(create_app(keys_file=keys["file"])) as client:
+        for mode in (b"vector", b"lexical", b"hybrid"):
+            for content_type in (LEAN, ROUTE):
+                response = client.post("/v1/retrieve", content=body % (QUESTION.encode(), mode),
+                                       headers={**bearer(keys["staff"]),
+                                                "content-type": content_type})
+                assert response.status_code == 400, (mode, response.text)
+                assert "lone surrogate '\\ud800' at character 0" in response.json()[
+                    "error"]["message"]
+    with pytest.raises(RetrievalError, match="lone surrogate"):
+        ragmart.retrieve("\ud800 " + QUESTION, groups=ALL_GROUPS)
