@@ -38,16 +38,26 @@ OUT = ROOT / "target" / "bench"
 
 
 class StatementTimer:
-    """Times every psycopg statement and COPY (patched on the Cursor class while active)."""
+    """Times every psycopg statement and COPY (patched on the Cursor class while active), and
+    counts the connections opened (psycopg.connect, what ragmart.serving.postgres.settings
+    calls)."""
 
     def __init__(self) -> None:
         self.rows: list[tuple[float, str]] = []
+        self.connections = 0
 
     def __enter__(self) -> StatementTimer:
         import psycopg
 
         self._execute, self._copy = psycopg.Cursor.execute, psycopg.Cursor.copy
+        self._connect = psycopg.connect
         timer = self
+
+        def connect(*a, **kw):
+            timer.connections += 1
+            return timer._connect(*a, **kw)
+
+        psycopg.connect = connect
 
         def execute(cur, query, params=None, **kw):
             started = time.perf_counter()
@@ -82,6 +92,7 @@ class StatementTimer:
         import psycopg
 
         psycopg.Cursor.execute, psycopg.Cursor.copy = self._execute, self._copy
+        psycopg.connect = self._connect
 
     def summary(self, top: int = 8) -> dict:
         kinds: dict[str, float] = defaultdict(float)
@@ -89,11 +100,42 @@ class StatementTimer:
             words = re.sub(r"\s+", " ", sql).strip().split(" ")
             kinds[" ".join(words[:2]).lower()] += seconds
         slowest = sorted(self.rows, reverse=True)[:top]
-        return {"statements": len(self.rows),
+        return {"statements": len(self.rows), "connections": self.connections,
                 "sql_seconds": round(sum(s for s, _ in self.rows), 3),
                 "by_kind": {k: round(v, 3) for k, v in sorted(kinds.items(),
                                                               key=lambda kv: -kv[1])[:top]},
                 "slowest": [(round(s, 3), re.sub(r"\s+", " ", q)[:140]) for s, q in slowest]}
+
+
+SERVER_COUNTERS = """
+    select (select num_done from pg_stat_checkpointer) as checkpoints,
+        (select buffers_written from pg_stat_checkpointer) as checkpoint_buffers,
+        (select blks_read from pg_stat_database where datname = current_database())
+            as blocks_read,
+        (select blks_hit from pg_stat_database where datname = current_database()) as blocks_hit,
+        (select coalesce(sum(autovacuum_count + autoanalyze_count), 0) from pg_stat_user_tables
+         where schemaname = 'ragmart') as autovacuums,
+        (select count(*) from pg_stat_activity where backend_type = 'autovacuum worker')
+            as autovacuum_workers,
+        pg_current_wal_lsn() - '0/0'::pg_lsn as wal_bytes"""
+
+
+def server_counters(url: str) -> dict:
+    """The server's cumulative counters a publish's time may depend on beyond its own
+    statements: checkpoints done (and buffers they wrote), blocks read from outside
+    shared_buffers vs found there, autovacuum/autoanalyze runs on the schema's tables, the
+    autovacuum workers running now, WAL written. On a connection of its own (not counted)."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("select pg_stat_clear_snapshot()")
+        cur = conn.execute(SERVER_COUNTERS)
+        return {d.name: int(v) for d, v in zip(cur.description, cur.fetchone(), strict=True)}
+
+
+def _delta(before: dict, after: dict) -> dict:
+    return {k: after[k] - before[k] if k != "autovacuum_workers" else (before[k], after[k])
+            for k in before}
 
 
 def publish_once(build_db: Path, url: str, *, cprofile: bool = False) -> dict:
@@ -103,6 +145,7 @@ def publish_once(build_db: Path, url: str, *, cprofile: bool = False) -> dict:
     from ragmart.serving.postgres.publish import publish_version
 
     profiler = cProfile.Profile() if cprofile else None
+    before = server_counters(url)
     with StatementTimer() as timer:
         started = time.perf_counter()
         if profiler:
@@ -113,7 +156,9 @@ def publish_once(build_db: Path, url: str, *, cprofile: bool = False) -> dict:
         seconds = time.perf_counter() - started
     if profiler:
         pstats.Stats(profiler).sort_stats("cumulative").print_stats(30)
-    return {"seconds": round(seconds, 3), "incremental": pub.incremental,
+    time.sleep(0.6)  # backends flush their statistics at most once a second
+    server = _delta(before, server_counters(url))
+    return {"seconds": round(seconds, 3), "incremental": pub.incremental, "server": server,
             "rows_written": pub.rows_written, "rows_removed": pub.rows_removed,
             "tables": pub.tables, **timer.summary()}
 
@@ -126,7 +171,8 @@ def profile_size(n: int, server: Server, rounds: int, cprofile: bool = False) ->
         url = server.database(f"profile_{n}")
         figures = {"chunks": n, "full": publish_once(build_db, url), "incremental": []}
         print(f"{n:,} full: {figures['full']['seconds']:.2f} s, "
-              f"{figures['full']['rows_written']:,} rows", flush=True)
+              f"{figures['full']['rows_written']:,} rows; server: "
+              f"{json.dumps(figures['full']['server'])}", flush=True)
         for round_ in range(1, rounds + 1):
             edit(build_db, 0.01, round_=round_)
             inc = publish_once(build_db, url, cprofile=cprofile and round_ == rounds)
@@ -134,7 +180,9 @@ def profile_size(n: int, server: Server, rounds: int, cprofile: bool = False) ->
             ratio = inc["seconds"] / figures["full"]["seconds"]
             print(f"{n:,} incremental #{round_}: {inc['seconds']:.2f} s ({ratio:.1%} of full), "
                   f"{inc['rows_written']:,} written + {inc['rows_removed']:,} removed; "
-                  f"SQL {inc['sql_seconds']:.2f} s: {json.dumps(inc['by_kind'])}", flush=True)
+                  f"SQL {inc['sql_seconds']:.2f} s in {inc['statements']} statements, "
+                  f"{inc['connections']} connections: {json.dumps(inc['by_kind'])}", flush=True)
+            print(f"    server: {json.dumps(inc['server'])}", flush=True)
             for seconds, sql in inc["slowest"][:5]:
                 print(f"    {seconds:7.3f} s  {sql}", flush=True)
         return figures

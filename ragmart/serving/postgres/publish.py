@@ -159,10 +159,10 @@ def publish_version(source: Path | duckdb.DuckDBPyConnection, version: str, url:
                 # the serving rows' graph inserts over two backends (an incremental publish
                 # of a table no DDL of this transaction locks, once the journal exists)
                 parallel = {serving_table} - full if staged_ready and \
-                    not changed[serving_table] and second.ready() else set()
+                    not changed[serving_table] else set()
                 with conn.cursor() as cur:
                     producer.start(Plan(pid, full, live_fingerprints(
-                        cur, [t for t in tables if t not in full]), parallel))
+                        cur, [t for t in tables if t not in full]), parallel, second.open))
                     for table in tables:
                         written, removed = publish_table(
                             producer, cur, table, columns[table], pid, full=table in full,
