@@ -5,8 +5,12 @@ tables a build writes, bench/serving_data.py), for each `--chunks` size: a full 
 (ragmart.serving.postgres.publish.publish_version, timed), then `--rounds` times: 1% of the
 documents edited as an incremental build writes them, and the incremental publish, with
 every SQL statement and COPY it runs timed (the slowest listed) and its phases summed:
-the DuckDB side, each statement kind, the prune and its VACUUM. Prints one summary line per
-publish: seconds, rows written, and the incremental/full ratio the issue's goal is stated in.
+the DuckDB side, each statement kind, the prune and its VACUUM; then once more with nothing
+changed (the publish's fixed cost). Prints one summary line per publish: seconds, rows
+written, and the incremental/full ratio the issue's goal is stated in, with the connections
+opened, each COPY's wall time against its server backend's CPU time, and what the server did
+meanwhile (checkpoints and the buffers they wrote, full-page images in the WAL, blocks read
+from outside shared_buffers, autovacuum workers seen).
 A COPY's time runs from its statement to the server's answer: since DuckDB's side runs on a
 thread of its own (ragmart.serving.postgres.pipeline), it includes any wait for the producer's
 first rows, and the DuckDB work it overlaps is no longer on the publish's path.
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import sys
@@ -45,6 +50,9 @@ class StatementTimer:
     def __init__(self) -> None:
         self.rows: list[tuple[float, str]] = []
         self.connections = 0
+        # (wall seconds, the server backend's CPU seconds, COPY target) of each COPY: wall
+        # well above CPU is waiting (for the producer, a lock, the disk or a busy machine)
+        self.copies: list[tuple[float, float, str]] = []
 
     def __enter__(self) -> StatementTimer:
         import psycopg
@@ -68,10 +76,13 @@ class StatementTimer:
 
         class TimedCopy:
             def __init__(self, cur, statement, *a, **kw):
+                self.cur = cur
                 self.inner = timer._copy(cur, statement, *a, **kw)
                 self.statement = str(statement)
 
             def __enter__(self):
+                self.pid = self.cur.connection.info.backend_pid
+                self.cpu = _backend_cpu(self.pid)
                 self.started = time.perf_counter()
                 return self.inner.__enter__()
 
@@ -79,7 +90,10 @@ class StatementTimer:
                 try:
                     return self.inner.__exit__(*exc)
                 finally:
-                    timer.rows.append((time.perf_counter() - self.started, self.statement))
+                    seconds = time.perf_counter() - self.started
+                    timer.rows.append((seconds, self.statement))
+                    timer.copies.append((round(seconds, 3), round(
+                        _backend_cpu(self.pid) - self.cpu, 2), self.statement.split(" (")[0]))
 
         psycopg.Cursor.execute = execute
         def copy(cur, statement, *a, **kw):
@@ -101,10 +115,55 @@ class StatementTimer:
             kinds[" ".join(words[:2]).lower()] += seconds
         slowest = sorted(self.rows, reverse=True)[:top]
         return {"statements": len(self.rows), "connections": self.connections,
+                "copies": sorted(self.copies, reverse=True)[:3],
                 "sql_seconds": round(sum(s for s, _ in self.rows), 3),
                 "by_kind": {k: round(v, 3) for k, v in sorted(kinds.items(),
                                                               key=lambda kv: -kv[1])[:top]},
                 "slowest": [(round(s, 3), re.sub(r"\s+", " ", q)[:140]) for s, q in slowest]}
+
+
+def _backend_cpu(pid: int) -> float:
+    """CPU seconds (user + system) the server backend `pid` has used (the bench's server runs
+    on this machine: /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Watcher:
+    """Polls pg_stat_activity every 50 ms on a connection of its own while a publish runs:
+    the autovacuum workers (and what they work on) and the checkpointer when it is writing a
+    checkpoint (wait_event CheckpointWriteDelay) are what else the server did meanwhile."""
+
+    def __init__(self, url: str):
+        import threading
+
+        import psycopg
+
+        # made before StatementTimer patches them: its statements are not the publish's
+        self._connect, self._execute = psycopg.connect, psycopg.Cursor.execute
+        self.url, self.seen = url, set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Watcher:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        with self._connect(self.url, autocommit=True) as conn, conn.cursor() as cur:
+            while not self._stop.wait(0.05):
+                for kind, event, query in self._execute(cur,
+                        "select backend_type, wait_event, left(query, 60) from pg_stat_activity "
+                        "where backend_type = 'autovacuum worker' or (backend_type = "
+                        "'checkpointer' and wait_event is distinct from 'CheckpointerMain')"):
+                    self.seen.add(f"{kind}: {event}: {query}")
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 SERVER_COUNTERS = """
@@ -117,7 +176,8 @@ SERVER_COUNTERS = """
          where schemaname = 'ragmart') as autovacuums,
         (select count(*) from pg_stat_activity where backend_type = 'autovacuum worker')
             as autovacuum_workers,
-        pg_current_wal_lsn() - '0/0'::pg_lsn as wal_bytes"""
+        pg_current_wal_lsn() - '0/0'::pg_lsn as wal_bytes,
+        (select wal_fpi from pg_stat_wal) as wal_full_page_images"""
 
 
 def server_counters(url: str) -> dict:
@@ -146,7 +206,7 @@ def publish_once(build_db: Path, url: str, *, cprofile: bool = False) -> dict:
 
     profiler = cProfile.Profile() if cprofile else None
     before = server_counters(url)
-    with StatementTimer() as timer:
+    with Watcher(url) as watcher, StatementTimer() as timer:
         started = time.perf_counter()
         if profiler:
             profiler.enable()
@@ -158,6 +218,7 @@ def publish_once(build_db: Path, url: str, *, cprofile: bool = False) -> dict:
         pstats.Stats(profiler).sort_stats("cumulative").print_stats(30)
     time.sleep(0.6)  # backends flush their statistics at most once a second
     server = _delta(before, server_counters(url))
+    server["seen"] = sorted(watcher.seen)
     return {"seconds": round(seconds, 3), "incremental": pub.incremental, "server": server,
             "rows_written": pub.rows_written, "rows_removed": pub.rows_removed,
             "tables": pub.tables, **timer.summary()}
@@ -183,8 +244,16 @@ def profile_size(n: int, server: Server, rounds: int, cprofile: bool = False) ->
                   f"SQL {inc['sql_seconds']:.2f} s in {inc['statements']} statements, "
                   f"{inc['connections']} connections: {json.dumps(inc['by_kind'])}", flush=True)
             print(f"    server: {json.dumps(inc['server'])}", flush=True)
+            print(f"    COPY wall s, backend CPU s: {json.dumps(inc['copies'])}", flush=True)
             for seconds, sql in inc["slowest"][:5]:
                 print(f"    {seconds:7.3f} s  {sql}", flush=True)
+        # what every publish costs whatever it writes: the same source again, nothing changed
+        figures["unchanged"] = idle = publish_once(build_db, url)
+        print(f"{n:,} unchanged: {idle['seconds']:.2f} s "
+              f"({idle['seconds'] / figures['full']['seconds']:.1%} of full), "
+              f"{idle['rows_written']} written; SQL {idle['sql_seconds']:.2f} s in "
+              f"{idle['statements']} statements, {idle['connections']} connections: "
+              f"{json.dumps(idle['by_kind'])}", flush=True)
         return figures
     finally:
         shutil.rmtree(work, ignore_errors=True)
