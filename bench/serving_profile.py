@@ -224,7 +224,18 @@ def publish_once(build_db: Path, url: str, *, cprofile: bool = False) -> dict:
             "tables": pub.tables, **timer.summary()}
 
 
-def profile_size(n: int, server: Server, rounds: int, cprofile: bool = False) -> dict:
+def checkpoint(url: str) -> None:
+    """CHECKPOINT now (untimed): the next publish is the first since a checkpoint, as every
+    publish is on a server whose checkpoint_timeout (5 min by default) is shorter than the time
+    between publishes: each page it changes goes to the WAL whole once (full_page_writes)."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("checkpoint")
+
+
+def profile_size(n: int, server: Server, rounds: int, cprofile: bool = False,
+                 checkpoints: bool = False) -> dict:
     cached = cached_database(n)
     work = Path(tempfile.mkdtemp(prefix=f"ragmart-bench-profile-{n}-"))
     try:
@@ -236,6 +247,8 @@ def profile_size(n: int, server: Server, rounds: int, cprofile: bool = False) ->
               f"{json.dumps(figures['full']['server'])}", flush=True)
         for round_ in range(1, rounds + 1):
             edit(build_db, 0.01, round_=round_)
+            if checkpoints:
+                checkpoint(url)
             inc = publish_once(build_db, url, cprofile=cprofile and round_ == rounds)
             figures["incremental"].append(inc)
             ratio = inc["seconds"] / figures["full"]["seconds"]
@@ -248,6 +261,8 @@ def profile_size(n: int, server: Server, rounds: int, cprofile: bool = False) ->
             for seconds, sql in inc["slowest"][:5]:
                 print(f"    {seconds:7.3f} s  {sql}", flush=True)
         # what every publish costs whatever it writes: the same source again, nothing changed
+        if checkpoints:
+            checkpoint(url)
         figures["unchanged"] = idle = publish_once(build_db, url)
         print(f"{n:,} unchanged: {idle['seconds']:.2f} s "
               f"({idle['seconds'] / figures['full']['seconds']:.1%} of full), "
@@ -275,6 +290,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="insert the new serving rows in one COPY on the publish's own "
                         "connection, as before ragmart.serving.postgres.parallel (an A/B of "
                         "the second connection in one checkout)")
+    parser.add_argument("--checkpoint", action="store_true",
+                        help="CHECKPOINT (untimed) before each incremental publish: each is "
+                        "then the first since a checkpoint, as on a server where publishes "
+                        "are further apart than checkpoint_timeout (full-page images)")
     args = parser.parse_args(argv)
     if args.one_connection:
         from ragmart.serving.postgres import pipeline
@@ -286,13 +305,14 @@ def main(argv: list[str] | None = None) -> int:
         schema.HNSW_EF_CONSTRUCTION = args.ef_construction
     server = Server()
     try:
-        results = [profile_size(n, server, args.rounds, args.cprofile)
+        results = [profile_size(n, server, args.rounds, args.cprofile, args.checkpoint)
                    for n in args.chunks or [20_000]]
     finally:
         server.close()
     OUT.mkdir(parents=True, exist_ok=True)
     efc = f"-efc{args.ef_construction}" if args.ef_construction else ""
     efc += "-one-connection" if args.one_connection else ""
+    efc += "-checkpoint" if args.checkpoint else ""
     out = OUT / f"serving-profile-{'-'.join(str(r['chunks']) for r in results)}{efc}.json"
     out.write_text(json.dumps(results, indent=2))
     print(f"wrote {out.relative_to(ROOT)}")
