@@ -178,6 +178,11 @@ SERVER_COUNTERS = """
             as autovacuum_workers,
         pg_current_wal_lsn() - '0/0'::pg_lsn as wal_bytes,
         (select wal_fpi from pg_stat_wal) as wal_full_page_images"""
+# blocks each relation of the schema read from outside shared_buffers (table, its indexes)
+RELATION_READS = """
+    select relname, heap_blks_read from pg_statio_all_tables where schemaname = 'ragmart'
+    union all
+    select indexrelname, idx_blks_read from pg_statio_all_indexes where schemaname = 'ragmart'"""
 
 
 def server_counters(url: str) -> dict:
@@ -190,12 +195,17 @@ def server_counters(url: str) -> dict:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("select pg_stat_clear_snapshot()")
         cur = conn.execute(SERVER_COUNTERS)
-        return {d.name: int(v) for d, v in zip(cur.description, cur.fetchone(), strict=True)}
+        found = {d.name: int(v) for d, v in zip(cur.description, cur.fetchone(), strict=True)}
+        found["reads"] = {name: int(n or 0) for name, n in conn.execute(RELATION_READS)}
+        return found
 
 
 def _delta(before: dict, after: dict) -> dict:
-    return {k: after[k] - before[k] if k != "autovacuum_workers" else (before[k], after[k])
-            for k in before}
+    delta = {k: after[k] - before[k] if k != "autovacuum_workers" else (before[k], after[k])
+             for k in before if k != "reads"}
+    delta["reads"] = {name: n - before["reads"].get(name, 0)
+                      for name, n in after["reads"].items() if n - before["reads"].get(name, 0)}
+    return delta
 
 
 def publish_once(build_db: Path, url: str, *, cprofile: bool = False) -> dict:
