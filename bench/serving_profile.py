@@ -21,6 +21,7 @@ first rows, and the DuckDB work it overlaps is no longer on the publish's path.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -53,6 +54,10 @@ class StatementTimer:
         # (wall seconds, the server backend's CPU seconds, COPY target) of each COPY: wall
         # well above CPU is waiting (for the producer, a lock, the disk or a busy machine)
         self.copies: list[tuple[float, float, str]] = []
+        # server backend pid -> its CPU seconds at its connection's last statement: with this
+        # process's CPU time, the publish's CPU, a figure a loaded machine disturbs far less
+        # than its seconds
+        self.backend_cpu: dict[int, float] = {}
 
     def __enter__(self) -> StatementTimer:
         import psycopg
@@ -73,6 +78,9 @@ class StatementTimer:
                 return timer._execute(cur, query, params, **kw)
             finally:
                 timer.rows.append((time.perf_counter() - started, str(query)))
+                with contextlib.suppress(Exception):  # a closed or broken connection
+                    pid = cur.connection.info.backend_pid
+                    timer.backend_cpu[pid] = _backend_cpu(pid)
 
         class TimedCopy:
             def __init__(self, cur, statement, *a, **kw):
@@ -92,6 +100,7 @@ class StatementTimer:
                 finally:
                     seconds = time.perf_counter() - self.started
                     timer.rows.append((seconds, self.statement))
+                    timer.backend_cpu[self.pid] = _backend_cpu(self.pid)
                     timer.copies.append((round(seconds, 3), round(
                         _backend_cpu(self.pid) - self.cpu, 2), self.statement.split(" (")[0]))
 
@@ -115,6 +124,7 @@ class StatementTimer:
             kinds[" ".join(words[:2]).lower()] += seconds
         slowest = sorted(self.rows, reverse=True)[:top]
         return {"statements": len(self.rows), "connections": self.connections,
+                "server_cpu": round(sum(self.backend_cpu.values()), 2),
                 "copies": sorted(self.copies, reverse=True)[:3],
                 "sql_seconds": round(sum(s for s, _ in self.rows), 3),
                 "by_kind": {k: round(v, 3) for k, v in sorted(kinds.items(),
@@ -217,6 +227,7 @@ def publish_once(build_db: Path, url: str, *, cprofile: bool = False) -> dict:
     profiler = cProfile.Profile() if cprofile else None
     before = server_counters(url)
     with Watcher(url) as watcher, StatementTimer() as timer:
+        cpu = time.process_time()
         started = time.perf_counter()
         if profiler:
             profiler.enable()
@@ -224,12 +235,14 @@ def publish_once(build_db: Path, url: str, *, cprofile: bool = False) -> dict:
         if profiler:
             profiler.disable()
         seconds = time.perf_counter() - started
+        cpu = time.process_time() - cpu
     if profiler:
         pstats.Stats(profiler).sort_stats("cumulative").print_stats(30)
     time.sleep(0.6)  # backends flush their statistics at most once a second
     server = _delta(before, server_counters(url))
     server["seen"] = sorted(watcher.seen)
-    return {"seconds": round(seconds, 3), "incremental": pub.incremental, "server": server,
+    return {"seconds": round(seconds, 3), "client_cpu": round(cpu, 2),
+            "incremental": pub.incremental, "server": server,
             "rows_written": pub.rows_written, "rows_removed": pub.rows_removed,
             "tables": pub.tables, **timer.summary()}
 
@@ -267,7 +280,9 @@ def profile_size(n: int, server: Server, rounds: int, cprofile: bool = False,
                   f"SQL {inc['sql_seconds']:.2f} s in {inc['statements']} statements, "
                   f"{inc['connections']} connections: {json.dumps(inc['by_kind'])}", flush=True)
             print(f"    server: {json.dumps(inc['server'])}", flush=True)
-            print(f"    COPY wall s, backend CPU s: {json.dumps(inc['copies'])}", flush=True)
+            print(f"    CPU s: this process {inc['client_cpu']}, server backends "
+                  f"{inc['server_cpu']}; COPY wall s, backend CPU s: "
+                  f"{json.dumps(inc['copies'])}", flush=True)
             for seconds, sql in inc["slowest"][:5]:
                 print(f"    {seconds:7.3f} s  {sql}", flush=True)
         # what every publish costs whatever it writes: the same source again, nothing changed
@@ -277,7 +292,8 @@ def profile_size(n: int, server: Server, rounds: int, cprofile: bool = False,
         print(f"{n:,} unchanged: {idle['seconds']:.2f} s "
               f"({idle['seconds'] / figures['full']['seconds']:.1%} of full), "
               f"{idle['rows_written']} written; SQL {idle['sql_seconds']:.2f} s in "
-              f"{idle['statements']} statements, {idle['connections']} connections: "
+              f"{idle['statements']} statements, {idle['connections']} connections, CPU s: "
+              f"this process {idle['client_cpu']}, server backends {idle['server_cpu']}: "
               f"{json.dumps(idle['by_kind'])}", flush=True)
         return figures
     finally:
