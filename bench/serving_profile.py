@@ -182,6 +182,8 @@ SERVER_COUNTERS = """
         (select blks_read from pg_stat_database where datname = current_database())
             as blocks_read,
         (select blks_hit from pg_stat_database where datname = current_database()) as blocks_hit,
+        (select (blk_read_time * 1000)::bigint from pg_stat_database
+         where datname = current_database()) as read_wait_us,
         (select coalesce(sum(autovacuum_count + autoanalyze_count), 0) from pg_stat_user_tables
          where schemaname = 'ragmart') as autovacuums,
         (select count(*) from pg_stat_activity where backend_type = 'autovacuum worker')
