@@ -143,9 +143,10 @@ def _backend_cpu(pid: int) -> float:
 
 
 class Watcher:
-    """Polls pg_stat_activity every 50 ms on a connection of its own while a publish runs:
+    """Polls pg_stat_activity every 20 ms on a connection of its own while a publish runs:
     the autovacuum workers (and what they work on) and the checkpointer when it is writing a
-    checkpoint (wait_event CheckpointWriteDelay) are what else the server did meanwhile."""
+    checkpoint (wait_event CheckpointWriteDelay) are what else the server did meanwhile; the
+    publish's active backends, sampled, say whether they ran or what they waited for."""
 
     def __init__(self, url: str):
         import threading
@@ -155,6 +156,7 @@ class Watcher:
         # made before StatementTimer patches them: its statements are not the publish's
         self._connect, self._execute = psycopg.connect, psycopg.Cursor.execute
         self.url, self.seen = url, set()
+        self.waits: dict[str, int] = {}  # samples of the publish's active backends, by wait
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -164,12 +166,19 @@ class Watcher:
 
     def _run(self) -> None:
         with self._connect(self.url, autocommit=True) as conn, conn.cursor() as cur:
-            while not self._stop.wait(0.05):
+            while not self._stop.wait(0.02):
                 for kind, event, query in self._execute(cur,
                         "select backend_type, wait_event, left(query, 60) from pg_stat_activity "
                         "where backend_type = 'autovacuum worker' or (backend_type = "
                         "'checkpointer' and wait_event is distinct from 'CheckpointerMain')"):
                     self.seen.add(f"{kind}: {event}: {query}")
+                # what the publish's backends were doing: on CPU (no wait event) or waiting
+                for (event,) in self._execute(cur,
+                        "select coalesce(wait_event_type || ':' || wait_event, 'CPU') "
+                        "from pg_stat_activity where backend_type = 'client backend' "
+                        "and datname = current_database() and pid <> pg_backend_pid() "
+                        "and state = 'active'"):
+                    self.waits[event] = self.waits.get(event, 0) + 1
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
@@ -243,6 +252,7 @@ def publish_once(build_db: Path, url: str, *, cprofile: bool = False) -> dict:
     time.sleep(0.6)  # backends flush their statistics at most once a second
     server = _delta(before, server_counters(url))
     server["seen"] = sorted(watcher.seen)
+    server["backend_samples"] = dict(sorted(watcher.waits.items(), key=lambda kv: -kv[1]))
     return {"seconds": round(seconds, 3), "client_cpu": round(cpu, 2),
             "incremental": pub.incremental, "server": server,
             "rows_written": pub.rows_written, "rows_removed": pub.rows_removed,
