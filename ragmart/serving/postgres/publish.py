@@ -62,6 +62,7 @@ from ragmart.serving.postgres.transfer import (
     publish_table,
     published_columns,
 )
+from ragmart.serving.postgres.warm import prewarm_function, warm_indexes
 
 KEEP_PUBLICATIONS = 3
 
@@ -160,6 +161,7 @@ def publish_version(source: Path | duckdb.DuckDBPyConnection, version: str, url:
                 # of a table no DDL of this transaction locks, once the journal exists)
                 parallel = {serving_table} - full if staged_ready and \
                     not changed[serving_table] else set()
+                prewarm = prewarm_function(conn) if created else None
                 with conn.cursor() as cur:
                     producer.start(Plan(pid, full, live_fingerprints(
                         cur, [t for t in tables if t not in full]), parallel, second.open))
@@ -169,6 +171,7 @@ def publish_version(source: Path | duckdb.DuckDBPyConnection, version: str, url:
                             second=second if table in parallel else None)
                         if table in created:
                             create_indexes(conn, table, pg_columns[table])
+                            warm_indexes(conn, table, prewarm)  # not cold for the next one
                         if table in full:  # the planner's statistics now, not at autovacuum's
                             conn.execute(f'analyze {SCHEMA}."{table}"')
                         if table == serving_table:
