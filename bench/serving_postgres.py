@@ -27,7 +27,8 @@ import numpy as np
 from ragmart.relations import Relations
 
 SETTINGS = {"shared_buffers": "1GB", "maintenance_work_mem": "1GB",
-            "max_parallel_maintenance_workers": "1", "max_wal_size": "4GB"}
+            "max_parallel_maintenance_workers": "1", "max_wal_size": "4GB",
+            "track_io_timing": "on"}  # what a publish waited for reads: pg_stat_database
 SCHEMA = "ragmart"
 
 

@@ -25,7 +25,7 @@ is already in place it leaves alone (no lock on a reader's table).
 
 from __future__ import annotations
 
-from ragmart.relations import ACCESS_TABLE, DOCUMENTS_TABLE, check_version
+from ragmart.relations import ACCESS_TABLE, DOCUMENTS_TABLE, Relations, check_version
 from ragmart.retrieval import postgres_sql
 from ragmart.retrieval.clauses import POSTGRES
 from ragmart.retrieval.macro import macro_checks
@@ -46,7 +46,6 @@ from ragmart.retrieval.sql import MACRO_DEFAULTS, access_sql, parameter_types
 from ragmart.serving.postgres.schema import (
     SCHEMA,
     SERVING,
-    data_tables,
     is_serving_table,
     table_version,
 )
@@ -69,25 +68,20 @@ def function_arguments() -> str:
         f"{name} {types[name]} default {default}" for name, default in MACRO_DEFAULTS.items()])
 
 
-def _result_columns(conn, tables: PostgresTables) -> str | None:
+def _result_columns(types: dict[str, str]) -> str | None:
     """RETURNS TABLE (...): rank, distance and the result columns, typed as the serving
-    table's columns (None: the table lacks one, no search can serve it)."""
-    types = dict(conn.execute(
-        "select attname, format_type(atttypid, atttypmod) from pg_attribute "
-        "where attrelid = to_regclass(%s) and attnum > 0 and not attisdropped",
-        (tables.serving,)).fetchall())
-    types.update(document_valid_to="timestamp without time zone", completeness="text")
+    table's columns `types` (name -> PostgreSQL type; None: the table lacks one, no search
+    can serve it)."""
+    types = {**types, "document_valid_to": "timestamp without time zone",
+             "completeness": "text"}
     if any(name not in types for name in COLUMNS):
         return None
     return ", ".join(["rank bigint", "distance double precision"]
                      + [f"{name} {types[name]}" for name in COLUMNS] + ["source text"])
 
 
-def _dimensions(conn, tables: PostgresTables) -> int | None:
-    kind = conn.execute(
-        "select format_type(atttypid, atttypmod) from pg_attribute where attrelid = "
-        "to_regclass(%s) and attname = 'embedding'", (tables.serving,)).fetchone()
-    size = kind[0].removeprefix("vector(").rstrip(")") if kind else ""
+def _dimensions(types: dict[str, str]) -> int | None:
+    size = types.get("embedding", "").removeprefix("vector(").rstrip(")")
     return int(size) if size.isdigit() else None
 
 
@@ -140,21 +134,24 @@ def _version_branch(tables: PostgresTables, dims: int) -> str:
         return;"""
 
 
-def function_sql(conn, version: str) -> str | None:
+def function_sql(columns: dict[str, dict[str, str]], version: str) -> str | None:
     """`create or replace function ragmart.retrieve(...)`, with a branch per version whose
     serving table the schema holds with every result column (`version`'s included; None when
-    `version`'s lacks one: it is not a retrieval set, the function stays as it was)."""
-    returns = _result_columns(conn, PostgresTables.for_version(version))
+    `version`'s lacks one: it is not a retrieval set, the function stays as it was).
+    `columns`: table name -> its columns (name -> PostgreSQL type), every data table of the
+    schema (`_catalog`)."""
+    returns = _result_columns(columns.get(Relations(version).serving, {}))
     if returns is None:
         return None
-    versions = sorted({v for t in data_tables(conn) if is_serving_table(t)
+    versions = sorted({v for t in columns if is_serving_table(t)
                        for v in [table_version(t)] if v} | {check_version(version)},
                       key=lambda v: int(v[1:]))
     branches = []
     for v in versions:
         tables = PostgresTables.for_version(v)
-        dims = _dimensions(conn, tables)
-        if dims is not None and _result_columns(conn, tables) is not None:
+        types = columns.get(Relations(v).serving, {})
+        dims = _dimensions(types)
+        if dims is not None and _result_columns(types) is not None:
             branches.append(f"if serving_version = '{v}' then{_version_branch(tables, dims)}")
     if not branches:
         raise PostgresServingError(f"the serving database has no {version} vectors to search")
@@ -229,39 +226,82 @@ def policy_sql(table: str, latest_known: bool = True) -> str:
     return f"{own}\n    and {latest}"
 
 
+_ROLE_GROUPS_DDL = f"""create table if not exists {ROLE_GROUPS} (
+    role_name text primary key,
+    groups text[] not null,
+    all_groups boolean not null default false
+)"""
+# every table of the schema: row-level security on?, the readers' policy's comment, columns
+_TABLES_SQL = """
+    select c.relname, c.relrowsecurity,
+        (select obj_description(p.oid, 'pg_policy') from pg_policy as p
+         where p.polrelid = c.oid and p.polname = %(policy)s),
+        (select json_object_agg(a.attname, format_type(a.atttypid, a.atttypmod))
+         from pg_attribute as a where a.attrelid = c.oid and a.attnum > 0
+         and not a.attisdropped)
+    from pg_class as c join pg_namespace as n on n.oid = c.relnamespace
+    where n.nspname = %(schema)s and c.relkind in ('r', 'p')"""
+_FUNCTION_SQL = ("select p.prosrc from pg_proc as p join pg_namespace as n on n.oid = "
+                 "p.pronamespace where n.nspname = %s and p.proname = %s")
+# each mapped role: whether it lacks USAGE on the schema, SELECT on a table, EXECUTE
+_ROLES_SQL = f"""
+    select g.role_name, not has_schema_privilege(g.role_name, %(schema)s, 'usage'),
+        exists (select from pg_class as c join pg_namespace as n on n.oid = c.relnamespace
+                where n.nspname = %(schema)s and c.relkind in ('r', 'p', 'v')
+                and not has_table_privilege(g.role_name, c.oid, 'select')),
+        exists (select from pg_proc as p join pg_namespace as n on n.oid = p.pronamespace
+                where n.nspname = %(schema)s and p.proname = %(function)s
+                and not has_function_privilege(g.role_name, p.oid, 'execute'))
+    from {ROLE_GROUPS} as g"""
+
+
+def _catalog(conn) -> tuple[dict, list[str], list[tuple]]:
+    """role_groups created when missing, then what install_access compares, in ONE round
+    trip: table -> (row-level security on, policy comment, columns) of every table of the
+    schema, the function's sources, and the mapped roles' missing privileges."""
+    name = FUNCTION.split(".")[1]
+    with conn.pipeline():
+        conn.execute(_ROLE_GROUPS_DDL)
+        tables = conn.execute(_TABLES_SQL, {"policy": POLICY, "schema": SCHEMA})
+        function = conn.execute(_FUNCTION_SQL, (SCHEMA, name))
+        roles = conn.execute(_ROLES_SQL, {"schema": SCHEMA, "function": name})
+    return ({table: (rls, comment, columns or {})
+             for table, rls, comment, columns in tables.fetchall()},
+            [src for (src,) in function.fetchall()], roles.fetchall())
+
+
 def install_access(conn, version: str) -> None:
     """The SQL function, role_groups and the readers' policies on every data table, and SELECT
     on the schema's tables for every mapped role (idempotent; in the caller's transaction).
 
     What is already in place is left alone: a policy (or the function) is created only when
-    it is missing or its SQL changed (`_ensure_policy`: the md5 of its SQL, kept in the policy's
+    it is missing or its SQL changed (`_policy_ddl`: the md5 of its SQL, kept in the policy's
     comment and in the function's body), and row-level security is enabled only where it is
     off. Creating a policy takes an ACCESS EXCLUSIVE lock on its table until the publish
     commits, which would hold every reader of the table; a publish that changes no policy
-    takes none (tests/python/test_postgres_gaps.py)."""
-    _ensure_policy(conn, ROLE_GROUPS, "role_name = current_user", create_table=f"""
-        create table if not exists {ROLE_GROUPS} (
-            role_name text primary key,
-            groups text[] not null,
-            all_groups boolean not null default false
-        )""")
-    tables = data_tables(conn)
-    for table in tables:
+    takes none (tests/python/test_postgres_gaps.py). What is in place is read in one round
+    trip (`_catalog`); a publish that changes nothing sends nothing else."""
+    found, sources, roles = _catalog(conn)
+    columns = {table: cols for table, (_, _, cols) in found.items()
+               if "published_in" in cols}  # the data tables (schema.data_tables)
+    ddl = _policy_ddl(ROLE_GROUPS, found.get(ROLE_GROUPS.split(".")[1]),
+                      "role_name = current_user")
+    for table in sorted(columns):
         if table not in (DOCUMENTS_TABLE, ACCESS_TABLE) and table_version(table) is None:
             continue
-        _ensure_policy(conn, f'{SCHEMA}."{table}"',
-                       policy_sql(table, latest_known=ACCESS_TABLE in tables))
-    function = function_sql(conn, version)
+        ddl += _policy_ddl(f'{SCHEMA}."{table}"', found[table],
+                           policy_sql(table, latest_known=ACCESS_TABLE in columns))
+    function = function_sql(columns, version)
+    created = False
     if function is not None:
         mark = f"-- ragmart:{_md5(function)}"
-        current = conn.execute(
-            "select p.prosrc from pg_proc as p join pg_namespace as n on n.oid = p.pronamespace"
-            " where n.nspname = %s and p.proname = %s", (SCHEMA, FUNCTION.split(".")[1])
-        ).fetchall()
-        if [row[0].strip().splitlines()[0] for row in current] != [mark]:
-            conn.execute(function.replace("$function$\n", f"$function$\n{mark}\n", 1))
-    for (role,) in conn.execute(f"select role_name from {ROLE_GROUPS}").fetchall():
-        _grant_tables(conn, role)
+        if [src.strip().splitlines()[0] for src in sources] != [mark]:
+            ddl.append(function.replace("$function$\n", f"$function$\n{mark}\n", 1))
+            created = not sources  # a replaced function keeps its grants
+    if ddl:
+        conn.execute(";\n".join(ddl))
+    for role, no_usage, no_select, no_execute in roles:
+        _grant(conn, role, usage=no_usage, select=no_select, execute=no_execute or created)
 
 
 def _md5(text: str) -> str:
@@ -270,49 +310,44 @@ def _md5(text: str) -> str:
     return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
 
 
-def _ensure_policy(conn, relation: str, using: str, *, create_table: str = "") -> None:
-    """Row-level security on `relation` with the readers' policy USING `using`, unless it is
-    already so (the policy's comment holds the md5 of its expression)."""
+def _policy_ddl(relation: str, found: tuple | None, using: str) -> list[str]:
+    """The statements that give `relation` row-level security with the readers' policy USING
+    `using`, where it is not already so: `found` is its (row-level security on, policy
+    comment, ...) from `_catalog` (the comment holds the md5 of the policy's expression)."""
     mark = f"ragmart:{_md5(using)}"
-    if create_table and conn.execute("select to_regclass(%s) is null", (relation,)
-                                     ).fetchone()[0]:
-        conn.execute(create_table)
-    enabled, comment = conn.execute(
-        "select c.relrowsecurity, (select obj_description(p.oid, 'pg_policy') from pg_policy "
-        "as p where p.polrelid = c.oid and p.polname = %s) from pg_class as c "
-        "where c.oid = to_regclass(%s)", (POLICY, relation)).fetchone()
-    if not enabled:
-        conn.execute(f"alter table {relation} enable row level security")
+    enabled, comment = found[:2] if found else (False, None)
+    ddl = [] if enabled else [f"alter table {relation} enable row level security"]
     if comment != mark:
-        conn.execute(f"drop policy if exists {POLICY} on {relation}")
-        conn.execute(f"create policy {POLICY} on {relation} for select using ({using})")
-        conn.execute(f"comment on policy {POLICY} on {relation} is '{mark}'")
+        ddl += [f"drop policy if exists {POLICY} on {relation}",
+                f"create policy {POLICY} on {relation} for select using ({using})",
+                f"comment on policy {POLICY} on {relation} is '{mark}'"]
+    return ddl
+
+
+def _grant(conn, role: str, *, usage: bool, select: bool, execute: bool) -> None:
+    """USAGE on the schema, SELECT on its tables, EXECUTE on the function for `role`: those
+    asked for (a GRANT rewrites the object's catalog row even when nothing changes)."""
+    from psycopg import sql
+
+    name, schema = sql.Identifier(role), sql.Identifier(SCHEMA)
+    if usage:
+        conn.execute(sql.SQL("grant usage on schema {} to {}").format(schema, name))
+    if select:
+        conn.execute(sql.SQL("grant select on all tables in schema {} to {}").format(
+            schema, name))
+    if execute:
+        conn.execute(sql.SQL("grant execute on function {} to {}").format(sql.SQL(FUNCTION),
+                                                                         name))
 
 
 def _grant_tables(conn, role: str) -> None:
     """USAGE on the schema, SELECT on its tables and EXECUTE on the function for `role`, where
-    it lacks them (a GRANT rewrites the object's catalog row even when nothing changes)."""
-    from psycopg import sql
-
-    name = sql.Identifier(role)
-    schema = sql.Identifier(SCHEMA)
-    if not conn.execute("select has_schema_privilege(%s, %s, 'usage')", (role, SCHEMA)
-                        ).fetchone()[0]:
-        conn.execute(sql.SQL("grant usage on schema {} to {}").format(schema, name))
-    lacking = conn.execute(
-        "select exists (select from pg_class as c join pg_namespace as n on n.oid = "
-        "c.relnamespace where n.nspname = %s and c.relkind in ('r', 'p', 'v') "
-        "and not has_table_privilege(%s, c.oid, 'select'))", (SCHEMA, role)).fetchone()[0]
-    if lacking:
-        conn.execute(sql.SQL("grant select on all tables in schema {} to {}").format(
-            schema, name))
-    function = conn.execute(
-        "select p.oid from pg_proc as p join pg_namespace as n on n.oid = p.pronamespace "
-        "where n.nspname = %s and p.proname = %s and not has_function_privilege(%s, p.oid, "
-        "'execute')", (SCHEMA, FUNCTION.split(".")[1], role)).fetchall()
-    if function:
-        conn.execute(sql.SQL("grant execute on function {} to {}").format(sql.SQL(FUNCTION),
-                                                                         name))
+    it lacks them."""
+    row = conn.execute(_ROLES_SQL + " where g.role_name = %(role)s",
+                       {"schema": SCHEMA, "function": FUNCTION.split(".")[1], "role": role}
+                       ).fetchone()
+    usage, select, execute = row[1:] if row else (True, True, False)
+    _grant(conn, role, usage=usage, select=select, execute=execute)
 
 
 def grant_groups(conn, role: str, groups: list[str], *, all_groups: bool = False) -> None:

@@ -79,22 +79,37 @@ class LexicalTables:
 
 def ensure_tables(conn, version: str) -> None:
     """Create the version's statistics tables and their indexes when missing, readers locked
-    out (idempotent; in the caller's transaction)."""
+    out (idempotent; in the caller's transaction).
+
+    One catalog query first, then only the DDL that is missing: a publish runs this every
+    time, and ``alter table ... enable row level security`` takes an ACCESS EXCLUSIVE lock
+    (held to the commit, every lexical reader waiting) and ``create index if not exists`` a
+    SHARE lock even when the index exists. So row-level security is enabled where it is off
+    (a table created before, or switched off by hand: pg_class.relrowsecurity) and nothing
+    else is touched."""
     t = LexicalTables(version)
-    statements = []  # one round trip (a publish runs this every time)
-    for kind, table in (("chunks", t.chunks), ("terms", t.terms), ("stats", t.stats)):
+    kinds = (("chunks", t.chunks), ("terms", t.terms), ("stats", t.stats))
+    indexes = {t.chunks: [("fingerprint", "(row_fingerprint)"), ("terms", "using gin (terms)"),
+                          ("chunk_id", "(chunk_id)"), ("document", "(document_id)")],
+               t.terms: [("fingerprint", "(row_fingerprint)"), ("term", "(term)")],
+               t.stats: [("fingerprint", "(row_fingerprint)")]}
+    found = dict(conn.execute(
+        "select c.relname, c.relrowsecurity from pg_class as c join pg_namespace as n "
+        "on n.oid = c.relnamespace where n.nspname = %s and c.relname = any(%s)",
+        (SCHEMA, [table for _, table in kinds] + [f"{table}_{suffix}" for table, names
+                                                   in indexes.items() for suffix, _ in names])
+    ).fetchall())
+    statements = []  # one round trip, and none when everything is in place
+    for kind, table in kinds:
         q = t.qualified(table)
-        statements += [f"create table if not exists {q} ({_COLUMNS[kind]}, {_BOOKKEEPING})",
-                       f"alter table {q} enable row level security",
-                       f'create index if not exists "{table}_fingerprint" on {q} '
-                       "(row_fingerprint)"]
-    chunks = t.qualified(t.chunks)
-    statements += [
-        f'create index if not exists "{t.chunks}_terms" on {chunks} using gin (terms)',
-        f'create index if not exists "{t.chunks}_chunk_id" on {chunks} (chunk_id)',
-        f'create index if not exists "{t.chunks}_document" on {chunks} (document_id)',
-        f'create index if not exists "{t.terms}_term" on {t.qualified(t.terms)} (term)']
-    conn.execute(";\n".join(statements))
+        if table not in found:
+            statements.append(f"create table {q} ({_COLUMNS[kind]}, {_BOOKKEEPING})")
+        if not found.get(table):
+            statements.append(f"alter table {q} enable row level security")
+        statements += [f'create index "{table}_{suffix}" on {q} {how}'
+                       for suffix, how in indexes[table] if f"{table}_{suffix}" not in found]
+    if statements:
+        conn.execute(";\n".join(statements))
 
 
 def _texts_sql(duck: duckdb.DuckDBPyConnection, version: str) -> str:

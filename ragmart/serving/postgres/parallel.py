@@ -52,8 +52,11 @@ def discard_staged(conn, publication_id: int | None = None) -> dict[str, int]:
 
 
 class SecondWriter:
-    """A second connection to `url`, opened on a thread as soon as this is made (off the
-    publish's path), that COPYs one share of a table's new rows when `start`ed. Use as a
+    """A second connection to `url`, opened on a thread only once a table's new rows are cut
+    in two (`open`, the producer's Plan.on_split: a full publish, or one with fewer than
+    pipeline.MIN_SPLIT_ROWS new serving rows, opens none), that COPYs one share of them when
+    `start`ed. Should it fail to open (max_connections, a pooler's limit), its share is kept
+    in memory (`leftover`) and the publish's own connection COPYs it after its own. Use as a
     context manager, entered before the publish's own connection and left after it."""
 
     def __init__(self, url: str):
@@ -64,20 +67,31 @@ class SecondWriter:
         self._shares: Shares | None = None
         self._committed: int | None = None  # the publication whose rows it committed
         self.rows = 0
-        self._connecting = threading.Thread(target=self._connect, daemon=True,
-                                            name="ragmart-publish-connect")
+        self.leftover: list[tuple[bytes, int]] = []  # its share, when it could not connect
+        self._lock = threading.Lock()
+        self._connecting: threading.Thread | None = None
 
     def __enter__(self) -> SecondWriter:
-        self._connecting.start()
         return self
 
+    def open(self, table: str | None = None) -> None:
+        """Start opening the connection on a thread (once; off the publish's path)."""
+        with self._lock:
+            if self._connecting is None:
+                self._connecting = threading.Thread(target=self._connect, daemon=True,
+                                                    name="ragmart-publish-connect")
+                self._connecting.start()
+
     def _connect(self) -> None:
-        with contextlib.suppress(Exception):  # no second connection: one COPY, as before
+        with contextlib.suppress(Exception):  # no second connection: the first COPYs it all
             self._conn = connect(self._url)
 
-    def ready(self) -> bool:
-        """Whether the connection is open (waits for the attempt to end)."""
-        self._connecting.join()
+    def _opened(self) -> bool:
+        """Whether the connection is open (waits for the attempt, if one was started)."""
+        with self._lock:
+            connecting = self._connecting
+        if connecting is not None:
+            connecting.join()
         return self._conn is not None
 
     def start(self, shares: Shares, k: int, table: str, columns: list[str],
@@ -91,11 +105,16 @@ class SecondWriter:
         self._thread.start()
 
     def _copy(self, batches, table: str, columns: list[str], publication_id: int) -> None:
-        conn = self._conn
+        conn = None
         try:
             first = next(batches, None)
             if first is None:
                 return
+            self.open()  # the producer did when it cut the rows: a no-op then
+            if not self._opened():
+                self.leftover = [first, *batches]  # the publish's connection COPYs them
+                return
+            conn = self._conn
             with conn.cursor() as cur:
                 cur.execute(f"insert into {STAGED} (publication_id, table_name) "
                             "values (%s, %s)", (publication_id, table))
@@ -106,8 +125,9 @@ class SecondWriter:
         except BaseException as exc:
             self._error = exc
             self._shares.abort()  # the publish's own COPY stops at its next batch
-            with contextlib.suppress(Exception):
-                conn.rollback()
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.rollback()
 
     def wait(self) -> int:
         """The rows the second COPY committed; raises what it raised."""
@@ -121,8 +141,7 @@ class SecondWriter:
             self._shares.abort()
         if self._thread is not None:
             self._thread.join()
-        self._connecting.join()
-        if self._conn is None:
+        if not self._opened():
             return
         try:  # best effort: what a failure here leaves, the next publish deletes
             if exc_type is not None and self._committed is not None:

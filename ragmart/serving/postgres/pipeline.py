@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import duckdb
@@ -57,6 +57,9 @@ class Plan:
     full: set[str]
     live: dict[str, str]
     parallel: set[str] = field(default_factory=set)
+    # called (on the producer's thread) when a `parallel` table's new rows are cut for
+    # PARALLEL COPYs, before they are rendered: the second connection opens only then
+    on_split: Callable[[str], None] = lambda table: None
 
 
 class Cancelled(Exception):
@@ -204,6 +207,8 @@ class TableProducer:
                 if added.num_rows:
                     pieces = PARALLEL if table in plan.parallel and \
                         added.num_rows >= MIN_SPLIT_ROWS else 1
+                    if pieces > 1:
+                        plan.on_split(table)
                     reader = duck.execute(rows_sql(table, columns, new=new),
                                           {"id": pid}).to_arrow_reader(BATCH_ROWS)
                     size = min(BATCH_ROWS, -(-added.num_rows // pieces))

@@ -67,6 +67,7 @@ from ragmart.serving.postgres.transfer import (
     publish_table,
     published_columns,
 )
+from ragmart.serving.postgres.warm import prewarm_function, warm_indexes
 
 KEEP_PUBLICATIONS = 3
 
@@ -165,16 +166,18 @@ def publish_version(source: Path | duckdb.DuckDBPyConnection, version: str, url:
                 # the serving rows' graph inserts over two backends (an incremental publish
                 # of a table no DDL of this transaction locks, once the journal exists)
                 parallel = {serving_table} - full if staged_ready and \
-                    not changed[serving_table] and second.ready() else set()
+                    not changed[serving_table] else set()
+                prewarm = prewarm_function(conn) if created else None
                 with conn.cursor() as cur:
                     producer.start(Plan(pid, full, live_fingerprints(
-                        cur, [t for t in tables if t not in full]), parallel))
+                        cur, [t for t in tables if t not in full]), parallel, second.open))
                     for table in tables:
                         written, removed = publish_table(
                             producer, cur, table, columns[table], pid, full=table in full,
                             second=second if table in parallel else None)
                         if table in created:
                             create_indexes(conn, table, pg_columns[table])
+                            warm_indexes(conn, table, prewarm)  # not cold for the next one
                         if table in full:  # the planner's statistics now, not at autovacuum's
                             conn.execute(f'analyze {SCHEMA}."{table}"')
                         if table == serving_table:

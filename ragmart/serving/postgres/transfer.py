@@ -199,6 +199,8 @@ def publish_table(producer, cur, table: str, columns: dict[str, str], publicatio
             second.wait()  # its error first, if it failed (it stopped this COPY)
             raise
         written += second.wait()
+        if second.leftover:  # it could not connect: its share on this connection
+            written += copy_csv(cur, target, row_columns(columns), second.leftover)
     if full:
         cur.execute(f"insert into {LIVE_FINGERPRINTS} (table_name, row_fingerprint) "
                     f"select %s, row_fingerprint from {target} where published_in = %s",
