@@ -254,14 +254,15 @@ def postgres_readers(postgres):
 def measure_size(n: int, server: Server, args: argparse.Namespace) -> dict:
     cached = cached_database(n)
     work = Path(tempfile.mkdtemp(prefix=f"ragmart-bench-serving-{n}-"))
-    # the build database (the cached file plus its history, ~1.4x), two DuckDB snapshots of it
-    # and PostgreSQL's tables: about 5x the cached file (1M chunks: 6.2 GB cached, ~31 GB);
-    # the 1M run of 2026-11-30 ran out of disk after its 74-minute first PostgreSQL publish
-    need, free = 5 * cached.stat().st_size, shutil.disk_usage(work).free
+    # the build database (the cached file plus its history, ~1.4x), four snapshots of it (a
+    # first and a second publish, each made by both engines' `ragmart publish`: 1.4x each) and
+    # PostgreSQL's tables with their WAL (~2x): about 9x the cached file (1M chunks: 6.2 GB
+    # cached, ~54 GB used at the peak of session 5's run); the first 1M run ran out of disk
+    need, free = 9 * cached.stat().st_size, shutil.disk_usage(work).free
     if free < need:
         shutil.rmtree(work, ignore_errors=True)
         raise SystemExit(f"{n:,} chunks need about {need / 2**30:.0f} GiB free under {work.parent} "
-                         f"(the build copy, two snapshots, PostgreSQL's tables); "
+                         f"(the build copy, four snapshots, PostgreSQL's tables); "
                          f"{free / 2**30:.0f} GiB are: set TMPDIR to a larger disk")
     try:
         return _measure(n, cached, work, server, args)
