@@ -29,14 +29,13 @@ def prewarm_function(conn) -> str | None:
     the database does not have it."""
     import psycopg
 
-    found = conn.execute("select n.nspname from pg_extension as e join pg_namespace as n "
-                         "on n.oid = e.extnamespace where e.extname = 'pg_prewarm'").fetchone()
+    schema = ("select n.nspname from pg_extension as e join pg_namespace as n "
+              "on n.oid = e.extnamespace where e.extname = 'pg_prewarm'")
+    found = conn.execute(schema).fetchone()
     if found is None:
         with contextlib.suppress(psycopg.Error), conn.transaction():  # a savepoint
             conn.execute("create extension if not exists pg_prewarm")
-        found = conn.execute("select n.nspname from pg_extension as e join pg_namespace as n "
-                             "on n.oid = e.extnamespace where e.extname = 'pg_prewarm'"
-                             ).fetchone()
+        found = conn.execute(schema).fetchone()
     return f'"{found[0]}".pg_prewarm' if found else None
 
 
