@@ -18,7 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--db", metavar="FILE", help="serve this database file as it is (default: "
                    "the snapshot $RAGMART_DB's serving pointer names, followed as it changes)")
     p.add_argument("--workers", type=int, metavar="N", help="threads running searches, each "
-                   "with its own reader (default $RAGMART_SERVE_WORKERS, else 8)")
+                   "with its own reader (default $RAGMART_SERVE_WORKERS, else one per core, at "
+                   "least 2, or 8 serving from PostgreSQL)")
     p.set_defaults(func=run_serve)
 
     p = sub.add_parser("keys", help="API keys of `ragmart serve`: add, list, remove")

@@ -27,6 +27,7 @@ otherwise: Prometheus sends it with `authorization: {credentials: KEY}`).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import math
 import time
@@ -55,10 +56,11 @@ from ragmart.http.limits import (
     BodyLimit,
     Limits,
     TokenBuckets,
+    default_workers,
 )
 from ragmart.http.metrics import Metrics, RequestMetrics
 from ragmart.http.models import ErrorResponse, RetrieveRequest, RetrieveResponse
-from ragmart.http.pool import NothingServes, ServingPool
+from ragmart.http.pool import NothingServes, ServingPool, serves_postgres
 from ragmart.retrieval.document import document_json, parse_as_of
 from ragmart.retrieval.results import RetrievalError
 from ragmart.serving.pointer import file_stamp
@@ -218,6 +220,9 @@ def create_app(*, keys_file: str | Path, db_path: str | Path | None = None,
     $RAGMART_DB, followed) or the file `db_path` as it is. `own_process` (ragmart serve): the
     process does nothing else, so its garbage collector runs less often (GC_THRESHOLDS)."""
     limits = limits or Limits.from_env()
+    if limits.workers is None:  # what serves decides (`default_workers`), once
+        limits = dataclasses.replace(limits, workers=default_workers(
+            postgres=serves_postgres(Path(db_path) if db_path else None)))
     keys = KeysWatcher(Path(keys_file))
     metrics = Metrics()
     pool = ServingPool(

@@ -10,7 +10,8 @@ waits in an unbounded queue:
 * per key, a token bucket (RAGMART_SERVE_RATE per second, bursts of RAGMART_SERVE_BURST): 429
   with Retry-After;
 * RAGMART_SERVE_WORKERS threads run the searches (DuckDB and numpy release the GIL), each with
-  its own reader, so a slow search holds one thread and never the event loop.
+  its own reader, so a slow search holds one thread and never the event loop. Unset, their
+  number follows what serves (`default_workers`).
 """
 
 from __future__ import annotations
@@ -47,7 +48,9 @@ def _switch(name: str) -> bool:
     raise LimitsError(f"{name}={text!r} is not a switch; write true or false (the default)")
 
 
-def _number(name: str, default: float, *, integer: bool, maximum: float = math.inf) -> float:
+def _number(name: str, default: float | None, *, integer: bool, maximum: float = math.inf,
+            unset: str = "the default") -> float | None:
+    """The setting `name`, `default` when unset; `unset` says what unsetting it means."""
     text = os.environ.get(name, "").strip()
     if not text:
         return default
@@ -59,7 +62,9 @@ def _number(name: str, default: float, *, integer: bool, maximum: float = math.i
         kind = "an integer" if integer else "a number"
         raise LimitsError(f"{name}={text!r} is not {kind} > 0"
                           + (f" and <= {maximum}" if maximum < math.inf else "")
-                          + f"; write e.g. {default:g} (the default), or unset it")
+                          + (f"; write e.g. {default:g} (the default)" if default is not None
+                             else "; write e.g. 4")
+                          + f", or unset it ({unset})")
     return value
 
 
@@ -68,10 +73,7 @@ class Limits:
     max_body_bytes: int = 65_536
     max_k: int = 100
     max_concurrency: int = 64
-    # 8, not 4: concurrent searches share the pass over the vectors only when they wait for it
-    # together (bench/serve.py, 8 clients: 1.9 searches per product and p95 138 ms with 4,
-    # 3.5 and 102 ms with 8)
-    workers: int = 8
+    workers: int | None = None  # None: default_workers, once what serves is known
     rate: float = 50.0  # requests per second per key
     burst: int = 100
     # /metrics, /docs and /openapi.json answer only a request with a key (/healthz stays open)
@@ -80,11 +82,13 @@ class Limits:
     @classmethod
     def from_env(cls) -> Limits:
         d = cls()
+        workers = _number(WORKERS_ENV, None, integer=True, maximum=256,
+                          unset="one thread per core, 8 serving from PostgreSQL")
         return cls(
             max_body_bytes=int(_number(BODY_ENV, d.max_body_bytes, integer=True)),
             max_k=int(_number(K_ENV, d.max_k, integer=True, maximum=MAX_K)),
             max_concurrency=int(_number(CONCURRENCY_ENV, d.max_concurrency, integer=True)),
-            workers=int(_number(WORKERS_ENV, d.workers, integer=True, maximum=256)),
+            workers=None if workers is None else int(workers),
             rate=_number(RATE_ENV, d.rate, integer=False),
             burst=int(_number(BURST_ENV, d.burst, integer=True)),
             private_endpoints=_switch(PRIVATE_ENV),
@@ -92,6 +96,30 @@ class Limits:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+# Search threads when RAGMART_SERVE_WORKERS is unset. With the vectors in memory a search is
+# CPU work (numpy, ONNX Runtime and DuckDB release the GIL; the Python between them does not),
+# so threads beyond the cores only contend for the GIL and the cores: bench/serve.py, 100k
+# chunks, hybrid, 8 clients on 2 cores, 1,200 queries, three interleaved rounds: p95 33-38 ms
+# with 2 threads, 42-45 with 3, 42-46 with 4, 56-65 with 8 (vector: 25-26 ms with 2, 31-32
+# with 8), although fewer threads share fewer int8 products. At least 2, so that one slow
+# search leaves a thread to the others. PostgreSQL serving: a search waits on the server most
+# of its time, so 8 (each a connection).
+MIN_WORKERS = 2
+POSTGRES_WORKERS = 8
+
+
+def default_workers(*, postgres: bool) -> int:
+    """The search threads of a service reading PostgreSQL (`postgres`) or the vectors in
+    memory: one per core this process may run on, at least MIN_WORKERS."""
+    if postgres:
+        return POSTGRES_WORKERS
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(MIN_WORKERS, cores)
 
 
 class TokenBuckets:

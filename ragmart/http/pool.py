@@ -127,6 +127,12 @@ class PostgresGeneration(Generation):
         self.retired = False
 
 
+def serves_postgres(db_path: Path | None) -> bool:
+    """Whether a service that names the file `db_path` (or none) reads PostgreSQL: only with
+    no file named and RAGMART_SERVING_URL set."""
+    return db_path is None and serving_url() is not None
+
+
 class ServingPool:
     """The generation that serves, the watcher that follows the pointer, the worker threads'
     entry point (`run`)."""
@@ -156,7 +162,7 @@ class ServingPool:
     def refresh(self) -> None:
         """Open what serves now, if it changed (or nothing serves yet), and swap it in."""
         with self._refreshing:
-            if self.pinned is None and serving_url() is not None:
+            if serves_postgres(self.pinned):
                 self._open_postgres()
                 return
             if self.current is not None and (self.pinned is not None

@@ -18,6 +18,7 @@ from test_http import (  # noqa: F401
 
 from ragmart.exit_codes import Exit
 from ragmart.http.app import create_app
+from ragmart.http.limits import POSTGRES_WORKERS
 
 
 def serving_versions(client: TestClient) -> list[str]:
@@ -31,6 +32,8 @@ def test_the_serving_version_follows_a_publish_to_postgresql(
     path, key = published_to_postgres(deployment, tmp_path, postgres_url, monkeypatch, capsys)
     body = {"question": QUESTION, "k": 3, "mode": "vector"}
     with TestClient(create_app(keys_file=str(path), recheck_seconds=0.05)) as client:
+        # a search waits on the server most of its time: 8 threads (connections), not the cores
+        assert len(client.app.state.pool.current._readers) == POSTGRES_WORKERS == 8
         assert serving_versions(client) == ["v1"]
         assert client.get("/healthz").json()["version"] == "v1"
         code, _out, err = cli(capsys, "publish", "v2", "--force")
