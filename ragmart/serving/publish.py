@@ -126,10 +126,15 @@ def timed(phases: dict[str, float], name: str) -> Iterator[None]:
 
 
 def _serving_url() -> str | None:
-    """RAGMART_SERVING_URL (None: DuckDB serving only; psycopg is then never imported)."""
-    from ragmart.serving.postgres.settings import serving_url
+    """RAGMART_SERVING_URL (None: DuckDB serving only; psycopg is then never imported). With
+    it, the other PostgreSQL settings a publish reads are checked too, so that a bad one fails
+    before the snapshot and the evaluation, not after them."""
+    from ragmart.serving.postgres.settings import max_build_memory, serving_url
 
-    return serving_url()
+    url = serving_url()
+    if url is not None:
+        max_build_memory()
+    return url
 
 
 def _postgres_baseline(url: str) -> dict | None:

@@ -123,3 +123,25 @@ def test_the_size_rule_agrees_with_pgvector(postgres_url: str, dims: int) -> Non
              if "no longer fits into maintenance_work_mem" in n]
     estimate = schema.hnsw_graph_bytes(fit, dims) / schema.HNSW_GRAPH_MARGIN
     assert abs(estimate - (1 << 20)) < 0.1 * (1 << 20), (fit, estimate)
+
+
+def test_ragmart_publish_refuses_a_bad_ceiling_before_any_work(
+        built: Project, postgres_url: str) -> None:
+    """`ragmart publish` (the CLI) with a bad ceiling: one line naming the setting, and
+    nothing made on either engine: no snapshot file, no serving pointer, no PostgreSQL table
+    (the check runs with RAGMART_SERVING_URL's, before the snapshot and the evaluation)."""
+    from ragmart.serving.pointer import pointer_path
+
+    files = set(built.db_path.parent.iterdir())
+    built.extra_env.update({"RAGMART_SERVING_URL": postgres_url, BUILD_MEMORY_ENV: "lots"})
+    try:
+        proc = built.ragmart("publish", "v1", check=False)
+    finally:
+        for name in ("RAGMART_SERVING_URL", BUILD_MEMORY_ENV):
+            built.extra_env.pop(name)
+    assert proc.returncode != 0
+    assert BUILD_MEMORY_ENV in proc.stderr and "Traceback" not in proc.stderr
+    assert set(built.db_path.parent.iterdir()) == files
+    assert not pointer_path(built.db_path).exists()
+    with psycopg.connect(postgres_url) as conn:
+        assert conn.execute("select to_regclass('ragmart.serving')").fetchone()[0] is None
