@@ -114,10 +114,12 @@ def main(argv: list[str] | None = None) -> int:
     EXACT_MAX = postgres_sql.EXACT_MAX_ELIGIBLE  # noqa: N806 - the planner's, as shipped
 
     work = Path(tempfile.mkdtemp(prefix="ragmart-bench-recall-"))
-    server = Server()
+    server = Server(chunks=args.chunks)  # shared_buffers that hold the graph
     results: dict = {"chunks": args.chunks, "queries": args.queries, "settings": []}
     try:
-        build_db = build_database(cached_database(args.chunks), work / "build.duckdb")
+        # exact answers come from DuckDB's scan: vss's index is never read here
+        build_db = build_database(cached_database(args.chunks, hnsw=False),
+                                  work / "build.duckdb")
         url = server.database("recall")
         started = time.perf_counter()
         publish_version(build_db, VERSION, url)
