@@ -117,3 +117,17 @@ def test_a_duckdb_failure_reaches_the_caller_and_switches_nothing(
     monkeypatch.setattr(pipeline, "rows_sql", real)
     again = publish_version(conn, "v7", postgres_url)  # the same connection publishes again
     assert again.incremental and served(postgres_url) == expected(conn)
+
+
+def test_a_callers_connection_keeps_its_duckdb_threads(postgres_url: str) -> None:
+    # the producer renders an incremental publish of a database the publish opened itself on
+    # one DuckDB thread (pipeline.INCREMENTAL_THREADS); a connection the caller hands over is
+    # the caller's instance, whose settings the publish leaves alone
+    conn = source(40)
+    conn.execute("set threads = 3")
+    publish_version(conn, "v7", postgres_url)
+    conn.execute(f"update {TABLE} set chunk_text = 'edited' where chunk_id = 'c5'")
+    again = publish_version(conn, "v7", postgres_url)
+    assert (again.incremental, again.rows_written) == (True, 1)
+    assert served(postgres_url) == expected(conn)
+    assert conn.execute("select current_setting('threads')").fetchone()[0] == 3

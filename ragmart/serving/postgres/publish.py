@@ -38,7 +38,7 @@ from ragmart.relations import Relations, check_version
 from ragmart.serving.postgres.access import install_access
 from ragmart.serving.postgres.lexical import publish_terms
 from ragmart.serving.postgres.parallel import SecondWriter, discard_staged
-from ragmart.serving.postgres.pipeline import Plan, TableProducer
+from ragmart.serving.postgres.pipeline import INCREMENTAL_THREADS, Plan, TableProducer
 from ragmart.serving.postgres.schema import (
     LIVE_FINGERPRINTS,
     PUBLICATIONS,
@@ -172,7 +172,8 @@ def publish_version(source: Path | duckdb.DuckDBPyConnection, version: str, url:
                 prewarm = prewarm_function(conn) if created else None
                 with conn.cursor() as cur:
                     producer.start(Plan(pid, full, live_fingerprints(
-                        cur, [t for t in tables if t not in full]), parallel, second.open))
+                        cur, [t for t in tables if t not in full]), parallel, second.open,
+                        INCREMENTAL_THREADS if duck is not source and not full else None))
                     for table in tables:
                         written, removed = publish_table(
                             producer, cur, table, columns[table], pid, full=table in full,
