@@ -8,6 +8,7 @@ Package level, through `publish_version` (what `ragmart publish` calls), on a sm
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -44,13 +45,13 @@ def expected(conn: duckdb.DuckDBPyConnection) -> dict[str, str]:
     return dict(conn.execute(f"select chunk_id, chunk_text from {TABLE}").fetchall())
 
 
-def publish_within(conn, url: str, seconds: float = 120.0):
+def publish_within(conn, url: str, seconds: float = 120.0, version: str = "v7"):
     """publish_version on a thread: what it returned or raised, failing if it hangs."""
     outcome: dict = {}
 
     def run() -> None:
         try:
-            outcome["result"] = publish_version(conn, "v7", url)
+            outcome["result"] = publish_version(conn, version, url)
         except Exception as exc:  # noqa: BLE001 - handed to the test
             outcome["error"] = exc
 
@@ -117,3 +118,51 @@ def test_a_duckdb_failure_reaches_the_caller_and_switches_nothing(
     monkeypatch.setattr(pipeline, "rows_sql", real)
     again = publish_version(conn, "v7", postgres_url)  # the same connection publishes again
     assert again.incremental and served(postgres_url) == expected(conn)
+
+
+def test_a_callers_connection_keeps_its_duckdb_threads(postgres_url: str) -> None:
+    # the producer renders an incremental publish of a database the publish opened itself on
+    # one DuckDB thread (pipeline.INCREMENTAL_THREADS); a connection the caller hands over is
+    # the caller's instance, whose settings the publish leaves alone
+    conn = source(40)
+    conn.execute("set threads = 3")
+    publish_version(conn, "v7", postgres_url)
+    conn.execute(f"update {TABLE} set chunk_text = 'edited' where chunk_id = 'c5'")
+    again = publish_version(conn, "v7", postgres_url)
+    assert (again.incremental, again.rows_written) == (True, 1)
+    assert served(postgres_url) == expected(conn)
+    assert conn.execute("select current_setting('threads')").fetchone()[0] == 3
+
+
+def test_a_source_without_the_version_fails_while_another_publisher_holds_the_lock(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the publish's own connection takes the publishers' lock on a thread while DuckDB reads
+    # the source (publish._Opening): a source that turns out not to have the version must
+    # not wait for the lock, nor leave a request for it behind
+    from ragmart.serving.postgres import publish
+    from ragmart.serving.postgres.schema import LOCK_KEY
+
+    waiting = ("select count(*) from pg_locks where locktype = 'advisory' and not granted")
+    real = publish.duckdb_tables
+
+    def once_the_lock_is_awaited(duck, tables):  # DuckDB's answer comes after the request
+        with psycopg.connect(postgres_url, autocommit=True) as watcher:
+            while not watcher.execute(waiting).fetchone()[0]:
+                time.sleep(0.01)
+        return real(duck, tables)
+
+    conn = source(10)
+    publish_version(conn, "v7", postgres_url)
+    with psycopg.connect(postgres_url) as holder:
+        holder.execute("select pg_advisory_xact_lock(%s)", (LOCK_KEY,))
+        monkeypatch.setattr(publish, "duckdb_tables", once_the_lock_is_awaited)
+        outcome = publish_within(conn, postgres_url, version="v8")
+        assert isinstance(outcome.get("error"), PostgresServingError), outcome
+        assert "v8 is not built" in str(outcome["error"])
+        assert holder.execute(waiting).fetchone()[0] == 0
+        holder.rollback()
+    monkeypatch.setattr(publish, "duckdb_tables", real)
+    conn.execute(f"update {TABLE} set chunk_text = 'after' where chunk_id = 'c1'")
+    again = publish_version(conn, "v7", postgres_url)
+    assert (again.incremental, again.rows_written) == (True, 1)
+    assert served(postgres_url) == expected(conn)

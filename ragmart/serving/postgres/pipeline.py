@@ -39,11 +39,19 @@ from ragmart.serving.postgres.transfer import (
     fingerprint_sql,
     gone_sql,
     rows_sql,
+    split_fingerprints,
 )
 
 QUEUE_BATCHES = 2
 PARALLEL = 2  # COPYs of a `parallel` table's new rows, each on its own connection
 MIN_SPLIT_ROWS = 32  # fewer new rows go in one COPY (a second backend would not pay)
+# DuckDB's threads while it diffs and renders an incremental publish. Its queries there are
+# small (the diff, a few hundred rows rendered) and run while the server's backends insert
+# into the HNSW graph: with DuckDB's default of one thread per core, the publishing process
+# used 0.24-0.39 s of CPU per publish at 20,000 chunks after a 1% edit, 0.18-0.28 s with one
+# (bench/serving_profile.py's data, 2 cores shared with the server; 14 publishes each), and
+# an unchanged publish took 0.10-0.11 s instead of 0.14-0.17 s. A full publish keeps them all.
+INCREMENTAL_THREADS = 1
 _DONE = object()
 
 
@@ -60,6 +68,10 @@ class Plan:
     # called (on the producer's thread) when a `parallel` table's new rows are cut for
     # PARALLEL COPYs, before they are rendered: the second connection opens only then
     on_split: Callable[[str], None] = lambda table: None
+    # DuckDB threads for the diffs and rendering (SET on the producer's connection, RESET
+    # when it is done; None: left as they are): INCREMENTAL_THREADS for an incremental publish
+    # of a database the publish opened itself
+    threads: int | None = None
 
 
 class Cancelled(Exception):
@@ -169,21 +181,31 @@ class TableProducer:
         chunks = list(csv_batches(reader))
         return b"".join(c for c, _ in chunks), sum(n for _, n in chunks)
 
+    def _fingerprints(self, table: str):
+        return self.duck.execute(f"select rowid as source_row, "
+                                 f"{fingerprint_sql(self.tables[table])} as fp "
+                                 f'from main."{table}"').to_arrow_table()
+
     def _produce(self) -> None:
         duck = self.duck
-
-        def fingerprints(table: str):
-            return duck.execute(f"select rowid as source_row, "
-                                f"{fingerprint_sql(self.tables[table])} as fp "
-                                f'from main."{table}"').to_arrow_table()
 
         # the first table's fingerprints while the publishing thread takes the lock (the
         # others' when their turn comes: by then the server is busy with the first's rows)
         first = next(iter(self.tables))
-        sources = {first: fingerprints(first)}
+        sources = {first: self._fingerprints(first)}
         plan = self._plan.get()
         if plan is None:
             raise Cancelled
+        if plan.threads is not None:
+            duck.execute(f"set threads = {int(plan.threads)}")
+        try:
+            self._render(plan, sources)
+        finally:
+            if plan.threads is not None:
+                duck.execute("reset threads")
+
+    def _render(self, plan: Plan, sources: dict) -> None:
+        duck = self.duck
         pid = plan.publication_id
         for table, columns in self.tables.items():
             if table in plan.full:
@@ -195,11 +217,9 @@ class TableProducer:
                 continue
             live, source, new = (f"ragmart_pg_{kind}_{table}" for kind in
                                  ("live", "source", "new"))
-            duck.register(source, sources.pop(table) if table in sources else fingerprints(table))
-            duck.register(live, duck.execute(
-                "select unnest(string_split($s, ',')) as fp", {"s": plan.live[table]})
-                .to_arrow_table() if plan.live[table] else
-                duck.execute("select ''::varchar as fp where false").to_arrow_table())
+            duck.register(source, sources.pop(table) if table in sources
+                          else self._fingerprints(table))
+            duck.register(live, split_fingerprints(plan.live[table]))
             try:
                 added = duck.execute(f"select source_row, fp from {source} "
                                      f"anti join {live} using (fp)").to_arrow_table()
