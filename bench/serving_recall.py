@@ -94,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunks", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("-k", "--k", type=int, default=10)
-    parser.add_argument("--ef", type=int, action="append", default=[])
+    parser.add_argument("--ef", type=int, action="append", default=[],
+                        help="pin hnsw.ef_search (default: the shipped rule, by the chunks)")
     parser.add_argument("--order", action="append", default=[],
                         choices=["strict_order", "relaxed_order"])
     parser.add_argument("--build", action="append", default=[], metavar="M,EF_CONSTRUCTION",
@@ -112,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     from ragmart.serving.postgres.schema import HNSW_EF_CONSTRUCTION, HNSW_M
 
     EXACT_MAX = postgres_sql.EXACT_MAX_ELIGIBLE  # noqa: N806 - the planner's, as shipped
+    EF_SEARCH, EF_SEARCH_MAX = postgres_sql.EF_SEARCH, postgres_sql.EF_SEARCH_MAX  # noqa: N806
 
     work = Path(tempfile.mkdtemp(prefix="ragmart-bench-recall-"))
     server = Server(chunks=args.chunks)  # shared_buffers that hold the graph
@@ -136,12 +138,15 @@ def main(argv: list[str] | None = None) -> int:
         for i, (m, efc) in enumerate(builds):
             built = None if i == 0 else round(rebuild(url, m, efc), 1)
             for order in args.order or ["strict_order"]:
-                for ef, most in itertools.product(args.ef or [postgres_sql.EF_SEARCH],
+                for ef, most in itertools.product(args.ef or [None],
                                                   args.exact_max or [EXACT_MAX]):
-                    postgres_sql.EF_SEARCH, postgres_sql.ITERATIVE_SCAN = ef, order
+                    # --ef pins ef_search; without it, the shipped rule (by the chunks)
+                    postgres_sql.EF_SEARCH, postgres_sql.EF_SEARCH_MAX = (
+                        (ef, ef) if ef is not None else (EF_SEARCH, EF_SEARCH_MAX))
+                    postgres_sql.ITERATIVE_SCAN = order
                     postgres_sql.EXACT_MAX_ELIGIBLE = most
                     setting = {"m": m, "ef_construction": efc, "index_build_s": built,
-                               "iterative_scan": order, "ef_search": ef,
+                               "iterative_scan": order, "ef_search": ef or "by chunks",
                                "exact_max_eligible": most}
                     for share, truth in truths.items():
                         figures = {**setting, "eligible": share, **measure(

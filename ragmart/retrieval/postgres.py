@@ -56,8 +56,6 @@ from ragmart.retrieval.results import (
 )
 from ragmart.serving.postgres.schema import PUBLICATIONS, SERVING
 
-TIE_MARGIN = 8  # candidates beyond k, so that a tie at the k-th distance is seen whole
-
 
 @dataclass(frozen=True)
 class Serving:
@@ -223,10 +221,10 @@ def _via_index(conn: Any, p: Any, params: dict[str, Any], tables: PostgresTables
     """HNSW candidates in index order (iterative scan: filtered rows do not count against the
     limit), re-ranked exactly over those ids; the exact scan when the index stops short."""
     conn.execute(f"set local hnsw.iterative_scan = {postgres_sql.ITERATIVE_SCAN}")
-    ef_search = max(postgres_sql.EF_SEARCH, min(1000, k + TIE_MARGIN))
-    conn.execute(f"set local hnsw.ef_search = {ef_search}")
+    conn.execute(f"select set_config('hnsw.ef_search', {postgres_sql.ef_search_sql(p)}, true)",
+                 params)
     conn.execute(f"set local hnsw.max_scan_tuples = {postgres_sql.MAX_SCAN_TUPLES}")
-    limit = k + TIE_MARGIN
+    limit = k + postgres_sql.TIE_MARGIN
     while True:
         sql = candidates_sql(p, tables, limit=str(limit), active=active)
         pool = conn.execute(sql, params).fetchall()

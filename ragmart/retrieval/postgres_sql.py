@@ -49,6 +49,16 @@ EXACT_MAX_ELIGIBLE = 25_000
 # relaxed_order measured the same recall and no faster (the candidates are re-ranked exactly
 # either way). max_scan_tuples: past it, the exact scan answers.
 EF_SEARCH = 400
+# ... and more for a large publication: one per CHUNKS_PER_EF_SEARCH of its chunks, up to
+# pgvector's maximum. At 1M chunks (bench/serving_recall.py, m 16, ef_construction 128, 100
+# queries, load 4-6) recall@10 was 0.929 at 100% eligible and 0.913 at 10% with 400, 0.979
+# and 0.973 with 1000 (p50 171 and 113 ms, measured after 400's 231 and 202: no dearer); at
+# 100k, 1000 gained nothing (1.000 either way) and cost p95 21.6 -> 30-36 ms. So 400 up to
+# 400,000 chunks, 1000 from 1,000,000. An index built with m 24 (608 s against ~550) reached
+# 0.975 / 0.984 at either ef_search: 0.99 at 1M needs more than this.
+EF_SEARCH_MAX = 1000
+CHUNKS_PER_EF_SEARCH = 1000
+TIE_MARGIN = 8  # candidates beyond k, so that a tie at the k-th distance is seen whole
 ITERATIVE_SCAN = "strict_order"
 MAX_SCAN_TUPLES = 50_000
 # The plan's first look (both searches): the eligible rows among a page sample of about
@@ -224,6 +234,16 @@ def eligible_count_sql(p: Render, tables: Tables, *, active: frozenset[str] | No
     return f"""
     with {eligible_sql(p, "live", tables, similarity=False, narrow=True, active=active)}
     select count(*) from (select from eligible limit {EXACT_MAX_ELIGIBLE + 1}) as counted"""
+
+
+def ef_search_sql(p: Render) -> str:
+    """SQL: the index path's hnsw.ef_search, as text for set_config: EF_SEARCH, or one per
+    CHUNKS_PER_EF_SEARCH of the publication's chunks, or k + TIE_MARGIN, whichever is most,
+    at most EF_SEARCH_MAX."""
+    chunks = (f"(select published.chunks from {SCHEMA}.publications as published "
+              f"where published.publication_id = {p(PUBLICATION)})")
+    return (f"cast(least({EF_SEARCH_MAX}, greatest({EF_SEARCH}, {p('k')} + {TIE_MARGIN}, "
+            f"{chunks} / {CHUNKS_PER_EF_SEARCH})) as text)")
 
 
 def _sample_percent(p: Render) -> str:

@@ -167,3 +167,22 @@ def test_the_index_and_a_readers_index_scan_use_the_chosen_settings(
         reader.close()
     assert result.strategy.startswith("hnsw") and result.chunks
     assert seen and set(seen) == {(str(postgres_sql.EF_SEARCH), postgres_sql.ITERATIVE_SCAN)}
+    # a larger publication searches wider: one ef_search per CHUNKS_PER_EF_SEARCH chunks, at
+    # most EF_SEARCH_MAX (its chunks as the publications row says, here rewritten)
+    step = postgres_sql.CHUNKS_PER_EF_SEARCH
+    for chunks, ef_search in [(700 * step, 700), (5_000 * step, postgres_sql.EF_SEARCH_MAX),
+                              (10 * step, postgres_sql.EF_SEARCH)]:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute("update ragmart.publications set chunks = %s where publication_id = "
+                         "(select publication_id from ragmart.serving)", (chunks,))
+        seen.clear()
+        reader = PostgresReader(postgres_url)
+        reader.conn = _Recording(reader.conn, seen)
+        try:
+            assert reader.search(vector, mode="vector", k=5, groups=["staff"]).chunks
+            wide = reader.search(vector, mode="vector", k=995, groups=["staff"])
+        finally:
+            reader.close()
+        assert wide.chunks
+        widest = min(postgres_sql.EF_SEARCH_MAX, max(ef_search, 995 + postgres_sql.TIE_MARGIN))
+        assert [ef for ef, _ in seen] == [str(ef_search), str(widest)]

@@ -115,7 +115,8 @@ def _version_branch(tables: PostgresTables, dims: int) -> str:
         estimated := ({estimate});
         if estimated >= {many} or (estimated > {few}
                 and ({count}) > {postgres_sql.EXACT_MAX_ELIGIBLE}) then
-            pool_size := retrieve.k + 8;
+            perform set_config('hnsw.ef_search', {postgres_sql.ef_search_sql(p)}, true);
+            pool_size := retrieve.k + {postgres_sql.TIE_MARGIN};
             loop
                 select coalesce(array_agg(pool.chunk_id order by pool.distance), '{{}}'),
                     coalesce(array_agg(pool.distance order by pool.distance), '{{}}')
