@@ -345,13 +345,22 @@ def search_sql(p: Render, source: str, tables: Tables, *, limit: str, dialect: s
 
 def ranked_sql(limit: str) -> str:
     """What every search ends with (both dialects): the first `limit` rows of CTE `eligible`
-    ranked by (distance, chunk_id), with the result columns."""
+    ranked by (distance, chunk_id), with the result columns.
+
+    The rows are cut to `limit` before they are numbered: with the window over every eligible
+    row, PostgreSQL sorted them all (a quicksort of 10,000 rows of 3.6 MB for 10 of them at
+    10% of 100,000 chunks eligible, 5-6 ms of a 32-37 ms search); under a bare LIMIT it keeps
+    the first few in a bounded heap. (distance, chunk_id) is a total order, so the ranks are
+    the same."""
     return f"""
     select
         row_number() over (order by chunks.distance asc, chunks.chunk_id asc) as rank,
         chunks.distance,
         {select_list()}
-    from eligible as chunks
+    from (
+        select * from eligible
+        order by eligible.distance asc, eligible.chunk_id asc
+        limit {limit}
+    ) as chunks
     order by chunks.distance asc, chunks.chunk_id asc
-    limit {limit}
 """
