@@ -44,7 +44,7 @@ from ragmart.relations import (
 )
 from ragmart.serving.lexical_index import STEMMER, has_index, schema_of
 from ragmart.serving.postgres.schema import REMOVALS, SCHEMA
-from ragmart.serving.postgres.transfer import copy_rows, duckdb_columns
+from ragmart.serving.postgres.transfer import copy_rows, duckdb_tables
 
 _BOOKKEEPING = "published_in bigint not null, removed_in bigint, row_fingerprint text not null"
 _COLUMNS = {
@@ -116,8 +116,9 @@ def _texts_sql(duck: duckdb.DuckDBPyConnection, version: str) -> str:
     """DuckDB SQL: (chunk_id, document_id, chunk_text) of every chunk_id of the version's
     serving set and history."""
     r = Relations(version)
+    found = duckdb_tables(duck, [r.serving, r.history])
     parts = [f'select chunk_id, document_id, chunk_text from main."{table}"'
-             for table in (r.serving, r.history) if duckdb_columns(duck, table)]
+             for table in (r.serving, r.history) if found.get(table)]
     return ("select chunk_id, any_value(document_id) as document_id, "
             "any_value(chunk_text) as chunk_text from (" + " union all ".join(parts) +
             ") group by chunk_id")
