@@ -220,10 +220,11 @@ def _via_index(conn: Any, p: Any, params: dict[str, Any], tables: PostgresTables
                active: frozenset[str], *, k: int) -> tuple[str, list[tuple]]:
     """HNSW candidates in index order (iterative scan: filtered rows do not count against the
     limit), re-ranked exactly over those ids; the exact scan when the index stops short."""
-    conn.execute(f"set local hnsw.iterative_scan = {postgres_sql.ITERATIVE_SCAN}")
-    conn.execute(f"select set_config('hnsw.ef_search', {postgres_sql.ef_search_sql(p)}, true)",
-                 params)
-    conn.execute(f"set local hnsw.max_scan_tuples = {postgres_sql.MAX_SCAN_TUPLES}")
+    # the three settings for this transaction (set_config's true: SET LOCAL) in one round trip
+    conn.execute(
+        f"select set_config('hnsw.iterative_scan', '{postgres_sql.ITERATIVE_SCAN}', true), "
+        f"set_config('hnsw.ef_search', {postgres_sql.ef_search_sql(p)}, true), "
+        f"set_config('hnsw.max_scan_tuples', '{postgres_sql.MAX_SCAN_TUPLES}', true)", params)
     limit = k + postgres_sql.TIE_MARGIN
     while True:
         sql = candidates_sql(p, tables, limit=str(limit), active=active)
