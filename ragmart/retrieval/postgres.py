@@ -42,6 +42,7 @@ from ragmart.retrieval.postgres_sql import (
     candidates_sql,
     eligible_count_sql,
     eligible_estimate_sql,
+    exact_ids_sql,
     python_param,
     search_sql,
     sources_sql,
@@ -210,10 +211,16 @@ def _few_eligible(conn: Any, p: Any, params: dict[str, Any], tables: PostgresTab
 
 def _exact(conn: Any, p: Any, source: str, params: dict[str, Any], tables: PostgresTables,
            active: frozenset[str], ids: list[str] | None = None) -> list[tuple]:
-    params = {**params, "chunk_ids": ids} if ids is not None else params
-    only = "cast(%(chunk_ids)s as text[])" if ids is not None else None
-    sql = search_sql(p, source, tables, limit=p("k"), only=only, active=active)
-    return conn.execute(sql, params).fetchall()
+    """The ranked result rows, exact: over the chunks `ids` (the index path's candidates), or
+    over every eligible row in two steps: the first k ids from the narrow columns
+    (exact_ids_sql), then those ranked with the result columns. (distance, chunk_id) is a
+    total order, so the k rows and their ranks are the one-step scan's."""
+    if ids is None:
+        ids = [chunk_id for (chunk_id,) in conn.execute(
+            exact_ids_sql(p, source, tables, limit=p("k"), active=active), params).fetchall()]
+    sql = search_sql(p, source, tables, limit=p("k"), only="cast(%(chunk_ids)s as text[])",
+                     active=active)
+    return conn.execute(sql, {**params, "chunk_ids": ids}).fetchall()
 
 
 def _via_index(conn: Any, p: Any, params: dict[str, Any], tables: PostgresTables,

@@ -214,6 +214,23 @@ def search_sql(p: Render, source: str, tables: Tables, *, limit: str,
     with {eligible}{ranked_sql(limit)}"""
 
 
+def exact_ids_sql(p: Render, source: str, tables: Tables, *, limit: str,
+                  active: frozenset[str] | None = None) -> str:
+    """chunk_id of the first `limit` eligible rows ranked by (distance, chunk_id), exact, from
+    the narrow columns: the exact scan's first step, whose ids `search_sql(only=...)` then
+    ranks with the result columns. Materialized as `search_sql` is (no index order stands in
+    for the exact one); the rows it keeps are a few hundred bytes narrower than the result
+    columns' (chunk text, titles, lineage), which PostgreSQL otherwise copies for every
+    eligible row (10,000 at 10% of 100,000 chunks) to return ten."""
+    eligible = eligible_sql(p, source, tables, narrow=True, active=active, materialized=True)
+    return f"""
+    with {eligible}
+    select eligible.chunk_id
+    from eligible
+    order by eligible.distance asc, eligible.chunk_id asc
+    limit {limit}"""
+
+
 def candidates_sql(p: Render, tables: Tables, *, limit: str,
                    active: frozenset[str] | None = None) -> str:
     """(chunk_id, distance) of the nearest eligible live rows in pgvector's index order

@@ -35,6 +35,7 @@ from ragmart.retrieval.postgres_sql import (
     candidates_sql,
     eligible_count_sql,
     eligible_estimate_sql,
+    exact_ids_sql,
     function_param,
     postgres_type,
     search_sql,
@@ -90,12 +91,14 @@ def _version_branch(tables: PostgresTables, dims: int) -> str:
     more than EXACT_MAX_ELIGIBLE rows are eligible, else the exact scan: the Python path's plan
     (a page sample's estimate, the capped count only when the estimate is unclear)."""
     p = function_param
-    exact_live = with_source_sql(search_sql(p, "live", tables, limit=p("k")), tables, p,
-                                 as_of=False)
-    exact_as_of = with_source_sql(search_sql(p, "as_of", tables, limit=p("k")), tables, p,
-                                  as_of=True)
+    # the exact scan in the Python path's two steps (ragmart.retrieval.postgres._exact): the
+    # first k ids from the narrow columns, then those ranked with the result columns
+    exact_live, exact_as_of = (exact_ids_sql(p, source, tables, limit=p("k"))
+                               for source in ("live", "as_of"))
     pooled = with_source_sql(search_sql(p, "live", tables, limit=p("k"), only="pool_ids"),
                              tables, p, as_of=False)
+    pooled_as_of = with_source_sql(search_sql(p, "as_of", tables, limit=p("k"),
+                                              only="pool_ids"), tables, p, as_of=True)
     candidates = candidates_sql(p, tables, limit="pool_size")
     count = eligible_count_sql(p, tables)
     estimate = eligible_estimate_sql(p, tables)
@@ -108,7 +111,8 @@ def _version_branch(tables: PostgresTables, dims: int) -> str:
                 vector_dims(retrieve.query_vector);
         end if;
         if retrieve.as_of is not null then
-            return query {exact_as_of};
+            pool_ids := array({exact_as_of});
+            return query {pooled_as_of};
             return;
         end if;
         -- the plan of postgres_sql.plan_by_estimate, then the count when it is unclear
@@ -131,7 +135,8 @@ def _version_branch(tables: PostgresTables, dims: int) -> str:
                 return;
             end if;
         end if;
-        return query {exact_live};
+        pool_ids := array({exact_live});
+        return query {pooled};
         return;"""
 
 
