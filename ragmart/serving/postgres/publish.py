@@ -60,6 +60,7 @@ from ragmart.serving.postgres.schema import (
 from ragmart.serving.postgres.settings import (
     PostgresServingError,
     connect,
+    hnsw_settings,
     masked,
     max_build_memory,
 )
@@ -197,6 +198,7 @@ def publish_version(source: Path | duckdb.DuckDBPyConnection, version: str, url:
 
     check_version(version)
     max_build_memory()  # a bad RAGMART_PG_MAX_BUILD_MEMORY fails now, not at a later build
+    hnsw_settings()  # and so do bad RAGMART_PG_HNSW_M / _EF_CONSTRUCTION
     started = time.perf_counter()
     opening = _Opening(url, served_tables(version))
     duck, closing = source, None

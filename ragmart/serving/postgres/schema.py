@@ -49,6 +49,7 @@ from ragmart.relations import (
 from ragmart.serving.postgres.settings import (
     SCHEMA,
     PostgresServingError,
+    hnsw_settings,
     max_build_memory,
 )
 
@@ -67,6 +68,16 @@ SERVING_FILLFACTOR = 70  # a serving row is ~2 kB (its vector inline): room for 
 # at 128 (load 10-18). Raising ef_search cannot recover what the graph's build missed.
 HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 128
+# ... and for a graph of LARGE_GRAPH_ROWS vectors or more, twice both. At 1,000,000 chunks
+# (bench/serving_recall.py's data, 300 queries, 100% eligible) an index built with 16 / 128
+# recalled 0.964 at ef_search 400 and 0.978 at 1,000 (pgvector's most), some queries none of
+# their ten: the search never reached their document's chunks; m 24 with 128 reached 0.975.
+# Built with 32 / 256 it recalled 0.9997 at ef_search 400 and 0.996 at 200, in 1,284 s
+# (under load). Between 100,000 (where 16 / 128 recall 1.000) and 1,000,000 nothing was
+# measured: the threshold halves the distance, in the cheaper build's favour below it.
+HNSW_M_LARGE = 32
+HNSW_EF_CONSTRUCTION_LARGE = 256
+LARGE_GRAPH_ROWS = 500_000
 HNSW_BUILD_MEMORY = 512 << 20  # the least maintenance_work_mem an HNSW build gets (bytes)
 # pgvector's in-memory graph, per row: the vector (4 bytes a dimension) and the level-0 neighbour
 # list (2m candidates of 16 bytes) with the element's header. Measured with pgvector 0.8.6 at
@@ -271,33 +282,66 @@ def create_indexes(conn, table: str, columns: dict[str, str]) -> None:
         # pgvector builds the graph in memory while it fits in maintenance_work_mem (64 MB by
         # default; it says so in a NOTICE when it stops fitting) and much slower past it:
         # raised for this transaction only, never lowered
-        raise_build_memory(conn, transaction_only=True, tables=[table])
+        (rows,) = conn.execute(f"select count(*) from {q}").fetchone()
+        m, ef_construction = hnsw_build(rows)
+        raise_build_memory(conn, transaction_only=True, tables=[table], m=m)
         conn.execute(f'create index if not exists "{table}_embedding_hnsw" on {q} '
-                     f"using hnsw (embedding vector_cosine_ops) with (m = {HNSW_M}, "
-                     f"ef_construction = {HNSW_EF_CONSTRUCTION})")
+                     f"using hnsw (embedding vector_cosine_ops) with (m = {m}, "
+                     f"ef_construction = {ef_construction})")
+
+
+def hnsw_build(rows: int) -> tuple[int, int]:
+    """(m, ef_construction) of the HNSW index built over `rows` vectors: RAGMART_PG_HNSW_M and
+    RAGMART_PG_HNSW_EF_CONSTRUCTION where set, else HNSW_M and HNSW_EF_CONSTRUCTION, or the
+    LARGE pair from LARGE_GRAPH_ROWS rows (an ef_construction the rule picks is raised to
+    2 * m when only m is set). The index keeps them: later publishes insert into it."""
+    m_set, ef_set = hnsw_settings()
+    large = rows >= LARGE_GRAPH_ROWS
+    m = m_set or (HNSW_M_LARGE if large else HNSW_M)
+    ef_construction = ef_set or max(2 * m, HNSW_EF_CONSTRUCTION_LARGE if large
+                                    else HNSW_EF_CONSTRUCTION)
+    if ef_construction < 2 * m:  # only ef_construction set, below the rule's m
+        raise PostgresServingError(
+            f"RAGMART_PG_HNSW_EF_CONSTRUCTION={ef_construction} is below twice the m of a "
+            f"{rows:,}-row graph ({m}); pgvector needs ef_construction >= 2 * m: raise it or "
+            "set RAGMART_PG_HNSW_M too")
+    return m, ef_construction
+
+
+def index_m(conn, table: str) -> int | None:
+    """The m of the HNSW index on `table`'s vectors (pgvector's default 16 when it names
+    none; None without an index): what a rebuild of it (VACUUM FULL) builds with."""
+    row = conn.execute(
+        "select coalesce((select option_value::int from pg_options_to_table(c.reloptions) "
+        "where option_name = 'm'), 16) from pg_catalog.pg_class as c "
+        "where c.oid = to_regclass(%s)", (f'{SCHEMA}."{table}_embedding_hnsw"',)).fetchone()
+    return row[0] if row else None
 
 
 _DIMS = re.compile(r"vector\((\d+)\)")
 
 
-def hnsw_graph_bytes(rows: int, dims: int) -> int:
-    """What pgvector's HNSW build keeps in memory for `rows` vectors of `dims` (see
-    HNSW_GRAPH_MARGIN's comment), with a 10% margin."""
-    return int(rows * (4 * dims + 48 * HNSW_M) * HNSW_GRAPH_MARGIN)
+def hnsw_graph_bytes(rows: int, dims: int, m: int | None = None) -> int:
+    """What pgvector's HNSW build keeps in memory for `rows` vectors of `dims` in a graph of
+    `m` (default HNSW_M; see HNSW_GRAPH_MARGIN's comment), with a 10% margin."""
+    return int(rows * (4 * dims + 48 * (m or HNSW_M)) * HNSW_GRAPH_MARGIN)
 
 
-def raise_build_memory(conn, *, transaction_only: bool, tables: list[str] | tuple = ()) -> int:
+def raise_build_memory(conn, *, transaction_only: bool, tables: list[str] | tuple = (),
+                       m: int | None = None) -> int:
     """Raise maintenance_work_mem (for the transaction or the session) for an HNSW build or a
     VACUUM FULL that rebuilds one: to what the largest graph of `tables` (tables of the schema
     with an `embedding` vector column) needs, at least HNSW_BUILD_MEMORY, at most
-    RAGMART_PG_MAX_BUILD_MEMORY (which wins over both); never lowered. Returns the bytes."""
+    RAGMART_PG_MAX_BUILD_MEMORY (which wins over both); never lowered. `m`: the graph's about
+    to be built (default: its index's, `index_m`). Returns the bytes."""
     ceiling = max_build_memory()
     need = HNSW_BUILD_MEMORY
     for table in tables:
         dims = _DIMS.fullmatch(table_columns(conn, table).get("embedding", ""))
         if dims is not None:
             (rows,) = conn.execute(f'select count(*) from {SCHEMA}."{table}"').fetchone()
-            need = max(need, hnsw_graph_bytes(rows, int(dims.group(1))))
+            need = max(need, hnsw_graph_bytes(rows, int(dims.group(1)),
+                                              m or index_m(conn, table)))
     want = min(need, ceiling)
     conn.execute("select set_config('maintenance_work_mem', %s, %s) "
                  "where pg_size_bytes(current_setting('maintenance_work_mem')) < %s",

@@ -18,6 +18,11 @@ SCHEMA = "ragmart"
 # the most maintenance_work_mem a publish (or a purge's VACUUM FULL) gives an HNSW build
 BUILD_MEMORY_ENV = "RAGMART_PG_MAX_BUILD_MEMORY"
 BUILD_MEMORY_DEFAULT = "4GB"
+# the HNSW index's build parameters, when set (else ragmart.serving.postgres.schema.hnsw_build's
+# rule by the table's size); pgvector's bounds: m 2-100, ef_construction 4-1000 and >= 2 * m
+HNSW_M_ENV = "RAGMART_PG_HNSW_M"
+HNSW_EF_CONSTRUCTION_ENV = "RAGMART_PG_HNSW_EF_CONSTRUCTION"
+_HNSW_BOUNDS = {HNSW_M_ENV: (2, 100), HNSW_EF_CONSTRUCTION_ENV: (4, 1000)}
 _SIZE = re.compile(r"\s*(\d+)\s*(B|kB|MB|GB|TB)?\s*", re.IGNORECASE)
 _UNITS = {"b": 1, "kb": 1 << 10, "mb": 1 << 20, "gb": 1 << 30, "tb": 1 << 40}
 
@@ -50,6 +55,29 @@ def max_build_memory() -> int:
             f"{BUILD_MEMORY_ENV}={value!r} is not a memory size; write e.g. 2GB or 512MB (the "
             "most maintenance_work_mem a publish gives an HNSW index build)")
     return int(match.group(1)) * _UNITS[(match.group(2) or "kB").lower()]
+
+
+def hnsw_settings() -> tuple[int | None, int | None]:
+    """(RAGMART_PG_HNSW_M, RAGMART_PG_HNSW_EF_CONSTRUCTION) as integers, None for one unset or
+    blank; PostgresServingError for a value pgvector would refuse, or for both set with
+    ef_construction below 2 * m (pgvector's own rule)."""
+    values: dict[str, int | None] = {}
+    for name, (low, high) in _HNSW_BOUNDS.items():
+        text = os.environ.get(name, "").strip()
+        if not text:
+            values[name] = None
+            continue
+        if not text.isdigit() or not low <= int(text) <= high:
+            raise PostgresServingError(
+                f"{name}={text!r} is not an integer from {low} to {high} (pgvector's bounds "
+                "for the HNSW index's build parameter); unset it for ragmart's choice by size")
+        values[name] = int(text)
+    m, ef_construction = values[HNSW_M_ENV], values[HNSW_EF_CONSTRUCTION_ENV]
+    if m is not None and ef_construction is not None and ef_construction < 2 * m:
+        raise PostgresServingError(
+            f"{HNSW_EF_CONSTRUCTION_ENV}={ef_construction} is below twice {HNSW_M_ENV}={m}; "
+            "pgvector builds an HNSW index only with ef_construction >= 2 * m")
+    return m, ef_construction
 
 
 _PASSWORD_PARAM = re.compile(r"(password=)[^&\s]*", re.IGNORECASE)
