@@ -15,7 +15,12 @@ from dbt_harness import Project
 from sample_deployment import sample_deployment  # noqa: F401 - the fixture `built`
 
 from ragmart.serving.postgres import schema
-from ragmart.serving.postgres.settings import BUILD_MEMORY_ENV, PostgresServingError
+from ragmart.serving.postgres.settings import (
+    BUILD_MEMORY_ENV,
+    HNSW_EF_CONSTRUCTION_ENV,
+    HNSW_M_ENV,
+    PostgresServingError,
+)
 
 psycopg = pytest.importorskip("psycopg")
 
@@ -125,22 +130,27 @@ def test_the_size_rule_agrees_with_pgvector(postgres_url: str, dims: int) -> Non
     assert abs(estimate - (1 << 20)) < 0.1 * (1 << 20), (fit, estimate)
 
 
-def test_ragmart_publish_refuses_a_bad_ceiling_before_any_work(
-        built: Project, postgres_url: str) -> None:
-    """`ragmart publish` (the CLI) with a bad ceiling: one line naming the setting, and
+@pytest.mark.parametrize(("settings", "named"), [
+    ({BUILD_MEMORY_ENV: "lots"}, BUILD_MEMORY_ENV),
+    # ef_construction under 2 * m (tests/python/test_postgres_hnsw_build.py)
+    ({HNSW_M_ENV: "32", HNSW_EF_CONSTRUCTION_ENV: "40"}, HNSW_EF_CONSTRUCTION_ENV),
+])
+def test_ragmart_publish_refuses_a_bad_setting_before_any_work(
+        built: Project, postgres_url: str, settings: dict[str, str], named: str) -> None:
+    """`ragmart publish` (the CLI) with a bad build setting: one line naming the setting, and
     nothing made on either engine: no snapshot file, no serving pointer, no PostgreSQL table
     (the check runs with RAGMART_SERVING_URL's, before the snapshot and the evaluation)."""
     from ragmart.serving.pointer import pointer_path
 
     files = set(built.db_path.parent.iterdir())
-    built.extra_env.update({"RAGMART_SERVING_URL": postgres_url, BUILD_MEMORY_ENV: "lots"})
+    built.extra_env.update({"RAGMART_SERVING_URL": postgres_url, **settings})
     try:
         proc = built.ragmart("publish", "v1", check=False)
     finally:
-        for name in ("RAGMART_SERVING_URL", BUILD_MEMORY_ENV):
+        for name in ("RAGMART_SERVING_URL", *settings):
             built.extra_env.pop(name)
     assert proc.returncode != 0
-    assert BUILD_MEMORY_ENV in proc.stderr and "Traceback" not in proc.stderr
+    assert named in proc.stderr and "Traceback" not in proc.stderr
     assert set(built.db_path.parent.iterdir()) == files
     assert not pointer_path(built.db_path).exists()
     with psycopg.connect(postgres_url) as conn:

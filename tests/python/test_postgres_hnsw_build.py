@@ -123,24 +123,3 @@ def test_a_bad_pair_is_refused_before_anything_is_written(
     with psycopg.connect(postgres_url) as conn:
         assert conn.execute("select to_regclass('ragmart.serving')").fetchone()[0] is None
 
-
-def test_ragmart_publish_refuses_a_bad_pair_before_any_work(
-        built: Project, postgres_url: str) -> None:
-    """`ragmart publish` with ef_construction below 2 * m: one line naming the setting, no
-    snapshot file, no serving pointer, no PostgreSQL table."""
-    from ragmart.serving.pointer import pointer_path
-
-    files = set(built.db_path.parent.iterdir())
-    built.extra_env.update({"RAGMART_SERVING_URL": postgres_url, HNSW_M_ENV: "32",
-                            HNSW_EF_CONSTRUCTION_ENV: "40"})
-    try:
-        proc = built.ragmart("publish", "v1", check=False)
-    finally:
-        for name in ("RAGMART_SERVING_URL", HNSW_M_ENV, HNSW_EF_CONSTRUCTION_ENV):
-            built.extra_env.pop(name)
-    assert proc.returncode != 0
-    assert HNSW_EF_CONSTRUCTION_ENV in proc.stderr and "Traceback" not in proc.stderr
-    assert set(built.db_path.parent.iterdir()) == files
-    assert not pointer_path(built.db_path).exists()
-    with psycopg.connect(postgres_url) as conn:
-        assert conn.execute("select to_regclass('ragmart.serving')").fetchone()[0] is None
