@@ -212,15 +212,16 @@ def _few_eligible(conn: Any, p: Any, params: dict[str, Any], tables: PostgresTab
 def _exact(conn: Any, p: Any, source: str, params: dict[str, Any], tables: PostgresTables,
            active: frozenset[str], ids: list[str] | None = None) -> list[tuple]:
     """The ranked result rows, exact: over the chunks `ids` (the index path's candidates), or
-    over every eligible row in two steps: the first k ids from the narrow columns
-    (exact_ids_sql), then those ranked with the result columns. (distance, chunk_id) is a
-    total order, so the k rows and their ranks are the one-step scan's."""
+    over every eligible row in two steps of one statement: the first k ids from the narrow
+    columns (exact_ids_sql, an InitPlan), then those ranked with the result columns.
+    (distance, chunk_id) is a total order, so the k rows and their ranks are the one-step
+    scan's."""
     if ids is None:
-        ids = [chunk_id for (chunk_id,) in conn.execute(
-            exact_ids_sql(p, source, tables, limit=p("k"), active=active), params).fetchall()]
-    sql = search_sql(p, source, tables, limit=p("k"), only="cast(%(chunk_ids)s as text[])",
-                     active=active)
-    return conn.execute(sql, {**params, "chunk_ids": ids}).fetchall()
+        only = f"array({exact_ids_sql(p, source, tables, limit=p('k'), active=active)})"
+    else:
+        only, params = "cast(%(chunk_ids)s as text[])", {**params, "chunk_ids": ids}
+    sql = search_sql(p, source, tables, limit=p("k"), only=only, active=active)
+    return conn.execute(sql, params).fetchall()
 
 
 def _via_index(conn: Any, p: Any, params: dict[str, Any], tables: PostgresTables,

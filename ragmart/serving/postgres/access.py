@@ -93,12 +93,12 @@ def _version_branch(tables: PostgresTables, dims: int) -> str:
     p = function_param
     # the exact scan in the Python path's two steps (ragmart.retrieval.postgres._exact): the
     # first k ids from the narrow columns, then those ranked with the result columns
-    exact_live, exact_as_of = (exact_ids_sql(p, source, tables, limit=p("k"))
-                               for source in ("live", "as_of"))
+    exact_live, exact_as_of = (with_source_sql(search_sql(
+        p, source, tables, limit=p("k"),
+        only=f"array({exact_ids_sql(p, source, tables, limit=p('k'))})"),
+        tables, p, as_of=source == "as_of") for source in ("live", "as_of"))
     pooled = with_source_sql(search_sql(p, "live", tables, limit=p("k"), only="pool_ids"),
                              tables, p, as_of=False)
-    pooled_as_of = with_source_sql(search_sql(p, "as_of", tables, limit=p("k"),
-                                              only="pool_ids"), tables, p, as_of=True)
     candidates = candidates_sql(p, tables, limit="pool_size")
     count = eligible_count_sql(p, tables)
     estimate = eligible_estimate_sql(p, tables)
@@ -111,8 +111,7 @@ def _version_branch(tables: PostgresTables, dims: int) -> str:
                 vector_dims(retrieve.query_vector);
         end if;
         if retrieve.as_of is not null then
-            pool_ids := array({exact_as_of});
-            return query {pooled_as_of};
+            return query {exact_as_of};
             return;
         end if;
         -- the plan of postgres_sql.plan_by_estimate, then the count when it is unclear
@@ -135,8 +134,7 @@ def _version_branch(tables: PostgresTables, dims: int) -> str:
                 return;
             end if;
         end if;
-        pool_ids := array({exact_live});
-        return query {pooled};
+        return query {exact_live};
         return;"""
 
 
