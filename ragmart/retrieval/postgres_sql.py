@@ -54,8 +54,8 @@ EF_SEARCH = 400
 # queries, load 4-6) recall@10 was 0.929 at 100% eligible and 0.913 at 10% with 400, 0.979
 # and 0.973 with 1000 (p50 171 and 113 ms, measured after 400's 231 and 202: no dearer); at
 # 100k, 1000 gained nothing (1.000 either way) and cost p95 21.6 -> 30-36 ms. So 400 up to
-# 400,000 chunks, 1000 from 1,000,000. An index built with m 24 (in 608 s) reached
-# 0.975 / 0.984 at either ef_search: 0.99 at 1M needs more than this.
+# 400,000 chunks, 1000 from 1,000,000. No ef_search reached 0.99 at 1M on that graph; the
+# graph a large table now gets does (ragmart.serving.postgres.schema.LARGE_GRAPH_ROWS).
 EF_SEARCH_MAX = 1000
 CHUNKS_PER_EF_SEARCH = 1000
 TIE_MARGIN = 8  # candidates beyond k, so that a tie at the k-th distance is seen whole
